@@ -1,0 +1,55 @@
+"""Lab fixtures: one VM per scenario, booted on first use and shared by the whole session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.lab.errors import LabError
+from fixtures.lab.running import LabPool, RunningLab
+
+
+class FailingPool(LabPool):
+    """A pool whose boot failures fail the asking test with the lab's own message."""
+
+    def get(self, scenario: str) -> RunningLab:
+        try:
+            return super().get(scenario)
+        except LabError as error:
+            pytest.fail(f"lab {scenario} did not come up: {error}", pytrace=False)
+
+
+def _print(message: str) -> None:
+    print(f"lab: {message}", flush=True)
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab cannot run on this machine, or None when it can."""
+    missing = [tool for tool in ("qemu-system-x86_64", "ssh", "cpio") if not shutil.which(tool)]
+    if missing:
+        return f"the lab needs {', '.join(missing)} (make deps installs them)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPool]:
+    reason = lab_unavailable()
+    if reason:
+        if os.environ.get("VIPCHECK_REQUIRE_LAB"):
+            pytest.fail(f"VIPCHECK_REQUIRE_LAB is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    pool = FailingPool(tmp_path_factory.mktemp("labs"), _print)
+    yield pool
+    pool.down_all()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/lab needs the VM: mark it so `-m lab` / `-m "not lab"` split runs."""
+    lab_dir = Path(__file__).parent
+    for item in items:
+        if lab_dir in Path(item.path).parents:
+            item.add_marker(pytest.mark.lab)
