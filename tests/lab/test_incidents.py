@@ -72,7 +72,7 @@ def test_ipvs_tcpfin_timeout_on_every_node(labs: LabPool, scenario: str, tcpfin:
 def test_tcpfin_default_leaves_closing_connections_on_the_director(labs: LabPool) -> None:
     lab = labs.get("tcpfin-default")
     states = Counter(
-        row.split()[5] for row in lab.ssh("node-1", "cat /proc/net/ip_vs_conn").splitlines()[1:]
+        row.split()[7] for row in lab.ssh("node-1", "cat /proc/net/ip_vs_conn").splitlines()[1:]
     )
     assert states["TIME_WAIT"] + states["FIN_WAIT"] >= 10, states
 
