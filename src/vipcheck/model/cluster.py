@@ -1,0 +1,223 @@
+"""What the cluster's API says: Services, EndpointSlices, Nodes and kube-proxy's configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from types import MappingProxyType
+from typing import TypeAlias
+
+from vipcheck.model.node import Protocol
+
+IPAddress: TypeAlias = IPv4Address | IPv6Address
+IPNetwork: TypeAlias = IPv4Network | IPv6Network
+
+SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+DEFAULT_AFFINITY_TIMEOUT = 10800
+DEFAULT_SCHEDULER = "rr"
+DEFAULT_SYNC_PERIOD = 30.0
+
+
+class ServiceType(StrEnum):
+    """spec.type: decides whether a Service gets node ports and load-balancer addresses."""
+
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+    EXTERNAL_NAME = "ExternalName"
+
+
+class IPFamily(StrEnum):
+    """spec.ipFamilies: each family gets its own virtual services (dual-stack)."""
+
+    IPV4 = "IPv4"
+    IPV6 = "IPv6"
+
+
+class SessionAffinity(StrEnum):
+    """spec.sessionAffinity: ClientIP makes kube-proxy mark the VS persistent."""
+
+    NONE = "None"
+    CLIENT_IP = "ClientIP"
+
+
+class TrafficPolicy(StrEnum):
+    """spec.external/internalTrafficPolicy: Local keeps only this node's endpoints."""
+
+    CLUSTER = "Cluster"
+    LOCAL = "Local"
+
+
+class AddressType(StrEnum):
+    """EndpointSlice addressType: kube-proxy's per-family proxiers read only their own family."""
+
+    IPV4 = "IPv4"
+    IPV6 = "IPv6"
+    FQDN = "FQDN"
+
+
+class ProxyMode(StrEnum):
+    """KubeProxyConfiguration mode: the IPVS checks apply only to ipvs."""
+
+    IPTABLES = "iptables"
+    IPVS = "ipvs"
+    NFTABLES = "nftables"
+    KERNELSPACE = "kernelspace"
+
+
+class NodePortKeyword(StrEnum):
+    """The non-CIDR value nodePortAddresses accepts: the node's primary IP per family."""
+
+    PRIMARY = "primary"
+
+
+class ProxyExclusion(StrEnum):
+    """Why kube-proxy leaves a Service alone, worded for skip reasons."""
+
+    EXTERNAL_NAME = "type ExternalName (a DNS alias)"
+    HEADLESS = "headless (clusterIP None)"
+    OTHER_PROXY = f"labelled {SERVICE_PROXY_NAME_LABEL} (another proxy owns it)"
+
+
+def _no_labels() -> Mapping[str, str]:
+    """An immutable empty label set, so hand-built objects need not pass one."""
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    """One spec.ports item; name is "" when unset, as EndpointSlices spell it."""
+
+    name: str
+    port: int
+    protocol: Protocol
+    target_port: int | str
+    node_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A v1 Service, reduced to what decides the virtual services kube-proxy programs."""
+
+    namespace: str
+    name: str
+    type: ServiceType
+    cluster_ips: tuple[IPAddress, ...]
+    ports: tuple[ServicePort, ...]
+    ip_families: tuple[IPFamily, ...] = ()
+    external_ips: tuple[IPAddress, ...] = ()
+    lb_ingress_ips: tuple[IPAddress, ...] = ()
+    session_affinity: SessionAffinity = SessionAffinity.NONE
+    session_affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
+    external_traffic_policy: TrafficPolicy = TrafficPolicy.CLUSTER
+    internal_traffic_policy: TrafficPolicy = TrafficPolicy.CLUSTER
+    labels: Mapping[str, str] = field(default_factory=_no_labels, hash=False)
+    resource_version: str = ""
+
+    @property
+    def key(self) -> str:
+        """namespace/name, the subject every message about this Service starts with."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def exclusion(self) -> ProxyExclusion | None:
+        """Why kube-proxy does not program this Service, or None when it does."""
+        if self.type is ServiceType.EXTERNAL_NAME:
+            return ProxyExclusion.EXTERNAL_NAME
+        if not self.cluster_ips:
+            return ProxyExclusion.HEADLESS
+        if SERVICE_PROXY_NAME_LABEL in self.labels:
+            return ProxyExclusion.OTHER_PROXY
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One EndpointSlice endpoint; conditions as kube-proxy reads them (unset ready = ready)."""
+
+    addresses: tuple[IPAddress, ...]
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    node_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPort:
+    """One EndpointSlice port: the resolved targetPort under the Service port's name."""
+
+    name: str
+    port: int | None
+    protocol: Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """An EndpointSlice; FQDN ones keep no endpoints, as kube-proxy ignores them."""
+
+    namespace: str
+    name: str
+    service_name: str | None
+    address_type: AddressType
+    endpoints: tuple[Endpoint, ...]
+    ports: tuple[EndpointPort, ...]
+
+    @property
+    def service_key(self) -> str | None:
+        """namespace/name of the owning Service, matching Service.key."""
+        return None if self.service_name is None else f"{self.namespace}/{self.service_name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A v1 Node: its addresses map hosts to node names and define nodePortAddresses: primary."""
+
+    name: str
+    internal_ips: tuple[IPAddress, ...] = ()
+    external_ips: tuple[IPAddress, ...] = ()
+    hostname: str | None = None
+    pod_cidrs: tuple[IPNetwork, ...] = ()
+    kernel_version: str | None = None
+    kube_proxy_version: str | None = None
+
+    @property
+    def primary_ips(self) -> tuple[IPAddress, ...]:
+        """The first address per family, InternalIPs before ExternalIPs, as kube-proxy picks."""
+        primary: dict[int, IPAddress] = {}
+        for address in (*self.internal_ips, *self.external_ips):
+            primary.setdefault(address.version, address)
+        return tuple(primary.values())
+
+
+@dataclass(frozen=True, slots=True)
+class KubeProxyConfig:
+    """KubeProxyConfiguration (config.conf), defaulted as kube-proxy does; durations in seconds."""
+
+    mode: ProxyMode = ProxyMode.IPTABLES
+    scheduler: str = DEFAULT_SCHEDULER
+    sync_period: float = DEFAULT_SYNC_PERIOD
+    min_sync_period: float = 0.0
+    tcp_timeout: int = 0
+    tcp_fin_timeout: int = 0
+    udp_timeout: int = 0
+    strict_arp: bool = False
+    exclude_cidrs: tuple[IPNetwork, ...] = ()
+    node_port_addresses: tuple[IPNetwork | NodePortKeyword, ...] = ()
+    cluster_cidrs: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Everything read from the API, the input of the expected-state computation."""
+
+    services: tuple[Service, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
+    nodes: tuple[Node, ...] = ()
+    kube_proxy: KubeProxyConfig | None = None
+
+    def node(self, name: str) -> Node | None:
+        """The Node object of that name, if the API listed it."""
+        return next((node for node in self.nodes if node.name == name), None)
