@@ -1,0 +1,573 @@
+"""Read API objects from JSON as `kubectl get ... -o json` prints it or the API returns it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import ip_address, ip_network
+from types import MappingProxyType
+from typing import TypeVar
+
+import yaml
+
+from vipcheck.model.cluster import (
+    DEFAULT_AFFINITY_TIMEOUT,
+    DEFAULT_SCHEDULER,
+    DEFAULT_SYNC_PERIOD,
+    SERVICE_NAME_LABEL,
+    AddressType,
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    IPAddress,
+    IPFamily,
+    IPNetwork,
+    KubeProxyConfig,
+    Node,
+    NodePortKeyword,
+    ProxyMode,
+    Service,
+    ServicePort,
+    ServiceType,
+    SessionAffinity,
+    TrafficPolicy,
+)
+from vipcheck.model.node import Protocol
+from vipcheck.parse import ParseError
+
+_E = TypeVar("_E", bound=StrEnum)
+
+CONFIG_KEY = "config.conf"
+_LB_IP_MODE_PROXY = "Proxy"
+_GO_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_GO_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """Typed access into one API object, so every error names the file, the object and the field."""
+
+    source: str
+    subject: str
+
+    def error(self, path: str, problem: str) -> ParseError:
+        """A ParseError naming this object and the field path."""
+        return ParseError(
+            source=self.source, line=None, message=f"{self.subject}: {path}: {problem}"
+        )
+
+    def mapping(self, value: object, path: str) -> Mapping[str, object]:
+        """A JSON object, or an empty one where the API omits or nulls it."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected an object, got {_json_type(value)}")
+        return value
+
+    def items(self, value: object, path: str) -> Iterator[tuple[str, object]]:
+        """(path, item) for each element of a JSON list; null and absent are empty."""
+        if value is None:
+            return
+        if not isinstance(value, list):
+            raise self.error(path, f"expected a list, got {_json_type(value)}")
+        for index, item in enumerate(value):
+            yield f"{path}[{index}]", item
+
+    def string(self, value: object, path: str, default: str | None = None) -> str:
+        """A JSON string; default stands in for absent/null, else the field is required."""
+        if value is None:
+            if default is None:
+                raise self.error(path, "missing")
+            return default
+        if not isinstance(value, str):
+            raise self.error(path, f"expected a string, got {_json_type(value)}")
+        return value
+
+    def optional_string(self, value: object, path: str) -> str | None:
+        """A JSON string, with absent, null and "" all meaning unset."""
+        return self.string(value, path, default="") or None
+
+    def integer(self, value: object, path: str) -> int:
+        """A required JSON integer (booleans are not integers here)."""
+        if value is None:
+            raise self.error(path, "missing")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(path, f"expected an integer, got {_json_type(value)}")
+        return value
+
+    def boolean(self, value: object, path: str, default: bool) -> bool:
+        """A JSON boolean; absent or null takes the API's default."""
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(path, f"expected true or false, got {_json_type(value)}")
+        return value
+
+    def enum(self, kind: type[_E], value: object, path: str, default: _E | None = None) -> _E:
+        """One of an enum's API spellings; the error lists the accepted ones."""
+        text = self.string(value, path, default=None if default is None else str(default))
+        try:
+            return kind(text)
+        except ValueError:
+            accepted = ", ".join(member.value for member in kind)
+            raise self.error(path, f"expected one of {accepted}, got {text!r}") from None
+
+    def protocol(self, value: object, path: str) -> Protocol:
+        """A Kubernetes protocol (TCP when unset, as the API defaults it)."""
+        text = self.string(value, path, default="TCP")
+        try:
+            return Protocol[text]
+        except KeyError:
+            accepted = ", ".join(member.name for member in Protocol)
+            raise self.error(path, f"expected one of {accepted}, got {text!r}") from None
+
+    def address(self, value: object, path: str) -> IPAddress:
+        """An IPv4 or IPv6 address."""
+        text = self.string(value, path)
+        try:
+            return ip_address(text)
+        except ValueError:
+            raise self.error(path, f"not an IP address: {text!r}") from None
+
+    def network(self, value: object, path: str) -> IPNetwork:
+        """A CIDR; host bits are allowed, as Go's ParseCIDR allows them."""
+        text = self.string(value, path)
+        try:
+            return ip_network(text, strict=False)
+        except ValueError:
+            raise self.error(path, f"not a CIDR: {text!r}") from None
+
+    def labels(self, metadata: Mapping[str, object]) -> Mapping[str, str]:
+        """metadata.labels as an immutable mapping."""
+        labels = self.mapping(metadata.get("labels"), "metadata.labels")
+        return MappingProxyType(
+            {
+                key: self.string(value, f"metadata.labels[{key}]", "")
+                for key, value in labels.items()
+            }
+        )
+
+
+def parse_services(text: str, source: str) -> tuple[Service, ...]:
+    """Services from `kubectl get services -A -o json` (a list) or one Service."""
+    return tuple(_parse_service(reader, item) for reader, item in _objects(text, source, "Service"))
+
+
+def parse_endpoint_slices(text: str, source: str) -> tuple[EndpointSlice, ...]:
+    """EndpointSlices from `kubectl get endpointslices -A -o json` (a list) or one slice."""
+    return tuple(
+        _parse_endpoint_slice(reader, item)
+        for reader, item in _objects(text, source, "EndpointSlice")
+    )
+
+
+def parse_nodes(text: str, source: str) -> tuple[Node, ...]:
+    """Nodes from `kubectl get nodes -o json` (a list) or one Node."""
+    return tuple(_parse_node(reader, item) for reader, item in _objects(text, source, "Node"))
+
+
+def parse_kube_proxy_config(text: str, source: str) -> KubeProxyConfig:
+    """kube-proxy's configuration from its ConfigMap (JSON or YAML) or the bare config.conf."""
+    if text.lstrip().startswith("{"):
+        document = _load_json(text, source)
+    else:
+        document = _load_yaml(text, source, where=None)
+    reader = _Reader(source, "kube-proxy configuration")
+    root = reader.mapping(document, "(document)")
+    if root.get("kind") == "ConfigMap" or "data" in root:
+        reader = _Reader(source, _subject(root, "ConfigMap"))
+        data = reader.mapping(root.get("data"), "data")
+        conf = reader.string(data.get(CONFIG_KEY), f"data[{CONFIG_KEY}]")
+        root = reader.mapping(_load_yaml(conf, source, where=f"data[{CONFIG_KEY}]"), CONFIG_KEY)
+    kind = root.get("kind")
+    if kind not in (None, "KubeProxyConfiguration"):
+        raise ParseError(
+            source=source,
+            line=None,
+            message=f"expected a kube-proxy ConfigMap or KubeProxyConfiguration, got kind {kind!r}",
+        )
+    return _parse_kube_proxy_configuration(reader, root)
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go time.Duration string ("30s", "1h2m3s", "1.5s", "0"); else ValueError."""
+    body = text[1:] if text[:1] in "+-" else text
+    if body == "0":
+        return 0.0
+    parts = list(_GO_DURATION_PART.finditer(body))
+    if not parts or "".join(part.group(0) for part in parts) != body:
+        raise ValueError(f"not a Go duration: {text!r}")
+    seconds = sum(float(part.group(1)) * _GO_DURATION_UNITS[part.group(2)] for part in parts)
+    return -seconds if text.startswith("-") else seconds
+
+
+def _objects(text: str, source: str, kind: str) -> Iterator[tuple[_Reader, Mapping[str, object]]]:
+    """Each object of the expected kind, from a typed list, kubectl's List, or a single object."""
+    document = _load_json(text, source)
+    if not isinstance(document, dict):
+        raise ParseError(
+            source=source,
+            line=None,
+            message=f"expected a {kind} or {kind}List object, got {_json_type(document)}",
+        )
+    document_kind = document.get("kind")
+    if document_kind in (f"{kind}List", "List") or (document_kind is None and "items" in document):
+        for path, item in _Reader(source, f"{document_kind or 'list'}").items(
+            document.get("items"), "items"
+        ):
+            yield _list_item(source, kind, path, item)
+        return
+    if document_kind not in (kind, None):
+        raise ParseError(
+            source=source,
+            line=None,
+            message=f"expected a {kind} or {kind}List, got {document_kind}",
+        )
+    yield _Reader(source, _subject(document, kind)), document
+
+
+def _list_item(
+    source: str, kind: str, path: str, item: object
+) -> tuple[_Reader, Mapping[str, object]]:
+    """One list item; the API omits kind on items, kubectl's List keeps it (so check it)."""
+    if not isinstance(item, dict):
+        raise ParseError(
+            source=source, line=None, message=f"{path}: expected a {kind}, got {_json_type(item)}"
+        )
+    item_kind = item.get("kind")
+    if item_kind not in (kind, None):
+        raise ParseError(
+            source=source,
+            line=None,
+            message=f"{path} ({_subject(item, str(item_kind))}): "
+            f"expected a {kind}, got {item_kind}",
+        )
+    return _Reader(source, _subject(item, path)), item
+
+
+def _subject(item: Mapping[str, object], fallback: str) -> str:
+    """namespace/name (or name) for messages; the fallback when the object has no name."""
+    metadata = item.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        return fallback
+    namespace = metadata.get("namespace")
+    name = str(metadata["name"])
+    return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+
+
+def _load_json(text: str, source: str) -> object:
+    """json.loads with errors as ParseError at the JSON error's line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ParseError(source=source, line=error.lineno, message=error.msg) from None
+
+
+def _load_yaml(text: str, source: str, where: str | None) -> object:
+    """yaml.safe_load with errors as ParseError; an embedded document's line goes in the message."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = None if mark is None else int(mark.line) + 1
+        problem = str(getattr(error, "problem", None) or error)
+        if where is None:
+            raise ParseError(source=source, line=line, message=problem) from None
+        at = where if line is None else f"{where} line {line}"
+        raise ParseError(source=source, line=None, message=f"{at}: {problem}") from None
+
+
+def _metadata(reader: _Reader, item: Mapping[str, object], namespaced: bool) -> tuple[str, str]:
+    """(namespace, name); namespace is "" for cluster-scoped objects."""
+    metadata = reader.mapping(item.get("metadata"), "metadata")
+    name = reader.string(metadata.get("name"), "metadata.name")
+    namespace = reader.string(metadata.get("namespace"), "metadata.namespace") if namespaced else ""
+    return namespace, name
+
+
+def _parse_service(reader: _Reader, item: Mapping[str, object]) -> Service:
+    """One v1 Service."""
+    namespace, name = _metadata(reader, item, namespaced=True)
+    metadata = reader.mapping(item.get("metadata"), "metadata")
+    if item.get("spec") is None:
+        raise reader.error("spec", "missing")
+    spec = reader.mapping(item.get("spec"), "spec")
+    service_type = reader.enum(ServiceType, spec.get("type"), "spec.type", ServiceType.CLUSTER_IP)
+    cluster_ips = _cluster_ips(reader, spec)
+    families = tuple(
+        reader.enum(IPFamily, family, path)
+        for path, family in reader.items(spec.get("ipFamilies"), "spec.ipFamilies")
+    ) or tuple(IPFamily.IPV4 if ip.version == 4 else IPFamily.IPV6 for ip in cluster_ips)
+    affinity_config = reader.mapping(
+        reader.mapping(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig").get(
+            "clientIP"
+        ),
+        "spec.sessionAffinityConfig.clientIP",
+    )
+    timeout = affinity_config.get("timeoutSeconds")
+    status = reader.mapping(item.get("status"), "status")
+    load_balancer = reader.mapping(status.get("loadBalancer"), "status.loadBalancer")
+    return Service(
+        namespace=namespace,
+        name=name,
+        type=service_type,
+        cluster_ips=cluster_ips,
+        ports=tuple(
+            _service_port(reader, port, path)
+            for path, port in reader.items(spec.get("ports"), "spec.ports")
+        ),
+        ip_families=families,
+        external_ips=tuple(
+            reader.address(ip, path)
+            for path, ip in reader.items(spec.get("externalIPs"), "spec.externalIPs")
+        ),
+        lb_ingress_ips=tuple(
+            _lb_ingress_ips(reader, load_balancer.get("ingress"), "status.loadBalancer.ingress")
+        ),
+        session_affinity=reader.enum(
+            SessionAffinity,
+            spec.get("sessionAffinity"),
+            "spec.sessionAffinity",
+            SessionAffinity.NONE,
+        ),
+        session_affinity_timeout=DEFAULT_AFFINITY_TIMEOUT
+        if timeout is None
+        else reader.integer(timeout, "spec.sessionAffinityConfig.clientIP.timeoutSeconds"),
+        external_traffic_policy=reader.enum(
+            TrafficPolicy,
+            spec.get("externalTrafficPolicy"),
+            "spec.externalTrafficPolicy",
+            TrafficPolicy.CLUSTER,
+        ),
+        internal_traffic_policy=reader.enum(
+            TrafficPolicy,
+            spec.get("internalTrafficPolicy"),
+            "spec.internalTrafficPolicy",
+            TrafficPolicy.CLUSTER,
+        ),
+        labels=reader.labels(metadata),
+        resource_version=reader.string(
+            metadata.get("resourceVersion"), "metadata.resourceVersion", ""
+        ),
+    )
+
+
+def _cluster_ips(reader: _Reader, spec: Mapping[str, object]) -> tuple[IPAddress, ...]:
+    """spec.clusterIPs (spec.clusterIP before dual-stack); "None" and "" mean none."""
+    listed = list(reader.items(spec.get("clusterIPs"), "spec.clusterIPs"))
+    if not listed and spec.get("clusterIP") is not None:
+        listed = [("spec.clusterIP", spec.get("clusterIP"))]
+    return tuple(reader.address(ip, path) for path, ip in listed if ip not in ("None", "", None))
+
+
+def _service_port(reader: _Reader, value: object, path: str) -> ServicePort:
+    """One spec.ports item; targetPort defaults to port, as the API server defaults it."""
+    port = reader.mapping(value, path)
+    number = reader.integer(port.get("port"), f"{path}.port")
+    target = port.get("targetPort")
+    target_port: int | str
+    if target is None:
+        target_port = number
+    elif isinstance(target, str) and not target.isdigit():
+        target_port = target
+    elif isinstance(target, str):
+        target_port = int(target)
+    else:
+        target_port = reader.integer(target, f"{path}.targetPort")
+    node_port = port.get("nodePort")
+    return ServicePort(
+        name=reader.string(port.get("name"), f"{path}.name", ""),
+        port=number,
+        protocol=reader.protocol(port.get("protocol"), f"{path}.protocol"),
+        target_port=target_port,
+        node_port=None if node_port is None else reader.integer(node_port, f"{path}.nodePort"),
+    )
+
+
+def _lb_ingress_ips(reader: _Reader, value: object, path: str) -> Iterator[IPAddress]:
+    """Load-balancer ingress IPs kube-proxy binds: hostname-only and ipMode Proxy ones are not."""
+    for item_path, item in reader.items(value, path):
+        ingress = reader.mapping(item, item_path)
+        if ingress.get("ip") in (None, "") or ingress.get("ipMode") == _LB_IP_MODE_PROXY:
+            continue
+        yield reader.address(ingress.get("ip"), f"{item_path}.ip")
+
+
+def _parse_endpoint_slice(reader: _Reader, item: Mapping[str, object]) -> EndpointSlice:
+    """One discovery.k8s.io/v1 EndpointSlice."""
+    namespace, name = _metadata(reader, item, namespaced=True)
+    labels = reader.labels(reader.mapping(item.get("metadata"), "metadata"))
+    address_type = reader.enum(AddressType, item.get("addressType"), "addressType")
+    endpoints = (
+        ()
+        if address_type is AddressType.FQDN
+        else tuple(
+            _endpoint(reader, endpoint, path)
+            for path, endpoint in reader.items(item.get("endpoints"), "endpoints")
+        )
+    )
+    return EndpointSlice(
+        namespace=namespace,
+        name=name,
+        service_name=labels.get(SERVICE_NAME_LABEL) or None,
+        address_type=address_type,
+        endpoints=endpoints,
+        ports=tuple(
+            _endpoint_port(reader, port, path)
+            for path, port in reader.items(item.get("ports"), "ports")
+        ),
+    )
+
+
+def _endpoint(reader: _Reader, value: object, path: str) -> Endpoint:
+    """One endpoint; unset conditions read as kube-proxy reads them (ready, serving, running)."""
+    endpoint = reader.mapping(value, path)
+    addresses = tuple(
+        reader.address(address, address_path)
+        for address_path, address in reader.items(endpoint.get("addresses"), f"{path}.addresses")
+    )
+    if not addresses:
+        raise reader.error(f"{path}.addresses", "missing")
+    conditions = reader.mapping(endpoint.get("conditions"), f"{path}.conditions")
+    return Endpoint(
+        addresses=addresses,
+        ready=reader.boolean(conditions.get("ready"), f"{path}.conditions.ready", default=True),
+        serving=reader.boolean(
+            conditions.get("serving"), f"{path}.conditions.serving", default=True
+        ),
+        terminating=reader.boolean(
+            conditions.get("terminating"), f"{path}.conditions.terminating", default=False
+        ),
+        node_name=reader.optional_string(endpoint.get("nodeName"), f"{path}.nodeName"),
+    )
+
+
+def _endpoint_port(reader: _Reader, value: object, path: str) -> EndpointPort:
+    """One EndpointSlice port; a null port means "all ports", which kube-proxy cannot program."""
+    port = reader.mapping(value, path)
+    number = port.get("port")
+    return EndpointPort(
+        name=reader.string(port.get("name"), f"{path}.name", ""),
+        port=None if number is None else reader.integer(number, f"{path}.port"),
+        protocol=reader.protocol(port.get("protocol"), f"{path}.protocol"),
+    )
+
+
+def _parse_node(reader: _Reader, item: Mapping[str, object]) -> Node:
+    """One v1 Node."""
+    _, name = _metadata(reader, item, namespaced=False)
+    spec = reader.mapping(item.get("spec"), "spec")
+    status = reader.mapping(item.get("status"), "status")
+    addresses: dict[str, list[str]] = {}
+    for path, value in reader.items(status.get("addresses"), "status.addresses"):
+        entry = reader.mapping(value, path)
+        kind = reader.string(entry.get("type"), f"{path}.type")
+        addresses.setdefault(kind, []).append(
+            reader.string(entry.get("address"), f"{path}.address")
+        )
+    pod_cidrs = list(reader.items(spec.get("podCIDRs"), "spec.podCIDRs"))
+    if not pod_cidrs and spec.get("podCIDR"):
+        pod_cidrs = [("spec.podCIDR", spec.get("podCIDR"))]
+    node_info = reader.mapping(status.get("nodeInfo"), "status.nodeInfo")
+    hostnames = addresses.get("Hostname", [])
+    return Node(
+        name=name,
+        internal_ips=_node_ips(reader, addresses.get("InternalIP", []), "InternalIP"),
+        external_ips=_node_ips(reader, addresses.get("ExternalIP", []), "ExternalIP"),
+        hostname=hostnames[0] if hostnames else None,
+        pod_cidrs=tuple(reader.network(cidr, path) for path, cidr in pod_cidrs),
+        kernel_version=reader.optional_string(
+            node_info.get("kernelVersion"), "status.nodeInfo.kernelVersion"
+        ),
+        kube_proxy_version=reader.optional_string(
+            node_info.get("kubeProxyVersion"), "status.nodeInfo.kubeProxyVersion"
+        ),
+    )
+
+
+def _node_ips(reader: _Reader, addresses: list[str], kind: str) -> tuple[IPAddress, ...]:
+    """The Node's addresses of one type, in the order the kubelet reported them."""
+    path = f"status.addresses[type={kind}].address"
+    return tuple(reader.address(address, path) for address in addresses)
+
+
+def _parse_kube_proxy_configuration(reader: _Reader, root: Mapping[str, object]) -> KubeProxyConfig:
+    """A KubeProxyConfiguration (v1alpha1 keeps sync periods under ipvs, v1alpha2 at the top)."""
+    ipvs = reader.mapping(root.get("ipvs"), "ipvs")
+
+    def duration(key: str, fallback_key: str | None = None) -> float:
+        path = f"ipvs.{key}"
+        value = ipvs.get(key)
+        if value is None and fallback_key is not None:
+            path, value = fallback_key, root.get(fallback_key)
+        if value is None:
+            return 0.0
+        text = reader.string(value, path)
+        try:
+            seconds = parse_go_duration(text)
+        except ValueError as error:
+            raise reader.error(path, str(error)) from None
+        if seconds < 0:
+            raise reader.error(path, f"must not be negative, got {text!r}")
+        return seconds
+
+    mode_text = reader.string(root.get("mode"), "mode", "")
+    cluster_cidr = reader.string(root.get("clusterCIDR"), "clusterCIDR", "")
+    return KubeProxyConfig(
+        # An empty mode is kube-proxy's platform default, iptables on Linux.
+        mode=reader.enum(ProxyMode, mode_text or ProxyMode.IPTABLES.value, "mode"),
+        scheduler=reader.string(ipvs.get("scheduler"), "ipvs.scheduler", "") or DEFAULT_SCHEDULER,
+        sync_period=duration("syncPeriod", "syncPeriod") or DEFAULT_SYNC_PERIOD,
+        min_sync_period=duration("minSyncPeriod", "minSyncPeriod"),
+        # kube-proxy hands the kernel whole seconds (int(d.Seconds())).
+        tcp_timeout=int(duration("tcpTimeout")),
+        tcp_fin_timeout=int(duration("tcpFinTimeout")),
+        udp_timeout=int(duration("udpTimeout")),
+        strict_arp=reader.boolean(ipvs.get("strictARP"), "ipvs.strictARP", default=False),
+        exclude_cidrs=tuple(
+            reader.network(cidr, path)
+            for path, cidr in reader.items(ipvs.get("excludeCIDRs"), "ipvs.excludeCIDRs")
+        ),
+        node_port_addresses=tuple(
+            _node_port_address(reader, value, path)
+            for path, value in reader.items(root.get("nodePortAddresses"), "nodePortAddresses")
+        ),
+        cluster_cidrs=tuple(
+            reader.network(cidr.strip(), "clusterCIDR")
+            for cidr in cluster_cidr.split(",")
+            if cidr.strip()
+        ),
+    )
+
+
+def _node_port_address(reader: _Reader, value: object, path: str) -> IPNetwork | NodePortKeyword:
+    """A nodePortAddresses entry: a CIDR or the keyword primary."""
+    if value == NodePortKeyword.PRIMARY.value:
+        return NodePortKeyword.PRIMARY
+    return reader.network(value, path)
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    names: Mapping[type, str] = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
