@@ -82,6 +82,11 @@ class ProxyExclusion(StrEnum):
     OTHER_PROXY = f"labelled {SERVICE_PROXY_NAME_LABEL} (another proxy owns it)"
 
 
+def port_subject(service_key: str, port: int, protocol: Protocol) -> str:
+    """How messages name a Service port: default/redis:6379/TCP."""
+    return f"{service_key}:{port}/{protocol.name}"
+
+
 def _no_labels() -> Mapping[str, str]:
     """An immutable empty label set, so hand-built objects need not pass one."""
     return MappingProxyType({})
