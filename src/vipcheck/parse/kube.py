@@ -191,6 +191,7 @@ def parse_kube_proxy_config(text: str, source: str) -> KubeProxyConfig:
         data = reader.mapping(root.get("data"), "data")
         conf = reader.string(data.get(CONFIG_KEY), f"data[{CONFIG_KEY}]")
         root = reader.mapping(_load_yaml(conf, source, where=f"data[{CONFIG_KEY}]"), CONFIG_KEY)
+        reader = _Reader(source, f"{reader.subject} data[{CONFIG_KEY}]")
     kind = root.get("kind")
     if kind not in (None, "KubeProxyConfiguration"):
         raise ParseError(

@@ -546,6 +546,21 @@ def without(document: dict[str, Any], *path: str | int) -> dict[str, Any]:
         ),
         pytest.param(
             parse_kube_proxy_config,
+            json.dumps(
+                {
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
+                    "data": {"config.conf": "ipvs: {scheduler: [rr]}"},
+                }
+            ),
+            "kube-proxy.json",
+            None,
+            "kube-system/kube-proxy data[config.conf]: ipvs.scheduler: "
+            "expected a string, got a list",
+            id="embedded-field-error",
+        ),
+        pytest.param(
+            parse_kube_proxy_config,
             recorded("nodes.json"),
             "nodes.json",
             None,
