@@ -26,7 +26,7 @@ from vipcheck.parse import ParseError
 _PROMPT = re.compile(r"(?:\[[^\]]*\]|[\w.@:~/-]+)?[#$%](?:\s|$)")
 _ANSIBLE_BANNER = re.compile(r"(?P<host>\S+) \| [A-Z]+(?: \| rc=\d+)? >>")
 _ELISION = frozenset({"...", "\u2026", "[...]", "--"})
-_VERSION = re.compile(r"IP Virtual Server version (?P<version>\S+) \(size=(?P<size>\d+)\)")
+VERSION_LINE = re.compile(r"IP Virtual Server version (?P<version>\S+) \(size=(?P<size>\d+)\)")
 _HOST_PORT = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>\d{1,3}(?:\.\d{1,3}){3})):(?P<port>\d{1,5})"
 )
@@ -34,7 +34,7 @@ _NUMBER = re.compile(r"\d+[KMGT]?")  # print_largenum() abbreviates unless --exa
 _SCHEDULER = re.compile(r"[a-z][a-z0-9_]*")
 _TIMEOUT = re.compile(r"Timeout \(tcp tcpfin udp\): (?P<tcp>\d+) (?P<fin>\d+) (?P<udp>\d+)")
 _EXPIRE = re.compile(r"(?P<minutes>\d+):(?P<seconds>[0-5]\d)")
-_CONN_PROTOCOL = re.compile(r"TCP|UDP|SCTP|IP|ICMP|ICMPv6|IP_\d+")  # ip_vs_proto_name()
+CONNECTION_PROTOCOL = re.compile(r"TCP|UDP|SCTP|IP|ICMP|ICMPv6|IP_\d+")  # ip_vs_proto_name()
 _FWD_NAMES = frozenset(method.value for method in FwdMethod)
 _LIST_HINT = "use `ipvsadm -Ln` (numeric): without -n, names replace addresses and ports"
 _CONN_HINT = "use `ipvsadm -Lnc` (numeric): without -n, names replace addresses and ports"
@@ -282,7 +282,7 @@ def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
         saw_output = True
         stripped = line.strip()
         words = stripped.split()
-        version_match = _VERSION.fullmatch(stripped)
+        version_match = VERSION_LINE.fullmatch(stripped)
         if version_match:
             this = (version_match["version"], int(version_match["size"]))
             if version is not None and this != version:
@@ -361,7 +361,7 @@ def parse_ipvsadm_connections(text: str, source: str) -> tuple[Connection, ...]:
                 f"got {stripped!r}",
             )
         protocol, expire, state = words[:3]
-        if not _CONN_PROTOCOL.fullmatch(protocol):
+        if not CONNECTION_PROTOCOL.fullmatch(protocol):
             raise ParseError(source, number, f"unknown protocol {protocol!r} in {stripped!r}")
         expire_match = _EXPIRE.fullmatch(expire)
         if expire_match is None:
