@@ -1,1 +1,1 @@
-"""Root conftest: puts the checkout on sys.path so tests import `fixtures` (the lab) as a package."""
+"""Root conftest: the checkout is on sys.path, so tests import the lab (`fixtures`) as a package."""
