@@ -1,0 +1,32 @@
+"""Thresholds the checks use, with their defaults in this one place (ini options override them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+def _setting(default: int, help_text: str) -> int:
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Tunable limits; each field is also the ini option `vipcheck_<field>`."""
+
+    tcpfin_timeout_max_s: int = _setting(
+        30, "IPVS tcpfin (FIN_WAIT) timeout above this fails; the founding incident had 120 s"
+    )
+    syn_recv_max: int = _setting(
+        0, "SYN_RECV entries tolerated per virtual service and destination on a node"
+    )
+    conntrack_usage_max_percent: int = _setting(
+        80, "nf_conntrack_count above this share of nf_conntrack_max fails"
+    )
+
+
+DEFAULTS = Settings()
+
+
+def setting_help() -> dict[str, str]:
+    """Each setting's name and one line of help, for registering ini options."""
+    return {f.name: f"{f.metadata['help']} (default {f.default})" for f in fields(Settings)}

@@ -1,0 +1,158 @@
+"""The snapshot: raw outputs exactly as gathered, the boundary between gathering and checking.
+
+Live runs build one in memory; `--save-snapshot` writes it; `--from-snapshot` reads it back (or one
+assembled by hand with kubectl and ssh). Every file is optional: what is missing is reported by
+the checks that need it, naming the file and the command that produces it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import vipcheck
+
+FORMAT_VERSION = 1
+
+# File under cluster/ -> the command that produces it.
+CLUSTER_FILES: Mapping[str, str] = {
+    "services.json": "kubectl get services -A -o json",
+    "endpointslices.json": "kubectl get endpointslices -A -o json",
+    "nodes.json": "kubectl get nodes -o json",
+    "kube-proxy.json": "kubectl -n kube-system get configmap kube-proxy -o json",
+}
+# File under nodes/<node>/ -> the command that produces it, on the node, in the host netns.
+NODE_FILES: Mapping[str, str] = {
+    "ipvsadm-Ln.txt": "ipvsadm -Ln --exact",
+    "proc-ip_vs.txt": "cat /proc/net/ip_vs",
+    "ipvsadm-timeout.txt": "ipvsadm -L --timeout",
+    "ip_vs_conn.txt": "cat /proc/net/ip_vs_conn",
+    "ipvsadm-Lnc.txt": "ipvsadm -Lnc",
+    "sysctl.txt": "sysctl -a",
+    "ip-addr.json": "ip -j addr",
+    "ip-link.json": "ip -j -d link",
+    "uname.txt": "uname -r",
+}
+# Written beside a node's files when it could not be observed; its text says why.
+NODE_ERROR_FILE = "error.txt"
+# Written beside a node's files: `file: why it is missing` (e.g. ipvsadm not installed).
+NODE_MISSING_FILE = "missing.txt"
+
+
+class SnapshotError(Exception):
+    """A snapshot directory that cannot be read or written, with the path to blame."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """One node's raw outputs, why any is missing, or why the node could not be observed."""
+
+    name: str
+    files: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+    missing: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one run observed, as raw text keyed by snapshot file name."""
+
+    cluster: Mapping[str, str]
+    nodes: Mapping[str, NodeSnapshot]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    cluster_error: str | None = None
+
+
+def new_meta(target: str) -> dict[str, Any]:
+    """meta.json for a live run: what was observed, when, by which vipcheck."""
+    return {
+        "format": FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "vipcheck": vipcheck.__version__,
+        "target": target,
+    }
+
+
+def save_snapshot(snapshot: Snapshot, directory: Path) -> None:
+    """Write the snapshot as plain files a person can read, diff and attach to a bug report."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = dict(snapshot.meta)
+        if snapshot.cluster_error:
+            meta["cluster_error"] = snapshot.cluster_error
+        (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        for name, text in snapshot.cluster.items():
+            _write(directory / "cluster" / name, text)
+        for node in snapshot.nodes.values():
+            for name, text in node.files.items():
+                _write(directory / "nodes" / node.name / name, text)
+            if node.error:
+                _write(directory / "nodes" / node.name / NODE_ERROR_FILE, node.error + "\n")
+            if node.missing:
+                lines = "".join(f"{name}: {why}\n" for name, why in node.missing.items())
+                _write(directory / "nodes" / node.name / NODE_MISSING_FILE, lines)
+    except OSError as error:
+        raise SnapshotError(f"cannot write snapshot to {directory}: {error}") from error
+
+
+def load_snapshot(directory: Path) -> Snapshot:
+    """Read a snapshot directory; files not in the format are ignored, missing ones are absent."""
+    if not directory.is_dir():
+        raise SnapshotError(f"{directory}: not a snapshot directory")
+    meta: dict[str, Any] = {}
+    meta_path = directory / "meta.json"
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (ValueError, OSError) as error:
+            raise SnapshotError(f"{meta_path}: {error}") from error
+        if not isinstance(meta, dict):
+            raise SnapshotError(f"{meta_path}: expected a JSON object")
+    cluster = _read_known(directory / "cluster", CLUSTER_FILES)
+    nodes: dict[str, NodeSnapshot] = {}
+    nodes_dir = directory / "nodes"
+    if nodes_dir.is_dir():
+        for node_dir in sorted(p for p in nodes_dir.iterdir() if p.is_dir()):
+            files = _read_known(node_dir, NODE_FILES)
+            error_path = node_dir / NODE_ERROR_FILE
+            node_error = _read(error_path).strip() if error_path.exists() else None
+            missing_path = node_dir / NODE_MISSING_FILE
+            missing = _read_missing(missing_path) if missing_path.exists() else {}
+            nodes[node_dir.name] = NodeSnapshot(node_dir.name, files, node_error, missing)
+    if not cluster and not nodes:
+        raise SnapshotError(
+            f"{directory}: no cluster/*.json and no nodes/<node>/ files; "
+            "see docs/snapshot.md for the layout"
+        )
+    return Snapshot(cluster, nodes, meta, meta.get("cluster_error"))
+
+
+def _read_known(directory: Path, known: Mapping[str, str]) -> dict[str, str]:
+    if not directory.is_dir():
+        return {}
+    return {name: _read(directory / name) for name in known if (directory / name).is_file()}
+
+
+def _read_missing(path: Path) -> dict[str, str]:
+    missing = {}
+    for line in _read(path).splitlines():
+        name, _, why = line.partition(":")
+        if name.strip() in NODE_FILES:
+            missing[name.strip()] = why.strip()
+    return missing
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError as error:
+        raise SnapshotError(f"{path}: {error}") from error
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
