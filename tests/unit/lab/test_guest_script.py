@@ -15,6 +15,9 @@ from fixtures.lab.guest_script import (
     VirtualServiceKind,
     expected_real_servers,
     expected_virtual_services,
+    ipvs_rules,
+    node_sysctls,
+    pod_netns,
     setup_script,
     ssh_addresses,
 )
@@ -24,9 +27,17 @@ NODES = ("node-1", "node-2", "node-3")
 
 
 def step(script: str, name: str) -> str:
-    """The body of one generated step function."""
-    start = script.index(f"\n{name}() {{\n")
-    return script[start : script.index("\n}\n", start) + 1]
+    """The body of one generated step function (a here-document's "}" does not end it)."""
+    lines = script[script.index(f"\n{name}() {{\n") + 1 :].splitlines(keepends=True)
+    in_heredoc = False
+    for index, line in enumerate(lines):
+        if in_heredoc:
+            in_heredoc = line != "EOF\n"
+        elif line.rstrip().endswith("<<'EOF'"):
+            in_heredoc = True
+        elif line == "}\n":
+            return "\n" + "".join(lines[:index])
+    raise AssertionError(f"{name} never ends")
 
 
 @pytest.mark.parametrize("name", scenario_names())
@@ -50,28 +61,56 @@ def test_script_shape(name: str) -> None:
         assert f"start_sshd {host} {host}\n" in script
 
 
+def heredoc(script: str, command: str) -> list[str]:
+    """The lines a command of the script is fed by its here-document."""
+    start = script.index(f"    {command} <<'EOF'\n")
+    body = script[script.index("\n", start) + 1 :]
+    return body[: body.index("\nEOF\n")].splitlines()
+
+
+def commands(lines: list[str]) -> list[str]:
+    """The lines of a batch that are not comments."""
+    return [line for line in lines if not line.startswith("#")]
+
+
 @pytest.mark.parametrize("node", NODES)
 def test_healthy_virtual_and_real_servers(node: str) -> None:
-    script = setup_script(load_scenario("healthy"))
+    scenario = load_scenario("healthy")
+    script = setup_script(scenario)
     underlay = {"node-1": "192.168.58.11", "node-2": "192.168.58.12", "node-3": "192.168.58.13"}
-    ipvsadm = f"ip netns exec {node} ipvsadm"
+    rules = heredoc(step(script, "program_kube_proxy"), f"ip netns exec {node} ipvsadm -R")
+    assert tuple(rules) == ipvs_rules(scenario, scenario.node(node))
     for line in (
-        f"{ipvsadm} -A -t 10.96.0.20:6379 -s rr",
-        f"{ipvsadm} -a -t 10.96.0.20:6379 -r 10.244.3.10:6379 -m -w 1",
-        f"{ipvsadm} -A -t 10.96.0.30:80 -s rr",
-        f"{ipvsadm} -a -t 10.96.0.30:80 -r 10.244.1.10:8080 -m -w 1",
-        f"{ipvsadm} -a -t 10.96.0.30:80 -r 10.244.3.11:8080 -m -w 1",
-        f"{ipvsadm} -A -t {underlay[node]}:30080 -s rr",
-        f"{ipvsadm} -a -t {underlay[node]}:30080 -r 10.244.3.11:8080 -m -w 1",
-        f"{ipvsadm} -A -t 10.96.0.40:80 -s rr",
-        f"{ipvsadm} -a -t 10.96.0.40:80 -r 10.244.2.10:8080 -m -w 1",
-        f"ip -n {node} addr add 10.96.0.20/32 dev kube-ipvs0",
-        f"set_sysctl {node} net.ipv4.vs.expire_nodest_conn 1",
+        "-A -t 10.96.0.20:6379 -s rr",
+        "-a -t 10.96.0.20:6379 -r 10.244.3.10:6379 -m -w 1",
+        "-A -t 10.96.0.30:80 -s rr",
+        "-a -t 10.96.0.30:80 -r 10.244.1.10:8080 -m -w 1",
+        "-a -t 10.96.0.30:80 -r 10.244.3.11:8080 -m -w 1",
+        f"-A -t {underlay[node]}:30080 -s rr",
+        f"-a -t {underlay[node]}:30080 -r 10.244.3.11:8080 -m -w 1",
+        "-A -t 10.96.0.40:80 -s rr",
+        "-a -t 10.96.0.40:80 -r 10.244.2.10:8080 -m -w 1",
     ):
-        assert f"    {line}\n" in script, line
+        assert line in rules, line
+    assert sum(rule.startswith("-A ") for rule in rules) == 4  # three ClusterIPs, one NodePort
+    assert "addr add 10.96.0.20/32 dev kube-ipvs0" in heredoc(script, f"ip -n {node} -batch -")
+    assert "net.ipv4.vs.expire_nodest_conn=1 \\" in step(script, "apply_sysctls")
     assert "10.244.2.11:8080" not in script  # web-3 is not ready
     assert "10.96.0.50" not in script
-    assert script.count("ipvsadm -A") == 3 * 4  # three ClusterIP VSs and one NodePort VS per node
+
+
+def test_one_process_per_namespace_and_task() -> None:
+    """A process costs ~0.1 s under emulation: one ip batch per namespace, one of each per node."""
+    scenario = load_scenario("healthy")
+    script = setup_script(scenario)
+    namespaces = [*NODES, "client", *(pod_netns(pod) for pod in scenario.pods)]
+    for netns in namespaces:
+        assert script.count(f"ip -n {netns} ") == 1, netns
+    assert script.count("ip -batch -") == 1
+    for node in NODES:
+        assert script.count(f"ip netns exec {node} ipvsadm -R") == 1
+        assert script.count(f"set_sysctls {node} ") == 1
+    assert "ip netns exec node-1 ip " not in script
 
 
 def test_headless_and_external_name_get_no_virtual_service() -> None:
@@ -82,41 +121,51 @@ def test_headless_and_external_name_get_no_virtual_service() -> None:
 
 
 def test_stale_real_server_only_in_its_scenario() -> None:
-    stale = "ipvsadm -a -t 10.96.0.20:6379 -r 10.244.3.10:80 -m -w 1"
+    stale = "-a -t 10.96.0.20:6379 -r 10.244.3.10:80 -m -w 1"
     for name in ("healthy", "tcpfin-default", "rp-filter-strict"):
         assert stale not in setup_script(load_scenario(name))
-    faults = step(setup_script(load_scenario("stale-real-server")), "inject_faults")
+    script = setup_script(load_scenario("stale-real-server"))
+    assert stale not in step(script, "program_kube_proxy")
+    faults = step(script, "inject_faults")
     for node in NODES:
-        assert f"ip netns exec {node} {stale}\n" in faults
+        assert heredoc(faults, f"ip netns exec {node} ipvsadm -R") == [stale]
 
 
 def test_ipvs_timeouts() -> None:
-    healthy = setup_script(load_scenario("healthy"))
-    for node in NODES:
-        assert f"ip netns exec {node} ipvsadm --set 0 30 0\n" in healthy
-    assert "--set" not in setup_script(load_scenario("tcpfin-default"))
+    healthy = load_scenario("healthy")
+    for node in healthy.nodes:
+        assert ipvs_rules(healthy, node)[0] == "--set 0 30 0"
+    tcpfin = load_scenario("tcpfin-default")
+    assert not any(rule.startswith("--set") for rule in ipvs_rules(tcpfin, tcpfin.nodes[0]))
 
 
 def test_strict_rp_filter_only_on_node_2_in_rp_filter_strict() -> None:
-    strict = "rp_filter 1\n"
+    strict = "rp_filter=1"
     for name in ("healthy", "stale-real-server", "tcpfin-default"):
         assert strict not in setup_script(load_scenario(name))
     faults = step(setup_script(load_scenario("rp-filter-strict")), "inject_faults")
     assert faults.count(strict) == 2
-    assert "set_sysctl node-2 net.ipv4.conf.all.rp_filter 1\n" in faults
-    assert "set_sysctl node-2 net.ipv4.conf.tunl0.rp_filter 1\n" in faults
+    assert (
+        "    set_sysctls node-2 \\\n"
+        "        net.ipv4.conf.all.rp_filter=1 \\\n"
+        "        net.ipv4.conf.tunl0.rp_filter=1\n"
+    ) in faults
 
 
 def test_node_sysctls_come_after_interfaces_and_faults_after_them() -> None:
-    script = setup_script(load_scenario("rp-filter-strict"))
+    scenario = load_scenario("rp-filter-strict")
+    script = setup_script(scenario)
     main = step(script, "main")
-    order = ["build_nodes", "build_pods", "connect_client", "program_kube_proxy"]
-    order += ["apply_node_sysctls", "inject_faults", "start_ssh", "send_traffic", "log ready"]
+    order = ["create_namespaces", "configure_nodes", "configure_pods", "configure_client"]
+    order += ["program_kube_proxy", "apply_sysctls", "inject_faults", "start_ssh"]
+    order += ["send_traffic", "log ready"]
     positions = [main.index(name) for name in order]
     assert positions == sorted(positions)
-    assert "set_sysctl node-2 net.ipv4.conf.tunl0.rp_filter 0\n" in step(
-        script, "apply_node_sysctls"
-    )
+    assert "net.ipv4.conf.tunl0.rp_filter=0" in step(script, "apply_sysctls")
+    sysctls = node_sysctls(scenario, scenario.node("node-2"))
+    keys = [key for key, _ in sysctls]
+    assert keys.index("net.ipv4.conf.all.rp_filter") > keys.index("net.ipv4.ip_forward")
+    assert sum(key.endswith(".proxy_arp") for key in keys) == 2  # api-0 and web-3
 
 
 def test_traffic_only_where_declared() -> None:
@@ -128,30 +177,51 @@ def test_traffic_only_where_declared() -> None:
 
 def test_topology_lines() -> None:
     script = setup_script(load_scenario("healthy"))
+    root = commands(heredoc(script, "ip -batch -"))
     for line in (
-        "add_node node-2 192.168.58.12/24 vnode2 vnode2p",
-        "add_tunnel node-2 10.244.2.0",
-        "ip -n node-2 route add 10.244.1.0/24 via 192.168.58.11 dev tunl0 onlink",
-        "ip -n node-2 route add 10.10.0.0/24 via 192.168.58.11 dev eth0",
-        "ip -n node-1 addr add 10.10.0.1/24 dev eth1",
-        "ip -n client addr add 10.10.0.36/24 dev eth0",
-        "ip -n client route add default via 10.10.0.1",
-        "ip -n client addr add 192.168.58.30/24 dev mgmt0",
-        "serve pod-default-redis-0 redis-0 6379",
-        "serve pod-default-web-3 web-3 8080",
+        "netns add node-2",
+        "link add vnode2 type veth peer name eth0 netns node-2",
+        "link set vnode2 master br0 up",
+        "link add eth1 netns node-1 type veth peer name eth0 netns client",
+        "link add vclient type veth peer name mgmt0 netns client",
+        "netns add pod-default-web-3",
     ):
+        assert line in root, line
+    node_2 = commands(heredoc(script, "ip -n node-2 -batch -"))
+    for line in (
+        "addr add 192.168.58.12/24 dev eth0",
+        "addr add 10.244.2.0/32 dev tunl0",
+        "route add 10.244.1.0/24 via 192.168.58.11 dev tunl0 onlink",
+        "route add 10.10.0.0/24 via 192.168.58.11 dev eth0",
+        "link add kube-ipvs0 type dummy",
+    ):
+        assert line in node_2, line
+    node_1 = commands(heredoc(script, "ip -n node-1 -batch -"))
+    assert "addr add 10.10.0.1/24 dev eth1" in node_1
+    assert not any(line.startswith("route add 10.10.0.0/24") for line in node_1)  # the gateway
+    client = commands(heredoc(script, "ip -n client -batch -"))
+    assert client == [
+        "link set lo up",
+        "addr add 10.10.0.36/24 dev eth0",
+        "link set eth0 up",
+        "route add default via 10.10.0.1",
+        "addr add 192.168.58.30/24 dev mgmt0",
+        "link set mgmt0 up",
+    ]
+    pod = commands(heredoc(script, "ip -n pod-default-api-0 -batch -"))
+    assert "addr add 10.244.2.10/32 dev eth0" in pod
+    assert "route add default via 169.254.1.1 dev eth0" in pod
+    for line in ("serve pod-default-redis-0 redis-0 6379", "serve pod-default-web-3 web-3 8080"):
         assert f"    {line}\n" in script, line
-    assert "ip -n node-1 route add 10.10.0.0/24" not in script  # the director is the gateway
-    assert "route add default via 192.168.58" not in step(script, "connect_client")
 
 
 def test_pod_interface_names_fit_the_kernel_limit() -> None:
     script = setup_script(load_scenario("healthy"))
-    for line in step(script, "build_pods").splitlines():
-        words = line.split()
-        if words and words[0] == "add_pod":
-            assert words[4].startswith("cali")
-            assert max(len(words[4]), len(words[5])) <= 15
+    names = [line.split()[2] for line in heredoc(script, "ip -batch -") if " netns pod-" in line]
+    assert len(names) == 5
+    for name in names:
+        assert name.startswith("cali")
+        assert len(name) <= 15
 
 
 def test_expected_real_servers_honour_local_traffic_policy() -> None:
