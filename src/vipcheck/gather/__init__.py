@@ -1,0 +1,113 @@
+"""Gathering: observe a live cluster and its nodes, read-only, into a Snapshot.
+
+The cluster is read first, because its Nodes say which nodes exist and by which addresses a host
+spec finds its node; then every node is observed in parallel, one round trip each. A node that
+cannot be reached, or that no spec names, is kept with the reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from vipcheck.gather.cluster import ClusterError, gather_cluster
+from vipcheck.gather.nodes import gather_nodes
+from vipcheck.snapshot import NodeSnapshot, Snapshot, new_meta
+from vipcheck.transport import Resolution, resolve_targets
+
+Progress = Callable[[str], None]
+ADDRESS_TYPES = ("InternalIP", "Hostname")
+
+
+@dataclass(frozen=True, slots=True)
+class GatherOptions:
+    """What the user said about the target: API access, node inventory, how to run there."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    hosts: tuple[str, ...] = ()
+    ssh_config: str | None = None
+    ssh_identity_file: str | None = None
+    sudo: bool = False
+    connection: str | None = None
+    node_map: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 60.0
+
+
+def gather(options: GatherOptions, progress: Progress) -> Snapshot:
+    """Observe the cluster, then its nodes; an unreadable API still lets the given hosts be read."""
+    cluster: dict[str, str] = {}
+    cluster_error = None
+    try:
+        cluster = gather_cluster(options.kubeconfig, options.context, progress)
+    except ClusterError as error:
+        cluster_error = str(error)
+        progress(f"vipcheck: cluster not read: {cluster_error}")
+    names, addresses = node_inventory(cluster.get("nodes.json"))
+    resolution = resolve_targets(
+        options.hosts,
+        options.ssh_config,
+        names,
+        addresses,
+        options.node_map,
+        ssh_identity_file=options.ssh_identity_file,
+        sudo=options.sudo,
+        connection=options.connection,
+    )
+    _report_unpaired(resolution, names, progress)
+    observed = gather_nodes(resolution.targets, options.timeout_s, progress)
+    nodes = {
+        name: observed.get(name) or NodeSnapshot(name, error=resolution.reasons[name])
+        for name in (*names, *(n for n in observed if n not in names))
+    }
+    meta = new_meta(_describe(options))
+    if resolution.unknown:
+        meta["unknown_hosts"] = list(resolution.unknown)
+    return Snapshot(cluster, nodes, meta, cluster_error)
+
+
+def node_inventory(nodes_json: str | None) -> tuple[list[str], dict[str, list[str]]]:
+    """Node names and their InternalIP/Hostname addresses, from the API's NodeList."""
+    if nodes_json is None:
+        return [], {}
+    try:
+        items = json.loads(nodes_json).get("items") or []
+    except (ValueError, AttributeError):
+        return [], {}
+    names: list[str] = []
+    addresses: dict[str, list[str]] = {}
+    for item in items:
+        name = (item.get("metadata") or {}).get("name")
+        if not isinstance(name, str):
+            continue
+        names.append(name)
+        addresses[name] = [
+            entry["address"]
+            for entry in (item.get("status") or {}).get("addresses") or []
+            if entry.get("type") in ADDRESS_TYPES and isinstance(entry.get("address"), str)
+        ]
+    return names, addresses
+
+
+def _report_unpaired(resolution: Resolution, names: list[str], progress: Progress) -> None:
+    """Say which API nodes will not be observed, and which specs name no node, and why."""
+    for name in resolution.not_given:
+        progress(f"vipcheck: {name}: {resolution.reasons[name]}")
+    for spec in resolution.unknown:
+        progress(
+            f"vipcheck: --hosts {spec}: matches no node ({', '.join(names)}) by name, InternalIP "
+            "or hostname; not observed (map it with --vipcheck-node HOST=NODE)"
+        )
+
+
+def _describe(options: GatherOptions) -> str:
+    """meta.json's target: which cluster and which inventory, for whoever reads the snapshot."""
+    parts = [f"kubeconfig {options.kubeconfig or '(default)'}"]
+    if options.context:
+        parts.append(f"context {options.context}")
+    if options.hosts:
+        parts.append(f"hosts {','.join(options.hosts)}")
+    if options.ssh_config:
+        parts.append(f"ssh_config {options.ssh_config}")
+    return ", ".join(parts)

@@ -1,0 +1,232 @@
+"""Read what the cluster says: one paginated LIST per kind and the kube-proxy ConfigMap, raw.
+
+The only module that imports kubernetes. Configuration is found as kubectl finds it: --kubeconfig,
+else $KUBECONFIG (a path list, merged), else ~/.kube/config, else the in-cluster service account
+when $KUBERNETES_SERVICE_HOST is set. Responses are kept as the API sent them (no client models),
+pages merged into one list of the API's own kind, each item given its apiVersion and kind as
+`kubectl get -o json` does. Only GETs are sent; the kubeconfig is never written back (no token
+refresh persisted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import urllib3
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+Progress = Callable[[str], None]
+Lister = Callable[..., Any]
+
+PAGE_SIZE = 500
+REQUEST_TIMEOUT_S = (10, 60)  # connect, read
+DEFAULT_KUBECONFIG = "~/.kube/config"
+KUBE_PROXY = ("kube-system", "kube-proxy")
+
+
+class ClusterConfigError(Exception):
+    """No usable kubeconfig or context: the user fixes a file or an option."""
+
+
+class ClusterError(Exception):
+    """The API could not be read (refused, unauthorized, forbidden), with server and status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def gather_cluster(
+    kubeconfig: str | None, context: str | None, progress: Progress
+) -> dict[str, str]:
+    """cluster/<file> -> JSON text, as `kubectl get ... -o json` would have written it."""
+    api_client, source = api_client_for(kubeconfig, context)
+    server = api_client.configuration.host
+    progress(f"vipcheck: cluster: reading {server} ({source})")
+    files: dict[str, str] = {}
+    with api_client:
+        core = client.CoreV1Api(api_client)
+        listers: Mapping[str, Lister] = {
+            "services.json": core.list_service_for_all_namespaces,
+            "endpointslices.json": client.DiscoveryV1Api(
+                api_client
+            ).list_endpoint_slice_for_all_namespaces,
+            "nodes.json": core.list_node,
+        }
+        for name, lister in listers.items():
+            document = _list_all(lister, server, name)
+            files[name] = _dump(document)
+            progress(f"vipcheck: cluster: {name}: {len(document['items'])} items")
+        config_map = _read_kube_proxy(core, server)
+        if config_map is None:
+            namespace, name = KUBE_PROXY
+            progress(
+                f"vipcheck: cluster: no ConfigMap {namespace}/{name} (404): "
+                "kube-proxy configuration not gathered"
+            )
+        else:
+            files["kube-proxy.json"] = _dump(config_map)
+    return files
+
+
+def api_client_for(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
+    """A client configured as kubectl would be, and a description of where that came from."""
+    configuration = client.Configuration()
+    paths = _kubeconfig_paths(kubeconfig)
+    if paths is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except ConfigException as error:
+            raise ClusterConfigError(f"in-cluster configuration: {error}") from None
+        return client.ApiClient(configuration), "in-cluster service account"
+    label = os.pathsep.join(paths)
+    contexts = _contexts(paths, label)
+    if context is not None and context not in contexts:
+        raise ClusterConfigError(
+            f"kubeconfig {label}: no context {context!r}; contexts: {', '.join(contexts) or 'none'}"
+        )
+    try:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=label,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+    except (ConfigException, KeyError, TypeError, ValueError) as error:
+        where = f"context {context!r}" if context else "its current-context"
+        raise ClusterConfigError(
+            f"kubeconfig {label}, {where}: {_first_line(str(error))}; "
+            f"contexts: {', '.join(contexts) or 'none'}"
+        ) from None
+    return client.ApiClient(configuration), f"kubeconfig {label}" + (
+        f", context {context}" if context else ""
+    )
+
+
+def _kubeconfig_paths(kubeconfig: str | None) -> list[str] | None:
+    """The kubeconfig files to merge, kubectl's way; None means use the in-cluster account."""
+    if kubeconfig is not None:
+        path = Path(kubeconfig).expanduser()
+        if not path.is_file():
+            raise ClusterConfigError(f"kubeconfig {kubeconfig}: no such file")
+        return [str(path)]
+    env = os.environ.get("KUBECONFIG", "")
+    if env.strip(os.pathsep):
+        listed = [str(Path(p).expanduser()) for p in env.split(os.pathsep) if p]
+        existing = [p for p in listed if Path(p).is_file()]
+        if not existing:
+            raise ClusterConfigError(f"KUBECONFIG={env}: none of its files exists")
+        return existing
+    default = Path(DEFAULT_KUBECONFIG).expanduser()
+    if default.is_file():
+        return [str(default)]
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    raise ClusterConfigError(
+        f"no kubeconfig: give --kubeconfig, set KUBECONFIG, or create {DEFAULT_KUBECONFIG}"
+    )
+
+
+def _contexts(paths: list[str], label: str) -> list[str]:
+    """Context names across the merged files, checking each file reads as a kubeconfig."""
+    names: list[str] = []
+    for path in paths:
+        try:
+            document = yaml.safe_load(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise ClusterConfigError(f"kubeconfig {path}: {_first_line(str(error))}") from None
+        if not isinstance(document, dict):
+            raise ClusterConfigError(f"kubeconfig {path}: not a kubeconfig (expected a mapping)")
+        for entry in document.get("contexts") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                names.append(entry["name"])
+    if not names:
+        raise ClusterConfigError(f"kubeconfig {label}: no contexts")
+    return names
+
+
+def _list_all(lister: Lister, server: str, name: str) -> dict[str, Any]:
+    """Every page of one LIST, merged into the first page's document without its paging fields."""
+    document = _get_json(server, name, lister, limit=PAGE_SIZE)
+    items: list[Any] = document.get("items") or []
+    token = (document.get("metadata") or {}).get("continue")
+    while token:
+        page = _get_json(server, name, lister, limit=PAGE_SIZE, _continue=token)
+        items.extend(page.get("items") or [])
+        token = (page.get("metadata") or {}).get("continue")
+    list_metadata = document.setdefault("metadata", {})
+    list_metadata.pop("continue", None)
+    list_metadata.pop("remainingItemCount", None)
+    item_kind = str(document.get("kind", "")).removesuffix("List")
+    for item in items:
+        item.setdefault("apiVersion", document.get("apiVersion"))
+        item.setdefault("kind", item_kind)
+    document["items"] = items
+    return document
+
+
+def _read_kube_proxy(core: Any, server: str) -> dict[str, Any] | None:
+    """The kube-proxy ConfigMap, or None when the cluster has none (404 is an answer)."""
+    namespace, name = KUBE_PROXY
+    try:
+        read = core.read_namespaced_config_map
+        return _get_json(
+            server, f"ConfigMap {namespace}/{name}", read, name=name, namespace=namespace
+        )
+    except ClusterError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _get_json(server: str, what: str, call: Lister, **arguments: Any) -> dict[str, Any]:
+    """One GET's raw JSON body, or a one-line ClusterError naming the server, object and why."""
+    try:
+        response = call(**arguments, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S)
+    except ApiException as error:
+        if not error.status:
+            raise ClusterError(
+                f"{server}: cannot connect for {what}: {_first_line(str(error.reason))}"
+            ) from None
+        raise ClusterError(
+            f"{server}: {what}: {error.status} {error.reason}: {_status_message(error.body)}",
+            error.status,
+        ) from None
+    except urllib3.exceptions.HTTPError as error:
+        reason = getattr(error, "reason", None) or error
+        raise ClusterError(f"{server}: cannot connect for {what}: {reason}") from None
+    try:
+        document = json.loads(response.data)
+    except ValueError as error:
+        raise ClusterError(f"{server}: {what}: the answer is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ClusterError(f"{server}: {what}: the answer is not a JSON object")
+    return document
+
+
+def _status_message(body: str | None) -> str:
+    """The message of a Kubernetes Status body, or the body's first line if it is not one."""
+    try:
+        status = json.loads(body or "")
+    except ValueError:
+        return _first_line(body or "no body")
+    if isinstance(status, dict) and status.get("message"):
+        return str(status["message"])
+    return _first_line(body or "no body")
+
+
+def _dump(document: Mapping[str, Any]) -> str:
+    """kubectl's layout: four-space indent, a final newline."""
+    return json.dumps(document, indent=4) + "\n"
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no message"

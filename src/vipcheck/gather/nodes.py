@@ -1,0 +1,46 @@
+"""Observe nodes in parallel: one round trip per node, each bounded by its own timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from vipcheck.gather.node_script import NODE_SCRIPT, split_node_output
+from vipcheck.snapshot import NodeSnapshot
+from vipcheck.transport import NodeTarget, TransportError, run_on
+
+Progress = Callable[[str], None]
+
+
+def gather_nodes(
+    targets: Sequence[NodeTarget], timeout_s: float, progress: Progress, max_parallel: int = 8
+) -> dict[str, NodeSnapshot]:
+    """Every target's snapshot, keyed by node name in the targets' order; failures are kept."""
+    if not targets:
+        return {}
+    workers = max(1, min(max_parallel, len(targets)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vipcheck-gather") as pool:
+        futures = [pool.submit(gather_node, t, timeout_s, progress) for t in targets]
+        return {t.node: future.result() for t, future in zip(targets, futures, strict=True)}
+
+
+def gather_node(target: NodeTarget, timeout_s: float, progress: Progress) -> NodeSnapshot:
+    """One node's raw files, or why it could not be observed (its items ERROR, never FAIL)."""
+    started = time.monotonic()
+    try:
+        result = run_on(target, NODE_SCRIPT, timeout_s)
+    except TransportError as error:
+        progress(f"vipcheck: {target.node}: not observed: {error}")
+        return NodeSnapshot(target.node, error=str(error))
+    files, missing = split_node_output(result.stdout)
+    elapsed = time.monotonic() - started
+    if result.rc != 0 or not (files or missing):
+        stderr = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        why = stderr[0] if stderr else "no output vipcheck can read"
+        failure = f"{target.describe()}: the gather script exited {result.rc}: {why}"
+        progress(f"vipcheck: {target.node}: not observed: {failure}")
+        return NodeSnapshot(target.node, error=failure)
+    note = f", {len(missing)} missing ({', '.join(missing)})" if missing else ""
+    progress(f"vipcheck: {target.node}: gathered {len(files)} files in {elapsed:.1f} s{note}")
+    return NodeSnapshot(target.node, files, None, missing)
