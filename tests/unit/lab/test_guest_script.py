@@ -16,6 +16,7 @@ from fixtures.lab.guest_script import (
     expected_real_servers,
     expected_virtual_services,
     ipvs_rules,
+    masquerade_ruleset,
     node_sysctls,
     pod_netns,
     setup_script,
@@ -109,6 +110,7 @@ def test_one_process_per_namespace_and_task() -> None:
     assert script.count("ip -batch -") == 1
     for node in NODES:
         assert script.count(f"ip netns exec {node} ipvsadm -R") == 1
+        assert script.count(f"ip netns exec {node} nft -f -") == 1
         assert script.count(f"set_sysctls {node} ") == 1
     assert "ip netns exec node-1 ip " not in script
 
@@ -222,6 +224,35 @@ def test_pod_interface_names_fit_the_kernel_limit() -> None:
     for name in names:
         assert name.startswith("cali")
         assert len(name) <= 15
+
+
+def test_masquerade_node_originated_and_cluster_node_ports() -> None:
+    scenario = load_scenario("healthy")
+    ruleset = masquerade_ruleset(scenario, scenario.node("node-2"))
+    assert "type nat hook postrouting priority srcnat; policy accept;" in ruleset
+    assert "ip daddr != 10.244.0.0/16 return" in ruleset
+    assert "fib saddr type local masquerade" in ruleset
+    node_port = (
+        "meta l4proto tcp ct original proto-dst 30080 ct original ip daddr { 192.168.58.12 }"
+    )
+    assert f"{node_port} masquerade" in ruleset
+    assert "10.10.0." not in ruleset  # the client's traffic to ClusterIPs keeps its source
+    script = setup_script(scenario)
+    assert heredoc(script, "ip netns exec node-2 nft -f -") == ruleset.splitlines()
+
+
+def test_no_masquerade_for_local_node_ports() -> None:
+    scenario = load_scenario("healthy")
+    services = tuple(
+        dataclasses.replace(service, external_traffic_policy=TrafficPolicy.LOCAL)
+        if service.name == "web"
+        else service
+        for service in scenario.services
+    )
+    local = dataclasses.replace(scenario, services=services)
+    ruleset = masquerade_ruleset(local, local.node("node-1"))
+    assert "30080" not in ruleset
+    assert "fib saddr type local masquerade" in ruleset
 
 
 def test_expected_real_servers_honour_local_traffic_policy() -> None:
