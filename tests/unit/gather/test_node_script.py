@@ -1,0 +1,197 @@
+"""The node script: POSIX, framed byte-exact, and a reason for every file a node cannot give."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vipcheck.gather.node_script import NODE_SCRIPT, build_node_script, split_node_output
+from vipcheck.snapshot import NODE_FILES
+
+SHELLS = [
+    pytest.param(["sh"], id="sh"),
+    pytest.param(["dash"], id="dash"),
+    pytest.param(["busybox", "sh"], id="busybox"),
+]
+IPVS_FILES = {"ipvsadm-Ln.txt", "ipvsadm-timeout.txt", "ipvsadm-Lnc.txt"}
+PROC_FILES = {"proc-ip_vs.txt", "ip_vs_conn.txt"}
+
+
+@pytest.mark.parametrize(
+    ("stdout", "files", "missing"),
+    [
+        pytest.param(
+            "===vipcheck:file=a.txt\nline 1\nline 2\n\n===vipcheck:rc=0\n",
+            {"a.txt": "line 1\nline 2\n"},
+            {},
+            id="one-file",
+        ),
+        pytest.param(
+            "===vipcheck:file=a.txt\nno newline\n===vipcheck:rc=0\n"
+            "===vipcheck:file=b.txt\n\n===vipcheck:rc=0\n",
+            {"a.txt": "no newline", "b.txt": ""},
+            {},
+            id="no-final-newline-and-empty",
+        ),
+        pytest.param(
+            "===vipcheck:file=a.txt\n\n===vipcheck:error=Can't initialize ipvs: Permission denied"
+            " (you must be root?)\n===vipcheck:rc=2\n"
+            "===vipcheck:file=b.txt\nok\n\n===vipcheck:rc=0\n",
+            {"b.txt": "ok\n"},
+            {"a.txt": "Can't initialize ipvs: Permission denied (you must be root?)"},
+            id="failed-command",
+        ),
+        pytest.param(
+            "===vipcheck:file=a.txt\npartial\n\n===vipcheck:rc=1\n",
+            {},
+            {"a.txt": "exited 1 without a message"},
+            id="failed-silently",
+        ),
+        pytest.param(
+            "===vipcheck:missing=ipvsadm-Ln.txt:ipvsadm not installed\n"
+            "===vipcheck:missing=proc-ip_vs.txt:/proc/net/ip_vs absent: ip_vs module not loaded\n",
+            {},
+            {
+                "ipvsadm-Ln.txt": "ipvsadm not installed",
+                "proc-ip_vs.txt": "/proc/net/ip_vs absent: ip_vs module not loaded",
+            },
+            id="missing-lines",
+        ),
+        pytest.param(
+            "Welcome to node-1!\n===vipcheck:file=a.txt\nx\n\n===vipcheck:rc=0\n",
+            {"a.txt": "x\n"},
+            {},
+            id="banner-before-frames",
+        ),
+        pytest.param(
+            "===vipcheck:file=a.txt\nTCP 10.0.0.1:80 rr\nTCP 10.0",
+            {},
+            {"a.txt": "output cut off before its end (connection lost?)"},
+            id="cut-off-in-output",
+        ),
+        pytest.param(
+            "===vipcheck:file=a.txt\nx\n\n===vipcheck:error=boom\n",
+            {},
+            {"a.txt": "output cut off before its exit status (connection lost?)"},
+            id="cut-off-before-status",
+        ),
+    ],
+)
+def test_split_node_output(stdout: str, files: dict[str, str], missing: dict[str, str]) -> None:
+    assert split_node_output(stdout) == (files, missing)
+
+
+def shell_or_skip(shell: list[str]) -> list[str]:
+    found = shutil.which(shell[0])
+    if found is None:
+        pytest.skip(f"{shell[0]} is not installed")
+    return [found, *shell[1:]]
+
+
+def run_script(shell: list[str], script: str, path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*shell_or_skip(shell), "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": path},
+    )
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_script_is_posix(shell: list[str], tmp_path: Path) -> None:
+    script = tmp_path / "node.sh"
+    script.write_text(NODE_SCRIPT)
+    result = subprocess.run(
+        [*shell_or_skip(shell), "-n", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_script_has_no_bashisms() -> None:
+    for bashism in ("[[", "$'", "function ", "local ", "<<<", "source ", "pipefail"):
+        assert bashism not in NODE_SCRIPT
+
+
+@pytest.fixture
+def bin_without_ipvsadm(tmp_path: Path) -> str:
+    """A PATH holding only what the script needs besides ipvsadm (sbin is appended by it)."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    for tool in ("sysctl", "ip", "uname", "cat"):
+        found = shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
+        if found:
+            (directory / tool).symlink_to(found)
+    return str(directory)
+
+
+@pytest.mark.parametrize("shell", SHELLS[:2])
+def test_script_on_this_machine(shell: list[str], bin_without_ipvsadm: str) -> None:
+    result = run_script(shell, NODE_SCRIPT, bin_without_ipvsadm)
+    assert result.returncode == 0, result.stderr
+    files, missing = split_node_output(result.stdout)
+    assert set(files) | set(missing) == set(NODE_FILES)
+    assert {"sysctl.txt", "ip-addr.json", "ip-link.json", "uname.txt"} <= set(files)
+    assert "net.ipv4.ip_forward = " in files["sysctl.txt"]
+    assert files["ip-addr.json"].lstrip().startswith("[")
+    assert files["uname.txt"] == subprocess.check_output(["uname", "-r"], text=True)
+    if not Path("/proc/net/ip_vs").exists():
+        for name in IPVS_FILES:
+            assert missing[name] == (
+                "/proc/net/ip_vs absent: ip_vs module not loaded; "
+                "ipvsadm not run, as it would load it"
+            )
+        assert missing["proc-ip_vs.txt"] == "/proc/net/ip_vs absent: ip_vs module not loaded"
+        assert missing["ip_vs_conn.txt"] == "/proc/net/ip_vs_conn absent: ip_vs module not loaded"
+
+
+def test_script_under_busybox_gives_every_file_or_a_reason(bin_without_ipvsadm: str) -> None:
+    # busybox sh prefers its own applets (sysctl, ip): each gives output or its error line.
+    result = run_script(["busybox", "sh"], NODE_SCRIPT, bin_without_ipvsadm)
+    assert result.returncode == 0, result.stderr
+    files, missing = split_node_output(result.stdout)
+    assert set(files) | set(missing) == set(NODE_FILES)
+    assert all(why for why in missing.values())
+    assert "uname.txt" in files
+
+
+def fake_tool(directory: Path, name: str, body: str) -> None:
+    tool = directory / name
+    tool.write_text(f"#!/bin/sh\n{body}\n")
+    tool.chmod(0o755)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_outputs_come_back_exactly(shell: list[str], tmp_path: Path) -> None:
+    fake_tool(tmp_path, "exact", r"printf 'a\n\n  b\t'")
+    fake_tool(tmp_path, "quiet", "exit 0")
+    fake_tool(tmp_path, "noisy", "echo kept; echo 'warning: ignored' >&2")
+    fake_tool(
+        tmp_path,
+        "denied",
+        "echo 'partial'; printf 'denied: you must be root\\nmore\\n' >&2; exit 2",
+    )
+    script = build_node_script(
+        {
+            "exact.txt": "exact",
+            "quiet.txt": "quiet",
+            "noisy.txt": "noisy --flag",
+            "denied.txt": "denied",
+            "ghost.txt": "vipcheck-no-such-tool -x",
+            "absent.txt": "cat /nonexistent/vipcheck",
+        }
+    )
+    result = run_script(shell, script, f"{tmp_path}:/usr/bin:/bin")
+    assert result.returncode == 0, result.stderr
+    assert split_node_output(result.stdout) == (
+        {"exact.txt": "a\n\n  b\t", "quiet.txt": "", "noisy.txt": "kept\n"},
+        {
+            "denied.txt": "denied: you must be root",
+            "ghost.txt": "vipcheck-no-such-tool not installed",
+            "absent.txt": "/nonexistent/vipcheck absent",
+        },
+    )
