@@ -73,6 +73,7 @@ def gather_cluster(
             )
         else:
             files["kube-proxy.json"] = _dump(config_map)
+            progress("vipcheck: cluster: kube-proxy.json: ConfigMap kube-system/kube-proxy")
     return files
 
 
