@@ -1,0 +1,141 @@
+"""Nodes in parallel, one round trip each; gather() keeps every node, even unobserved ones."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import vipcheck.gather
+import vipcheck.gather.nodes
+from vipcheck.gather import GatherOptions, gather, node_inventory
+from vipcheck.gather.cluster import ClusterError
+from vipcheck.gather.nodes import gather_nodes
+from vipcheck.snapshot import NODE_FILES
+from vipcheck.transport import NodeTarget, RunResult, TransportError
+
+FRAMES = (
+    "===vipcheck:file=uname.txt\n6.1.0-25-amd64\n\n===vipcheck:rc=0\n"
+    "===vipcheck:missing=ipvsadm-Ln.txt:ipvsadm not installed\n"
+)
+
+
+class FakeNodes:
+    """run_on stand-in: counts round trips, and answers, fails or refuses per node."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def run_on(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        with self.lock:
+            self.calls[target.node] += 1
+        if target.node == "node-2":
+            raise TransportError(f"{target.describe()}: ssh failed (exit 255): Connection refused")
+        if target.node == "node-3":
+            return RunResult(1, "", "sudo: a password is required\n")
+        return RunResult(0, FRAMES, "")
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNodes:
+    nodes = FakeNodes()
+    monkeypatch.setattr(vipcheck.gather.nodes, "run_on", nodes.run_on)
+    return nodes
+
+
+def test_each_node_once_and_failures_kept(fake: FakeNodes) -> None:
+    targets = [NodeTarget(f"node-{i}", f"ssh://node-{i}") for i in (1, 2, 3)]
+    lines: list[str] = []
+    nodes = gather_nodes(targets, 5, lines.append, max_parallel=2)
+    assert fake.calls == {"node-1": 1, "node-2": 1, "node-3": 1}
+    assert list(nodes) == ["node-1", "node-2", "node-3"]
+    assert nodes["node-1"].files == {"uname.txt": "6.1.0-25-amd64\n"}
+    assert nodes["node-1"].missing == {"ipvsadm-Ln.txt": "ipvsadm not installed"}
+    assert (
+        nodes["node-2"].error == "node-2 (ssh://node-2): ssh failed (exit 255): Connection refused"
+    )
+    assert nodes["node-3"].error == (
+        "node-3 (ssh://node-3): the gather script exited 1: sudo: a password is required"
+    )
+    assert any(
+        line.startswith("vipcheck: node-1: gathered 1 files in ")
+        and line.endswith(" s, 1 missing (ipvsadm-Ln.txt)")
+        for line in lines
+    )
+    assert "vipcheck: node-2: not observed: node-2 (ssh://node-2): ssh failed" in "\n".join(lines)
+
+
+def test_the_real_script_on_this_machine() -> None:
+    lines: list[str] = []
+    nodes = gather_nodes([NodeTarget("here", "local://")], 60, lines.append)
+    here = nodes["here"]
+    assert here.error is None
+    assert set(here.files) | set(here.missing) == set(NODE_FILES)
+    assert "sysctl.txt" in here.files
+    assert lines[0].startswith(f"vipcheck: here: gathered {len(here.files)} files in ")
+
+
+def nodes_json(*nodes: tuple[str, str]) -> str:
+    items: list[dict[str, Any]] = [
+        {
+            "metadata": {"name": name},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": ip},
+                    {"type": "ExternalIP", "address": "203.0.113.9"},
+                    {"type": "Hostname", "address": f"{name}.example"},
+                ]
+            },
+        }
+        for name, ip in nodes
+    ]
+    return json.dumps({"kind": "NodeList", "apiVersion": "v1", "items": items})
+
+
+def test_node_inventory_takes_internal_ips_and_hostnames() -> None:
+    names, addresses = node_inventory(nodes_json(("node-1", "10.0.0.11")))
+    assert names == ["node-1"]
+    assert addresses == {"node-1": ["10.0.0.11", "node-1.example"]}
+    assert node_inventory(None) == ([], {})
+    assert node_inventory("[1, 2]") == ([], {})
+
+
+def test_gather_reports_nodes_not_given(fake: FakeNodes, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = {"nodes.json": nodes_json(("node-1", "10.0.0.11"), ("node-4", "10.0.0.14"))}
+    monkeypatch.setattr(vipcheck.gather, "gather_cluster", lambda *_args: cluster)
+    lines: list[str] = []
+    options = GatherOptions(kubeconfig="kc", hosts=("ssh://10.0.0.11", "ssh://stray"))
+    snapshot = gather(options, lines.append)
+    assert snapshot.cluster == cluster
+    assert snapshot.cluster_error is None
+    assert list(snapshot.nodes) == ["node-1", "node-4"]
+    assert snapshot.nodes["node-1"].files == {"uname.txt": "6.1.0-25-amd64\n"}
+    assert snapshot.nodes["node-4"].error is not None
+    assert snapshot.nodes["node-4"].error.startswith("not given: ")
+    assert snapshot.meta["unknown_hosts"] == ["ssh://stray"]
+    assert snapshot.meta["target"] == "kubeconfig kc, hosts ssh://10.0.0.11,ssh://stray"
+    assert any(line.startswith("vipcheck: --hosts ssh://stray: matches no node") for line in lines)
+    assert fake.calls == {"node-1": 1}
+
+
+def test_unreadable_cluster_still_gathers_the_hosts(
+    fake: FakeNodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*_args: object) -> dict[str, str]:
+        raise ClusterError("https://10.0.0.1:6443: cannot connect for services.json: refused")
+
+    monkeypatch.setattr(vipcheck.gather, "gather_cluster", refused)
+    lines: list[str] = []
+    snapshot = gather(GatherOptions(hosts=("ssh://root@node-1", "node-2")), lines.append)
+    assert snapshot.cluster == {}
+    assert snapshot.cluster_error == (
+        "https://10.0.0.1:6443: cannot connect for services.json: refused"
+    )
+    assert list(snapshot.nodes) == ["node-1", "node-2"]
+    assert snapshot.nodes["node-1"].error is None
+    assert snapshot.nodes["node-2"].error is not None
+    assert lines[0].startswith("vipcheck: cluster not read: https://10.0.0.1:6443")
