@@ -3,7 +3,7 @@
 The only module that imports testinfra. Host specs are testinfra's (`ssh://user@host:port`,
 `paramiko://host`, `local://`, `docker://name`, with `?sudo=true` and friends); a bare host means
 `ssh://host` unless `--connection` says otherwise (testinfra would pick paramiko, which vipcheck
-does not depend on).
+does not depend on). safe-ssh is refused: it keeps output in temporary files on the node.
 
 Timeouts: testinfra runs ssh, local, docker and the other command-line backends through one
 method, `run_local`, a `subprocess.Popen(...).communicate()` without a timeout. `run_on` gives
@@ -35,9 +35,10 @@ from testinfra.backend.base import BaseBackend
 
 # Backends that spawn a local command through run_local, so the timeout can kill its process group.
 _COMMAND_BACKENDS = frozenset(
-    {"ssh", "safe-ssh", "local", "docker", "podman", "kubectl", "openshift", "lxc", "chroot"}
+    {"ssh", "local", "docker", "podman", "kubectl", "openshift", "lxc", "chroot"}
 )
-_SSH_BACKENDS = frozenset({"ssh", "safe-ssh"})
+# safe-ssh captures output in mktemp files on the node; gathering never writes there.
+_WRITING_BACKENDS = frozenset({"safe-ssh"})
 _SSH_CONNECT_TIMEOUT_S = 10
 _HOST_KEYWORD = re.compile(r"^\s*host(?:\s*=\s*|\s+)(?P<patterns>.+?)\s*$", re.IGNORECASE)
 
@@ -201,8 +202,6 @@ def run_on(target: NodeTarget, script: str, timeout_s: float) -> RunResult:
             result = backend.run("sh -c %s", script)
         else:
             result = _run_in_thread(backend, target, script, timeout_s)
-    except TransportError:
-        raise
     except RuntimeError as error:  # testinfra's ssh backend: exit 255, the CommandResult as arg
         raise TransportError(f"{target.describe()}: {_ssh_failure(error)}") from None
     except OSError as error:
@@ -221,9 +220,14 @@ def _backend(target: NodeTarget, timeout_s: float) -> Any:
     _, spec_options = testinfra.backend.parse_hostspec(target.spec)
     connection = spec_options.get("connection", target.connection or "ssh")
     options["connection"] = connection
-    if connection in _SSH_BACKENDS or connection == "paramiko":
+    if connection in _WRITING_BACKENDS:
+        raise TransportError(
+            f"{target.describe()}: {connection} writes temporary files on the node and vipcheck "
+            "only reads: use ssh://"
+        )
+    if connection in ("ssh", "paramiko"):
         options["timeout"] = max(1, min(_SSH_CONNECT_TIMEOUT_S, int(timeout_s)))
-    if connection in _SSH_BACKENDS:
+    if connection == "ssh":
         options["controlpersist"] = 0
     try:
         return testinfra.backend.get_backend(target.spec, **options)

@@ -198,6 +198,7 @@ def test_ssh_refused_names_node_and_spec(tmp_path: Path) -> None:
     [
         ("telnet://node-1", "Unknown connection type 'telnet'"),
         ("paramiko://node-1", "install paramiko"),
+        ("safe-ssh://node-1", "writes temporary files on the node and vipcheck only reads"),
     ],
 )
 def test_unusable_backend_is_a_transport_error(spec: str, message: str) -> None:
