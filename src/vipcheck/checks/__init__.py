@@ -1,0 +1,52 @@
+"""The check catalogue: the one place every check is listed, in the order the docs show them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from vipcheck.checks.base import Check
+from vipcheck.checks.connections import NO_STUCK_SYN_RECV
+from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS, KUBE_IPVS0_NO_STALE_ADDRESSES
+from vipcheck.checks.presence import IPVS_PRESENT
+from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
+from vipcheck.checks.rp_filter import RP_FILTER_NOT_STRICT
+from vipcheck.checks.sysctls import (
+    CONN_REUSE_MODE_CHECK,
+    CONNTRACK_HEADROOM,
+    EXPIRE_NODEST_CONN,
+    IP_FORWARD_ENABLED,
+    TCP_TW_RECYCLE_OFF,
+)
+from vipcheck.checks.timeouts import TCPFIN_TIMEOUT, TIMEOUTS_MATCH_KUBE_PROXY_CONFIG
+from vipcheck.checks.virtual_servers import NO_ORPHAN_VIRTUAL_SERVERS, VIRTUAL_SERVERS_COMPLETE
+
+CATALOGUE: tuple[Check, ...] = (
+    IPVS_PRESENT,
+    REAL_SERVERS_MATCH_ENDPOINTS,
+    VIRTUAL_SERVERS_COMPLETE,
+    NO_ORPHAN_VIRTUAL_SERVERS,
+    KUBE_IPVS0_HOLDS_SERVICE_IPS,
+    KUBE_IPVS0_NO_STALE_ADDRESSES,
+    TCPFIN_TIMEOUT,
+    TIMEOUTS_MATCH_KUBE_PROXY_CONFIG,
+    NO_STUCK_SYN_RECV,
+    RP_FILTER_NOT_STRICT,
+    TCP_TW_RECYCLE_OFF,
+    CONN_REUSE_MODE_CHECK,
+    EXPIRE_NODEST_CONN,
+    IP_FORWARD_ENABLED,
+    CONNTRACK_HEADROOM,
+)
+
+CHECKS_BY_ID: Mapping[str, Check] = MappingProxyType({check.id: check for check in CATALOGUE})
+if len(CHECKS_BY_ID) != len(CATALOGUE):
+    raise RuntimeError("two checks share an id")
+
+
+def check_by_id(check_id: str) -> Check:
+    """The check with this id; an unknown id names the known ones, for a usable error."""
+    try:
+        return CHECKS_BY_ID[check_id]
+    except KeyError:
+        raise KeyError(f"no check {check_id!r}; known: {', '.join(CHECKS_BY_ID)}") from None

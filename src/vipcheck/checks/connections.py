@@ -1,0 +1,87 @@
+"""IPVS connections stuck in SYN_RECV: replies never came back through this node."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from vipcheck.checks.base import Check, Scope, Severity, Violation
+from vipcheck.checks.kube_proxy import require_ipvs_mode
+from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
+from vipcheck.model.cluster import Cluster
+from vipcheck.model.node import Connection, ConnState, HostPort
+from vipcheck.settings import Settings
+
+EVIDENCE_ROWS = 5
+
+
+def check_no_stuck_syn_recv(
+    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+) -> list[Violation]:
+    """A violation per (VIP, destination) with more SYN_RECV entries than tolerated."""
+    require_ipvs_mode(cluster)
+    stuck: defaultdict[tuple[HostPort, HostPort], list[Connection]] = defaultdict(list)
+    for connection in node.connections:
+        if connection.protocol == "TCP" and connection.state is ConnState.SYN_RECV:
+            stuck[connection.virtual, connection.destination].append(connection)
+    violations = []
+    for (virtual, destination), rows in sorted(stuck.items(), key=lambda item: str(item[0])):
+        if len(rows) <= settings.syn_recv_max:
+            continue
+        violations.append(
+            Violation(
+                subject=f"TCP {virtual} -> {destination}",
+                node=node.name,
+                observed=f"{len(rows)} connection(s) in SYN_RECV: the real server's reply never "
+                f"came back through {node.name}",
+                expected=f"at most {settings.syn_recv_max} in SYN_RECV",
+                fix=f"{_where(cluster, destination)} may drop the SYN (strict rp_filter on "
+                "its tunnel: sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.tunl0.rp_filter), "
+                f"or {destination} does not answer: from {node.name} try "
+                f"`nc -vz -w 2 {destination.address} {destination.port}`; also check that "
+                "FORWARD accepts the traffic and the route back is symmetric",
+                evidence=tuple(row.raw for row in rows[:EVIDENCE_ROWS]),
+            )
+        )
+    return violations
+
+
+def _where(cluster: ClusterFacts, destination: HostPort) -> str:
+    """The node running the destination pod, per the EndpointSlices, for the fix text."""
+    try:
+        node = _endpoint_node(cluster.cluster, destination)
+    except MissingInput:
+        node = None
+    return f"{node}, which runs {destination.address}," if node else "the destination's node"
+
+
+def _endpoint_node(cluster: Cluster, destination: HostPort) -> str | None:
+    """EndpointSlice nodeName of the endpoint with this address, if any slice lists it."""
+    return next(
+        (
+            endpoint.node_name
+            for endpoint_slice in cluster.endpoint_slices
+            for endpoint in endpoint_slice.endpoints
+            if destination.address in endpoint.addresses and endpoint.node_name
+        ),
+        None,
+    )
+
+
+NO_STUCK_SYN_RECV = Check(
+    id="ipvs-no-stuck-syn-recv",
+    title="No IPVS connections stuck in SYN_RECV",
+    why=(
+        "IPVS NAT moves an entry to ESTABLISHED when it sees the real server's reply "
+        "(ip_vs_proto_tcp.c), so SYN_RECV entries mean replies are lost: the third founding "
+        "incident's strict rp_filter on tunl0, or a FORWARD DROP (kubernetes/kubernetes#59656, "
+        "projectcalico/calico#4851)."
+    ),
+    fix=(
+        "Make rp_filter loose or off on the destination node's tunnel (rp-filter-not-strict), "
+        "allow FORWARD, check masquerade rules, and that the backend answers."
+    ),
+    severity=Severity.CRITICAL,
+    scope=Scope.NODE,
+    inputs=("kube-proxy.json", "endpointslices.json", "ip_vs_conn.txt", "ipvsadm-Lnc.txt"),
+    run=check_no_stuck_syn_recv,
+)

@@ -1,0 +1,131 @@
+"""kube-ipvs0 holds exactly the Service VIPs: a missing one is unreachable, a stale one a sink."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from vipcheck.checks.base import Check, Scope, Severity, Violation
+from vipcheck.checks.kube_proxy import require_ipvs_mode, restart_kube_proxy
+from vipcheck.checks.subjects import KUBE_IPVS0
+from vipcheck.expected import expected_cluster_ips
+from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
+from vipcheck.model.cluster import IPAddress
+from vipcheck.model.node import Interface, IPInterface
+from vipcheck.settings import Settings
+
+
+def check_kube_ipvs0_holds_service_ips(
+    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+) -> list[Violation]:
+    """kube-ipvs0 exists as a dummy and carries every ClusterIP, externalIP and LB IP."""
+    require_ipvs_mode(cluster)
+    expected = expected_cluster_ips(cluster.cluster)
+    device = node.interfaces.get(KUBE_IPVS0)
+    restart = f"on {node.name}: restart kube-proxy to recreate it: {restart_kube_proxy(node.name)}"
+    if device is None:
+        return [
+            Violation(
+                subject=KUBE_IPVS0,
+                node=node.name,
+                observed="no kube-ipvs0 interface",
+                expected=f"a dummy kube-ipvs0 holding {_listed(expected)}",
+                fix=restart,
+            )
+        ]
+    violations = []
+    if device.kind is not None and device.kind != "dummy":
+        violations.append(
+            Violation(
+                subject=KUBE_IPVS0,
+                node=node.name,
+                observed=f"kube-ipvs0 is a {device.kind} device",
+                expected="a dummy device",
+                fix=f"on {node.name}: ip link del kube-ipvs0, then restart kube-proxy: "
+                f"{restart_kube_proxy(node.name)}",
+            )
+        )
+    missing = expected - {address.ip for address in _addresses(device, node)}
+    if missing:
+        violations.append(
+            Violation(
+                subject=KUBE_IPVS0,
+                node=node.name,
+                observed=f"kube-ipvs0 lacks {_listed(missing)}, so the node does not accept "
+                "traffic to them",
+                expected=f"kube-ipvs0 holds {_listed(expected)}",
+                fix=f"on {node.name}: "
+                + "; ".join(
+                    f"ip addr add {address}/{address.max_prefixlen} dev kube-ipvs0"
+                    for address in sorted(missing, key=str)
+                )
+                + f"; then restart kube-proxy there: {restart_kube_proxy(node.name)}",
+            )
+        )
+    return violations
+
+
+def check_kube_ipvs0_no_stale_addresses(
+    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+) -> list[Violation]:
+    """A violation per kube-ipvs0 address no Service has: the node answers it locally, to nobody."""
+    require_ipvs_mode(cluster)
+    expected = expected_cluster_ips(cluster.cluster)
+    device = node.interfaces.get(KUBE_IPVS0)
+    if device is None:
+        return []  # kube-ipvs0-holds-service-ips reports the missing device
+    return [
+        Violation(
+            subject=f"{KUBE_IPVS0} {address}",
+            node=node.name,
+            observed=f"{address} is bound to kube-ipvs0 but no Service has it: the node takes "
+            "traffic for it as local and black-holes it",
+            expected="only ClusterIPs, externalIPs and load-balancer IPs of Services",
+            fix=f"on {node.name}: ip addr del {address} dev kube-ipvs0",
+        )
+        for address in _addresses(device, node)
+        if address.ip not in expected and not address.ip.is_link_local
+    ]
+
+
+def _addresses(device: Interface, node: NodeFacts) -> tuple[IPInterface, ...]:
+    """kube-ipvs0's addresses; without `ip -j addr` they are unknown, so the check is skipped."""
+    if device.addresses is None:
+        raise MissingInput(node.name, ("ip-addr.json",))
+    return device.addresses
+
+
+def _listed(addresses: Collection[IPAddress]) -> str:
+    """Addresses in a stable order for messages, or `no Service address`."""
+    return ", ".join(sorted(map(str, addresses))) or "no Service address"
+
+
+INPUTS = ("services.json", "endpointslices.json", "kube-proxy.json", "ip-addr.json", "ip-link.json")
+
+KUBE_IPVS0_HOLDS_SERVICE_IPS = Check(
+    id="kube-ipvs0-holds-service-ips",
+    title="kube-ipvs0 is a dummy device holding every Service VIP",
+    why=(
+        "kube-proxy binds each VIP to the dummy kube-ipvs0 so the kernel takes it as local and "
+        "IPVS sees it on LOCAL_IN; a VIP missing there is unreachable (invariants #5; its DOWN "
+        "state is normal, kubernetes/kubernetes#107662)."
+    ),
+    fix="Restart kube-proxy on the node; it recreates kube-ipvs0 and rebinds the VIPs.",
+    severity=Severity.CRITICAL,
+    scope=Scope.NODE,
+    inputs=INPUTS,
+    run=check_kube_ipvs0_holds_service_ips,
+)
+
+KUBE_IPVS0_NO_STALE_ADDRESSES = Check(
+    id="kube-ipvs0-no-stale-addresses",
+    title="kube-ipvs0 holds no address that is not a Service VIP",
+    why=(
+        "An address left on kube-ipvs0 makes the node accept traffic for it as local, so traffic "
+        "that should leave the node is black-holed (kubernetes/kubernetes#78421, #71894)."
+    ),
+    fix="`ip addr del ADDRESS/32 dev kube-ipvs0` on the node, or restart kube-proxy there.",
+    severity=Severity.WARNING,
+    scope=Scope.NODE,
+    inputs=INPUTS,
+    run=check_kube_ipvs0_no_stale_addresses,
+)

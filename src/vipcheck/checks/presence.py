@@ -1,0 +1,55 @@
+"""IPVS is there when kube-proxy is configured for it (older kube-proxy silently fell back)."""
+
+from __future__ import annotations
+
+from vipcheck.checks.base import Check, NotApplicable, Scope, Severity, Violation
+from vipcheck.checks.kube_proxy import restart_kube_proxy
+from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
+from vipcheck.model.cluster import ProxyMode
+from vipcheck.settings import Settings
+
+
+def check_ipvs_present(
+    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+) -> list[Violation]:
+    """With mode ipvs the node has an IPVS table; a file merely not gathered skips, not fails."""
+    config = cluster.kube_proxy
+    if config.mode is not ProxyMode.IPVS:
+        raise NotApplicable(f"kube-proxy mode is {config.mode}: no IPVS table expected")
+    try:
+        node.ipvs  # noqa: B018 - reading the fact is the check
+    except MissingInput as missing:
+        if missing.known_reason is None:
+            raise
+        schedulers = ("rr", "wrr", "sh", config.scheduler)
+        modules = " ".join(dict.fromkeys(("ip_vs", *(f"ip_vs_{name}" for name in schedulers))))
+        return [
+            Violation(
+                subject="IPVS",
+                node=node.name,
+                observed="kube-proxy mode is ipvs but the node has no IPVS (ip_vs not loaded?); "
+                f"kube-proxy may have fallen back to iptables (#70304): {missing.known_reason}",
+                expected="an IPVS table in /proc/net/ip_vs",
+                fix=f"on {node.name}: modprobe -a {modules} nf_conntrack, list them in "
+                f"/etc/modules-load.d/ipvs.conf, then restart kube-proxy there: "
+                f"{restart_kube_proxy(node.name)}",
+                evidence=(str(missing),),
+            )
+        ]
+    return []
+
+
+IPVS_PRESENT = Check(
+    id="ipvs-present",
+    title="Nodes have IPVS when kube-proxy is configured for ipvs mode",
+    why=(
+        "Older kube-proxy silently fell back to iptables when the IPVS modules were missing "
+        "(kubernetes/kubernetes#70304, coreos/bugs#2518), so every IPVS expectation is then void."
+    ),
+    fix="`modprobe -a ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh nf_conntrack`, persist them in "
+    "/etc/modules-load.d/ipvs.conf, and restart kube-proxy.",
+    severity=Severity.CRITICAL,
+    scope=Scope.NODE,
+    inputs=("kube-proxy.json", "ipvsadm-Ln.txt", "proc-ip_vs.txt"),
+    run=check_ipvs_present,
+)

@@ -1,0 +1,116 @@
+"""IPVS timeouts: tcpfin short (second founding incident), and as kube-proxy configured them."""
+
+from __future__ import annotations
+
+from vipcheck.checks.base import Check, NotApplicable, Scope, Severity, Violation
+from vipcheck.checks.kube_proxy import require_ipvs_mode, restart_kube_proxy
+from vipcheck.facts import ClusterFacts, NodeFacts
+from vipcheck.model.node import IpvsTimeouts
+from vipcheck.settings import Settings
+
+EDIT_CONFIG = "kubectl -n kube-system edit configmap kube-proxy"
+
+
+def check_tcpfin_timeout(
+    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+) -> list[Violation]:
+    """The IPVS FIN_WAIT timer is at most the configured maximum."""
+    require_ipvs_mode(cluster)
+    timeouts = node.timeouts
+    limit = settings.tcpfin_timeout_max_s
+    if timeouts.tcp_fin <= limit:
+        return []
+    return [
+        Violation(
+            subject="IPVS tcpfin timeout",
+            node=node.name,
+            observed=f"tcpfin {timeouts.tcp_fin} s: closing connections hold an IPVS entry in "
+            f"FIN_WAIT for {timeouts.tcp_fin} s",
+            expected=f"at most {limit} s",
+            fix=f"set `ipvs.tcpFinTimeout: {limit}s` in the kube-proxy ConfigMap ({EDIT_CONFIG}) "
+            f"and restart kube-proxy on {node.name}: {restart_kube_proxy(node.name)}; stop-gap "
+            f"on {node.name}: ipvsadm --set 0 {limit} 0 (0 leaves tcp and udp unchanged)",
+            evidence=(_timeout_line(timeouts),),
+        )
+    ]
+
+
+def check_timeouts_match_kube_proxy_config(
+    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+) -> list[Violation]:
+    """Each timeout kube-proxy's config sets (non-zero) is what the node's IPVS uses."""
+    require_ipvs_mode(cluster)
+    config = cluster.kube_proxy_or_none
+    if config is None:
+        raise NotApplicable(
+            "no kube-proxy ConfigMap (cluster/kube-proxy.json): no configured timeouts to compare"
+        )
+    timeouts = node.timeouts
+    configured = (
+        ("tcpTimeout", config.tcp_timeout, timeouts.tcp),
+        ("tcpFinTimeout", config.tcp_fin_timeout, timeouts.tcp_fin),
+        ("udpTimeout", config.udp_timeout, timeouts.udp),
+    )
+    wrong = [(field, want, have) for field, want, have in configured if want and want != have]
+    if not wrong:
+        return []
+    wanted = {field: want for field, want, _ in wrong}
+    set_args = " ".join(str(wanted.get(field, 0)) for field, _, _ in configured)
+    return [
+        Violation(
+            subject="IPVS timeouts",
+            node=node.name,
+            observed=", ".join(f"{field} {have} s" for field, _, have in wrong),
+            expected="as kube-proxy's config sets them: "
+            + ", ".join(f"ipvs.{field} {want}s" for field, want, _ in wrong),
+            fix=f"restart kube-proxy on {node.name}, which applies the configured timeouts at "
+            f"start: {restart_kube_proxy(node.name)}; or on {node.name}: ipvsadm --set {set_args} "
+            "(0 leaves a value unchanged); then find what changed them (keepalived lvs_timeouts, "
+            "a cron ipvsadm --set, a module reload)",
+            evidence=(_timeout_line(timeouts),),
+        )
+    ]
+
+
+def _timeout_line(timeouts: IpvsTimeouts) -> str:
+    """The node's timeouts as `ipvsadm -L --timeout` prints them."""
+    return f"Timeout (tcp tcpfin udp): {timeouts.tcp} {timeouts.tcp_fin} {timeouts.udp}"
+
+
+TCPFIN_TIMEOUT = Check(
+    id="ipvs-tcpfin-timeout",
+    title="IPVS tcpfin (FIN_WAIT) timeout is short",
+    why=(
+        "IPVS's tcpfin timer is how long a connection entry stays in FIN_WAIT, so a long one piles "
+        "up closing entries under churn (second founding incident: 120 s, fixed with `ipvsadm "
+        "--set 900 30 300`). It does not touch IPVS TIME_WAIT, a fixed 120 s, and "
+        "net.ipv4.tcp_fin_timeout is about orphaned FIN_WAIT_2 sockets, not TIME_WAIT "
+        "(kernel ip-sysctl.rst, ip_vs_proto_tcp.c)."
+    ),
+    fix=(
+        "Set `ipvs.tcpFinTimeout: 30s` in the kube-proxy ConfigMap and restart kube-proxy; "
+        "`ipvsadm --set 0 30 0` is a stop-gap (0 leaves a value unchanged)."
+    ),
+    severity=Severity.WARNING,
+    scope=Scope.NODE,
+    inputs=("kube-proxy.json", "ipvsadm-timeout.txt"),
+    run=check_tcpfin_timeout,
+)
+
+TIMEOUTS_MATCH_KUBE_PROXY_CONFIG = Check(
+    id="ipvs-timeouts-match-kube-proxy-config",
+    title="IPVS timeouts are the ones kube-proxy's config sets",
+    why=(
+        "kube-proxy applies ipvs.tcpTimeout/tcpFinTimeout/udpTimeout once at start (0 keeps the "
+        "kernel's, kubernetes/kubernetes#85517), and they live per netns in memory, so a module "
+        "reload or another agent changes them unnoticed (invariants #14, #84041)."
+    ),
+    fix=(
+        "Set the timeouts in the kube-proxy ConfigMap, not by hand, and restart kube-proxy on the "
+        "node; find what else runs `ipvsadm --set`."
+    ),
+    severity=Severity.WARNING,
+    scope=Scope.NODE,
+    inputs=("kube-proxy.json", "ipvsadm-timeout.txt"),
+    run=check_timeouts_match_kube_proxy_config,
+)

@@ -1,0 +1,170 @@
+"""Virtual services against Services: none missing, none left over, right persistence."""
+
+from __future__ import annotations
+
+from vipcheck.checks.base import Check, Scope, ServicePortSubject, Severity, Violation
+from vipcheck.checks.kube_proxy import ipvsadm_service_option, require_ipvs_mode, restart_kube_proxy
+from vipcheck.checks.subjects import expected_for_port
+from vipcheck.expected import ExpectedVirtualService, explain_virtual_services
+from vipcheck.facts import ClusterFacts, Facts, NodeFacts
+from vipcheck.model.node import HostPort, VirtualService
+from vipcheck.settings import Settings
+
+
+def check_virtual_servers_complete(
+    subject: ServicePortSubject, facts: Facts, settings: Settings
+) -> list[Violation]:
+    """One violation per node missing a VS of the port, or with wrong persistence or scheduler."""
+    require_ipvs_mode(facts.cluster)
+    cluster = facts.cluster.cluster
+    violations = []
+    for name, node in facts.nodes.items():
+        expected_here = expected_for_port(cluster, node, subject)
+        findings: list[str] = []
+        commands: list[str] = []
+        evidence: list[str] = []
+        for expected in expected_here:
+            observed = node.ipvs.get(expected.key)
+            if observed is None:
+                findings.append(f"missing {_name(expected)} ({expected.kind})")
+                continue
+            wrong = _attribute_mismatches(expected, observed)
+            if wrong:
+                findings.append(f"{observed.name}: {', '.join(wrong)}")
+                commands.append(_edit_command(expected))
+                evidence.append(observed.raw)
+        if findings:
+            repair = f"{'; '.join(commands)}; or " if commands else ""
+            violations.append(
+                Violation(
+                    subject=str(subject),
+                    node=name,
+                    observed="; ".join(findings),
+                    expected="; ".join(_expected_text(vs) for vs in expected_here),
+                    fix=f"on {name}: {repair}restart kube-proxy there and read its log for bind "
+                    f"or ipset errors: {restart_kube_proxy(name)}",
+                    evidence=tuple(evidence),
+                )
+            )
+    return violations
+
+
+def _attribute_mismatches(expected: ExpectedVirtualService, observed: VirtualService) -> list[str]:
+    """Persistence and scheduler differences, worded as observed vs expected."""
+    wrong = []
+    if observed.persistent_timeout != expected.persistent_timeout:
+        wrong.append(
+            f"{_persistence(observed.persistent_timeout)} "
+            f"(expected {_persistence(expected.persistent_timeout)})"
+        )
+    if observed.scheduler != expected.scheduler:
+        wrong.append(f"scheduler {observed.scheduler} (expected {expected.scheduler})")
+    return wrong
+
+
+def _persistence(timeout: int | None) -> str:
+    """How ipvsadm shows persistence: `persistent 10800`, or nothing."""
+    return "not persistent" if timeout is None else f"persistent {timeout}"
+
+
+def _edit_command(expected: ExpectedVirtualService) -> str:
+    """ipvsadm -E restoring the scheduler and persistence (no -p clears persistence)."""
+    persistent = "" if expected.persistent_timeout is None else f" -p {expected.persistent_timeout}"
+    return (
+        f"ipvsadm -E {ipvsadm_service_option(expected.protocol)} "
+        f"{HostPort(expected.address, expected.port)} -s {expected.scheduler}{persistent}"
+    )
+
+
+def _name(expected: ExpectedVirtualService) -> str:
+    """`TCP 10.96.0.20:6379`, as the node's listing would name it."""
+    return f"{expected.protocol.value} {HostPort(expected.address, expected.port)}"
+
+
+def _expected_text(expected: ExpectedVirtualService) -> str:
+    """One expected VS with its scheduler and persistence, in ipvsadm's words."""
+    return f"{_name(expected)} {expected.scheduler} {_persistence(expected.persistent_timeout)}"
+
+
+def check_no_orphan_virtual_servers(
+    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+) -> list[Violation]:
+    """A violation per non-fwmark VS no Service, nodePort or excludeCIDRs entry accounts for."""
+    require_ipvs_mode(cluster)
+    explanations = explain_virtual_services(cluster.cluster)
+    violations = []
+    for service in node.ipvs.services:
+        if service.fwmark is not None:
+            continue  # fwmark VSs belong to other agents (keepalived, kube-router DSR)
+        assert service.protocol is not None
+        assert service.address is not None
+        assert service.port is not None
+        if explanations.explain(service.protocol, service.address, service.port) is not None:
+            continue
+        option = ipvsadm_service_option(service.protocol)
+        address = HostPort(service.address, service.port)
+        violations.append(
+            Violation(
+                subject=service.name,
+                node=node.name,
+                observed=f"{service.name} with {len(service.real_servers)} real server(s) "
+                "matches no Service address, nodePort or ipvs.excludeCIDRs entry",
+                expected="every non-fwmark VS belongs to a Service or lies in ipvs.excludeCIDRs",
+                fix=f"on {node.name}: if no other agent owns it, ipvsadm -D {option} {address}, "
+                f"or restart kube-proxy there: {restart_kube_proxy(node.name)}; if another agent "
+                f"owns it, add {service.address} to ipvs.excludeCIDRs in the kube-proxy ConfigMap",
+                evidence=(service.raw, *(rs.raw for rs in service.real_servers)),
+            )
+        )
+    return violations
+
+
+VIRTUAL_SERVERS_COMPLETE = Check(
+    id="ipvs-virtual-servers-complete",
+    title="Every Service address has its IPVS virtual service, with the right persistence and "
+    "scheduler",
+    why=(
+        "Without the VS the VIP accepts connections nobody forwards, and persistence that does not "
+        "mirror sessionAffinity breaks or invents stickiness (kubernetes/kubernetes#55854, "
+        "#87604, kubernetes/kubeadm#2205; cloudnativelabs/kube-router#882)."
+    ),
+    fix=(
+        "Restart kube-proxy on the node and read its log for bind or ipset errors; correct the "
+        "Service spec or the ipvs.scheduler setting if those are wrong."
+    ),
+    severity=Severity.CRITICAL,
+    scope=Scope.SERVICE_PORT,
+    inputs=(
+        "services.json",
+        "endpointslices.json",
+        "nodes.json",
+        "kube-proxy.json",
+        "ipvsadm-Ln.txt",
+        "proc-ip_vs.txt",
+        "ip-addr.json",
+    ),
+    run=check_virtual_servers_complete,
+)
+
+NO_ORPHAN_VIRTUAL_SERVERS = Check(
+    id="ipvs-no-orphan-virtual-servers",
+    title="Every IPVS virtual service belongs to a Service or to ipvs.excludeCIDRs",
+    why=(
+        "A VS left from a deleted or edited Service keeps answering an address the cluster no "
+        "longer serves (kubernetes/kubernetes#80403, #78421, #134147)."
+    ),
+    fix=(
+        "Restart kube-proxy on the node, or `ipvsadm -D -t|-u VIP:PORT`; put the addresses of "
+        "co-resident IPVS users (keepalived, kube-vip) in ipvs.excludeCIDRs."
+    ),
+    severity=Severity.WARNING,
+    scope=Scope.NODE,
+    inputs=(
+        "services.json",
+        "endpointslices.json",
+        "kube-proxy.json",
+        "ipvsadm-Ln.txt",
+        "proc-ip_vs.txt",
+    ),
+    run=check_no_orphan_virtual_servers,
+)
