@@ -22,6 +22,7 @@ from vipcheck.checks.base import (
     ServicePortSubject,
     Violation,
 )
+from vipcheck.checks.docs import main, render_catalogue
 from vipcheck.checks.subjects import rp_filter_interfaces, service_port_subjects
 from vipcheck.facts import Facts, MissingInput
 from vipcheck.settings import DEFAULTS, Settings
@@ -643,3 +644,16 @@ def test_check_by_id() -> None:
     assert check_by_id("rp-filter-not-strict").scope is Scope.NODE_INTERFACE
     with pytest.raises(KeyError, match="known: ipvs-present"):
         check_by_id("rp-filter")
+
+
+def test_docs_page_is_current() -> None:
+    assert (ROOT / "docs" / "checks.md").read_text() == render_catalogue()
+
+
+def test_docs_check_mode_fails_on_a_stale_page(tmp_path: Path) -> None:
+    page = tmp_path / "checks.md"
+    page.write_text("# old\n")
+    assert main(["--check", "--output", str(page)]) == 1
+    assert main(["--output", str(page)]) == 0
+    assert main(["--check", "--output", str(page)]) == 0
+    assert "## `ipvs-tcpfin-timeout`" in page.read_text()

@@ -1,0 +1,73 @@
+"""Generate docs/checks.md from the catalogue, so the page can never drift from the code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vipcheck.checks import CATALOGUE
+from vipcheck.checks.base import Check
+from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES
+
+DEFAULT_OUTPUT = Path("docs") / "checks.md"
+HEADER = """\
+# Check catalogue
+
+Generated from `vipcheck.checks.CATALOGUE` by `python -m vipcheck.checks.docs`; do not edit by hand.
+
+Each check names the snapshot files it reads (see docs/design.md, "The snapshot directory").
+A check whose input is missing is skipped with the file and the command that produces it;
+alternatives for one fact (`ipvsadm-Ln.txt` or `proc-ip_vs.txt`) are both listed.
+"""
+
+
+def render_catalogue() -> str:
+    """The whole page: one section per check, in catalogue order."""
+    return HEADER + "".join(_section(check) for check in CATALOGUE)
+
+
+def _section(check: Check) -> str:
+    """One check's id, title, severity, scope, inputs with their commands, why and fix."""
+    inputs = "\n".join(f"  - {_input(name)}" for name in check.inputs)
+    return (
+        f"\n## `{check.id}`\n\n"
+        f"{check.title}.\n\n"
+        f"- **Severity**: {check.severity}\n"
+        f"- **Scope**: one test item per {check.scope}\n"
+        f"- **Inputs**:\n{inputs}\n"
+        f"- **Why**: {check.why}\n"
+        f"- **Fix**: {check.fix}\n"
+    )
+
+
+def _input(name: str) -> str:
+    """A snapshot file with where it lives and the command that produces it."""
+    if name in CLUSTER_FILES:
+        return f"`cluster/{name}`: `{CLUSTER_FILES[name]}`"
+    return f"`nodes/<node>/{name}`: `{NODE_FILES[name]}` on the node"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the page, or with --check fail when the committed page is stale."""
+    parser = argparse.ArgumentParser(prog="python -m vipcheck.checks.docs", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="default: %(default)s")
+    options = parser.parse_args(argv)
+    page = render_catalogue()
+    if options.check:
+        current = options.output.read_text() if options.output.exists() else ""
+        if current != page:
+            print(
+                f"{options.output} is stale: run `python -m vipcheck.checks.docs` and commit it",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(page)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
