@@ -1,0 +1,124 @@
+"""The plugin end to end with pytester: replay a recorded snapshot through the installed suites."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vipcheck.plugin import SUITES_DIR
+
+pytest_plugins = ["pytester"]
+
+RECORDED = Path(__file__).parents[2] / "fixtures" / "recorded" / "seed-incidents"
+
+
+def run_suites(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(str(SUITES_DIR), "-p", "no:cacheprovider", *args)
+
+
+def failed_ids(result: pytest.RunResult) -> set[str]:
+    return {
+        line.split(" ", 1)[1].split(" - ")[0]
+        for line in result.outlines
+        if line.startswith("FAILED ")
+    }
+
+
+def test_replay_fails_exactly_the_founding_incidents(pytester: pytest.Pytester) -> None:
+    summary = pytester.path / "summary.json"
+    result = run_suites(
+        pytester, "--from-snapshot", str(RECORDED), "--vipcheck-json", str(summary), "-rf"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    failed = {f.split("::")[1] for f in failed_ids(result)}
+    assert "test_real_servers_match_endpoints_no_stale_or_missing[default/redis:6379/TCP]" in failed
+    assert {f"test_ipvs_tcpfin_timeout[node-{n}]" for n in (1, 2, 3)} <= failed
+    assert "test_rp_filter_not_strict[node-2/tunl0]" in failed
+    assert "test_no_stuck_syn_recv[node-1]" in failed
+    assert not any("node-1/" in f or "node-3/" in f for f in failed if "rp_filter" in f)
+    records = json.loads(summary.read_text())
+    assert records["totals"]["failed"] == len(failed)
+    stale = next(
+        r for r in records["results"]
+        if r["check"] == "ipvs-real-servers-match-endpoints" and r["outcome"] == "failed"
+    )  # fmt: skip
+    assert stale["subject"] == "default/redis:6379/TCP"
+    assert stale["node"] is None
+    assert any("ipvsadm -d -t 10.96.0.20:6379 -r 10.244.3.10:80" in fix for fix in stale["fix"])
+
+
+def test_failure_message_reads_subject_first_with_fix_and_evidence(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_suites(pytester, "--from-snapshot", str(RECORDED), "-k", "tcpfin and node-1")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*node-1: *tcpfin*120*", "*expected*30*", "*fix:*", "*why:*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("keyword", "expected_words"),
+    [
+        ("rp_filter", {"rp_filter"}),
+        ("tcpfin", {"tcpfin"}),
+        ("stale", {"stale"}),
+        ("node-2 and rp_filter", {"node-2", "rp_filter"}),
+    ],
+)
+def test_k_selects_by_topic_words(
+    pytester: pytest.Pytester, keyword: str, expected_words: set[str]
+) -> None:
+    result = run_suites(pytester, "--from-snapshot", str(RECORDED), "-k", keyword, "-q", "-rA")
+    ran = [line for line in result.outlines if line.startswith(("PASSED ", "FAILED ", "SKIPPED "))]
+    assert ran, result.stdout.str()
+    for line in ran:
+        for word in expected_words:
+            assert word in line, line
+
+
+def test_missing_snapshot_dir_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = run_suites(pytester, "--from-snapshot", str(pytester.path / "nope"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--from-snapshot*nope*no such directory*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_malformed_file_errors_its_items_naming_file_and_line(pytester: pytest.Pytester) -> None:
+    snapshot = pytester.path / "snap"
+    shutil.copytree(RECORDED, snapshot)
+    timeout_file = snapshot / "nodes" / "node-2" / "ipvsadm-timeout.txt"
+    timeout_file.write_text("Timeout (tcp tcpfin udp): 900 lots 300\n")
+    result = run_suites(pytester, "--from-snapshot", str(snapshot), "-k", "tcpfin and node-2")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.parseoutcomes().get("errors") == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*cannot read nodes/node-2/ipvsadm-timeout.txt:1:*"])
+
+
+def test_missing_file_skips_naming_file_and_command(pytester: pytest.Pytester) -> None:
+    snapshot = pytester.path / "snap"
+    shutil.copytree(RECORDED, snapshot)
+    (snapshot / "nodes" / "node-3" / "ipvsadm-timeout.txt").unlink()
+    result = run_suites(
+        pytester, "--from-snapshot", str(snapshot), "-k", "tcpfin and node-3", "-rs"
+    )
+    result.stdout.fnmatch_lines(["*ipvsadm-timeout.txt*ipvsadm -L --timeout*"])
+    assert result.parseoutcomes().get("skipped") == 1
+
+
+def test_unobserved_node_errors_instead_of_failing(pytester: pytest.Pytester) -> None:
+    snapshot = pytester.path / "snap"
+    shutil.copytree(RECORDED, snapshot)
+    (snapshot / "nodes" / "node-3" / "error.txt").write_text("ssh: connect to host: refused\n")
+    result = run_suites(pytester, "--from-snapshot", str(snapshot), "-k", "node-3 and tcpfin")
+    assert result.parseoutcomes().get("errors") == 1
+    result.stdout.fnmatch_lines(["*node-3 could not be observed*refused*"])
+
+
+def test_the_plugin_stays_out_of_other_test_runs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    assert True\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert not (pytester.path / "reports").exists()
