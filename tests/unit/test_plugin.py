@@ -122,3 +122,25 @@ def test_the_plugin_stays_out_of_other_test_runs(pytester: pytest.Pytester) -> N
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert not (pytester.path / "reports").exists()
+
+
+def test_unreadable_kubeconfig_is_a_usage_error_naming_the_file(pytester: pytest.Pytester) -> None:
+    missing = pytester.path / "no-such-kubeconfig"
+    result = run_suites(pytester, "--kubeconfig", str(missing))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{missing}*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_unknown_context_is_a_usage_error_naming_it(pytester: pytest.Pytester) -> None:
+    kubeconfig = pytester.path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: lab\n"
+        "clusters: [{name: lab, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: lab, user: {token: t}}]\n"
+        "contexts: [{name: lab, context: {cluster: lab, user: lab}}]\n"
+    )
+    result = run_suites(pytester, "--kubeconfig", str(kubeconfig), "--context", "prod")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*prod*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
