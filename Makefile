@@ -36,14 +36,18 @@ test: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m vipcheck.checks.docs --check
 	$(VENV)/bin/pytest tests -m "not lab"
 	$(VENV)/bin/pytest tests -m lab
 
-# The built-in lab cluster with the three founding incidents, shown from the nodes.
+# The built-in lab cluster with the three founding incidents: the symptoms from the client, then
+# vipcheck finding their causes on the nodes (it exits 1 when it finds violations, as it must here).
 demo: deps
 	$(VENV)/bin/python -m fixtures.lab down --workdir $(DEMO_DIR) 2>/dev/null || true
 	$(VENV)/bin/python -m fixtures.lab up --scenario $(DEMO_SCENARIO) --workdir $(DEMO_DIR)
 	$(VENV)/bin/python -m fixtures.demo --workdir $(DEMO_DIR)
+	$(VENV)/bin/vipcheck --kubeconfig $(DEMO_DIR)/kubeconfig --ssh-config $(DEMO_DIR)/ssh_config \
+		--vipcheck-json reports/demo-summary.json -rf; rc=$$?; [ $$rc -eq 1 ] || exit $$rc
 	@echo "The lab keeps running: ssh -F $(DEMO_DIR)/ssh_config node-1;" \
 		"kubectl --kubeconfig $(DEMO_DIR)/kubeconfig get svc -A; make demo-down stops it."
 

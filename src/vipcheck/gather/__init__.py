@@ -43,7 +43,7 @@ def gather(options: GatherOptions, progress: Progress) -> Snapshot:
         cluster = gather_cluster(options.kubeconfig, options.context, progress)
     except ClusterError as error:
         cluster_error = str(error)
-        progress(f"vipcheck: cluster not read: {cluster_error}")
+        progress(f"cluster not read: {cluster_error}")
     names, addresses = node_inventory(cluster.get("nodes.json"))
     resolution = resolve_targets(
         options.hosts,
@@ -93,10 +93,10 @@ def node_inventory(nodes_json: str | None) -> tuple[list[str], dict[str, list[st
 def _report_unpaired(resolution: Resolution, names: list[str], progress: Progress) -> None:
     """Say which API nodes will not be observed, and which specs name no node, and why."""
     for name in resolution.not_given:
-        progress(f"vipcheck: {name}: {resolution.reasons[name]}")
+        progress(f"{name}: {resolution.reasons[name]}")
     for spec in resolution.unknown:
         progress(
-            f"vipcheck: --hosts {spec}: matches no node ({', '.join(names)}) by name, InternalIP "
+            f"--hosts {spec}: matches no node ({', '.join(names)}) by name, InternalIP "
             "or hostname; not observed (map it with --vipcheck-node HOST=NODE)"
         )
 

@@ -49,7 +49,7 @@ def gather_cluster(
     """cluster/<file> -> JSON text, as `kubectl get ... -o json` would have written it."""
     api_client, source = api_client_for(kubeconfig, context)
     server = api_client.configuration.host
-    progress(f"vipcheck: cluster: reading {server} ({source})")
+    progress(f"cluster: reading {server} ({source})")
     files: dict[str, str] = {}
     with api_client:
         core = client.CoreV1Api(api_client)
@@ -63,17 +63,17 @@ def gather_cluster(
         for name, lister in listers.items():
             document = _list_all(lister, server, name)
             files[name] = _dump(document)
-            progress(f"vipcheck: cluster: {name}: {len(document['items'])} items")
+            progress(f"cluster: {name}: {len(document['items'])} items")
         config_map = _read_kube_proxy(core, server)
         if config_map is None:
             namespace, name = KUBE_PROXY
             progress(
-                f"vipcheck: cluster: no ConfigMap {namespace}/{name} (404): "
+                f"cluster: no ConfigMap {namespace}/{name} (404): "
                 "kube-proxy configuration not gathered"
             )
         else:
             files["kube-proxy.json"] = _dump(config_map)
-            progress("vipcheck: cluster: kube-proxy.json: ConfigMap kube-system/kube-proxy")
+            progress("cluster: kube-proxy.json: ConfigMap kube-system/kube-proxy")
     return files
 
 

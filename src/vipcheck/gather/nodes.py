@@ -31,7 +31,7 @@ def gather_node(target: NodeTarget, timeout_s: float, progress: Progress) -> Nod
     try:
         result = run_on(target, NODE_SCRIPT, timeout_s)
     except TransportError as error:
-        progress(f"vipcheck: {target.node}: not observed: {error}")
+        progress(f"{target.node}: not observed: {error}")
         return NodeSnapshot(target.node, error=str(error))
     files, missing = split_node_output(result.stdout)
     elapsed = time.monotonic() - started
@@ -39,8 +39,8 @@ def gather_node(target: NodeTarget, timeout_s: float, progress: Progress) -> Nod
         stderr = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         why = stderr[0] if stderr else "no output vipcheck can read"
         failure = f"{target.describe()}: the gather script exited {result.rc}: {why}"
-        progress(f"vipcheck: {target.node}: not observed: {failure}")
+        progress(f"{target.node}: not observed: {failure}")
         return NodeSnapshot(target.node, error=failure)
     note = f", {len(missing)} missing ({', '.join(missing)})" if missing else ""
-    progress(f"vipcheck: {target.node}: gathered {len(files)} files in {elapsed:.1f} s{note}")
+    progress(f"{target.node}: gathered {len(files)} files in {elapsed:.1f} s{note}")
     return NodeSnapshot(target.node, files, None, missing)

@@ -111,7 +111,7 @@ def test_lists_are_raw_and_complete(api: Api) -> None:
     config_map = json.loads(files["kube-proxy.json"])
     assert config_map["metadata"]["name"] == "kube-proxy"
     assert "mode: ipvs" in config_map["data"]["config.conf"]
-    assert lines[0] == f"vipcheck: cluster: reading {api.url} (kubeconfig {api.kubeconfig})"
+    assert lines[0] == f"cluster: reading {api.url} (kubeconfig {api.kubeconfig})"
 
 
 def test_nothing_but_gets(api: Api) -> None:
@@ -209,6 +209,6 @@ def test_missing_kube_proxy_config_map_is_not_an_error(tmp_path: Path) -> None:
     assert "kube-proxy.json" not in files
     assert "nodes.json" in files
     assert (
-        "vipcheck: cluster: no ConfigMap kube-system/kube-proxy (404): "
+        "cluster: no ConfigMap kube-system/kube-proxy (404): "
         "kube-proxy configuration not gathered"
     ) in lines

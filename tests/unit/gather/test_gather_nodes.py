@@ -62,11 +62,11 @@ def test_each_node_once_and_failures_kept(fake: FakeNodes) -> None:
         "node-3 (ssh://node-3): the gather script exited 1: sudo: a password is required"
     )
     assert any(
-        line.startswith("vipcheck: node-1: gathered 1 files in ")
+        line.startswith("node-1: gathered 1 files in ")
         and line.endswith(" s, 1 missing (ipvsadm-Ln.txt)")
         for line in lines
     )
-    assert "vipcheck: node-2: not observed: node-2 (ssh://node-2): ssh failed" in "\n".join(lines)
+    assert "node-2: not observed: node-2 (ssh://node-2): ssh failed" in "\n".join(lines)
 
 
 def test_the_real_script_on_this_machine() -> None:
@@ -76,7 +76,7 @@ def test_the_real_script_on_this_machine() -> None:
     assert here.error is None
     assert set(here.files) | set(here.missing) == set(NODE_FILES)
     assert "sysctl.txt" in here.files
-    assert lines[0].startswith(f"vipcheck: here: gathered {len(here.files)} files in ")
+    assert lines[0].startswith(f"here: gathered {len(here.files)} files in ")
 
 
 def nodes_json(*nodes: tuple[str, str]) -> str:
@@ -118,7 +118,7 @@ def test_gather_reports_nodes_not_given(fake: FakeNodes, monkeypatch: pytest.Mon
     assert snapshot.nodes["node-4"].error.startswith("not given: ")
     assert snapshot.meta["unknown_hosts"] == ["ssh://stray"]
     assert snapshot.meta["target"] == "kubeconfig kc, hosts ssh://10.0.0.11,ssh://stray"
-    assert any(line.startswith("vipcheck: --hosts ssh://stray: matches no node") for line in lines)
+    assert any(line.startswith("--hosts ssh://stray: matches no node") for line in lines)
     assert fake.calls == {"node-1": 1}
 
 
@@ -138,4 +138,4 @@ def test_unreadable_cluster_still_gathers_the_hosts(
     assert list(snapshot.nodes) == ["node-1", "node-2"]
     assert snapshot.nodes["node-1"].error is None
     assert snapshot.nodes["node-2"].error is not None
-    assert lines[0].startswith("vipcheck: cluster not read: https://10.0.0.1:6443")
+    assert lines[0].startswith("cluster not read: https://10.0.0.1:6443")
