@@ -209,6 +209,5 @@ def test_missing_kube_proxy_config_map_is_not_an_error(tmp_path: Path) -> None:
     assert "kube-proxy.json" not in files
     assert "nodes.json" in files
     assert (
-        "cluster: no ConfigMap kube-system/kube-proxy (404): "
-        "kube-proxy configuration not gathered"
+        "cluster: no ConfigMap kube-system/kube-proxy (404): kube-proxy configuration not gathered"
     ) in lines
