@@ -1,0 +1,144 @@
+"""The probe script's output and the probe plan, from their snapshot files to the model."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import ip_address
+from typing import Any
+
+from vipcheck.model.node import HostPort
+from vipcheck.model.probe import (
+    Attempt,
+    ConnectOutcome,
+    ProbeOutput,
+    ProbePlan,
+    ProbeRound,
+    ProbeSettings,
+    ProbeTarget,
+    RealServerOrigin,
+    TargetKind,
+    Vantage,
+)
+from vipcheck.parse import ParseError
+
+
+def parse_probe_output(text: str, source: str) -> ProbeOutput:
+    """`TOOL`, `ATTEMPT`, `BUDGET` and `DONE` lines; an outcome it does not know is an ERROR."""
+    tool: str | None = None
+    attempts: list[Attempt] = []
+    not_attempted: dict[HostPort, int] = {}
+    done = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "TOOL" and len(words) == 2:
+            tool = None if words[1] == "none" else words[1]
+        elif words[0] == "ATTEMPT":
+            attempts.append(_attempt(words, line, source, number))
+        elif words[0] == "BUDGET" and len(words) == 4:
+            not_attempted[_host_port(words[1], words[2], source, number)] = _int(
+                words[3], source, number
+            )
+        elif words[0] == "DONE":
+            done = True
+        else:
+            raise ParseError(source, number, f"not a probe line: {line.strip()!r}")
+    error = None
+    if tool is None and "TOOL" in text:
+        error = "the host has none of bash with timeout, python3, or nc with timeout"
+    elif not done:
+        error = "probe output ends before DONE (cut off?)"
+    return ProbeOutput(tool, tuple(attempts), not_attempted, error)
+
+
+def _attempt(words: list[str], line: str, source: str, number: int) -> Attempt:
+    if len(words) < 6:
+        raise ParseError(source, number, f"expected `ATTEMPT addr port seq OUTCOME ms`: {line!r}")
+    address = _host_port(words[1], words[2], source, number)
+    seq = _int(words[3], source, number)
+    try:
+        outcome = ConnectOutcome(words[4])
+    except ValueError:
+        # The tool itself failed (a python traceback's last line, say): keep its words.
+        return Attempt(address, seq, ConnectOutcome.ERROR, None, " ".join(words[4:]), line)
+    ms = None if words[5] == "-" else _int(words[5], source, number)
+    return Attempt(address, seq, outcome, ms, " ".join(words[6:]), line)
+
+
+def _host_port(address: str, port: str, source: str, number: int) -> HostPort:
+    number_ = _int(port, source, number)
+    try:
+        return HostPort(ip_address(address), number_)
+    except ValueError as error:
+        raise ParseError(source, number, f"not an address: {address!r}") from error
+
+
+def _int(text: str, source: str, number: int) -> int:
+    if not text.isdigit():
+        raise ParseError(source, number, f"expected a number, got {text!r}")
+    return int(text)
+
+
+def parse_probe_plan(text: str, source: str) -> ProbePlan:
+    """probes/plan.json: the vantage points, the targets per round, the bounds used."""
+    try:
+        data = json.loads(text)
+        settings = ProbeSettings(**data.get("settings", {}))
+        vantages = tuple(
+            Vantage(v["name"], v.get("node"), v.get("spec", "")) for v in data["vantages"]
+        )
+        targets = tuple(_target(t) for t in data["targets"])
+        elapsed = data.get("elapsed_s")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ParseError(source, None, f"not a probe plan: {error}") from error
+    return ProbePlan(vantages, targets, settings, None if elapsed is None else float(elapsed))
+
+
+def _target(data: dict[str, Any]) -> ProbeTarget:
+    origin = data.get("origin")
+    return ProbeTarget(
+        round=ProbeRound(data["round"]),
+        vantage=data["vantage"],
+        address=_split(data["address"]),
+        attempts=int(data["attempts"]),
+        service=data["service"],
+        kind=TargetKind(data["kind"]),
+        via=_split(data["via"]) if data.get("via") else None,
+        backend_node=data.get("backend_node"),
+        origin=RealServerOrigin(origin) if origin else None,
+    )
+
+
+def _split(text: str) -> HostPort:
+    address, _, port = text.rpartition(":")
+    return HostPort(ip_address(address.strip("[]")), int(port))
+
+
+def plan_as_json(plan: ProbePlan) -> str:
+    """The inverse of parse_probe_plan, for the snapshot."""
+    data = {
+        "settings": {
+            "timeout_s": plan.settings.timeout_s,
+            "delay_s": plan.settings.delay_s,
+            "budget_s": plan.settings.budget_s,
+            "parallel": plan.settings.parallel,
+        },
+        "elapsed_s": plan.elapsed_s,
+        "vantages": [{"name": v.name, "node": v.node, "spec": v.spec} for v in plan.vantages],
+        "targets": [
+            {
+                "round": t.round.value,
+                "vantage": t.vantage,
+                "address": str(t.address),
+                "attempts": t.attempts,
+                "service": t.service,
+                "kind": t.kind.value,
+                "via": str(t.via) if t.via else None,
+                "backend_node": t.backend_node,
+                "origin": t.origin.value if t.origin else None,
+            }
+            for t in plan.targets
+        ],
+    }
+    return json.dumps(data, indent=2) + "\n"
