@@ -23,6 +23,7 @@ from vipcheck.checks.base import (
 )
 from vipcheck.checks.subjects import rp_filter_interfaces, service_port_subjects
 from vipcheck.facts import Facts, MissingInput, Unobserved
+from vipcheck.model.node import Protocol
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
 
@@ -65,9 +66,11 @@ class Result:
 
 def cases_for(check: Check, facts: Facts) -> Iterator[Case]:
     """Every case of one check; a subject list that cannot be built is itself one case."""
-    if check.scope is Scope.SERVICE_PORT:
+    if check.scope in (Scope.SERVICE_PORT, Scope.HANDSHAKE):
         try:
             subjects = service_port_subjects(facts.cluster.cluster)
+            if check.scope is Scope.HANDSHAKE:
+                subjects = [s for s in subjects if s.protocol == Protocol.TCP.value]
         except (MissingInput, Unobserved, ParseError) as error:
             yield Case(check, "cluster", None, error)
             return

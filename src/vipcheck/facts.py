@@ -8,12 +8,13 @@ a file that cannot be parsed raises ParseError (the check errors, naming file an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TypeVar
 
 from vipcheck.model.cluster import Cluster, KubeProxyConfig
 from vipcheck.model.node import Connection, Interfaces, IpvsTable, IpvsTimeouts, Sysctls
+from vipcheck.model.probe import ProbeOutput, ProbePlan, ProbeRound
 from vipcheck.parse.iproute import parse_ip_json
 from vipcheck.parse.ipvsadm import (
     parse_ipvsadm_connections,
@@ -26,9 +27,18 @@ from vipcheck.parse.kube import (
     parse_nodes,
     parse_services,
 )
+from vipcheck.parse.probe import parse_probe_output, parse_probe_plan
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 from vipcheck.parse.sysctl import parse_sysctl
-from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES, NodeSnapshot, Snapshot
+from vipcheck.snapshot import (
+    CLUSTER_FILES,
+    NODE_FILES,
+    PROBE_DIR,
+    PROBE_FILES,
+    PROBE_PLAN,
+    NodeSnapshot,
+    Snapshot,
+)
 
 T = TypeVar("T")
 
@@ -45,12 +55,23 @@ class MissingInput(Exception):
         super().__init__(f"{where}: no {commands} in the snapshot{reason}")
 
 
+class NotProbed(MissingInput):
+    """The handshake probes were not run, and why (turned off, replay without them)."""
+
+    def __init__(self, reason: str) -> None:
+        self.where = "probes"
+        self.files = (f"{PROBE_DIR}/{PROBE_PLAN}",)
+        self.known_reason = reason
+        Exception.__init__(self, f"no handshake probes: {reason}")
+
+
 class Unobserved(Exception):
     """The node could not be observed at all: its checks ERROR, never pass or fail."""
 
 
 def _command(name: str) -> str:
-    return NODE_FILES.get(name) or CLUSTER_FILES.get(name) or "?"
+    probe_file = PROBE_FILES.get(name.removeprefix(f"{PROBE_DIR}/"))
+    return NODE_FILES.get(name) or CLUSTER_FILES.get(name) or probe_file or "?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,16 +176,66 @@ class NodeFacts:
         return self._first("uname.txt").text.strip()
 
 
+ProbeLoader = Callable[[], Mapping[str, str]]
+
+
+def _not_probed() -> Mapping[str, str]:
+    raise NotProbed("this run did not probe")
+
+
+class ProbeFacts:
+    """What the handshake probes saw, from probes/* files loaded on first use.
+
+    Live runs load by probing, so no connection is opened until a probe item runs; replay loads
+    the snapshot's files; a loader that cannot give them raises MissingInput (items skip).
+    """
+
+    def __init__(self, load: ProbeLoader = _not_probed) -> None:
+        self._load = load
+
+    @cached_property
+    def files(self) -> Mapping[str, str]:
+        return self._load()
+
+    @cached_property
+    def plan(self) -> ProbePlan:
+        text = self.files.get(PROBE_PLAN)
+        if text is None:
+            raise MissingInput("probes", (f"{PROBE_DIR}/{PROBE_PLAN}",))
+        return parse_probe_plan(text, f"{PROBE_DIR}/{PROBE_PLAN}")
+
+    def output(self, vantage: str, round_: ProbeRound) -> ProbeOutput | None:
+        """One vantage point's parsed output for a round; None when it did not probe then."""
+        error = self.files.get(f"{vantage}/{round_.value}.error.txt")
+        if error is not None:
+            return ProbeOutput(None, (), {}, error.strip())
+        name = f"{vantage}/{round_.value}.txt"
+        text = self.files.get(name)
+        return None if text is None else parse_probe_output(text, f"{PROBE_DIR}/{name}")
+
+    def connections_after(self, node: str) -> tuple[Connection, ...] | None:
+        """A node's IPVS connection table re-read after the probes, if it was."""
+        name = f"after/{node}/ip_vs_conn.txt"
+        text = self.files.get(name)
+        return None if text is None else parse_proc_ip_vs_conn(text, f"{PROBE_DIR}/{name}")
+
+
 @dataclass(frozen=True)
 class Facts:
-    """A whole snapshot's facts: the cluster's and every node's."""
+    """A whole snapshot's facts: the cluster's, every node's, and the handshake probes'."""
 
     cluster: ClusterFacts
     nodes: Mapping[str, NodeFacts]
+    probes: ProbeFacts = field(default_factory=ProbeFacts)
 
     @classmethod
-    def from_snapshot(cls, snapshot: Snapshot) -> Facts:
+    def from_snapshot(cls, snapshot: Snapshot, probes: ProbeLoader | None = None) -> Facts:
+        """Facts of a snapshot; probes from the loader, else the snapshot's probes/ files."""
+        recorded = snapshot.probes
+        if probes is None and recorded is not None:
+            probes = lambda: recorded  # noqa: E731
         return cls(
             ClusterFacts(snapshot.cluster, snapshot.cluster_error),
             {name: NodeFacts(node) for name, node in snapshot.nodes.items()},
+            ProbeFacts(probes or _not_probed),
         )

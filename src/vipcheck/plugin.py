@@ -7,21 +7,29 @@ change other projects' test runs.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from vipcheck import suites
 from vipcheck.cases import Case, Outcome, Result, cases_for, render, run_case
 from vipcheck.checks import check_by_id
-from vipcheck.facts import Facts
+from vipcheck.facts import Facts, NotProbed, ProbeLoader
+from vipcheck.model.probe import ProbeSettings
 from vipcheck.report import Summary
 from vipcheck.settings import DEFAULTS, Settings, setting_help
-from vipcheck.snapshot import Snapshot, SnapshotError, load_snapshot, save_snapshot
+from vipcheck.snapshot import Snapshot, SnapshotError, load_snapshot, save_probes, save_snapshot
+
+if TYPE_CHECKING:
+    from vipcheck.gather import GatherOptions
+    from vipcheck.gather.probes import VantagePoint
 
 SUITES_DIR = Path(suites.__file__).parent
 MARKER = "vipcheck_check"
+PROBE_MARKER = "probe"
+PROBE_DEFAULTS = ProbeSettings()
 DEFAULT_JSON = Path("reports") / "summary.json"
 FACTS_KEY = pytest.StashKey[Facts]()
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -63,6 +71,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FILE",
         help=f"JSON summary of every result (default {DEFAULT_JSON})",
     )
+    group.addoption(
+        "--no-probe",
+        action="store_true",
+        default=False,
+        help="open no connection: the handshake probes (marker `probe`) are skipped",
+    )
+    group.addoption(
+        "--probe-from",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME]",
+        help="probe only from these nodes or outside hosts (default: every node, and every "
+        "ssh_config Host or --hosts spec that is no node)",
+    )
+    group.addoption(
+        "--probe-timeout",
+        type=_positive_int,
+        default=PROBE_DEFAULTS.timeout_s,
+        metavar="SECONDS",
+        help=f"per-connection timeout of a probe (default {PROBE_DEFAULTS.timeout_s})",
+    )
+    group.addoption(
+        "--probe-budget",
+        type=_positive_int,
+        default=PROBE_DEFAULTS.budget_s,
+        metavar="SECONDS",
+        help="time cap of one vantage point's probes per round; attempts past it are not made "
+        f"(default {PROBE_DEFAULTS.budget_s})",
+    )
     for name, text in setting_help().items():
         parser.addini(f"vipcheck_{name}", text, default=str(getattr(DEFAULTS, name)))
 
@@ -70,6 +107,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}(check_id): parametrize this test over the check's subjects"
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{PROBE_MARKER}: opens TCP connections to the target (deselect with -m 'not probe')",
     )
     if config.getoption("from_snapshot") and config.getoption("save_snapshot"):
         raise pytest.UsageError("--save-snapshot and --from-snapshot exclude each other")
@@ -85,8 +126,61 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         snapshot = _observe(config)
     except SnapshotError as error:
         raise pytest.UsageError(str(error)) from None
-    config.stash[FACTS_KEY] = Facts.from_snapshot(snapshot)
+    config.stash[FACTS_KEY] = Facts.from_snapshot(snapshot, _probe_loader(config, snapshot))
     config.stash[SUMMARY_KEY] = Summary()
+
+
+def _probe_loader(config: pytest.Config, snapshot: Snapshot) -> ProbeLoader | None:
+    """How the handshake items get probe results: replayed, refused, or probed on first use.
+
+    Probing waits for the first probe item, so `-m "not probe"` and `-k` that leave none out
+    open no connection at all. Vantage points are resolved now, so a bad --probe-from fails early.
+    """
+    if config.getoption("no_probe"):
+        return _refuse("probing turned off (--no-probe)")
+    if config.getoption("from_snapshot") is not None:
+        if snapshot.probes is None:
+            return _refuse(
+                "the replayed snapshot has no probes/ (the run that saved it did not probe)"
+            )
+        return None
+    from vipcheck.gather.probes import ProbeError, vantage_points  # noqa: PLC0415
+
+    probe_from = tuple(_split_commas(config.getoption("probe_from")))
+    try:
+        points = vantage_points(
+            _gather_options(config), snapshot.cluster.get("nodes.json"), probe_from
+        )
+    except ProbeError as error:
+        raise pytest.UsageError(str(error)) from None
+    settings = ProbeSettings(
+        timeout_s=config.getoption("probe_timeout"), budget_s=config.getoption("probe_budget")
+    )
+    return lambda: _probe(config, points, settings)
+
+
+def _refuse(reason: str) -> ProbeLoader:
+    def refuse() -> Mapping[str, str]:
+        raise NotProbed(reason)
+
+    return refuse
+
+
+def _probe(
+    config: pytest.Config, points: tuple[VantagePoint, ...], settings: ProbeSettings
+) -> Mapping[str, str]:
+    """Probe now (the first probe item runs), and add the outputs to --save-snapshot's DIR."""
+    from vipcheck.gather.probes import run_probes  # noqa: PLC0415
+
+    _print(config, f"probing from {', '.join(p.vantage.name for p in points) or 'nowhere'}")
+    files = run_probes(config.stash[FACTS_KEY], points, settings, lambda line: _print(config, line))
+    save_to: Path | None = config.getoption("save_snapshot")
+    if save_to is not None:
+        try:
+            save_probes(files, save_to)
+        except SnapshotError as error:
+            _print(config, str(error))
+    return files
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -138,11 +232,25 @@ def _observe(config: pytest.Config) -> Snapshot:
         _print(config, f"replaying snapshot {replay}")
         return load_snapshot(replay)
     # Imported here: the kubernetes client is heavy, and replay and other projects never need it.
-    from vipcheck.gather import GatherOptions, gather  # noqa: PLC0415
+    from vipcheck.gather import gather  # noqa: PLC0415
     from vipcheck.gather.cluster import ClusterConfigError  # noqa: PLC0415
     from vipcheck.transport import TargetError  # noqa: PLC0415
 
-    options = GatherOptions(
+    try:
+        snapshot = gather(_gather_options(config), lambda line: _print(config, line))
+    except (ClusterConfigError, TargetError) as error:
+        raise pytest.UsageError(str(error)) from None
+    save_to: Path | None = config.getoption("save_snapshot")
+    if save_to is not None:
+        save_snapshot(snapshot, save_to)
+        _print(config, f"snapshot saved to {save_to}")
+    return snapshot
+
+
+def _gather_options(config: pytest.Config) -> GatherOptions:
+    from vipcheck.gather import GatherOptions  # noqa: PLC0415
+
+    return GatherOptions(
         kubeconfig=config.getoption("kubeconfig"),
         context=config.getoption("context"),
         hosts=tuple(_testinfra_hosts(config)),
@@ -153,20 +261,15 @@ def _observe(config: pytest.Config) -> Snapshot:
         node_map=dict(config.getoption("vipcheck_node")),
         timeout_s=config.getoption("vipcheck_timeout"),
     )
-    try:
-        snapshot = gather(options, lambda line: _print(config, line))
-    except (ClusterConfigError, TargetError) as error:
-        raise pytest.UsageError(str(error)) from None
-    save_to: Path | None = config.getoption("save_snapshot")
-    if save_to is not None:
-        save_snapshot(snapshot, save_to)
-        _print(config, f"snapshot saved to {save_to}")
-    return snapshot
 
 
 def _testinfra_hosts(config: pytest.Config) -> Iterator[str]:
-    for value in config.getoption("hosts", None) or []:
-        yield from (spec.strip() for spec in value.split(",") if spec.strip())
+    yield from _split_commas(config.getoption("hosts", None) or [])
+
+
+def _split_commas(values: list[str]) -> Iterator[str]:
+    for value in values:
+        yield from (item.strip() for item in value.split(",") if item.strip())
 
 
 def _runs_suites(config: pytest.Config) -> bool:
@@ -205,6 +308,12 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise pytest.UsageError(f"must be more than 0 seconds: {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise pytest.UsageError(f"expected a whole number of seconds above 0: {text!r}")
+    return int(text)
 
 
 def _snapshot_dir(text: str) -> Path:

@@ -37,6 +37,15 @@ NODE_FILES: Mapping[str, str] = {
     "ip-link.json": "ip -j -d link",
     "uname.txt": "uname -r",
 }
+# Under probes/: the handshake probe's plan and each vantage point's raw output, per round.
+PROBE_DIR = "probes"
+PROBE_PLAN = "plan.json"
+PROBE_FILES: Mapping[str, str] = {
+    PROBE_PLAN: "vipcheck's probe plan (written with the probe outputs)",
+    "<vantage>/vip.txt": "vipcheck's probe script, connecting to every VIP",
+    "<vantage>/real-server.txt": "vipcheck's probe script, connecting to real servers",
+    "after/<node>/ip_vs_conn.txt": "cat /proc/net/ip_vs_conn, after the probes",
+}
 # Written beside a node's files when it could not be observed; its text says why.
 NODE_ERROR_FILE = "error.txt"
 # Written beside a node's files: `file: why it is missing` (e.g. ipvsadm not installed).
@@ -65,6 +74,7 @@ class Snapshot:
     nodes: Mapping[str, NodeSnapshot]
     meta: Mapping[str, Any] = field(default_factory=dict)
     cluster_error: str | None = None
+    probes: Mapping[str, str] | None = None  # path under probes/ -> text; None: never probed
 
 
 def new_meta(target: str) -> dict[str, Any]:
@@ -97,6 +107,21 @@ def save_snapshot(snapshot: Snapshot, directory: Path) -> None:
                 _write(directory / "nodes" / node.name / NODE_MISSING_FILE, lines)
     except OSError as error:
         raise SnapshotError(f"cannot write snapshot to {directory}: {error}") from error
+    if snapshot.probes is not None:
+        save_probes(snapshot.probes, directory)
+
+
+def save_probes(probes: Mapping[str, str], directory: Path) -> None:
+    """Write probe files under DIR/probes, as they run lazily after the rest was saved."""
+    root = directory / PROBE_DIR
+    try:
+        for name, text in probes.items():
+            path = root / name
+            if root.resolve() not in path.resolve().parents:
+                raise SnapshotError(f"probe file {name!r} would leave {root}")
+            _write(path, text)
+    except OSError as error:
+        raise SnapshotError(f"cannot write probes to {root}: {error}") from error
 
 
 def load_snapshot(directory: Path) -> Snapshot:
@@ -128,7 +153,19 @@ def load_snapshot(directory: Path) -> Snapshot:
             f"{directory}: no cluster/*.json and no nodes/<node>/ files; "
             "see docs/snapshot.md for the layout"
         )
-    return Snapshot(cluster, nodes, meta, meta.get("cluster_error"))
+    return Snapshot(cluster, nodes, meta, meta.get("cluster_error"), _read_probes(directory))
+
+
+def _read_probes(directory: Path) -> dict[str, str] | None:
+    """Every file under probes/, by relative path; None when the run did not probe."""
+    root = directory / PROBE_DIR
+    if not (root / PROBE_PLAN).is_file():
+        return None
+    return {
+        path.relative_to(root).as_posix(): _read(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def _read_known(directory: Path, known: Mapping[str, str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ from types import MappingProxyType
 
 from vipcheck.checks.base import Check
 from vipcheck.checks.connections import NO_STUCK_SYN_RECV
+from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS, KUBE_IPVS0_NO_STALE_ADDRESSES
 from vipcheck.checks.presence import IPVS_PRESENT
 from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
@@ -37,6 +38,7 @@ CATALOGUE: tuple[Check, ...] = (
     EXPIRE_NODEST_CONN,
     IP_FORWARD_ENABLED,
     CONNTRACK_HEADROOM,
+    VIP_HANDSHAKE,
 )
 
 CHECKS_BY_ID: Mapping[str, Check] = MappingProxyType({check.id: check for check in CATALOGUE})

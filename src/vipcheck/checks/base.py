@@ -24,6 +24,7 @@ class Scope(StrEnum):
     SERVICE_PORT = "service port"  # API-vs-datapath: one item per Service port, all nodes
     NODE = "node"  # one item per node
     NODE_INTERFACE = "node interface"  # one item per node and relevant interface
+    HANDSHAKE = "TCP Service port, probed"  # one item per TCP Service port, all vantage points
 
 
 @dataclass(frozen=True, slots=True)

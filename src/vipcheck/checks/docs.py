@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vipcheck.checks import CATALOGUE
 from vipcheck.checks.base import Check
-from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES
+from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES, PROBE_DIR, PROBE_FILES
 
 DEFAULT_OUTPUT = Path("docs") / "checks.md"
 HEADER = """\
@@ -45,6 +45,9 @@ def _input(name: str) -> str:
     """A snapshot file with where it lives and the command that produces it."""
     if name in CLUSTER_FILES:
         return f"`cluster/{name}`: `{CLUSTER_FILES[name]}`"
+    probe_file = name.removeprefix(f"{PROBE_DIR}/")
+    if probe_file in PROBE_FILES:
+        return f"`{name}`: {PROBE_FILES[probe_file]} (docs/probe.md)"
     return f"`nodes/<node>/{name}`: `{NODE_FILES[name]}` on the node"
 
 

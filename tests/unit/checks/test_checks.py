@@ -26,7 +26,15 @@ from vipcheck.checks.docs import main, render_catalogue
 from vipcheck.checks.subjects import rp_filter_interfaces, service_port_subjects
 from vipcheck.facts import Facts, MissingInput
 from vipcheck.settings import DEFAULTS, Settings
-from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES, NodeSnapshot, Snapshot, load_snapshot
+from vipcheck.snapshot import (
+    CLUSTER_FILES,
+    NODE_FILES,
+    PROBE_DIR,
+    PROBE_FILES,
+    NodeSnapshot,
+    Snapshot,
+    load_snapshot,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "fixtures" / "recorded" / "seed-incidents"
@@ -50,7 +58,7 @@ def run_catalogue(facts: Facts, settings: Settings = DEFAULTS) -> list[Result]:
 
 def subjects(check: Check, facts: Facts) -> list[Subject]:
     """What one check runs over: Service ports, nodes, or nodes' rp_filter interfaces."""
-    if check.scope is Scope.SERVICE_PORT:
+    if check.scope in (Scope.SERVICE_PORT, Scope.HANDSHAKE):
         return list(service_port_subjects(facts.cluster.cluster))
     if check.scope is Scope.NODE:
         return list(facts.nodes)
@@ -193,7 +201,10 @@ def test_seed_incidents_are_exactly_the_three_founding_incidents() -> None:
 
 def test_seed_runs_every_check_on_every_subject_without_skipping() -> None:
     results = run_catalogue(Facts.from_snapshot(seed()))
-    assert [result for result in results if isinstance(result[2], str)] == []
+    skipped = [result for result in results if isinstance(result[2], str)]
+    # The recorded snapshot predates the handshake probes: only their items skip, saying so.
+    assert {check_id for check_id, _, _ in skipped} == {"vip-handshake"}
+    assert all("no handshake probes" in str(reason) for _, _, reason in skipped)
     assert {check_id for check_id, _, _ in results} == set(CHECKS_BY_ID)
     rp_filter_subjects = {s for check_id, s, _ in results if check_id == "rp-filter-not-strict"}
     assert rp_filter_subjects == {f"node-{n}/{i}" for n in (1, 2, 3) for i in ("tunl0", "eth0")}
@@ -253,7 +264,7 @@ def test_tcpfin_threshold_is_a_setting() -> None:
 
 def test_healthy_variant_has_no_violations_and_no_skips() -> None:
     results = run_catalogue(Facts.from_snapshot(healthy()))
-    assert [result for result in results if result[2] != ()] == []
+    assert [r for r in results if r[2] != () and r[0] != "vip-handshake"] == []
 
 
 # --- real servers -------------------------------------------------------------------------------
@@ -636,7 +647,7 @@ def test_without_kube_proxy_config_ipvs_checks_still_run_on_what_nodes_show() ->
 
 
 def test_every_input_is_a_snapshot_file() -> None:
-    known = {*CLUSTER_FILES, *NODE_FILES}
+    known = {*CLUSTER_FILES, *NODE_FILES, *(f"{PROBE_DIR}/{name}" for name in PROBE_FILES)}
     assert {(c.id, name) for c in CATALOGUE for name in c.inputs if name not in known} == set()
 
 

@@ -1,0 +1,362 @@
+"""End to end: a TCP handshake through every Service VIP completes, and when not, why not."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vipcheck.checks.base import (
+    Check,
+    InterfaceSubject,
+    NotApplicable,
+    Scope,
+    ServicePortSubject,
+    Severity,
+    Violation,
+)
+from vipcheck.checks.real_servers import check_real_servers_match_endpoints
+from vipcheck.checks.rp_filter import check_rp_filter
+from vipcheck.checks.subjects import rp_filter_interfaces
+from vipcheck.facts import Facts, MissingInput, Unobserved
+from vipcheck.model.node import Connection, ConnState, HostPort
+from vipcheck.model.probe import (
+    Attempt,
+    ConnectOutcome,
+    ProbeRound,
+    ProbeTarget,
+    RealServerOrigin,
+)
+from vipcheck.parse import ParseError
+from vipcheck.settings import Settings
+
+_READ_ERRORS = (MissingInput, Unobserved, ParseError, NotApplicable)
+
+
+@dataclass(frozen=True, slots=True)
+class _Server:
+    """A real server probed directly: from the failing vantage point and from its own node."""
+
+    target: ProbeTarget
+    here: tuple[Attempt, ...]
+    on_node: tuple[Attempt, ...] | None  # None: not probed from the backend's node
+
+    @property
+    def answers_here(self) -> bool:
+        return bool(self.here) and _all_connected(self.here)
+
+    @property
+    def answers_on_node(self) -> bool | None:
+        return None if not self.on_node else _all_connected(self.on_node)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cause:
+    """The most likely cause of a failure, its fix, and the check that knows more."""
+
+    text: str
+    fix: str
+
+
+def check_vip_handshake(
+    subject: ServicePortSubject, facts: Facts, settings: Settings
+) -> list[Violation]:
+    """One violation per vantage point and VIP address whose handshakes do not all complete."""
+    plan = facts.probes.plan
+    mine = [t for t in plan.targets if t.round is ProbeRound.VIP and t.service == str(subject)]
+    if not mine:
+        raise NotApplicable(
+            f"{subject}: nothing probed (not TCP, no usable endpoints, or no vantage point)"
+        )
+    violations = []
+    unobserved: list[str] = []
+    for target in mine:
+        output = facts.probes.output(target.vantage, ProbeRound.VIP)
+        if output is None or output.error:
+            why = output.error if output else "no probe output"
+            unobserved.append(f"{target.vantage}: {why}")
+            continue
+        attempts = tuple(a for a in output.attempts if a.address == target.address)
+        skipped = output.not_attempted.get(target.address, 0)
+        if attempts and _all_connected(attempts) and not skipped:
+            continue
+        violations.append(
+            _violation(subject, target, attempts, skipped=skipped, facts=facts, settings=settings)
+        )
+    if unobserved and not violations:
+        raise Unobserved(f"{subject}: could not probe from {'; '.join(sorted(set(unobserved)))}")
+    return violations
+
+
+def _violation(
+    subject: ServicePortSubject,
+    target: ProbeTarget,
+    attempts: tuple[Attempt, ...],
+    *,
+    skipped: int,
+    facts: Facts,
+    settings: Settings,
+) -> Violation:
+    servers = _servers(target, facts)
+    syn_recv = _syn_recv(target.address, facts)
+    stale = _stale_hints(subject, facts, settings)
+    strict = _rp_filter_hints({s.target.backend_node for s in servers} - {None}, facts, settings)
+    cause = _cause(target, attempts, servers, syn_recv=syn_recv, stale=stale, strict=strict)
+    counts = Counter(a.outcome for a in attempts)
+    tally = ", ".join(f"{n} {o.value}" for o, n in sorted(counts.items(), key=lambda i: -i[1]))
+    failed = sum(n for o, n in counts.items() if o is not ConnectOutcome.CONNECTED)
+    cut = f", {skipped} not attempted (time cap)" if skipped else ""
+    observed = (
+        f"{failed} of {len(attempts) + skipped} handshakes failed ({tally}{cut}); "
+        f"likely cause: {cause.text}"
+    )
+    evidence = [f"{target.vantage} -> {target.address}: {attempt}" for attempt in attempts]
+    evidence += [_server_line(server) for server in servers]
+    evidence += [f"[ipvs-no-stuck-syn-recv] {line}" for line in syn_recv]
+    evidence += [f"[ipvs-real-servers-match-endpoints] {v.node}: {v.observed}" for v in stale]
+    evidence += [f"[rp-filter-not-strict] {v.node}/{v.subject}: {v.observed}" for v in strict]
+    return Violation(
+        subject=f"{target.kind.value} {target.address} from {target.vantage}",
+        node=target.vantage,
+        observed=observed,
+        expected=f"all {len(attempts) + skipped} handshakes complete",
+        fix=cause.fix,
+        evidence=tuple(evidence),
+    )
+
+
+def _cause(
+    target: ProbeTarget,
+    attempts: tuple[Attempt, ...],
+    servers: list[_Server],
+    *,
+    syn_recv: list[str],
+    stale: list[Violation],
+    strict: list[Violation],
+) -> _Cause:
+    """The first explanation that fits, strongest evidence first; says so when none does."""
+    for server in servers:
+        if server.target.origin is RealServerOrigin.IPVS and not server.answers_here:
+            return _stale_cause(target, server, stale)
+    for server in servers:
+        if server.answers_here or server.target.origin is RealServerOrigin.IPVS:
+            continue
+        cause = _backend_cause(target.vantage, server, strict)
+        if cause is not None:
+            return cause
+    return _unexplained(target, attempts, servers, syn_recv)
+
+
+def _stale_cause(target: ProbeTarget, server: _Server, stale: list[Violation]) -> _Cause:
+    address = server.target.address
+    # The director is the vantage node itself; from outside, any node may be: fix them all.
+    fixes = [v.fix for v in stale if v.node == target.vantage] or [v.fix for v in stale]
+    fix = " | ".join(fixes) or f"ipvsadm -d -t {target.address} -r {address}"
+    return _Cause(
+        f"stale real server {address} in IPVS for {target.address} is no endpoint and "
+        f"{_dominant(server.here)} directly from {target.vantage} (nothing listens on the old "
+        "targetPort): round robin sends it its share of connections "
+        "[ipvs-real-servers-match-endpoints]",
+        fix,
+    )
+
+
+def _backend_cause(where: str, server: _Server, strict: list[Violation]) -> _Cause | None:
+    """An endpoint that fails directly: refused, dropped on the path, or dead on its node."""
+    address, node = server.target.address, server.target.backend_node
+    outcome = _dominant(server.here)
+    rp = [v for v in strict if v.node == node]
+    if outcome is ConnectOutcome.REFUSED:
+        return _Cause(
+            f"backend {address} refuses directly from {where}: nothing listens on the "
+            "endpoint's port",
+            f"check that the pod behind {address} listens on port {address.port} (the "
+            "Service's targetPort) and is really ready",
+        )
+    local = f"while it answers on {node} itself " if server.answers_on_node else ""
+    if rp:
+        return _Cause(
+            f"path: backend {address} on {node} {outcome} from {where} {local}and {node} has "
+            f"strict rp_filter ({', '.join(v.subject for v in rp)}), which drops SYNs that "
+            "arrive through the tunnel while the route back leaves another interface "
+            "[rp-filter-not-strict]",
+            rp[0].fix,
+        )
+    if server.answers_on_node:
+        return _Cause(
+            f"path: backend {address} {outcome} from {where} {local}: packets are lost between "
+            f"{where} and {node}",
+            f"check the route back from {node} to {where}'s address, FORWARD rules and "
+            f"rp_filter on {node}; `ipvsadm -Lnc` on the director shows SYN_RECV if replies "
+            "are lost",
+        )
+    if server.answers_on_node is False:
+        return _Cause(
+            f"backend {address} does not answer even on {node}: the pod is hung or a policy "
+            "drops the traffic",
+            f"on {node}: check the pod behind {address} and NetworkPolicies",
+        )
+    return None
+
+
+def _unexplained(
+    target: ProbeTarget, attempts: tuple[Attempt, ...], servers: list[_Server], syn_recv: list[str]
+) -> _Cause:
+    where = target.vantage
+    if syn_recv and any(a.outcome is ConnectOutcome.TIMEOUT for a in attempts):
+        return _Cause(
+            "replies from the real server never come back through the director (SYN_RECV "
+            "entries for this VIP) [ipvs-no-stuck-syn-recv]",
+            "make rp_filter loose on the real server's node, allow FORWARD and check the route "
+            "back to the client goes through the director",
+        )
+    if not servers:
+        return _Cause(
+            "no explanation: the real servers behind it were not probed",
+            f"probe the real servers from {where} (`--probe-from {where}`) and compare",
+        )
+    return _Cause(
+        f"no explanation: every real server answers directly from {where}, and no other "
+        "check points at this VIP",
+        f"capture on the director (`tcpdump -ni any host {target.address.address}`) while "
+        f"connecting from {where}, and compare `ipvsadm -Ln` with the Service",
+    )
+
+
+def _servers(target: ProbeTarget, facts: Facts) -> list[_Server]:
+    """The real servers probed for this VIP target, with outcomes here and on their node."""
+    servers = []
+    for server in facts.probes.plan.targets:
+        if (
+            server.round is not ProbeRound.REAL_SERVER
+            or server.via != target.address
+            or server.vantage != target.vantage
+        ):
+            continue
+        here = _attempts(facts, server.vantage, server.address)
+        node = server.backend_node
+        on_node = (
+            _attempts(facts, node, server.address)
+            if node is not None and node != server.vantage
+            else None
+        )
+        servers.append(_Server(server, here, on_node or None))
+    return servers
+
+
+def _attempts(facts: Facts, vantage: str, address: HostPort) -> tuple[Attempt, ...]:
+    output = facts.probes.output(vantage, ProbeRound.REAL_SERVER)
+    if output is None or output.error:
+        return ()
+    return tuple(a for a in output.attempts if a.address == address)
+
+
+def _server_line(server: _Server) -> str:
+    origin = {
+        RealServerOrigin.IPVS: "IPVS real server, not an endpoint",
+        RealServerOrigin.ENDPOINT: "endpoint, not in IPVS",
+        RealServerOrigin.BOTH: "endpoint",
+    }[server.target.origin or RealServerOrigin.BOTH]
+    node = server.target.backend_node or "an unknown node"
+    here = _outcomes(server.here) or "not probed"
+    line = f"{server.target.vantage} -> {server.target.address} ({origin}, on {node}): {here}"
+    if server.on_node:
+        line += f"; from {node}: {_outcomes(server.on_node)}"
+    return line
+
+
+def _syn_recv(vip: HostPort, facts: Facts) -> list[str]:
+    """SYN_RECV entries for this VIP on each node, after the probes when re-read, else before."""
+    lines = []
+    for name, node in facts.nodes.items():
+        try:
+            after = facts.probes.connections_after(name)
+            table: Iterable[Connection] = after if after is not None else node.connections
+            when = "after probing" if after is not None else "when gathered"
+            stuck = [
+                c
+                for c in table
+                if c.protocol == "TCP" and c.state is ConnState.SYN_RECV and c.virtual == vip
+            ]
+        except _READ_ERRORS:
+            continue
+        by_destination: defaultdict[HostPort, int] = defaultdict(int)
+        for connection in stuck:
+            by_destination[connection.destination] += 1
+        lines += [
+            f"{name}: {n} SYN_RECV TCP {vip} -> {destination} ({when})"
+            for destination, n in sorted(by_destination.items(), key=str)
+        ]
+    return lines
+
+
+def _stale_hints(subject: ServicePortSubject, facts: Facts, settings: Settings) -> list[Violation]:
+    """What ipvs-real-servers-match-endpoints says about this Service port."""
+    try:
+        found = check_real_servers_match_endpoints(subject, facts, settings)
+    except _READ_ERRORS:
+        return []
+    return [v for v in found if "stale" in v.observed]
+
+
+def _rp_filter_hints(
+    nodes: Iterable[str | None], facts: Facts, settings: Settings
+) -> list[Violation]:
+    """What rp-filter-not-strict says about the nodes running the probed real servers."""
+    hints = []
+    for name in sorted(n for n in nodes if n is not None):
+        node = facts.nodes.get(name)
+        if node is None:
+            continue
+        try:
+            interfaces = rp_filter_interfaces(node, facts.cluster)
+            for interface in interfaces:
+                subject = InterfaceSubject(name, interface)
+                hints += check_rp_filter(subject, node, facts.cluster, settings)
+        except _READ_ERRORS:
+            continue
+    return hints
+
+
+def _all_connected(attempts: Iterable[Attempt]) -> bool:
+    return all(a.outcome is ConnectOutcome.CONNECTED for a in attempts)
+
+
+def _dominant(attempts: Iterable[Attempt]) -> ConnectOutcome:
+    """The most frequent failure outcome (TIMEOUT when nothing was attempted)."""
+    failures = Counter(a.outcome for a in attempts if a.outcome is not ConnectOutcome.CONNECTED)
+    return failures.most_common(1)[0][0] if failures else ConnectOutcome.TIMEOUT
+
+
+def _outcomes(attempts: Iterable[Attempt]) -> str:
+    return ", ".join(
+        f"{a.outcome.value}" + ("" if a.ms is None else f" {a.ms} ms") for a in attempts
+    )
+
+
+VIP_HANDSHAKE = Check(
+    id="vip-handshake",
+    title="A TCP handshake through every Service VIP completes from every vantage point",
+    why=(
+        "The end-to-end proof a Service works: the founding incidents showed as connections to a "
+        "VIP failing sometimes (a stale real server takes its round-robin share) or always from "
+        "outside (strict rp_filter on the backend's node drops SYNs from the tunnel, while a probe "
+        "on the director can pass); the probe tries enough times to reach every real server."
+    ),
+    fix=(
+        "Follow the likely cause named in the failure: delete the stale real server and restart "
+        "kube-proxy, make rp_filter loose on the backend's node, or fix the backend; the evidence "
+        "lists every attempt and each real server probed directly."
+    ),
+    severity=Severity.CRITICAL,
+    scope=Scope.HANDSHAKE,
+    inputs=(
+        "probes/plan.json",
+        "probes/<vantage>/vip.txt",
+        "probes/<vantage>/real-server.txt",
+        "services.json",
+        "endpointslices.json",
+        "nodes.json",
+    ),
+    run=check_vip_handshake,
+)
