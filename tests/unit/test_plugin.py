@@ -144,3 +144,56 @@ def test_unknown_context_is_a_usage_error_naming_it(pytester: pytest.Pytester) -
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*prod*"])
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+# A --save-snapshot of the live seed-incidents lab, probes included (not a raw recording).
+PROBED = Path(__file__).parents[2] / "fixtures" / "snapshots" / "seed-incidents-probed"
+
+
+def test_replayed_probes_fail_the_incidents_handshakes_with_their_causes(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_suites(pytester, "--from-snapshot", str(PROBED), "-k", "handshake", "-rf")
+    failed = {f.split("::")[1] for f in failed_ids(result)}
+    assert failed == {
+        "test_handshake_through_vip[default/redis:6379/TCP]",
+        "test_handshake_through_vip[default/api:80/TCP]",
+    }, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*client: ClusterIP 10.96.0.40:80 from client: 2 of 2 handshakes failed (2 TIMEOUT)*"
+            "node-2 has strict rp_filter*",
+            "*client: ClusterIP 10.96.0.20:6379 from client: * handshakes failed*"
+            "likely cause: stale real server 10.244.3.10:80*",
+        ]
+    )
+    assert result.parseoutcomes() == {"failed": 2, "passed": 1, "deselected": 48}
+
+
+def test_no_probe_and_replay_without_probes_skip_the_handshakes_saying_why(
+    pytester: pytest.Pytester,
+) -> None:
+    off = run_suites(
+        pytester, "--from-snapshot", str(PROBED), "--no-probe", "-k", "handshake", "-rs"
+    )
+    assert off.parseoutcomes().get("skipped") == 3
+    off.stdout.fnmatch_lines(["*no handshake probes: probing turned off (--no-probe)*"])
+    old = run_suites(pytester, "--from-snapshot", str(RECORDED), "-k", "handshake", "-rs")
+    assert old.parseoutcomes().get("skipped") == 3
+    old.stdout.fnmatch_lines(["*no handshake probes: the replayed snapshot has no probes/*"])
+
+
+def test_not_probe_deselects_exactly_the_handshakes(pytester: pytest.Pytester) -> None:
+    result = run_suites(pytester, "--from-snapshot", str(PROBED), "-m", "not probe", "-q")
+    outcomes = result.parseoutcomes()
+    assert outcomes["deselected"] == 3
+    assert "handshake" not in result.stdout.str()
+
+
+def test_handshake_test_names_carry_the_topic_word(pytester: pytest.Pytester) -> None:
+    result = run_suites(
+        pytester, "--from-snapshot", str(PROBED), "--collect-only", "-q", "-m", "probe"
+    )
+    lines = [line for line in result.outlines if "::" in line]
+    assert len(lines) == 3
+    assert all("test_handshake_through_vip[" in line for line in lines)
