@@ -95,7 +95,7 @@ def run_case(case: Case, facts: Facts, settings: Settings) -> Result:
     try:
         if case.unavailable is not None:
             raise case.unavailable
-        violations = _call(case, facts, settings)
+        violations = call_check(case, facts, settings)
     except (MissingInput, NotApplicable) as reason:
         return Result(case, Outcome.SKIPPED, reason=str(reason))
     except Unobserved as error:
@@ -106,7 +106,8 @@ def run_case(case: Case, facts: Facts, settings: Settings) -> Result:
     return Result(case, outcome, tuple(violations))
 
 
-def _call(case: Case, facts: Facts, settings: Settings) -> list[Violation]:
+def call_check(case: Case, facts: Facts, settings: Settings) -> list[Violation]:
+    """Call the case's check with the arguments its scope takes; exceptions propagate."""
     check, subject = case.check, case.subject
     if isinstance(subject, ServicePortSubject):
         run_port: ServicePortCheckFn = check.run  # type: ignore[assignment]

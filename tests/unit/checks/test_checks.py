@@ -6,24 +6,20 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
+from vipcheck.cases import Case, Outcome, Subject, call_check, cases_for, run_case
 from vipcheck.checks import CATALOGUE, CHECKS_BY_ID, check_by_id
 from vipcheck.checks.base import (
-    Check,
-    InterfaceCheckFn,
     InterfaceSubject,
-    NodeCheckFn,
     NotApplicable,
     Scope,
-    ServicePortCheckFn,
     ServicePortSubject,
     Violation,
 )
 from vipcheck.checks.docs import main, render_catalogue
-from vipcheck.checks.subjects import rp_filter_interfaces, service_port_subjects
 from vipcheck.facts import Facts, MissingInput
 from vipcheck.settings import DEFAULTS, Settings
 from vipcheck.snapshot import (
@@ -38,47 +34,19 @@ from vipcheck.snapshot import (
 
 ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "fixtures" / "recorded" / "seed-incidents"
-Subject = ServicePortSubject | InterfaceSubject | str
 Result = tuple[str, str, tuple[Violation, ...] | str]
 
 
 def run_catalogue(facts: Facts, settings: Settings = DEFAULTS) -> list[Result]:
-    """Every check over its subjects: (check id, subject, violations or the skip reason)."""
+    """Every check over its subjects, as the plugin runs them: violations or the skip reason."""
     results: list[Result] = []
     for check in CATALOGUE:
-        for subject in subjects(check, facts):
-            try:
-                results.append(
-                    (check.id, str(subject), tuple(run(check, subject, facts, settings)))
-                )
-            except (NotApplicable, MissingInput) as reason:
-                results.append((check.id, str(subject), str(reason)))
+        for case in cases_for(check, facts):
+            result = run_case(case, facts, settings)
+            assert result.outcome is not Outcome.ERROR, result.reason
+            outcome = result.reason if result.outcome is Outcome.SKIPPED else result.violations
+            results.append((check.id, case.id, outcome))
     return results
-
-
-def subjects(check: Check, facts: Facts) -> list[Subject]:
-    """What one check runs over: Service ports, nodes, or nodes' rp_filter interfaces."""
-    if check.scope in (Scope.SERVICE_PORT, Scope.HANDSHAKE):
-        return list(service_port_subjects(facts.cluster.cluster))
-    if check.scope is Scope.NODE:
-        return list(facts.nodes)
-    return [
-        InterfaceSubject(name, interface)
-        for name, node in facts.nodes.items()
-        for interface in rp_filter_interfaces(node, facts.cluster)
-    ]
-
-
-def run(
-    check: Check, subject: Subject, facts: Facts, settings: Settings = DEFAULTS
-) -> list[Violation]:
-    """Call the check with the signature its scope implies."""
-    if isinstance(subject, ServicePortSubject):
-        return cast(ServicePortCheckFn, check.run)(subject, facts, settings)
-    if isinstance(subject, InterfaceSubject):
-        node = facts.nodes[subject.node]
-        return cast(InterfaceCheckFn, check.run)(subject, node, facts.cluster, settings)
-    return cast(NodeCheckFn, check.run)(facts.nodes[subject], facts.cluster, settings)
 
 
 # --- snapshots: the recorded one, edited as text so each case reads like a pasted snapshot ------
@@ -175,7 +143,10 @@ def violations(
 
 def only(snapshot: Snapshot, check_id: str, subject: Subject) -> list[Violation]:
     """One check on one subject of the snapshot."""
-    return run(check_by_id(check_id), subject, Facts.from_snapshot(snapshot))
+    node = subject.node if isinstance(subject, InterfaceSubject) else None
+    node = subject if isinstance(subject, str) else node
+    case = Case(check_by_id(check_id), subject, node)
+    return call_check(case, Facts.from_snapshot(snapshot), DEFAULTS)
 
 
 NODE_1, NODE_2, NODE_3 = "nodes/node-1", "nodes/node-2", "nodes/node-3"
