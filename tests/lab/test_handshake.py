@@ -46,26 +46,34 @@ def test_stale_real_server_refuses_about_half_and_is_named(labs: LabPool, tmp_pa
     assert {r["outcome"] for s, r in results.items() if s != "default/redis:6379/TCP"} == {
         "passed"
     }, output
-    attempts = [
-        e
+    attempts = {
+        v["node"]: [e for e in v["evidence"] if e.startswith(f"{v['node']} -> 10.96.0.20:6379: #")]
         for v in redis["violations"]
-        for e in v["evidence"]
-        if e.startswith(f"{v['node']} -> 10.96.0.20:6379: #")
-    ]
-    refused = [e for e in attempts if " REFUSED " in e]
-    # Round robin over pod:6379 and the stale pod:80, 8 attempts from each of the 4 vantage
-    # points; node-1 and the client share node-1's scheduler, so only the total is about half.
-    assert len(attempts) == 32, attempts
-    assert 0.35 <= len(refused) / len(attempts) <= 0.65, attempts
-    client = from_vantage(redis, "client")
-    assert "likely cause: stale real server 10.244.3.10:80" in client["observed"]
-    assert "ipvsadm -d -t 10.96.0.20:6379 -r 10.244.3.10:80" in client["fix"]
-    assert any(
-        e.startswith("client -> 10.244.3.10:80 (IPVS real server, not an endpoint")
-        and "REFUSED" in e
-        for e in client["evidence"]
-    ), client["evidence"]
-    assert any(e.startswith("[ipvs-real-servers-match-endpoints]") for e in client["evidence"])
+    }
+
+    def refused(vantage: str) -> int:
+        return sum(" REFUSED " in e for e in attempts.get(vantage, []))
+
+    # Round robin over pod:6379 and the stale pod:80, 8 attempts per vantage point. node-2 and
+    # node-3 each have their own scheduler: about half refused. node-1 and the client probe in
+    # parallel through node-1's one scheduler, so only their sum is about half (one of them may
+    # even see no refusal and pass, which is why it can be missing from the violations).
+    for vantage in ("node-2", "node-3"):
+        assert len(attempts[vantage]) == 8, attempts
+        assert 3 <= refused(vantage) <= 5, attempts
+    assert 6 <= refused("node-1") + refused("client") <= 10, attempts
+    for violation in redis["violations"]:
+        vantage = violation["node"]
+        assert "likely cause: stale real server 10.244.3.10:80" in violation["observed"]
+        assert "ipvsadm -d -t 10.96.0.20:6379 -r 10.244.3.10:80" in violation["fix"]
+        assert any(
+            e.startswith(f"{vantage} -> 10.244.3.10:80 (IPVS real server, not an endpoint")
+            and "REFUSED" in e
+            for e in violation["evidence"]
+        ), violation["evidence"]
+        assert any(
+            e.startswith("[ipvs-real-servers-match-endpoints]") for e in violation["evidence"]
+        )
 
 
 def test_strict_rp_filter_times_out_from_outside_and_names_node_2(
