@@ -44,17 +44,7 @@ def gather(options: GatherOptions, progress: Progress) -> Snapshot:
     except ClusterError as error:
         cluster_error = str(error)
         progress(f"cluster not read: {cluster_error}")
-    names, addresses = node_inventory(cluster.get("nodes.json"))
-    resolution = resolve_targets(
-        options.hosts,
-        options.ssh_config,
-        names,
-        addresses,
-        options.node_map,
-        ssh_identity_file=options.ssh_identity_file,
-        sudo=options.sudo,
-        connection=options.connection,
-    )
+    names, resolution = resolve(options, cluster.get("nodes.json"))
     _report_unpaired(resolution, names, progress)
     observed = gather_nodes(resolution.targets, options.timeout_s, progress)
     nodes = {
@@ -65,6 +55,22 @@ def gather(options: GatherOptions, progress: Progress) -> Snapshot:
     if resolution.unknown:
         meta["unknown_hosts"] = list(resolution.unknown)
     return Snapshot(cluster, nodes, meta, cluster_error)
+
+
+def resolve(options: GatherOptions, nodes_json: str | None) -> tuple[list[str], Resolution]:
+    """The API's node names, and the host spec that reaches each: for gathering and probing."""
+    names, addresses = node_inventory(nodes_json)
+    resolution = resolve_targets(
+        options.hosts,
+        options.ssh_config,
+        names,
+        addresses,
+        options.node_map,
+        ssh_identity_file=options.ssh_identity_file,
+        sudo=options.sudo,
+        connection=options.connection,
+    )
+    return names, resolution
 
 
 def node_inventory(nodes_json: str | None) -> tuple[list[str], dict[str, list[str]]]:

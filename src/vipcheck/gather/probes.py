@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from vipcheck.expected import ExpectedVirtualService, VirtualServiceKind, expected_virtual_services
 from vipcheck.facts import Facts, MissingInput, Unobserved
-from vipcheck.gather import GatherOptions, node_inventory
+from vipcheck.gather import GatherOptions, resolve
 from vipcheck.gather.node_script import build_node_script, split_node_output
 from vipcheck.gather.probe_script import build_probe_script
 from vipcheck.model.cluster import Cluster, IPAddress
@@ -44,7 +44,6 @@ from vipcheck.snapshot import PROBE_PLAN
 from vipcheck.transport import (
     NodeTarget,
     TransportError,
-    resolve_targets,
     run_on,
     spec_host,
     ssh_config_hosts,
@@ -83,17 +82,7 @@ def vantage_points(
     Outside hosts are --hosts specs that match no node, or, without --hosts, ssh_config Host
     entries (plain names, no patterns) that are not node names: the lab's `client`.
     """
-    names, addresses = node_inventory(nodes_json)
-    resolution = resolve_targets(
-        options.hosts,
-        options.ssh_config,
-        names,
-        addresses,
-        options.node_map,
-        ssh_identity_file=options.ssh_identity_file,
-        sudo=options.sudo,
-        connection=options.connection,
-    )
+    names, resolution = resolve(options, nodes_json)
     points = [VantagePoint(Vantage(t.node, t.node, t.spec), t) for t in resolution.targets]
     outside: list[tuple[str, str]] = [
         (spec_host(spec, options.connection), spec) for spec in resolution.unknown
