@@ -91,19 +91,27 @@ def cases_for(check: Check, facts: Facts) -> Iterator[Case]:
 
 
 def run_case(case: Case, facts: Facts, settings: Settings) -> Result:
-    """Run one case: violations fail it; missing input skips it; an unobserved node errors it."""
+    """Run one case: violations fail it; missing input skips it; an unobserved node errors it.
+
+    A case that spans nodes runs on the observed ones: what they show wrong still FAILS (naming
+    the nodes it could not see); a pass is not claimed for nodes nobody saw, so it ERRORS instead.
+    """
+    unobserved = facts.unobserved_nodes() if case.node is None else {}
     try:
         if case.unavailable is not None:
             raise case.unavailable
-        violations = call_check(case, facts, settings)
+        violations = call_check(case, facts.observed_only() if unobserved else facts, settings)
     except (MissingInput, NotApplicable) as reason:
         return Result(case, Outcome.SKIPPED, reason=str(reason))
     except Unobserved as error:
         return Result(case, Outcome.ERROR, reason=str(error))
     except ParseError as error:
         return Result(case, Outcome.ERROR, reason=f"cannot read {error}")
+    not_seen = "; ".join(unobserved.values())
+    if unobserved and not violations:
+        return Result(case, Outcome.ERROR, reason=not_seen)
     outcome = Outcome.FAILED if violations else Outcome.PASSED
-    return Result(case, outcome, tuple(violations))
+    return Result(case, outcome, tuple(violations), reason=not_seen)
 
 
 def call_check(case: Case, facts: Facts, settings: Settings) -> list[Violation]:
@@ -131,6 +139,8 @@ def render(result: Result) -> str:
         lines.append(f"      expected: {violation.expected}")
         lines.append(f"      fix: {violation.fix}")
         lines.extend(f"      evidence: {line.rstrip()}" for line in violation.evidence)
+    if result.reason:
+        lines.append(f"  also not observed: {result.reason}")
     lines.append(f"  why: {check.why}")
     lines.append(f"  fix: {check.fix}")
     return "\n".join(lines)

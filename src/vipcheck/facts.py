@@ -8,7 +8,7 @@ a file that cannot be parsed raises ParseError (the check errors, naming file an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TypeVar
 
@@ -129,7 +129,7 @@ class NodeFacts:
 
     def _first(self, *names: str) -> _Source:
         if self._snapshot.error:
-            raise Unobserved(f"{self.name} could not be observed: {self._snapshot.error}")
+            raise Unobserved(self.unobserved_reason)
         for name in names:
             if name in self._snapshot.files:
                 return _Source(f"nodes/{self.name}/{name}", self._snapshot.files[name])
@@ -140,6 +140,12 @@ class NodeFacts:
     @property
     def observed(self) -> bool:
         return self._snapshot.error is None
+
+    @property
+    def unobserved_reason(self) -> str | None:
+        """Why this node could not be observed, or None when it was."""
+        error = self._snapshot.error
+        return None if error is None else f"{self.name} could not be observed: {error}"
 
     @cached_property
     def ipvs(self) -> IpvsTable:
@@ -227,6 +233,16 @@ class Facts:
     cluster: ClusterFacts
     nodes: Mapping[str, NodeFacts]
     probes: ProbeFacts = field(default_factory=ProbeFacts)
+
+    def unobserved_nodes(self) -> dict[str, str]:
+        """Each node that could not be observed, with why."""
+        reasons = {name: node.unobserved_reason for name, node in self.nodes.items()}
+        return {name: reason for name, reason in reasons.items() if reason}
+
+    def observed_only(self) -> Facts:
+        """The same facts without the nodes that could not be observed."""
+        nodes = {name: node for name, node in self.nodes.items() if node.observed}
+        return replace(self, nodes=nodes)
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot, probes: ProbeLoader | None = None) -> Facts:

@@ -1,0 +1,45 @@
+"""Cases that span nodes: what the observed nodes show still fails; a pass needs every node."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from vipcheck.cases import Case, Outcome, render, run_case
+from vipcheck.checks import check_by_id
+from vipcheck.checks.base import ServicePortSubject
+from vipcheck.facts import Facts
+from vipcheck.settings import DEFAULTS
+from vipcheck.snapshot import load_snapshot
+
+RECORDED = Path(__file__).parents[2] / "fixtures" / "recorded" / "seed-incidents"
+REAL_SERVERS = check_by_id("ipvs-real-servers-match-endpoints")
+
+
+def facts_without_node_3() -> Facts:
+    snapshot = load_snapshot(RECORDED)
+    nodes = dict(snapshot.nodes)
+    nodes["node-3"] = replace(nodes["node-3"], error="ssh: connect to host: Connection refused")
+    return Facts.from_snapshot(replace(snapshot, nodes=nodes))
+
+
+def test_violations_on_observed_nodes_fail_and_name_the_unobserved_one() -> None:
+    case = Case(REAL_SERVERS, ServicePortSubject("default/redis", 6379, "TCP"), None)
+    result = run_case(case, facts_without_node_3(), DEFAULTS)
+    assert result.outcome is Outcome.FAILED
+    assert {v.node for v in result.violations} == {"node-1", "node-2"}
+    assert "also not observed: node-3 could not be observed: ssh: connect" in render(result)
+
+
+def test_no_violation_on_observed_nodes_is_an_error_not_a_pass() -> None:
+    case = Case(REAL_SERVERS, ServicePortSubject("default/web", 80, "TCP"), None)
+    result = run_case(case, facts_without_node_3(), DEFAULTS)
+    assert result.outcome is Outcome.ERROR
+    assert result.reason == "node-3 could not be observed: ssh: connect to host: Connection refused"
+
+
+def test_node_cases_of_the_unobserved_node_error() -> None:
+    case = Case(check_by_id("ipvs-tcpfin-timeout"), "node-3", "node-3")
+    result = run_case(case, facts_without_node_3(), DEFAULTS)
+    assert result.outcome is Outcome.ERROR
+    assert "node-3 could not be observed" in result.reason
