@@ -23,7 +23,7 @@ from vipcheck.checks.base import (
 )
 from vipcheck.checks.subjects import rp_filter_interfaces, service_port_subjects
 from vipcheck.facts import Facts, MissingInput, Unobserved
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import InvalidValue, Protocol
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
 
@@ -105,7 +105,7 @@ def run_case(case: Case, facts: Facts, settings: Settings) -> Result:
         return Result(case, Outcome.SKIPPED, reason=str(reason))
     except Unobserved as error:
         return Result(case, Outcome.ERROR, reason=str(error))
-    except ParseError as error:
+    except (ParseError, InvalidValue) as error:
         return Result(case, Outcome.ERROR, reason=f"cannot read {error}")
     not_seen = "; ".join(unobserved.values())
     if unobserved and not violations:

@@ -43,3 +43,19 @@ def test_node_cases_of_the_unobserved_node_error() -> None:
     result = run_case(case, facts_without_node_3(), DEFAULTS)
     assert result.outcome is Outcome.ERROR
     assert "node-3 could not be observed" in result.reason
+
+
+def test_a_malformed_sysctl_value_errors_the_case_naming_the_file() -> None:
+    snapshot = load_snapshot(RECORDED)
+    node = snapshot.nodes["node-1"]
+    sysctl = node.files["sysctl.txt"].replace(
+        "net.ipv4.ip_forward = 1", "net.ipv4.ip_forward = yes"
+    )
+    nodes = {**snapshot.nodes, "node-1": replace(node, files={**node.files, "sysctl.txt": sysctl})}
+    facts = Facts.from_snapshot(replace(snapshot, nodes=nodes))
+    case = Case(check_by_id("ip-forward-enabled"), "node-1", "node-1")
+    result = run_case(case, facts, DEFAULTS)
+    assert result.outcome is Outcome.ERROR
+    assert result.reason == (
+        "cannot read nodes/node-1/sysctl.txt: net.ipv4.ip_forward = 'yes' is not an integer"
+    )

@@ -243,11 +243,16 @@ class Connection:
         return (self.protocol, self.client, self.virtual, self.destination)
 
 
+class InvalidValue(ValueError):
+    """A value a check needs is malformed in its input: the case errors, naming the file."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sysctls:
     """`sysctl -a` as key -> value text; values keep their inner tabs (`32768\t60999`)."""
 
     values: Mapping[str, str]
+    source: str = field(default="sysctl -a", compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
@@ -264,7 +269,7 @@ class Sysctls:
         try:
             return int(value)
         except ValueError:
-            raise ValueError(f"sysctl {key} = {value!r} is not an integer") from None
+            raise InvalidValue(f"{self.source}: {key} = {value!r} is not an integer") from None
 
     def __contains__(self, key: object) -> bool:
         return key in self.values

@@ -35,4 +35,4 @@ def parse_sysctl(text: str, source: str) -> Sysctls:
         first_line[key] = number
     if not values:
         raise ParseError(source, None, "empty: expected the output of `sysctl -a`")
-    return Sysctls(values)
+    return Sysctls(values, source)
