@@ -18,16 +18,16 @@ from vipcheck.checks.base import (
     NotApplicable,
     Scope,
     ServicePortCheckFn,
-    ServicePortSubject,
     Violation,
 )
 from vipcheck.checks.subjects import rp_filter_interfaces, service_port_subjects
 from vipcheck.facts import Facts, MissingInput, Unobserved
+from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import InvalidValue, Protocol
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
 
-Subject = ServicePortSubject | InterfaceSubject | str
+Subject = ServicePortKey | InterfaceSubject | str
 
 
 class Outcome(StrEnum):
@@ -70,7 +70,7 @@ def cases_for(check: Check, facts: Facts) -> Iterator[Case]:
         try:
             subjects = service_port_subjects(facts.cluster.cluster)
             if check.scope is Scope.HANDSHAKE:
-                subjects = [s for s in subjects if s.protocol == Protocol.TCP.value]
+                subjects = [s for s in subjects if s.protocol is Protocol.TCP]
         except (MissingInput, Unobserved, ParseError) as error:
             yield Case(check, "cluster", None, error)
             return
@@ -117,7 +117,7 @@ def run_case(case: Case, facts: Facts, settings: Settings) -> Result:
 def call_check(case: Case, facts: Facts, settings: Settings) -> list[Violation]:
     """Call the case's check with the arguments its scope takes; exceptions propagate."""
     check, subject = case.check, case.subject
-    if isinstance(subject, ServicePortSubject):
+    if isinstance(subject, ServicePortKey):
         run_port: ServicePortCheckFn = check.run  # type: ignore[assignment]
         return run_port(subject, facts, settings)
     if isinstance(subject, InterfaceSubject):

@@ -21,10 +21,10 @@ from vipcheck.model.cluster import (
     ProxyExclusion,
     Service,
     ServicePort,
+    ServicePortKey,
     ServiceType,
     SessionAffinity,
     TrafficPolicy,
-    port_subject,
 )
 from vipcheck.model.node import HostPort, Protocol
 
@@ -65,9 +65,9 @@ class ExpectedVirtualService:
         return (self.protocol.value, self.address, self.port)
 
     @property
-    def subject(self) -> str:
-        """The Service port this VS serves, as messages name it: default/redis:6379/TCP."""
-        return port_subject(self.service_key, self.service_port, self.protocol)
+    def port_key(self) -> ServicePortKey:
+        """The Service port this VS serves."""
+        return ServicePortKey(self.service_key, self.service_port, self.protocol)
 
 
 class Explanation(StrEnum):
@@ -204,7 +204,7 @@ def explain_virtual_services(cluster: Cluster) -> VirtualServiceExplanations:
         if exclusion not in (None, ProxyExclusion.OTHER_PROXY):
             continue
         for port in service.ports:
-            subject = port_subject(service.key, port.port, port.protocol)
+            subject = str(ServicePortKey(service.key, port.port, port.protocol))
             if exclusion is ProxyExclusion.OTHER_PROXY:
                 proxy = service.labels[SERVICE_PROXY_NAME_LABEL]
                 address_why = node_port_why = Explained(

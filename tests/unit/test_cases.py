@@ -7,8 +7,9 @@ from pathlib import Path
 
 from vipcheck.cases import Case, Outcome, render, run_case
 from vipcheck.checks import check_by_id
-from vipcheck.checks.base import ServicePortSubject
 from vipcheck.facts import Facts
+from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.node import Protocol
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 
@@ -24,7 +25,7 @@ def facts_without_node_3() -> Facts:
 
 
 def test_violations_on_observed_nodes_fail_and_name_the_unobserved_one() -> None:
-    case = Case(REAL_SERVERS, ServicePortSubject("default/redis", 6379, "TCP"), None)
+    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, Protocol.TCP), None)
     result = run_case(case, facts_without_node_3(), DEFAULTS)
     assert result.outcome is Outcome.FAILED
     assert {v.node for v in result.violations} == {"node-1", "node-2"}
@@ -32,7 +33,7 @@ def test_violations_on_observed_nodes_fail_and_name_the_unobserved_one() -> None
 
 
 def test_no_violation_on_observed_nodes_is_an_error_not_a_pass() -> None:
-    case = Case(REAL_SERVERS, ServicePortSubject("default/web", 80, "TCP"), None)
+    case = Case(REAL_SERVERS, ServicePortKey("default/web", 80, Protocol.TCP), None)
     result = run_case(case, facts_without_node_3(), DEFAULTS)
     assert result.outcome is Outcome.ERROR
     assert result.reason == "node-3 could not be observed: ssh: connect to host: Connection refused"

@@ -123,7 +123,7 @@ def test_recorded_redis_expects_6379_not_the_stale_80(
     assert redis.real_servers == rs("10.244.3.10:6379")
     assert HostPort(ip("10.244.3.10"), 80) not in redis.real_servers
     assert redis.kind is VirtualServiceKind.CLUSTER_IP
-    assert redis.subject == "default/redis:6379/TCP"
+    assert str(redis.port_key) == "default/redis:6379/TCP"
     assert (redis.scheduler, redis.persistent_timeout) == ("rr", None)
 
 
@@ -135,7 +135,7 @@ def test_recorded_web_resolves_named_target_port_and_drops_unready(
     assert web.port_name == "http"
     node_port = node_1["TCP", ip("192.168.58.11"), 30080]
     assert node_port.kind is VirtualServiceKind.NODE_PORT
-    assert node_port.subject == "default/web:80/TCP"
+    assert str(node_port.port_key) == "default/web:80/TCP"
     assert node_port.real_servers == web.real_servers
 
 
@@ -386,7 +386,7 @@ def test_ports_match_by_name_and_protocol_across_slices() -> None:
     virtual_services = expected([dns], slices)
     assert virtual_services["UDP", ip("10.96.0.10"), 53].real_servers == rs("10.244.1.5:5353")
     assert virtual_services["TCP", ip("10.96.0.10"), 53].real_servers == rs("10.244.1.5:5354")
-    assert virtual_services["UDP", ip("10.96.0.10"), 53].subject == "kube-system/dns:53/UDP"
+    assert str(virtual_services["UDP", ip("10.96.0.10"), 53].port_key) == "kube-system/dns:53/UDP"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from vipcheck.facts import ClusterFacts, Facts, NodeFacts
+from vipcheck.model.cluster import ServicePortKey
 from vipcheck.settings import Settings
 
 
@@ -40,18 +41,6 @@ class Violation:
 
 
 @dataclass(frozen=True, slots=True)
-class ServicePortSubject:
-    """A Service port as kube-proxy programs it: `default/redis:6379/TCP`."""
-
-    service_key: str
-    port: int
-    protocol: str
-
-    def __str__(self) -> str:
-        return f"{self.service_key}:{self.port}/{self.protocol}"
-
-
-@dataclass(frozen=True, slots=True)
 class InterfaceSubject:
     """An interface on a node, for per-interface checks such as rp_filter."""
 
@@ -62,7 +51,7 @@ class InterfaceSubject:
         return f"{self.node}/{self.interface}"
 
 
-ServicePortCheckFn = Callable[[ServicePortSubject, Facts, Settings], list[Violation]]
+ServicePortCheckFn = Callable[[ServicePortKey, Facts, Settings], list[Violation]]
 NodeCheckFn = Callable[[NodeFacts, ClusterFacts, Settings], list[Violation]]
 InterfaceCheckFn = Callable[[InterfaceSubject, NodeFacts, ClusterFacts, Settings], list[Violation]]
 

@@ -11,7 +11,6 @@ from vipcheck.checks.base import (
     InterfaceSubject,
     NotApplicable,
     Scope,
-    ServicePortSubject,
     Severity,
     Violation,
 )
@@ -19,6 +18,7 @@ from vipcheck.checks.real_servers import check_real_servers_match_endpoints
 from vipcheck.checks.rp_filter import check_rp_filter
 from vipcheck.checks.subjects import rp_filter_interfaces
 from vipcheck.facts import Facts, MissingInput, Unobserved
+from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import Connection, ConnState, HostPort
 from vipcheck.model.probe import (
     Attempt,
@@ -59,7 +59,7 @@ class _Cause:
 
 
 def check_vip_handshake(
-    subject: ServicePortSubject, facts: Facts, settings: Settings
+    subject: ServicePortKey, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """One violation per vantage point and VIP address whose handshakes do not all complete."""
     plan = facts.probes.plan
@@ -89,7 +89,7 @@ def check_vip_handshake(
 
 
 def _violation(
-    subject: ServicePortSubject,
+    subject: ServicePortKey,
     target: ProbeTarget,
     attempts: tuple[Attempt, ...],
     *,
@@ -290,7 +290,7 @@ def _syn_recv(vip: HostPort, facts: Facts) -> list[str]:
     return lines
 
 
-def _stale_hints(subject: ServicePortSubject, facts: Facts, settings: Settings) -> list[Violation]:
+def _stale_hints(subject: ServicePortKey, facts: Facts, settings: Settings) -> list[Violation]:
     """What ipvs-real-servers-match-endpoints says about this Service port."""
     try:
         found = check_real_servers_match_endpoints(subject, facts, settings)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from vipcheck.checks.base import ServicePortSubject
 from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
 from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
-from vipcheck.model.cluster import Cluster, IPAddress, Node
+from vipcheck.model.cluster import Cluster, IPAddress, Node, ServicePortKey
 from vipcheck.model.node import Interface
 
 KUBE_IPVS0 = "kube-ipvs0"
@@ -16,10 +15,10 @@ TUNNEL_PREFIXES = ("flannel.", "cilium_")
 POD_SIDE_PREFIXES = ("cali", "veth", "lxc")
 
 
-def service_port_subjects(cluster: Cluster) -> list[ServicePortSubject]:
+def service_port_subjects(cluster: Cluster) -> list[ServicePortKey]:
     """Every port of every Service kube-proxy programs (no ExternalName, headless, other proxy)."""
     return [
-        ServicePortSubject(service.key, port.port, port.protocol.value)
+        ServicePortKey(service.key, port.port, port.protocol)
         for service in cluster.services
         if service.exclusion is None
         for port in service.ports
@@ -27,7 +26,7 @@ def service_port_subjects(cluster: Cluster) -> list[ServicePortSubject]:
 
 
 def expected_for_port(
-    cluster: Cluster, node: NodeFacts, subject: ServicePortSubject
+    cluster: Cluster, node: NodeFacts, subject: ServicePortKey
 ) -> list[ExpectedVirtualService]:
     """The VSs a correct kube-proxy keeps on the node for this one Service port."""
     return [
@@ -35,8 +34,7 @@ def expected_for_port(
         for expected in expected_virtual_services(
             cluster, node.name, node_port_candidates(node, cluster.node(node.name))
         )
-        if (expected.service_key, expected.service_port, expected.protocol.value)
-        == (subject.service_key, subject.port, subject.protocol)
+        if expected.port_key == subject
     ]
 
 

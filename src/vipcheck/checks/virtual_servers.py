@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from vipcheck.checks.base import Check, Scope, ServicePortSubject, Severity, Violation
+from vipcheck.checks.base import Check, Scope, Severity, Violation
 from vipcheck.checks.kube_proxy import ipvsadm_service_option, require_ipvs_mode, restart_kube_proxy
 from vipcheck.checks.subjects import expected_for_port
 from vipcheck.expected import ExpectedVirtualService, explain_virtual_services
 from vipcheck.facts import ClusterFacts, Facts, NodeFacts
+from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort, VirtualService
 from vipcheck.settings import Settings
 
 
 def check_virtual_servers_complete(
-    subject: ServicePortSubject, facts: Facts, settings: Settings
+    subject: ServicePortKey, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """One violation per node missing a VS of the port, or with wrong persistence or scheduler."""
     require_ipvs_mode(facts.cluster)

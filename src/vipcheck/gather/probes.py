@@ -146,7 +146,7 @@ def _vips(cluster: Cluster) -> list[_Vip]:
         vips.append(
             _Vip(
                 address,
-                first.subject,
+                str(first.port_key),
                 _KINDS[first.kind],
                 {node: vs.real_servers for node, vs in by_node.items()},
                 on,

@@ -82,9 +82,17 @@ class ProxyExclusion(StrEnum):
     OTHER_PROXY = f"labelled {SERVICE_PROXY_NAME_LABEL} (another proxy owns it)"
 
 
-def port_subject(service_key: str, port: int, protocol: Protocol) -> str:
-    """How messages name a Service port: default/redis:6379/TCP."""
-    return f"{service_key}:{port}/{protocol.name}"
+@dataclass(frozen=True, slots=True)
+class ServicePortKey:
+    """A Service port's identity, as kube-proxy programs it and messages name it."""
+
+    service_key: str
+    port: int
+    protocol: Protocol
+
+    def __str__(self) -> str:
+        """`default/redis:6379/TCP`: what `-k` matches and every message starts with."""
+        return f"{self.service_key}:{self.port}/{self.protocol.value}"
 
 
 def _no_labels() -> Mapping[str, str]:

@@ -16,11 +16,12 @@ from vipcheck.checks.base import (
     InterfaceSubject,
     NotApplicable,
     Scope,
-    ServicePortSubject,
     Violation,
 )
 from vipcheck.checks.docs import main, render_catalogue
 from vipcheck.facts import Facts, MissingInput
+from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.node import Protocol
 from vipcheck.settings import DEFAULTS, Settings
 from vipcheck.snapshot import (
     CLUSTER_FILES,
@@ -150,7 +151,7 @@ def only(snapshot: Snapshot, check_id: str, subject: Subject) -> list[Violation]
 
 
 NODE_1, NODE_2, NODE_3 = "nodes/node-1", "nodes/node-2", "nodes/node-3"
-REDIS = ServicePortSubject("default/redis", 6379, "TCP")
+REDIS = ServicePortKey("default/redis", 6379, Protocol.TCP)
 
 
 # --- the recorded seed-incidents snapshot -------------------------------------------------------
@@ -279,7 +280,7 @@ def test_weight_zero_udp_real_server_is_stale_as_kube_proxy_deletes_them_at_once
     [violation] = only(
         snapshot,
         "ipvs-real-servers-match-endpoints",
-        ServicePortSubject("default/redis", 6379, "UDP"),
+        ServicePortKey("default/redis", 6379, Protocol.UDP),
     )
     assert violation.node == "node-2"
     assert "stale: 10.244.3.12:6379 (weight 0) is not an endpoint" in violation.observed

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from vipcheck.checks.base import ServicePortSubject
 from vipcheck.checks.subjects import rp_filter_interfaces, service_port_subjects
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
+from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.node import Protocol
 from vipcheck.snapshot import NodeSnapshot, load_snapshot
 
 SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-incidents"
@@ -19,9 +20,9 @@ SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-inc
 def test_service_ports_skip_external_name_and_headless() -> None:
     facts = Facts.from_snapshot(load_snapshot(SEED))
     assert service_port_subjects(facts.cluster.cluster) == [
-        ServicePortSubject("default/api", 80, "TCP"),
-        ServicePortSubject("default/redis", 6379, "TCP"),
-        ServicePortSubject("default/web", 80, "TCP"),
+        ServicePortKey("default/api", 80, Protocol.TCP),
+        ServicePortKey("default/redis", 6379, Protocol.TCP),
+        ServicePortKey("default/web", 80, Protocol.TCP),
     ]
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.checks.base import NotApplicable, ServicePortSubject, Violation
+from vipcheck.checks.base import NotApplicable, Violation
 from vipcheck.checks.handshake import check_vip_handshake
 from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.gather.probes import plan_real_servers, plan_vips
-from vipcheck.model.node import HostPort
+from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.node import HostPort, Protocol
 from vipcheck.model.probe import (
     ProbePlan,
     ProbeRound,
@@ -27,9 +28,9 @@ from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 
 SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-incidents"
-REDIS = ServicePortSubject("default/redis", 6379, "TCP")
-API = ServicePortSubject("default/api", 80, "TCP")
-WEB = ServicePortSubject("default/web", 80, "TCP")
+REDIS = ServicePortKey("default/redis", 6379, Protocol.TCP)
+API = ServicePortKey("default/api", 80, Protocol.TCP)
+WEB = ServicePortKey("default/web", 80, Protocol.TCP)
 VANTAGES = (
     Vantage("node-1", "node-1", "ssh://node-1"),
     Vantage("node-2", "node-2", "ssh://node-2"),
