@@ -1,39 +1,58 @@
-"""The pytest plugin: options, gathering (or replay) once per session, one item per case, reports.
+"""The pytest plugin: vipcheck's options, one item per case of every suite test, the JSON summary.
 
-It does nothing unless the session collects vipcheck's suites, so installing vipcheck does not
-change other projects' test runs.
+A test is a suite test when it carries the `vipcheck_check(check_id)` marker, wherever its module
+comes from (a checkout, `--pyargs vipcheck.suites`, the `vipcheck` command). The target is
+observed when the first one is collected, so a session without suite tests (another project's)
+contacts nothing and writes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import sys
-from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
+from _pytest.config.findpaths import determine_setup
 
-from vipcheck import suites
-from vipcheck.cases import Case, Outcome, Result, cases_for, render, run_case
+from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
 from vipcheck.checks import check_by_id
-from vipcheck.facts import Facts, NotProbed, ProbeLoader
+from vipcheck.facts import Facts
+from vipcheck.gather import GatherOptions
 from vipcheck.model.probe import ProbeSettings
+from vipcheck.observe import ObserveError, observe
+from vipcheck.options import DEFAULT_JSON, ProbeOptions, RunOptions
 from vipcheck.report import Summary
 from vipcheck.settings import DEFAULTS, Settings, setting_help
-from vipcheck.snapshot import Snapshot, SnapshotError, load_snapshot, save_probes, save_snapshot
 
-if TYPE_CHECKING:
-    from vipcheck.gather import GatherOptions
-    from vipcheck.gather.probes import VantagePoint
-
-SUITES_DIR = Path(suites.__file__).parent
 MARKER = "vipcheck_check"
 PROBE_MARKER = "probe"
 PROBE_DEFAULTS = ProbeSettings()
-DEFAULT_JSON = Path("reports") / "summary.json"
-FACTS_KEY = pytest.StashKey[Facts]()
-SETTINGS_KEY = pytest.StashKey[Settings]()
-SUMMARY_KEY = pytest.StashKey[Summary]()
+# Options whose value is a path, ours and testinfra's: pytest takes such a value for a test path
+# when it settles rootdir and config, before plugins add their options.
+PATH_OPTIONS = (
+    "from_snapshot",
+    "save_snapshot",
+    "vipcheck_json",
+    "kubeconfig",
+    "ssh_config",
+    "ssh_identity_file",
+)
+
+
+@dataclass
+class VipcheckSession:
+    """This session's options, its facts once observed, what it found, and usage errors met."""
+
+    options: RunOptions
+    facts: Facts | None = None
+    summary: Summary = field(default_factory=Summary)
+    usage_errors: list[str] = field(default_factory=list)
+
+
+SESSION_KEY = pytest.StashKey[VipcheckSession]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -104,6 +123,50 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(f"vipcheck_{name}", text, default=str(getattr(DEFAULTS, name)))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    """Find rootdir and config again when pytest took one of our options' values for a test path.
+
+    pytest settles them before plugins add options, so `pytest --from-snapshot /elsewhere` in a
+    checkout looked for configuration in /elsewhere and collected the wrong tests. Now that the
+    options are known, decide again from the real test paths; nothing changes when they agree.
+    """
+    namespace = early_config.known_args_namespace
+    if namespace.inifilename or namespace.rootdir:
+        return
+    here = early_config.invocation_params.dir
+    given = {
+        (here / str(v)).resolve() for name in PATH_OPTIONS if (v := getattr(namespace, name, None))
+    }
+    taken = {(here / arg).resolve() for arg in args if not arg.startswith("-")}
+    if not given & taken:
+        return
+    rootpath, inipath, inicfg, ignored = determine_setup(
+        inifile=None,
+        override_ini=namespace.override_ini,
+        args=namespace.file_or_dir,
+        rootdir_cmd_arg=None,
+        invocation_dir=early_config.invocation_params.dir,
+    )
+    if (rootpath, inipath) == (early_config.rootpath, early_config.inipath):
+        return
+    old_cutdir = str(early_config.inipath.parent if early_config.inipath else early_config.rootpath)
+    early_config._rootpath = rootpath
+    early_config._inipath = inipath
+    early_config._inicfg = inicfg
+    early_config._ignored_config_files = ignored
+    early_config._inicache.clear()
+    early_config._parser.extra_info.update(rootdir=str(rootpath), inifile=str(inipath))
+    args[:] = [*early_config.getini("addopts"), *args]
+    early_config.known_args_namespace = early_config._parser.parse_known_args(
+        args, namespace=copy.copy(early_config.option)
+    )
+    if namespace.confcutdir in (None, old_cutdir):
+        cutdir = inipath.parent if inipath else rootpath
+        early_config.known_args_namespace.confcutdir = str(cutdir)
+    early_config._configure_python_path()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}(check_id): parametrize this test over the check's subjects"
@@ -112,96 +175,44 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{PROBE_MARKER}: opens TCP connections to the target (deselect with -m 'not probe')",
     )
-    if config.getoption("from_snapshot") and config.getoption("save_snapshot"):
-        raise pytest.UsageError("--save-snapshot and --from-snapshot exclude each other")
-    config.stash[SETTINGS_KEY] = _settings(config)
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Observe the target once, before collection, when this session runs the suites."""
-    config = session.config
-    if not _runs_suites(config):
-        return
-    try:
-        snapshot = _observe(config)
-    except SnapshotError as error:
-        raise pytest.UsageError(str(error)) from None
-    config.stash[FACTS_KEY] = Facts.from_snapshot(snapshot, _probe_loader(config, snapshot))
-    config.stash[SUMMARY_KEY] = Summary()
-
-
-def _probe_loader(config: pytest.Config, snapshot: Snapshot) -> ProbeLoader | None:
-    """How the handshake items get probe results: replayed, refused, or probed on first use.
-
-    Probing waits for the first probe item, so `-m "not probe"` and `-k` that leave none out
-    open no connection at all. Vantage points are resolved now, so a bad --probe-from fails early.
-    """
-    if config.getoption("no_probe"):
-        return _refuse("probing turned off (--no-probe)")
-    if config.getoption("from_snapshot") is not None:
-        if snapshot.probes is None:
-            return _refuse(
-                "the replayed snapshot has no probes/ (the run that saved it did not probe)"
-            )
-        return None
-    from vipcheck.gather.probes import ProbeError, vantage_points  # noqa: PLC0415
-
-    probe_from = tuple(_split_commas(config.getoption("probe_from")))
-    try:
-        points = vantage_points(
-            _gather_options(config), snapshot.cluster.get("nodes.json"), probe_from
-        )
-    except ProbeError as error:
-        raise pytest.UsageError(str(error)) from None
-    settings = ProbeSettings(
-        timeout_s=config.getoption("probe_timeout"), budget_s=config.getoption("probe_budget")
-    )
-    return lambda: _probe(config, points, settings)
-
-
-def _refuse(reason: str) -> ProbeLoader:
-    def refuse() -> Mapping[str, str]:
-        raise NotProbed(reason)
-
-    return refuse
-
-
-def _probe(
-    config: pytest.Config, points: tuple[VantagePoint, ...], settings: ProbeSettings
-) -> Mapping[str, str]:
-    """Probe now (the first probe item runs), and add the outputs to --save-snapshot's DIR."""
-    from vipcheck.gather.probes import run_probes  # noqa: PLC0415
-
-    _print(config, f"probing from {', '.join(p.vantage.name for p in points) or 'nowhere'}")
-    files = run_probes(config.stash[FACTS_KEY], points, settings, lambda line: _print(config, line))
-    save_to: Path | None = config.getoption("save_snapshot")
-    if save_to is not None:
-        try:
-            save_probes(files, save_to)
-        except SnapshotError as error:
-            _print(config, str(error))
-    return files
+    config.stash[SESSION_KEY] = VipcheckSession(_run_options(config))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A suite test becomes one item per case of its check; the first one observes the target."""
     marker = metafunc.definition.get_closest_marker(MARKER)
     if marker is None:
         return
-    check = check_by_id(marker.args[0])
-    facts = metafunc.config.stash.get(FACTS_KEY, None)
+    session = metafunc.config.stash[SESSION_KEY]
+    try:
+        check = check_by_id(*marker.args)
+    except (KeyError, TypeError) as error:
+        where = metafunc.definition.nodeid
+        session.usage_errors.append(f"{where}: @pytest.mark.{MARKER}: {error.args[0]}")
+        return
+    facts = _observed(metafunc.config, session)
     if facts is None:
-        raise pytest.UsageError("vipcheck suites ran without vipcheck's session start")
+        return
     cases = list(cases_for(check, facts))
     metafunc.parametrize("vipcheck_result", cases, ids=[c.id for c in cases], indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config) -> None:
+    """Stop with a usage error (exit 4) for what collection met: nothing has run yet."""
+    errors = config.stash[SESSION_KEY].usage_errors
+    if errors:
+        raise pytest.UsageError("\n".join(dict.fromkeys(errors)))
 
 
 @pytest.fixture
 def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     """Run this item's case; skip when it does not apply; error when its node was not observed."""
     case: Case = request.param
-    config = request.config
-    result = run_case(case, config.stash[FACTS_KEY], config.stash[SETTINGS_KEY])
-    config.stash[SUMMARY_KEY].add(result)
+    session = request.config.stash[SESSION_KEY]
+    assert session.facts is not None  # parametrized only once observed
+    result = run_case(case, session.facts, session.options.settings)
+    session.summary.add(result)
     if result.outcome is Outcome.SKIPPED:
         pytest.skip(result.reason)
     if result.outcome is Outcome.ERROR:
@@ -210,75 +221,73 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     return result
 
 
-def assert_conforms(result: Result) -> None:
-    """Fail the item with the rendered violations, subject first, without a Python traceback."""
-    __tracebackhide__ = True
-    if result.violations:
-        pytest.fail(render(result), pytrace=False)
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    summary = session.config.stash.get(SUMMARY_KEY, None)
-    if summary is None:
+    """Write the JSON summary of a session that ran suite tests (not of --collect-only)."""
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is None or state.facts is None or session.config.option.collectonly:
         return
-    target: Path = session.config.getoption("vipcheck_json")
-    summary.write(target)
-    _print(session.config, f"JSON summary: {target} ({summary.totals_text()})")
+    state.summary.write(state.options.json_path)
 
 
-def _observe(config: pytest.Config) -> Snapshot:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where the JSON summary went, after pytest's own summary."""
+    state = terminalreporter.config.stash.get(SESSION_KEY, None)
+    if state is None or state.facts is None or terminalreporter.config.option.collectonly:
+        return
+    target, totals = state.options.json_path, state.summary.totals_text()
+    terminalreporter.write_line(f"vipcheck: JSON summary: {target} ({totals})")
+
+
+def run_options(config: pytest.Config) -> RunOptions:
+    """This session's options, for the report header of a checkout's conftest or the command."""
+    return config.stash[SESSION_KEY].options
+
+
+def _observed(config: pytest.Config, session: VipcheckSession) -> Facts | None:
+    """The session's facts, observed on first call; None once observing has failed."""
+    if session.facts is None and not session.usage_errors:
+        try:
+            session.facts = observe(session.options, lambda line: _print(config, line))
+        except ObserveError as error:
+            session.usage_errors.append(str(error))
+    return session.facts
+
+
+def _run_options(config: pytest.Config) -> RunOptions:
+    """Every vipcheck option and ini value, validated, in one object."""
     replay: Path | None = config.getoption("from_snapshot")
-    if replay is not None:
-        _print(config, f"replaying snapshot {replay}")
-        return load_snapshot(replay)
-    # Imported here: the kubernetes client is heavy, and replay and other projects never need it.
-    from vipcheck.gather import gather  # noqa: PLC0415
-    from vipcheck.gather.cluster import ClusterConfigError  # noqa: PLC0415
-    from vipcheck.transport import TargetError  # noqa: PLC0415
-
-    try:
-        snapshot = gather(_gather_options(config), lambda line: _print(config, line))
-    except (ClusterConfigError, TargetError) as error:
-        raise pytest.UsageError(str(error)) from None
     save_to: Path | None = config.getoption("save_snapshot")
-    if save_to is not None:
-        save_snapshot(snapshot, save_to)
-        _print(config, f"snapshot saved to {save_to}")
-    return snapshot
-
-
-def _gather_options(config: pytest.Config) -> GatherOptions:
-    from vipcheck.gather import GatherOptions  # noqa: PLC0415
-
-    return GatherOptions(
-        kubeconfig=config.getoption("kubeconfig"),
-        context=config.getoption("context"),
-        hosts=tuple(_testinfra_hosts(config)),
-        ssh_config=config.getoption("ssh_config", None),
-        ssh_identity_file=config.getoption("ssh_identity_file", None),
-        sudo=bool(config.getoption("sudo", False)),
-        connection=config.getoption("connection", None),
-        node_map=dict(config.getoption("vipcheck_node")),
-        timeout_s=config.getoption("vipcheck_timeout"),
+    if replay is not None and save_to is not None:
+        raise pytest.UsageError("--save-snapshot and --from-snapshot exclude each other")
+    return RunOptions(
+        gather=GatherOptions(
+            kubeconfig=config.getoption("kubeconfig"),
+            context=config.getoption("context"),
+            hosts=tuple(_split_commas(config.getoption("hosts", None) or [])),
+            ssh_config=config.getoption("ssh_config", None),
+            ssh_identity_file=config.getoption("ssh_identity_file", None),
+            sudo=bool(config.getoption("sudo", False)),
+            connection=config.getoption("connection", None),
+            node_map=dict(config.getoption("vipcheck_node")),
+            timeout_s=config.getoption("vipcheck_timeout"),
+        ),
+        replay=replay,
+        save_to=save_to,
+        json_path=config.getoption("vipcheck_json"),
+        probes=ProbeOptions(
+            enabled=not config.getoption("no_probe"),
+            probe_from=tuple(_split_commas(config.getoption("probe_from"))),
+            settings=ProbeSettings(
+                timeout_s=config.getoption("probe_timeout"),
+                budget_s=config.getoption("probe_budget"),
+            ),
+        ),
+        settings=_settings(config),
     )
 
 
-def _testinfra_hosts(config: pytest.Config) -> Iterator[str]:
-    yield from _split_commas(config.getoption("hosts", None) or [])
-
-
-def _split_commas(values: list[str]) -> Iterator[str]:
-    for value in values:
-        yield from (item.strip() for item in value.split(",") if item.strip())
-
-
-def _runs_suites(config: pytest.Config) -> bool:
-    """Whether any path this session collects lies in vipcheck's suites."""
-    for arg in config.args:
-        path = Path(config.invocation_params.dir, arg.split("::")[0]).resolve()
-        if path == SUITES_DIR or SUITES_DIR in path.parents or path in SUITES_DIR.parents:
-            return True
-    return False
+def _split_commas(values: list[str]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -324,8 +333,11 @@ def _snapshot_dir(text: str) -> Path:
 
 
 def _print(config: pytest.Config, line: str) -> None:
+    """Progress for the person watching: shown even while pytest captures output (collection)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"vipcheck: {line}")
-    else:
+    if reporter is None:
         print(f"vipcheck: {line}", file=sys.stderr)
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.write_line(f"vipcheck: {line}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.plugin import SUITES_DIR
+from vipcheck.cli import SUITES_DIR
 
 pytest_plugins = ["pytester"]
 

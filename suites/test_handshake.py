@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from vipcheck.assertions import assert_conforms
 from vipcheck.cases import Result
-from vipcheck.plugin import assert_conforms
 
 
 @pytest.mark.probe

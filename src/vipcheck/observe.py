@@ -1,0 +1,93 @@
+"""Observe the target once: replay a snapshot, or gather it live; probe lazily, on first use.
+
+Callable without pytest: the plugin calls `observe` when the first suite test is collected, and
+scripts or tests may call it directly. Only reads: the probes open and close TCP connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from vipcheck.facts import Facts, NotProbed, ProbeLoader
+from vipcheck.options import RunOptions
+from vipcheck.snapshot import Snapshot, SnapshotError, load_snapshot, save_probes, save_snapshot
+
+Progress = Callable[[str], None]
+
+
+class ObserveError(Exception):
+    """The target cannot be observed as asked: a usage error, in one line saying what to fix."""
+
+
+def observe(options: RunOptions, progress: Progress) -> Facts:
+    """The run's facts; a bad snapshot, kubeconfig, inventory or --probe-from is ObserveError."""
+    try:
+        if options.replay is not None:
+            progress(f"replaying snapshot {options.replay}")
+            snapshot = load_snapshot(options.replay)
+            return Facts.from_snapshot(snapshot, _replayed_probes(options, snapshot))
+        snapshot = _gather(options, progress)
+        if options.save_to is not None:
+            save_snapshot(snapshot, options.save_to)
+            progress(f"snapshot saved to {options.save_to}")
+    except SnapshotError as error:
+        raise ObserveError(str(error)) from None
+    return _with_live_probes(options, snapshot, progress)
+
+
+def _gather(options: RunOptions, progress: Progress) -> Snapshot:
+    # Imported here: the kubernetes client is heavy, and replay never needs it.
+    from vipcheck.gather import gather  # noqa: PLC0415
+    from vipcheck.gather.cluster import ClusterConfigError  # noqa: PLC0415
+    from vipcheck.transport import TargetError  # noqa: PLC0415
+
+    try:
+        return gather(options.gather, progress)
+    except (ClusterConfigError, TargetError) as error:
+        raise ObserveError(str(error)) from None
+
+
+def _replayed_probes(options: RunOptions, snapshot: Snapshot) -> ProbeLoader | None:
+    """The snapshot's own probes/ files (None), or why the handshake items skip."""
+    if not options.probes.enabled:
+        return _refuse("probing turned off (--no-probe)")
+    if snapshot.probes is None:
+        return _refuse("the replayed snapshot has no probes/ (the run that saved it did not probe)")
+    return None
+
+
+def _with_live_probes(options: RunOptions, snapshot: Snapshot, progress: Progress) -> Facts:
+    """Facts whose probes run when first read, so `-m "not probe"` opens no connection.
+
+    Vantage points are resolved now, so a bad --probe-from fails before any item runs.
+    """
+    if not options.probes.enabled:
+        return Facts.from_snapshot(snapshot, _refuse("probing turned off (--no-probe)"))
+    from vipcheck.gather.probes import ProbeError, run_probes, vantage_points  # noqa: PLC0415
+
+    nodes_json = snapshot.cluster.get("nodes.json")
+    try:
+        points = vantage_points(options.gather, nodes_json, options.probes.probe_from)
+    except ProbeError as error:
+        raise ObserveError(str(error)) from None
+
+    def probe() -> Mapping[str, str]:
+        names = ", ".join(p.vantage.name for p in points) or "nowhere"
+        progress(f"probing from {names}")
+        files = run_probes(facts, points, options.probes.settings, progress)
+        if options.save_to is not None:
+            try:
+                save_probes(files, options.save_to)
+            except SnapshotError as error:
+                progress(str(error))
+        return files
+
+    facts = Facts.from_snapshot(snapshot, probe)
+    return facts
+
+
+def _refuse(reason: str) -> ProbeLoader:
+    def refuse() -> Mapping[str, str]:
+        raise NotProbed(reason)
+
+    return refuse

@@ -1,0 +1,73 @@
+"""What the user asked of one run, validated into one object the rest of vipcheck reads.
+
+The plugin builds it from pytest's options and ini values; everything after it (observing the
+target, the checks, the reports) takes it instead of reaching into pytest's config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from vipcheck.gather import GatherOptions
+from vipcheck.model.probe import ProbeSettings
+from vipcheck.settings import Settings
+
+DEFAULT_JSON = Path("reports") / "summary.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOptions:
+    """Whether the handshake probes may open connections, from where, and within which bounds."""
+
+    enabled: bool = True
+    probe_from: tuple[str, ...] = ()
+    settings: ProbeSettings = field(default_factory=ProbeSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """One run: where the facts come from, what is written, the probe's and checks' limits."""
+
+    gather: GatherOptions = field(default_factory=GatherOptions)
+    replay: Path | None = None
+    save_to: Path | None = None
+    json_path: Path = DEFAULT_JSON
+    probes: ProbeOptions = field(default_factory=ProbeOptions)
+    settings: Settings = field(default_factory=Settings)
+
+    def header(self) -> list[str]:
+        """The run in three lines for the top of a report: target, thresholds, probes."""
+        return [
+            f"vipcheck target: {self._target()}",
+            "vipcheck thresholds: "
+            + ", ".join(f"{f.name}={getattr(self.settings, f.name)}" for f in fields(Settings)),
+            f"vipcheck probes: {self._probes()}",
+        ]
+
+    def _target(self) -> str:
+        if self.replay is not None:
+            return f"snapshot {self.replay} (replay: nothing is contacted)"
+        gather = self.gather
+        parts = [f"kubeconfig {gather.kubeconfig or '(default)'}"]
+        if gather.context:
+            parts.append(f"context {gather.context}")
+        if gather.hosts:
+            parts.append(f"hosts {','.join(gather.hosts)}")
+        if gather.ssh_config:
+            parts.append(f"ssh_config {gather.ssh_config}")
+        if self.save_to is not None:
+            parts.append(f"saving the snapshot to {self.save_to}")
+        return ", ".join(parts)
+
+    def _probes(self) -> str:
+        if not self.probes.enabled:
+            return "off (--no-probe)"
+        if self.replay is not None:
+            return "replayed from the snapshot's probes/"
+        where = ",".join(self.probes.probe_from) or "every node and outside host"
+        settings = self.probes.settings
+        return (
+            f"from {where}, {settings.timeout_s} s per connection, "
+            f"at most {settings.budget_s} s per vantage point and round"
+        )
