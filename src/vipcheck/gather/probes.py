@@ -24,7 +24,7 @@ from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.gather import GatherOptions, resolve
 from vipcheck.gather.node_script import build_node_script, split_node_output
 from vipcheck.gather.probe_script import build_probe_script
-from vipcheck.model.cluster import Cluster, IPAddress
+from vipcheck.model.cluster import Cluster, IPAddress, ServicePortKey
 from vipcheck.model.node import HostPort, Protocol
 from vipcheck.model.probe import (
     MIN_ATTEMPTS,
@@ -124,7 +124,7 @@ class _Vip:
     """One probed VIP address:port: its Service port, kind, and the nodes that serve it."""
 
     address: HostPort
-    service: str
+    service: ServicePortKey
     kind: TargetKind
     expected: Mapping[str, frozenset[HostPort]]  # node -> expected real servers there
     only_node: str | None  # a NodePort is one node's address
@@ -146,13 +146,13 @@ def _vips(cluster: Cluster) -> list[_Vip]:
         vips.append(
             _Vip(
                 address,
-                str(first.port_key),
+                first.port_key,
                 _KINDS[first.kind],
                 {node: vs.real_servers for node, vs in by_node.items()},
                 on,
             )
         )
-    return sorted(vips, key=lambda v: (v.service, v.kind.value, str(v.address)))
+    return sorted(vips, key=lambda v: (str(v.service), v.kind.value, str(v.address)))
 
 
 def _observed_real_servers(facts: Facts, node: str, address: HostPort) -> frozenset[HostPort]:

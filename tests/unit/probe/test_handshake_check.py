@@ -23,7 +23,7 @@ from vipcheck.model.probe import (
     TargetKind,
     Vantage,
 )
-from vipcheck.parse.probe import plan_as_json
+from vipcheck.parse.probe import parse_service_port_key, plan_as_json
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 
@@ -45,9 +45,8 @@ def hp(text: str) -> HostPort:
 
 
 def vip(vantage: str, address: str, service: str, attempts: int) -> ProbeTarget:
-    return ProbeTarget(
-        ProbeRound.VIP, vantage, hp(address), attempts, service, TargetKind.CLUSTER_IP
-    )
+    key = parse_service_port_key(service, "test", "vip")
+    return ProbeTarget(ProbeRound.VIP, vantage, hp(address), attempts, key, TargetKind.CLUSTER_IP)
 
 
 def server(  # noqa: PLR0917 - reads like a row of the plan
@@ -58,7 +57,7 @@ def server(  # noqa: PLR0917 - reads like a row of the plan
         vantage,
         hp(address),
         2,
-        service,
+        parse_service_port_key(service, "test", "server"),
         TargetKind.REAL_SERVER,
         via=hp(via),
         backend_node=node,
