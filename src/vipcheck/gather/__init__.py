@@ -7,17 +7,17 @@ cannot be reached, or that no spec names, is kept with the reason, never dropped
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from vipcheck.gather.cluster import ClusterError, gather_cluster
 from vipcheck.gather.nodes import gather_nodes
+from vipcheck.parse import ParseError
+from vipcheck.parse.kube import parse_nodes
 from vipcheck.snapshot import NodeSnapshot, Snapshot, new_meta
 from vipcheck.transport import Resolution, resolve_targets
 
 Progress = Callable[[str], None]
-ADDRESS_TYPES = ("InternalIP", "Hostname")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,25 +74,24 @@ def resolve(options: GatherOptions, nodes_json: str | None) -> tuple[list[str], 
 
 
 def node_inventory(nodes_json: str | None) -> tuple[list[str], dict[str, list[str]]]:
-    """Node names and their InternalIP/Hostname addresses, from the API's NodeList."""
+    """Node names and their InternalIP/Hostname addresses, from the API's NodeList.
+
+    A NodeList that does not parse gives no inventory: the checks report its ParseError later.
+    """
     if nodes_json is None:
         return [], {}
     try:
-        items = json.loads(nodes_json).get("items") or []
-    except (ValueError, AttributeError):
+        nodes = parse_nodes(nodes_json, "cluster/nodes.json")
+    except ParseError:
         return [], {}
-    names: list[str] = []
-    addresses: dict[str, list[str]] = {}
-    for item in items:
-        name = (item.get("metadata") or {}).get("name")
-        if not isinstance(name, str):
-            continue
-        names.append(name)
-        addresses[name] = [
-            entry["address"]
-            for entry in (item.get("status") or {}).get("addresses") or []
-            if entry.get("type") in ADDRESS_TYPES and isinstance(entry.get("address"), str)
+    names = [node.name for node in nodes]
+    addresses = {
+        node.name: [
+            *(str(address) for address in node.internal_ips),
+            *([node.hostname] if node.hostname else []),
         ]
+        for node in nodes
+    }
     return names, addresses
 
 

@@ -101,7 +101,19 @@ def test_node_inventory_takes_internal_ips_and_hostnames() -> None:
     assert names == ["node-1"]
     assert addresses == {"node-1": ["10.0.0.11", "node-1.example"]}
     assert node_inventory(None) == ([], {})
-    assert node_inventory("[1, 2]") == ([], {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2]",
+        "{not json",
+        '{"kind": "NodeList", "items": [{"metadata": {}}]}',
+        '{"kind": "NodeList", "items": [{"metadata": {"name": "n"}, "status": {"addresses": 3}}]}',
+    ],
+)
+def test_a_node_list_that_does_not_parse_is_no_inventory(text: str) -> None:
+    assert node_inventory(text) == ([], {})
 
 
 def test_gather_reports_nodes_not_given(fake: FakeNodes, monkeypatch: pytest.MonkeyPatch) -> None:
