@@ -170,7 +170,7 @@ def _probe(
     config: pytest.Config, points: tuple[VantagePoint, ...], settings: ProbeSettings
 ) -> Mapping[str, str]:
     """Probe now (the first probe item runs), and add the outputs to --save-snapshot's DIR."""
-    from vipcheck.gather.probes import run_probes  # noqa: PLC0415
+    from vipcheck.probing import run_probes  # noqa: PLC0415
 
     _print(config, f"probing from {', '.join(p.vantage.name for p in points) or 'nowhere'}")
     files = run_probes(config.stash[FACTS_KEY], points, settings, lambda line: _print(config, line))

@@ -11,7 +11,6 @@ import pytest
 from vipcheck.checks.base import NotApplicable, Violation
 from vipcheck.checks.handshake import check_vip_handshake
 from vipcheck.facts import Facts, MissingInput, Unobserved
-from vipcheck.gather.probes import plan_real_servers, plan_vips
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort, Protocol
 from vipcheck.model.probe import (
@@ -24,6 +23,7 @@ from vipcheck.model.probe import (
     Vantage,
 )
 from vipcheck.parse.probe import parse_service_port_key, plan_as_json
+from vipcheck.probing import plan_real_servers, plan_vips
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 
