@@ -63,7 +63,8 @@ def _with_live_probes(options: RunOptions, snapshot: Snapshot, progress: Progres
     """
     if not options.probes.enabled:
         return Facts.from_snapshot(snapshot, _refuse("probing turned off (--no-probe)"))
-    from vipcheck.gather.probes import ProbeError, run_probes, vantage_points  # noqa: PLC0415
+    from vipcheck.gather.probes import ProbeError, vantage_points  # noqa: PLC0415
+    from vipcheck.probing import run_probes  # noqa: PLC0415
 
     nodes_json = snapshot.cluster.get("nodes.json")
     try:

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import testinfra.backend
 from testinfra.backend.base import BaseBackend
@@ -84,6 +84,26 @@ class RunResult:
     rc: int
     stdout: str
     stderr: str
+
+
+class NodeRunner(Protocol):
+    """The one seam to the nodes, so gathering and probing run against fakes in tests."""
+
+    def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        """Run a POSIX sh script on the node in one round trip, or raise TransportError."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpecRunner:
+    """The NodeRunner that reaches nodes through testinfra's backends, bounded by `run_on`."""
+
+    def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        """Run a POSIX sh script on the node in one round trip, or raise TransportError."""
+        return run_on(target, script, timeout_s)
+
+
+HOST_SPEC_RUNNER: NodeRunner = HostSpecRunner()
 
 
 def resolve_targets(

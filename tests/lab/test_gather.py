@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import vipcheck.gather.nodes
 from fixtures.lab.running import LabPool, RunningLab
 from vipcheck.gather import GatherOptions, gather
 from vipcheck.snapshot import NODE_FILES, Snapshot
-from vipcheck.transport import NodeTarget, RunResult, run_on
+from vipcheck.transport import HOST_SPEC_RUNNER, NodeTarget, RunResult
 
 NODES = ("node-1", "node-2", "node-3")
 
@@ -59,19 +58,17 @@ def gathered(lab: RunningLab) -> Gathered:
     before = {node: node_state(lab, node) for node in NODES}
     volatile = {node: changed_keys(first[node], before[node]) for node in NODES}
     round_trips: Counter[str] = Counter()
-    real_run_on = run_on
 
-    def counting_run_on(target: NodeTarget, script: str, timeout_s: float) -> RunResult:
-        round_trips[target.node] += 1
-        return real_run_on(target, script, timeout_s)
+    class CountingRunner:
+        def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+            round_trips[target.node] += 1
+            return HOST_SPEC_RUNNER.run(target, script, timeout_s)
 
     progress: list[str] = []
     options = GatherOptions(
         kubeconfig=str(lab.workdir / "kubeconfig"), ssh_config=str(lab.workdir / "ssh_config")
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(vipcheck.gather.nodes, "run_on", counting_run_on)
-        snapshot = gather(options, progress.append)
+    snapshot = gather(options, progress.append, runner=CountingRunner())
     after = {node: node_state(lab, node) for node in NODES}
     print("\n".join(progress))
     return Gathered(snapshot, round_trips, progress, before, after, volatile)

@@ -63,7 +63,7 @@ def check_vip_handshake(
 ) -> list[Violation]:
     """One violation per vantage point and VIP address whose handshakes do not all complete."""
     plan = facts.probes.plan
-    mine = [t for t in plan.targets if t.round is ProbeRound.VIP and t.service == str(subject)]
+    mine = [t for t in plan.targets if t.round is ProbeRound.VIP and t.service == subject]
     if not mine:
         raise NotApplicable(
             f"{subject}: nothing probed (not TCP, no usable endpoints, or no vantage point)"

@@ -7,17 +7,26 @@ cannot be reached, or that no spec names, is kept with the reason, never dropped
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from vipcheck.gather.cluster import ClusterError, gather_cluster
-from vipcheck.gather.nodes import gather_nodes
+from vipcheck.gather.nodes import DEFAULT_PARALLEL, gather_nodes
+from vipcheck.parse import ParseError
+from vipcheck.parse.kube import parse_nodes
 from vipcheck.snapshot import NodeSnapshot, Snapshot, new_meta
-from vipcheck.transport import Resolution, resolve_targets
+from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, Resolution, resolve_targets
 
 Progress = Callable[[str], None]
-ADDRESS_TYPES = ("InternalIP", "Hostname")
+
+
+class ClusterReader(Protocol):
+    """Reads the API's lists into cluster files, so gathering runs against a fake API in tests."""
+
+    def __call__(
+        self, kubeconfig: str | None, context: str | None, progress: Progress, /
+    ) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,20 +42,29 @@ class GatherOptions:
     connection: str | None = None
     node_map: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 60.0
+    parallel: int = DEFAULT_PARALLEL
 
 
-def gather(options: GatherOptions, progress: Progress) -> Snapshot:
+def gather(
+    options: GatherOptions,
+    progress: Progress,
+    *,
+    runner: NodeRunner = HOST_SPEC_RUNNER,
+    read_cluster: ClusterReader = gather_cluster,
+) -> Snapshot:
     """Observe the cluster, then its nodes; an unreadable API still lets the given hosts be read."""
     cluster: dict[str, str] = {}
     cluster_error = None
     try:
-        cluster = gather_cluster(options.kubeconfig, options.context, progress)
+        cluster = read_cluster(options.kubeconfig, options.context, progress)
     except ClusterError as error:
         cluster_error = str(error)
         progress(f"cluster not read: {cluster_error}")
     names, resolution = resolve(options, cluster.get("nodes.json"))
     _report_unpaired(resolution, names, progress)
-    observed = gather_nodes(resolution.targets, options.timeout_s, progress)
+    observed = gather_nodes(
+        resolution.targets, options.timeout_s, progress, parallel=options.parallel, runner=runner
+    )
     nodes = {
         name: observed.get(name) or NodeSnapshot(name, error=resolution.reasons[name])
         for name in (*names, *(n for n in observed if n not in names))
@@ -74,25 +92,24 @@ def resolve(options: GatherOptions, nodes_json: str | None) -> tuple[list[str], 
 
 
 def node_inventory(nodes_json: str | None) -> tuple[list[str], dict[str, list[str]]]:
-    """Node names and their InternalIP/Hostname addresses, from the API's NodeList."""
+    """Node names and their InternalIP/Hostname addresses, from the API's NodeList.
+
+    A NodeList that does not parse gives no inventory: the checks report its ParseError later.
+    """
     if nodes_json is None:
         return [], {}
     try:
-        items = json.loads(nodes_json).get("items") or []
-    except (ValueError, AttributeError):
+        nodes = parse_nodes(nodes_json, "cluster/nodes.json")
+    except ParseError:
         return [], {}
-    names: list[str] = []
-    addresses: dict[str, list[str]] = {}
-    for item in items:
-        name = (item.get("metadata") or {}).get("name")
-        if not isinstance(name, str):
-            continue
-        names.append(name)
-        addresses[name] = [
-            entry["address"]
-            for entry in (item.get("status") or {}).get("addresses") or []
-            if entry.get("type") in ADDRESS_TYPES and isinstance(entry.get("address"), str)
+    names = [node.name for node in nodes]
+    addresses = {
+        node.name: [
+            *(str(address) for address in node.internal_ips),
+            *([node.hostname] if node.hostname else []),
         ]
+        for node in nodes
+    }
     return names, addresses
 
 

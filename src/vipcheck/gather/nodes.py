@@ -8,28 +8,40 @@ from concurrent.futures import ThreadPoolExecutor
 
 from vipcheck.gather.node_script import NODE_SCRIPT, split_node_output
 from vipcheck.snapshot import NodeSnapshot
-from vipcheck.transport import NodeTarget, TransportError, run_on
+from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, TransportError
 
 Progress = Callable[[str], None]
+DEFAULT_PARALLEL = 32
 
 
 def gather_nodes(
-    targets: Sequence[NodeTarget], timeout_s: float, progress: Progress, max_parallel: int = 8
+    targets: Sequence[NodeTarget],
+    timeout_s: float,
+    progress: Progress,
+    *,
+    parallel: int = DEFAULT_PARALLEL,
+    runner: NodeRunner = HOST_SPEC_RUNNER,
 ) -> dict[str, NodeSnapshot]:
     """Every target's snapshot, keyed by node name in the targets' order; failures are kept."""
     if not targets:
         return {}
-    workers = max(1, min(max_parallel, len(targets)))
+    workers = max(1, min(parallel, len(targets)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vipcheck-gather") as pool:
-        futures = [pool.submit(gather_node, t, timeout_s, progress) for t in targets]
+        futures = [pool.submit(gather_node, t, timeout_s, progress, runner=runner) for t in targets]
         return {t.node: future.result() for t, future in zip(targets, futures, strict=True)}
 
 
-def gather_node(target: NodeTarget, timeout_s: float, progress: Progress) -> NodeSnapshot:
+def gather_node(
+    target: NodeTarget,
+    timeout_s: float,
+    progress: Progress,
+    *,
+    runner: NodeRunner = HOST_SPEC_RUNNER,
+) -> NodeSnapshot:
     """One node's raw files, or why it could not be observed (its items ERROR, never FAIL)."""
     started = time.monotonic()
     try:
-        result = run_on(target, NODE_SCRIPT, timeout_s)
+        result = runner.run(target, NODE_SCRIPT, timeout_s)
     except TransportError as error:
         progress(f"{target.node}: not observed: {error}")
         return NodeSnapshot(target.node, error=str(error))

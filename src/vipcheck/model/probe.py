@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort
 
 # Under round robin with n real servers, k attempts reach all of them with this probability.
@@ -83,7 +84,7 @@ class ProbeTarget:
     vantage: str
     address: HostPort
     attempts: int
-    service: str  # the Service port subject: default/redis:6379/TCP
+    service: ServicePortKey  # the Service port this target proves or explains
     kind: TargetKind
     via: HostPort | None = None  # for a real server: the VIP it stands behind
     backend_node: str | None = None  # for a real server: the node running it, per the API

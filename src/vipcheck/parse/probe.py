@@ -6,7 +6,8 @@ import json
 from ipaddress import ip_address
 from typing import Any
 
-from vipcheck.model.node import HostPort
+from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.node import HostPort, Protocol
 from vipcheck.model.probe import (
     Attempt,
     ConnectOutcome,
@@ -88,26 +89,44 @@ def parse_probe_plan(text: str, source: str) -> ProbePlan:
         vantages = tuple(
             Vantage(v["name"], v.get("node"), v.get("spec", "")) for v in data["vantages"]
         )
-        targets = tuple(_target(t) for t in data["targets"])
+        targets = tuple(_target(t, source, index) for index, t in enumerate(data["targets"]))
         elapsed = data.get("elapsed_s")
+    except ParseError:
+        raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ParseError(source, None, f"not a probe plan: {error}") from error
     return ProbePlan(vantages, targets, settings, None if elapsed is None else float(elapsed))
 
 
-def _target(data: dict[str, Any]) -> ProbeTarget:
+def _target(data: dict[str, Any], source: str, index: int) -> ProbeTarget:
     origin = data.get("origin")
+    where = f"targets[{index}].service"
     return ProbeTarget(
         round=ProbeRound(data["round"]),
         vantage=data["vantage"],
         address=_split(data["address"]),
         attempts=int(data["attempts"]),
-        service=data["service"],
+        service=parse_service_port_key(data["service"], source, where),
         kind=TargetKind(data["kind"]),
         via=_split(data["via"]) if data.get("via") else None,
         backend_node=data.get("backend_node"),
         origin=RealServerOrigin(origin) if origin else None,
     )
+
+
+def parse_service_port_key(text: object, source: str, where: str) -> ServicePortKey:
+    """`default/redis:6379/TCP`, as ServicePortKey prints it, back into the key."""
+    rest, _, protocol = text.rpartition("/") if isinstance(text, str) else ("", "", "")
+    service_key, _, port = rest.rpartition(":")
+    namespace, _, name = service_key.partition("/")
+    known = {p.value for p in Protocol}
+    if not (namespace and name and "/" not in name and port.isdigit() and protocol in known):
+        raise ParseError(
+            source,
+            None,
+            f"{where}: not a Service port {text!r} (expected namespace/name:port/PROTOCOL)",
+        )
+    return ServicePortKey(service_key, int(port), Protocol(protocol))
 
 
 def _split(text: str) -> HostPort:
@@ -132,7 +151,7 @@ def plan_as_json(plan: ProbePlan) -> str:
                 "vantage": t.vantage,
                 "address": str(t.address),
                 "attempts": t.attempts,
-                "service": t.service,
+                "service": str(t.service),
                 "kind": t.kind.value,
                 "via": str(t.via) if t.via else None,
                 "backend_node": t.backend_node,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
 
-import vipcheck.gather
-import vipcheck.gather.nodes
 from vipcheck.gather import GatherOptions, gather, node_inventory
 from vipcheck.gather.cluster import ClusterError
 from vipcheck.gather.nodes import gather_nodes
@@ -24,15 +23,22 @@ FRAMES = (
 
 
 class FakeNodes:
-    """run_on stand-in: counts round trips, and answers, fails or refuses per node."""
+    """A NodeRunner that counts round trips, and answers, fails or refuses per node."""
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.lock = threading.Lock()
+        self.running = 0
+        self.most_at_once = 0
 
-    def run_on(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+    def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
         with self.lock:
             self.calls[target.node] += 1
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(0.01)
+        with self.lock:
+            self.running -= 1
         if target.node == "node-2":
             raise TransportError(f"{target.describe()}: ssh failed (exit 255): Connection refused")
         if target.node == "node-3":
@@ -41,17 +47,16 @@ class FakeNodes:
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNodes:
-    nodes = FakeNodes()
-    monkeypatch.setattr(vipcheck.gather.nodes, "run_on", nodes.run_on)
-    return nodes
+def fake() -> FakeNodes:
+    return FakeNodes()
 
 
 def test_each_node_once_and_failures_kept(fake: FakeNodes) -> None:
     targets = [NodeTarget(f"node-{i}", f"ssh://node-{i}") for i in (1, 2, 3)]
     lines: list[str] = []
-    nodes = gather_nodes(targets, 5, lines.append, max_parallel=2)
+    nodes = gather_nodes(targets, 5, lines.append, parallel=2, runner=fake)
     assert fake.calls == {"node-1": 1, "node-2": 1, "node-3": 1}
+    assert fake.most_at_once <= 2
     assert list(nodes) == ["node-1", "node-2", "node-3"]
     assert nodes["node-1"].files == {"uname.txt": "6.1.0-25-amd64\n"}
     assert nodes["node-1"].missing == {"ipvsadm-Ln.txt": "ipvsadm not installed"}
@@ -69,6 +74,19 @@ def test_each_node_once_and_failures_kept(fake: FakeNodes) -> None:
     assert "node-2: not observed: node-2 (ssh://node-2): ssh failed" in "\n".join(lines)
 
 
+def test_gather_options_bound_how_many_nodes_at_once(fake: FakeNodes) -> None:
+    hosts = tuple(f"ssh://node-{i}" for i in range(10, 20))
+    gather(
+        GatherOptions(hosts=hosts, parallel=3),
+        lambda _line: None,
+        runner=fake,
+        read_cluster=no_cluster,
+    )
+    assert sum(fake.calls.values()) == 10
+    assert fake.most_at_once <= 3
+    assert GatherOptions().parallel == 32
+
+
 def test_the_real_script_on_this_machine() -> None:
     lines: list[str] = []
     nodes = gather_nodes([NodeTarget("here", "local://")], 60, lines.append)
@@ -77,6 +95,10 @@ def test_the_real_script_on_this_machine() -> None:
     assert set(here.files) | set(here.missing) == set(NODE_FILES)
     assert "sysctl.txt" in here.files
     assert lines[0].startswith(f"here: gathered {len(here.files)} files in ")
+
+
+def no_cluster(*_args: object) -> dict[str, str]:
+    return {}
 
 
 def nodes_json(*nodes: tuple[str, str]) -> str:
@@ -101,15 +123,39 @@ def test_node_inventory_takes_internal_ips_and_hostnames() -> None:
     assert names == ["node-1"]
     assert addresses == {"node-1": ["10.0.0.11", "node-1.example"]}
     assert node_inventory(None) == ([], {})
-    assert node_inventory("[1, 2]") == ([], {})
 
 
-def test_gather_reports_nodes_not_given(fake: FakeNodes, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2]",
+        "{not json",
+        '{"kind": "NodeList", "items": [{"metadata": {}}]}',
+        '{"kind": "NodeList", "items": [{"metadata": {"name": "n"}, "status": {"addresses": 3}}]}',
+    ],
+)
+def test_a_node_list_that_does_not_parse_is_no_inventory(text: str) -> None:
+    assert node_inventory(text) == ([], {})
+
+
+def test_gather_with_a_malformed_node_list_keeps_the_cluster_files(fake: FakeNodes) -> None:
+    cluster = {"nodes.json": "{not json"}
+    snapshot = gather(
+        GatherOptions(hosts=("ssh://node-1",)),
+        lambda _line: None,
+        runner=fake,
+        read_cluster=lambda *_args: cluster,
+    )
+    assert snapshot.cluster == cluster
+    assert list(snapshot.nodes) == ["node-1"]
+    assert fake.calls == {"node-1": 1}
+
+
+def test_gather_reports_nodes_not_given(fake: FakeNodes) -> None:
     cluster = {"nodes.json": nodes_json(("node-1", "10.0.0.11"), ("node-4", "10.0.0.14"))}
-    monkeypatch.setattr(vipcheck.gather, "gather_cluster", lambda *_args: cluster)
     lines: list[str] = []
     options = GatherOptions(kubeconfig="kc", hosts=("ssh://10.0.0.11", "ssh://stray"))
-    snapshot = gather(options, lines.append)
+    snapshot = gather(options, lines.append, runner=fake, read_cluster=lambda *_args: cluster)
     assert snapshot.cluster == cluster
     assert snapshot.cluster_error is None
     assert list(snapshot.nodes) == ["node-1", "node-4"]
@@ -122,15 +168,13 @@ def test_gather_reports_nodes_not_given(fake: FakeNodes, monkeypatch: pytest.Mon
     assert fake.calls == {"node-1": 1}
 
 
-def test_unreadable_cluster_still_gathers_the_hosts(
-    fake: FakeNodes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unreadable_cluster_still_gathers_the_hosts(fake: FakeNodes) -> None:
     def refused(*_args: object) -> dict[str, str]:
         raise ClusterError("https://10.0.0.1:6443: cannot connect for services.json: refused")
 
-    monkeypatch.setattr(vipcheck.gather, "gather_cluster", refused)
     lines: list[str] = []
-    snapshot = gather(GatherOptions(hosts=("ssh://root@node-1", "node-2")), lines.append)
+    options = GatherOptions(hosts=("ssh://root@node-1", "node-2"))
+    snapshot = gather(options, lines.append, runner=fake, read_cluster=refused)
     assert snapshot.cluster == {}
     assert snapshot.cluster_error == (
         "https://10.0.0.1:6443: cannot connect for services.json: refused"

@@ -11,7 +11,6 @@ import pytest
 from vipcheck.checks.base import NotApplicable, Violation
 from vipcheck.checks.handshake import check_vip_handshake
 from vipcheck.facts import Facts, MissingInput, Unobserved
-from vipcheck.gather.probes import plan_real_servers, plan_vips
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort, Protocol
 from vipcheck.model.probe import (
@@ -23,7 +22,8 @@ from vipcheck.model.probe import (
     TargetKind,
     Vantage,
 )
-from vipcheck.parse.probe import plan_as_json
+from vipcheck.parse.probe import parse_service_port_key, plan_as_json
+from vipcheck.probing import plan_real_servers, plan_vips
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 
@@ -45,9 +45,8 @@ def hp(text: str) -> HostPort:
 
 
 def vip(vantage: str, address: str, service: str, attempts: int) -> ProbeTarget:
-    return ProbeTarget(
-        ProbeRound.VIP, vantage, hp(address), attempts, service, TargetKind.CLUSTER_IP
-    )
+    key = parse_service_port_key(service, "test", "vip")
+    return ProbeTarget(ProbeRound.VIP, vantage, hp(address), attempts, key, TargetKind.CLUSTER_IP)
 
 
 def server(  # noqa: PLR0917 - reads like a row of the plan
@@ -58,7 +57,7 @@ def server(  # noqa: PLR0917 - reads like a row of the plan
         vantage,
         hp(address),
         2,
-        service,
+        parse_service_port_key(service, "test", "server"),
         TargetKind.REAL_SERVER,
         via=hp(via),
         backend_node=node,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
 
-from vipcheck.model.node import HostPort
+from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.node import HostPort, Protocol
 from vipcheck.model.probe import (
     Attempt,
     ConnectOutcome,
@@ -21,9 +24,16 @@ from vipcheck.model.probe import (
     attempts_for,
 )
 from vipcheck.parse import ParseError
-from vipcheck.parse.probe import parse_probe_output, parse_probe_plan, plan_as_json
+from vipcheck.parse.probe import (
+    parse_probe_output,
+    parse_probe_plan,
+    parse_service_port_key,
+    plan_as_json,
+)
 
 VIP = HostPort(ip_address("10.96.0.20"), 6379)
+REDIS = ServicePortKey("default/redis", 6379, Protocol.TCP)
+PROBED = Path(__file__).resolve().parents[3] / "fixtures/snapshots/seed-incidents-probed/probes"
 
 
 @pytest.mark.parametrize(
@@ -85,15 +95,13 @@ def test_plan_round_trips_through_json() -> None:
     plan = ProbePlan(
         (Vantage("node-1", "node-1", "ssh://node-1"), Vantage("client", None, "ssh://client")),
         (
-            ProbeTarget(
-                ProbeRound.VIP, "client", VIP, 8, "default/redis:6379/TCP", TargetKind.CLUSTER_IP
-            ),
+            ProbeTarget(ProbeRound.VIP, "client", VIP, 8, REDIS, TargetKind.CLUSTER_IP),
             ProbeTarget(
                 ProbeRound.REAL_SERVER,
                 "client",
                 HostPort(ip_address("10.244.3.10"), 80),
                 2,
-                "default/redis:6379/TCP",
+                REDIS,
                 TargetKind.REAL_SERVER,
                 via=VIP,
                 backend_node="node-3",
@@ -109,6 +117,50 @@ def test_plan_round_trips_through_json() -> None:
 def test_plan_that_is_not_one_names_the_file() -> None:
     with pytest.raises(ParseError, match=r"probes/plan.json: not a probe plan"):
         parse_probe_plan('{"targets": []}', "probes/plan.json")
+
+
+ONE_TARGET = ProbePlan(
+    (), (ProbeTarget(ProbeRound.VIP, "client", VIP, 2, REDIS, TargetKind.CLUSTER_IP),)
+)
+
+
+def test_plan_keeps_service_ports_in_their_subject_form_on_disk() -> None:
+    text = plan_as_json(ONE_TARGET)
+    assert '"service": "default/redis:6379/TCP"' in text
+    assert parse_probe_plan(text, "probes/plan.json").targets[0].service == REDIS
+
+
+def test_recorded_plan_loads_into_keys() -> None:
+    text = (PROBED / "plan.json").read_text()
+    plan = parse_probe_plan(text, "probes/plan.json")
+    assert plan.targets
+    assert all(isinstance(t.service, ServicePortKey) for t in plan.targets)
+    assert {str(t.service) for t in plan.targets} >= {"default/redis:6379/TCP"}
+    assert plan_as_json(plan) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["default/redis", "redis:6379/TCP", "default/redis:port/TCP", "default/redis:80/ICMP", 7],
+)
+def test_malformed_service_port_names_file_and_target(text: object) -> None:
+    plan = json.loads(plan_as_json(ONE_TARGET))
+    plan["targets"][0]["service"] = text
+    with pytest.raises(ParseError) as error:
+        parse_probe_plan(json.dumps(plan), "probes/plan.json")
+    assert str(error.value).startswith("probes/plan.json: targets[0].service: not a Service port")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("default/redis:6379/TCP", ServicePortKey("default/redis", 6379, Protocol.TCP)),
+        ("kube-system/kube-dns:53/UDP", ServicePortKey("kube-system/kube-dns", 53, Protocol.UDP)),
+    ],
+)
+def test_service_port_key_round_trips_its_subject_form(text: str, expected: ServicePortKey) -> None:
+    assert parse_service_port_key(text, "x", "here") == expected
+    assert str(expected) == text
 
 
 @pytest.mark.parametrize(("n", "k"), [(0, 2), (1, 2), (2, 8), (3, 15), (4, 21), (10, 66)])

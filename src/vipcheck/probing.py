@@ -1,0 +1,255 @@
+"""Handshake probing, the plan: which VIPs and real servers to probe from where, from the facts.
+
+Planning is a step after facts (expected state and what IPVS holds); running a round is the
+gathering layer's (vipcheck.gather.probes). Rounds:
+1. every TCP Service VIP with usable endpoints (ClusterIPs, externalIPs, NodePorts on the nodes'
+   addresses), attempts derived from the real-server count (model.probe.attempts_for);
+2. only for VIPs that failed somewhere: each real server behind them, expected (endpoints) and
+   actual (IPVS, so a stale one is named), directly from the same vantage point and from the node
+   that runs it, so a failure is pinned on the backend or on the path;
+3. only when something failed: /proc/net/ip_vs_conn once more on each node, so the SYN_RECV
+   entries the probes themselves left are part of the evidence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from vipcheck.expected import ExpectedVirtualService, VirtualServiceKind, expected_virtual_services
+from vipcheck.facts import Facts, MissingInput, Unobserved
+from vipcheck.gather.probes import VantagePoint, reread_connections, run_round
+from vipcheck.model.cluster import Cluster, IPAddress, ServicePortKey
+from vipcheck.model.node import HostPort, Protocol
+from vipcheck.model.probe import (
+    MIN_ATTEMPTS,
+    ConnectOutcome,
+    ProbePlan,
+    ProbeRound,
+    ProbeSettings,
+    ProbeTarget,
+    RealServerOrigin,
+    TargetKind,
+    Vantage,
+    attempts_for,
+)
+from vipcheck.parse import ParseError
+from vipcheck.parse.probe import parse_probe_output, plan_as_json
+from vipcheck.snapshot import PROBE_PLAN
+from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner
+
+Progress = Callable[[str], None]
+_KINDS = {
+    VirtualServiceKind.CLUSTER_IP: TargetKind.CLUSTER_IP,
+    VirtualServiceKind.NODE_PORT: TargetKind.NODE_PORT,
+    VirtualServiceKind.EXTERNAL_IP: TargetKind.EXTERNAL_IP,
+    VirtualServiceKind.LOAD_BALANCER: TargetKind.LOAD_BALANCER,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Vip:
+    """One probed VIP address:port: its Service port, kind, and the nodes that serve it."""
+
+    address: HostPort
+    service: ServicePortKey
+    kind: TargetKind
+    expected: Mapping[str, frozenset[HostPort]]  # node -> expected real servers there
+    only_node: str | None  # a NodePort is one node's address
+
+
+def _vips(cluster: Cluster) -> list[_Vip]:
+    """Every TCP VS a correct kube-proxy programs, merged over nodes, NodePorts per node."""
+    merged: dict[tuple[HostPort, str | None], dict[str, ExpectedVirtualService]] = defaultdict(dict)
+    for node in cluster.nodes:
+        addresses = (*node.internal_ips, *node.external_ips)
+        for expected in expected_virtual_services(cluster, node.name, addresses):
+            if expected.protocol is not Protocol.TCP:
+                continue
+            on = node.name if expected.kind is VirtualServiceKind.NODE_PORT else None
+            merged[HostPort(expected.address, expected.port), on][node.name] = expected
+    vips = []
+    for (address, on), by_node in merged.items():
+        first = next(iter(by_node.values()))
+        vips.append(
+            _Vip(
+                address,
+                first.port_key,
+                _KINDS[first.kind],
+                {node: vs.real_servers for node, vs in by_node.items()},
+                on,
+            )
+        )
+    return sorted(vips, key=lambda v: (str(v.service), v.kind.value, str(v.address)))
+
+
+def _observed_real_servers(facts: Facts, node: str, address: HostPort) -> frozenset[HostPort]:
+    """Real servers (weight > 0) the node's IPVS has for a TCP VS; none if it was not read."""
+    node_facts = facts.nodes.get(node)
+    if node_facts is None:
+        return frozenset()
+    try:
+        vs = node_facts.ipvs.get((Protocol.TCP.value, address.address, address.port))
+    except (MissingInput, Unobserved, ParseError):
+        return frozenset()
+    if vs is None:
+        return frozenset()
+    return frozenset(HostPort(*rs.key) for rs in vs.real_servers if rs.weight != 0)
+
+
+def _directors(vip: _Vip, vantage: Vantage) -> list[str]:
+    """Nodes whose IPVS handles this VIP for this vantage point: its own, the NodePort's, or all."""
+    if vip.only_node is not None:
+        return [vip.only_node]
+    if vantage.node is not None:
+        return [vantage.node]
+    return list(vip.expected)
+
+
+def plan_vips(
+    facts: Facts, vantages: Iterable[Vantage], settings: ProbeSettings
+) -> list[ProbeTarget]:
+    """Round 1: each vantage point to each VIP that has usable endpoints where it is handled."""
+    cluster = facts.cluster.cluster
+    targets = []
+    vips = _vips(cluster)
+    for vantage in vantages:
+        for vip in vips:
+            directors = _directors(vip, vantage)
+            expected = frozenset().union(*(vip.expected.get(n, frozenset()) for n in directors))
+            if not expected:
+                continue  # nothing should answer (no endpoints, or Local policy elsewhere)
+            observed = [_observed_real_servers(facts, n, vip.address) for n in directors]
+            count = max(len(expected), *(len(o) for o in observed)) if observed else len(expected)
+            targets.append(
+                ProbeTarget(
+                    ProbeRound.VIP,
+                    vantage.name,
+                    vip.address,
+                    attempts_for(count),
+                    vip.service,
+                    vip.kind,
+                )
+            )
+    return targets
+
+
+def plan_real_servers(
+    facts: Facts,
+    vantages: Sequence[Vantage],
+    failed: Iterable[ProbeTarget],
+) -> list[ProbeTarget]:
+    """Round 2: real servers behind failed VIP targets, from there and from the backend's node."""
+    cluster = facts.cluster.cluster
+    vips = {vip.address: vip for vip in _vips(cluster)}  # NodePorts are on distinct addresses
+    by_name = {v.name: v for v in vantages}
+    planned: dict[tuple[str, HostPort], ProbeTarget] = {}
+    for target in failed:
+        vantage = by_name[target.vantage]
+        vip = vips.get(target.address)
+        if vip is None:
+            continue
+        directors = _directors(vip, vantage)
+        expected = frozenset().union(*(vip.expected.get(n, frozenset()) for n in directors))
+        observed = frozenset().union(
+            *(_observed_real_servers(facts, n, vip.address) for n in directors)
+        )
+        for server in sorted(expected | observed, key=str):
+            origin = (
+                RealServerOrigin.BOTH
+                if server in expected and server in observed
+                else RealServerOrigin.ENDPOINT
+                if server in expected
+                else RealServerOrigin.IPVS
+            )
+            backend = endpoint_node(cluster, server.address)
+            for name in dict.fromkeys((vantage.name, backend)):
+                if name is None or name not in by_name:
+                    continue
+                planned.setdefault(
+                    (name, server),
+                    ProbeTarget(
+                        ProbeRound.REAL_SERVER,
+                        name,
+                        server,
+                        MIN_ATTEMPTS,
+                        target.service,
+                        TargetKind.REAL_SERVER,
+                        via=target.address,
+                        backend_node=backend,
+                        origin=origin,
+                    ),
+                )
+    return list(planned.values())
+
+
+def endpoint_node(cluster: Cluster, address: IPAddress) -> str | None:
+    """The EndpointSlice nodeName of an endpoint with this address, if any slice lists it."""
+    return next(
+        (
+            endpoint.node_name
+            for endpoint_slice in cluster.endpoint_slices
+            for endpoint in endpoint_slice.endpoints
+            if address in endpoint.addresses and endpoint.node_name
+        ),
+        None,
+    )
+
+
+def run_probes(
+    facts: Facts,
+    points: Sequence[VantagePoint],
+    settings: ProbeSettings,
+    progress: Progress,
+    *,
+    runner: NodeRunner = HOST_SPEC_RUNNER,
+) -> dict[str, str]:
+    """Probe the VIPs, then real servers behind failures, then re-read connection tables."""
+    started = time.monotonic()
+    vantages = [point.vantage for point in points]
+    reach = {point.vantage.name: point.target for point in points}
+    files: dict[str, str] = {}
+    vip_targets = plan_vips(facts, vantages, settings)
+    files.update(run_round(ProbeRound.VIP, vip_targets, reach, settings, progress, runner=runner))
+    failed = failed_vip_targets(vip_targets, files)
+    rs_targets = plan_real_servers(facts, vantages, failed)
+    if rs_targets:
+        files.update(
+            run_round(ProbeRound.REAL_SERVER, rs_targets, reach, settings, progress, runner=runner)
+        )
+    if failed:
+        nodes = [point.target for point in points if point.vantage.node is not None]
+        files.update(reread_connections(nodes, settings, progress, runner=runner))
+    elapsed = round(time.monotonic() - started, 1)
+    plan = ProbePlan(tuple(vantages), (*vip_targets, *rs_targets), settings, elapsed)
+    files[PROBE_PLAN] = plan_as_json(plan)
+    made = sum(
+        line.startswith("ATTEMPT ") for name, text in files.items() if not name.startswith("after/")
+        for line in text.splitlines()
+    )  # fmt: skip
+    progress(
+        f"probed {len(vip_targets)} VIP and {len(rs_targets)} real-server targets from "
+        f"{len(vantages)} vantage points: {made} connections in {elapsed:.1f} s"
+    )
+    return files
+
+
+def failed_vip_targets(
+    targets: Iterable[ProbeTarget], files: Mapping[str, str]
+) -> list[ProbeTarget]:
+    """VIP targets with an attempt that did not connect (or was not made) from a vantage point."""
+    failed = []
+    for target in targets:
+        text = files.get(f"{target.vantage}/{ProbeRound.VIP.value}.txt")
+        if text is None:
+            continue
+        try:
+            output = parse_probe_output(text, target.vantage)
+        except ParseError:
+            continue
+        mine = [a for a in output.attempts if a.address == target.address]
+        if any(a.outcome is not ConnectOutcome.CONNECTED for a in mine):
+            failed.append(target)
+    return failed
