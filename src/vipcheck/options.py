@@ -6,14 +6,31 @@ target, the checks, the reports) takes it instead of reaching into pytest's conf
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from vipcheck.gather import GatherOptions
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.settings import Settings
 
 DEFAULT_JSON = Path("reports") / "summary.json"
+GATHER_PARALLEL = 32  # nodes gathered at once
+
+
+@dataclass(frozen=True, slots=True)
+class GatherOptions:
+    """What the user said about the target: API access, node inventory, how to run there."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    hosts: tuple[str, ...] = ()
+    ssh_config: str | None = None
+    ssh_identity_file: str | None = None
+    sudo: bool = False
+    connection: str | None = None
+    node_map: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 60.0
+    parallel: int = GATHER_PARALLEL
 
 
 @dataclass(frozen=True, slots=True)

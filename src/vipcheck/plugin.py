@@ -20,10 +20,9 @@ from _pytest.config.findpaths import determine_setup
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
 from vipcheck.checks import check_by_id
 from vipcheck.facts import Facts
-from vipcheck.gather import GatherOptions
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.observe import ObserveError, observe
-from vipcheck.options import DEFAULT_JSON, ProbeOptions, RunOptions
+from vipcheck.options import DEFAULT_JSON, GatherOptions, ProbeOptions, RunOptions
 from vipcheck.report import Summary
 from vipcheck.settings import DEFAULTS, Settings, setting_help
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fixtures.lab.running import LabPool, RunningLab
-from vipcheck.gather import GatherOptions, gather
+from vipcheck.gather import gather
+from vipcheck.options import GatherOptions
 from vipcheck.snapshot import NODE_FILES, Snapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeTarget, RunResult
 

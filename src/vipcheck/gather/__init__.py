@@ -7,12 +7,12 @@ cannot be reached, or that no spec names, is kept with the reason, never dropped
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 from vipcheck.gather.cluster import ClusterError, gather_cluster
-from vipcheck.gather.nodes import DEFAULT_PARALLEL, gather_nodes
+from vipcheck.gather.nodes import gather_nodes
+from vipcheck.options import GatherOptions
 from vipcheck.parse import ParseError
 from vipcheck.parse.kube import parse_nodes
 from vipcheck.snapshot import NodeSnapshot, Snapshot, new_meta
@@ -27,22 +27,6 @@ class ClusterReader(Protocol):
     def __call__(
         self, kubeconfig: str | None, context: str | None, progress: Progress, /
     ) -> dict[str, str]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class GatherOptions:
-    """What the user said about the target: API access, node inventory, how to run there."""
-
-    kubeconfig: str | None = None
-    context: str | None = None
-    hosts: tuple[str, ...] = ()
-    ssh_config: str | None = None
-    ssh_identity_file: str | None = None
-    sudo: bool = False
-    connection: str | None = None
-    node_map: Mapping[str, str] = field(default_factory=dict)
-    timeout_s: float = 60.0
-    parallel: int = DEFAULT_PARALLEL
 
 
 def gather(

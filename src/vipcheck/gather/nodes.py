@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from vipcheck.gather.node_script import NODE_SCRIPT, split_node_output
+from vipcheck.options import GATHER_PARALLEL
 from vipcheck.snapshot import NodeSnapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, TransportError
 
 Progress = Callable[[str], None]
-DEFAULT_PARALLEL = 32
 
 
 def gather_nodes(
@@ -19,7 +19,7 @@ def gather_nodes(
     timeout_s: float,
     progress: Progress,
     *,
-    parallel: int = DEFAULT_PARALLEL,
+    parallel: int = GATHER_PARALLEL,
     runner: NodeRunner = HOST_SPEC_RUNNER,
 ) -> dict[str, NodeSnapshot]:
     """Every target's snapshot, keyed by node name in the targets' order; failures are kept."""

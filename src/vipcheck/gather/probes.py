@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from vipcheck.gather import GatherOptions, resolve
+from vipcheck.gather import resolve
 from vipcheck.gather.node_script import build_node_script, split_node_output
 from vipcheck.gather.probe_script import build_probe_script
 from vipcheck.model.node import HostPort
 from vipcheck.model.probe import ProbeRound, ProbeSettings, ProbeTarget, Vantage
+from vipcheck.options import GatherOptions
 from vipcheck.transport import (
     HOST_SPEC_RUNNER,
     NodeRunner,

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from vipcheck.gather import GatherOptions, gather, node_inventory
+from vipcheck.gather import gather, node_inventory
 from vipcheck.gather.cluster import ClusterError
 from vipcheck.gather.nodes import gather_nodes
+from vipcheck.options import GatherOptions
 from vipcheck.snapshot import NODE_FILES
 from vipcheck.transport import NodeTarget, RunResult, TransportError
 

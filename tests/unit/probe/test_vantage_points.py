@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.gather import GatherOptions
 from vipcheck.gather.probes import ProbeError, vantage_points
+from vipcheck.options import GatherOptions
 
 NODES = json.dumps(
     {
