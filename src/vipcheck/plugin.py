@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -198,7 +198,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     """Run this item's case; skip when it does not apply; error when its node was not observed."""
-    case: Case = request.param
+    case: Case[Any] = request.param
     config = request.config
     result = run_case(case, config.stash[FACTS_KEY], config.stash[SETTINGS_KEY])
     config.stash[SUMMARY_KEY].add(result)

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from vipcheck.cases import Case, Outcome, Subject, call_check, cases_for, run_case
+from vipcheck.cases import Case, Outcome, cases_for, run_case
 from vipcheck.checks import CATALOGUE, CHECKS_BY_ID, check_by_id
 from vipcheck.checks.base import (
     InterfaceSubject,
+    NodeSubject,
     NotApplicable,
-    Scope,
     Violation,
 )
 from vipcheck.checks.docs import main, render_catalogue
@@ -142,12 +142,14 @@ def violations(
     }
 
 
-def only(snapshot: Snapshot, check_id: str, subject: Subject) -> list[Violation]:
-    """One check on one subject of the snapshot."""
-    node = subject.node if isinstance(subject, InterfaceSubject) else None
-    node = subject if isinstance(subject, str) else node
-    case = Case(check_by_id(check_id), subject, node)
-    return call_check(case, Facts.from_snapshot(snapshot), DEFAULTS)
+def only(
+    snapshot: Snapshot, check_id: str, subject: ServicePortKey | InterfaceSubject | str
+) -> list[Violation]:
+    """One check on one subject of the snapshot; a bare name is that node."""
+    case = Case(
+        check_by_id(check_id), NodeSubject(subject) if isinstance(subject, str) else subject
+    )
+    return case.run(Facts.from_snapshot(snapshot), DEFAULTS)
 
 
 NODE_1, NODE_2, NODE_3 = "nodes/node-1", "nodes/node-2", "nodes/node-3"
@@ -620,11 +622,12 @@ def test_without_kube_proxy_config_ipvs_checks_still_run_on_what_nodes_show() ->
 
 def test_every_input_is_a_snapshot_file() -> None:
     known = {*CLUSTER_FILES, *NODE_FILES, *(f"{PROBE_DIR}/{name}" for name in PROBE_FILES)}
-    assert {(c.id, name) for c in CATALOGUE for name in c.inputs if name not in known} == set()
+    declared = {(c.id, name) for c in CATALOGUE for each in c.inputs for name in each.files}
+    assert {(check_id, name) for check_id, name in declared if name not in known} == set()
 
 
 def test_check_by_id() -> None:
-    assert check_by_id("rp-filter-not-strict").scope is Scope.NODE_INTERFACE
+    assert str(check_by_id("rp-filter-not-strict").scope) == "node interface"
     with pytest.raises(KeyError, match="known: ipvs-present"):
         check_by_id("rp-filter")
 
