@@ -13,6 +13,7 @@ import pytest
 from vipcheck.cases import Case, Outcome, cases_for, run_case
 from vipcheck.checks import CATALOGUE, CHECKS_BY_ID, check_by_id
 from vipcheck.checks.base import (
+    FindingKind,
     InterfaceSubject,
     NodeSubject,
     NotApplicable,
@@ -188,6 +189,7 @@ def test_seed_stale_real_server_names_the_endpoint_port_and_the_exact_command() 
     [violation] = [
         v for v in only(seed(), "ipvs-real-servers-match-endpoints", REDIS) if v.node == "node-2"
     ]
+    assert violation.kind is FindingKind.STALE_REAL_SERVER
     assert violation.subject == "default/redis:6379/TCP"
     assert violation.observed == (
         "TCP 10.96.0.20:6379: stale: 10.244.3.10:80 is not an endpoint "
@@ -294,6 +296,7 @@ def test_weight_zero_real_server_whose_endpoint_is_ready_is_the_restart_bug() ->
     snapshot = edit(healthy(), f"{NODE_2}/ipvsadm-Ln.txt", REDIS_6379, zero)
     [violation] = only(snapshot, "ipvs-real-servers-match-endpoints", REDIS)
     assert violation.node == "node-2"
+    assert violation.kind is FindingKind.READY_REAL_SERVER_AT_WEIGHT_ZERO
     assert "10.244.3.10:6379 has weight 0 but its endpoint is ready" in violation.observed
     assert "ipvsadm -e -t 10.96.0.20:6379 -r 10.244.3.10:6379 -m -w 1" in violation.fix
 
@@ -302,6 +305,7 @@ def test_missing_real_server_is_reported_with_the_add_command() -> None:
     snapshot = edit(healthy(), f"{NODE_3}/ipvsadm-Ln.txt", REDIS_6379, "")
     [violation] = only(snapshot, "ipvs-real-servers-match-endpoints", REDIS)
     assert violation.node == "node-3"
+    assert violation.kind is FindingKind.MISSING_REAL_SERVER
     assert "missing: 10.244.3.10:6379" in violation.observed
     assert "ipvsadm -a -t 10.96.0.20:6379 -r 10.244.3.10:6379 -m -w 1" in violation.fix
 
@@ -314,6 +318,7 @@ def test_a_missing_virtual_service_is_left_to_the_completeness_check() -> None:
     [violation] = only(snapshot, "ipvs-virtual-servers-complete", REDIS)
     assert violation.node == "node-2"
     assert violation.observed == "missing TCP 10.96.0.20:6379 (ClusterIP)"
+    assert violation.kind is FindingKind.MISSING_VIRTUAL_SERVICE
 
 
 # --- virtual services ---------------------------------------------------------------------------
@@ -643,3 +648,28 @@ def test_docs_check_mode_fails_on_a_stale_page(tmp_path: Path) -> None:
     assert main(["--output", str(page)]) == 0
     assert main(["--check", "--output", str(page)]) == 0
     assert "## `ipvs-tcpfin-timeout`" in page.read_text()
+
+
+def test_stale_and_missing_real_servers_on_one_node_are_one_violation_each() -> None:
+    stale = "  -> 10.244.3.10:80               Masq    1      0          0         \n"
+    snapshot = edit(seed(), f"{NODE_3}/ipvsadm-Ln.txt", REDIS_6379, "")
+    found = [
+        v for v in only(snapshot, "ipvs-real-servers-match-endpoints", REDIS) if v.node == "node-3"
+    ]
+    assert [v.kind for v in found] == [
+        FindingKind.STALE_REAL_SERVER,
+        FindingKind.MISSING_REAL_SERVER,
+    ]
+    assert found[0].fix.startswith("on node-3: ipvsadm -d -t 10.96.0.20:6379 -r 10.244.3.10:80;")
+    assert found[1].fix.startswith("on node-3: ipvsadm -a -t 10.96.0.20:6379 -r 10.244.3.10:6379")
+    assert stale.rstrip() in [line.rstrip() for line in found[1].evidence]
+
+
+def test_a_node_whose_interfaces_cannot_be_listed_is_one_case_naming_it() -> None:
+    snapshot = put(seed(), f"{NODE_2}/ip-link.json", None)
+    cases = list(cases_for(check_by_id("rp-filter-not-strict"), Facts.from_snapshot(snapshot)))
+    unlisted = [c for c in cases if c.unavailable is not None]
+    assert [(c.id, c.node) for c in unlisted] == [("node-2", "node-2")]
+    result = run_case(unlisted[0], Facts.from_snapshot(snapshot), DEFAULTS)
+    assert result.outcome is Outcome.SKIPPED
+    assert "ip-link.json" in result.reason
