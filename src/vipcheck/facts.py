@@ -130,14 +130,14 @@ class ClusterFacts:
         observer: InputObserver = _unobserved_reads,
     ) -> None:
         self._files = files
-        self.error = error
+        self._error = error
         self._observer = observer
 
     def _parse(self, which: Input, parser: Callable[[str, str], T]) -> T:
         [name] = which.files
         if name not in self._files:
-            if self.error:
-                raise Unobserved(f"the cluster could not be read: {self.error}")
+            if self._error:
+                raise Unobserved(f"the cluster could not be read: {self._error}")
             raise MissingInput("cluster", (name,))
         path = f"cluster/{name}"
         self._observer(path)
@@ -145,7 +145,7 @@ class ClusterFacts:
 
     def _gathered(self, which: Input) -> bool:
         """Whether an optional file was gathered; when the API failed, reading it says so."""
-        return which.files[0] in self._files or self.error is not None
+        return which.files[0] in self._files or self._error is not None
 
     @cached_property
     def services(self) -> tuple[Service, ...]:

@@ -63,7 +63,7 @@ class _Server:
 
 @dataclass(frozen=True, slots=True)
 class _Cause:
-    """The most likely cause of a failure, its fix, and the check that knows more."""
+    """The most likely cause of a failure, naming the check that knows more, and its fix."""
 
     text: str
     fix: str
