@@ -1,7 +1,7 @@
 """Test cases: one per check and subject, and what running one yields. No pytest here.
 
-Items grow with services + nodes: API-vs-datapath checks are one case per Service port (all nodes),
-node checks one per node, interface checks one per node and relevant interface.
+Each check's scope lists its subjects (Service ports, nodes, node interfaces), so items grow with
+services + nodes, and every check is called the same way: `check.run(subject, facts, settings)`.
 """
 
 from __future__ import annotations
@@ -9,25 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Generic
 
-from vipcheck.checks.base import (
-    Check,
-    InterfaceCheckFn,
-    InterfaceSubject,
-    NodeCheckFn,
-    NotApplicable,
-    Scope,
-    ServicePortCheckFn,
-    Violation,
-)
-from vipcheck.checks.subjects import rp_filter_interfaces, service_port_subjects
+from vipcheck.checks.base import Check, NotApplicable, S, Unlisted, Violation
 from vipcheck.facts import Facts, MissingInput, Unobserved
-from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import InvalidValue, Protocol
+from vipcheck.model.node import InvalidValue
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
-
-Subject = ServicePortKey | InterfaceSubject | str
 
 
 class Outcome(StrEnum):
@@ -40,57 +28,51 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Case:
-    """One check applied to one subject, or the reason its subjects could not be listed."""
+class Case(Generic[S]):
+    """One check applied to one subject, or where and why its subjects could not be listed."""
 
-    check: Check
-    subject: Subject
-    node: str | None
-    unavailable: Exception | None = None
+    check: Check[S]
+    subject: S | Unlisted
 
     @property
     def id(self) -> str:
         """The pytest id: what `-k` matches, e.g. `default/redis:6379/TCP` or `node-2/tunl0`."""
         return str(self.subject)
 
+    @property
+    def node(self) -> str | None:
+        """The one node the case is about; None for a Service port, which spans nodes."""
+        return self.subject.node
+
+    @property
+    def unavailable(self) -> Exception | None:
+        """Why the subjects could not be listed, or None for a case with a subject."""
+        return self.subject.error if isinstance(self.subject, Unlisted) else None
+
+    def run(self, facts: Facts, settings: Settings) -> list[Violation]:
+        """The check's violations on this subject; read errors and skips propagate."""
+        if isinstance(self.subject, Unlisted):
+            raise self.subject.error
+        return self.check.run(self.subject, facts, settings)
+
 
 @dataclass(frozen=True, slots=True)
 class Result:
     """What running a case found: violations (FAILED when any), or why it could not run."""
 
-    case: Case
+    case: Case[Any]
     outcome: Outcome
     violations: tuple[Violation, ...] = ()
     reason: str = ""
 
 
-def cases_for(check: Check, facts: Facts) -> Iterator[Case]:
+def cases_for(check: Check[S], facts: Facts) -> Iterator[Case[S]]:
     """Every case of one check; a subject list that cannot be built is itself one case."""
-    if check.scope in (Scope.SERVICE_PORT, Scope.HANDSHAKE):
-        try:
-            subjects = service_port_subjects(facts.cluster.cluster)
-            if check.scope is Scope.HANDSHAKE:
-                subjects = [s for s in subjects if s.protocol is Protocol.TCP]
-        except (MissingInput, Unobserved, ParseError) as error:
-            yield Case(check, "cluster", None, error)
-            return
-        for subject in subjects:
-            yield Case(check, subject, None)
-        return
-    for name, node in facts.nodes.items():
-        if check.scope is Scope.NODE:
-            yield Case(check, name, name)
-            continue
-        try:
-            interfaces = rp_filter_interfaces(node, facts.cluster)
-        except (MissingInput, Unobserved, ParseError) as error:
-            yield Case(check, name, name, error)
-            continue
-        for interface in interfaces:
-            yield Case(check, InterfaceSubject(name, interface), name)
+    for subject in check.scope.subjects(facts):
+        yield Case(check, subject)
 
 
-def run_case(case: Case, facts: Facts, settings: Settings) -> Result:
+def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
     """Run one case: violations fail it; missing input skips it; an unobserved node errors it.
 
     A case that spans nodes runs on the observed ones: what they show wrong still FAILS (naming
@@ -98,9 +80,7 @@ def run_case(case: Case, facts: Facts, settings: Settings) -> Result:
     """
     unobserved = facts.unobserved_nodes() if case.node is None else {}
     try:
-        if case.unavailable is not None:
-            raise case.unavailable
-        violations = call_check(case, facts.observed_only() if unobserved else facts, settings)
+        violations = case.run(facts.observed_only() if unobserved else facts, settings)
     except (MissingInput, NotApplicable) as reason:
         return Result(case, Outcome.SKIPPED, reason=str(reason))
     except Unobserved as error:
@@ -112,19 +92,6 @@ def run_case(case: Case, facts: Facts, settings: Settings) -> Result:
         return Result(case, Outcome.ERROR, reason=not_seen)
     outcome = Outcome.FAILED if violations else Outcome.PASSED
     return Result(case, outcome, tuple(violations), reason=not_seen)
-
-
-def call_check(case: Case, facts: Facts, settings: Settings) -> list[Violation]:
-    """Call the case's check with the arguments its scope takes; exceptions propagate."""
-    check, subject = case.check, case.subject
-    if isinstance(subject, ServicePortKey):
-        run_port: ServicePortCheckFn = check.run  # type: ignore[assignment]
-        return run_port(subject, facts, settings)
-    if isinstance(subject, InterfaceSubject):
-        run_interface: InterfaceCheckFn = check.run  # type: ignore[assignment]
-        return run_interface(subject, facts.nodes[subject.node], facts.cluster, settings)
-    run_node: NodeCheckFn = check.run  # type: ignore[assignment]
-    return run_node(facts.nodes[subject], facts.cluster, settings)
 
 
 def render(result: Result) -> str:

@@ -185,11 +185,11 @@ def expected_real_servers(
     return frozenset(HostPort(endpoint.addresses[0], number) for endpoint, number in chosen)
 
 
-def expected_cluster_ips(cluster: Cluster) -> frozenset[IPAddress]:
+def expected_cluster_ips(services: Iterable[Service]) -> frozenset[IPAddress]:
     """Addresses kube-proxy binds to kube-ipvs0: ClusterIPs, externalIPs, LB ingress IPs."""
     return frozenset(
         address
-        for service in cluster.services
+        for service in services
         if service.exclusion is None and service.ports
         for _, address in _bound_addresses(service)
     )

@@ -3,6 +3,8 @@
 A fact whose file is missing raises MissingInput (the check is skipped, naming the file and the
 command that produces it); a node that could not be observed raises Unobserved (the check errors);
 a file that cannot be parsed raises ParseError (the check errors, naming file and line).
+Each fact names the snapshot files it reads as an Input, which checks declare; an optional
+InputObserver is told every file a fact reads, so tests can hold those declarations true.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TypeVar
 
-from vipcheck.model.cluster import Cluster, KubeProxyConfig
+from vipcheck.model.cluster import Cluster, EndpointSlice, KubeProxyConfig, Node, Service
 from vipcheck.model.node import Connection, Interfaces, IpvsTable, IpvsTimeouts, Sysctls
 from vipcheck.model.probe import ProbeOutput, ProbePlan, ProbeRound
 from vipcheck.parse.iproute import parse_ip_json
@@ -41,6 +43,42 @@ from vipcheck.snapshot import (
 )
 
 T = TypeVar("T")
+
+InputObserver = Callable[[str], None]
+"""Told the path of each snapshot file a fact reads (`cluster/`, `nodes/<node>/`, `probes/`)."""
+
+
+def _unobserved_reads(path: str) -> None:
+    """The default observer: nobody is watching which files are read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """The snapshot file one fact is read from, or alternatives of which the first present wins."""
+
+    files: tuple[str, ...]
+
+
+SERVICES = Input(("services.json",))
+ENDPOINT_SLICES = Input(("endpointslices.json",))
+NODE_OBJECTS = Input(("nodes.json",))
+KUBE_PROXY = Input(("kube-proxy.json",))
+IPVS_TABLE = Input(("ipvsadm-Ln.txt", "proc-ip_vs.txt"))
+IPVS_TIMEOUTS = Input(("ipvsadm-timeout.txt",))
+IPVS_CONNECTIONS = Input(("ip_vs_conn.txt", "ipvsadm-Lnc.txt"))
+SYSCTLS = Input(("sysctl.txt",))
+IP_ADDR = Input(("ip-addr.json",))
+IP_LINK = Input(("ip-link.json",))
+KERNEL_RELEASE = Input(("uname.txt",))
+PROBE_PLAN_INPUT = Input((f"{PROBE_DIR}/{PROBE_PLAN}",))
+PROBE_VIP_OUTPUT = Input((f"{PROBE_DIR}/<vantage>/vip.error.txt", f"{PROBE_DIR}/<vantage>/vip.txt"))
+PROBE_REAL_SERVER_OUTPUT = Input(
+    (f"{PROBE_DIR}/<vantage>/real-server.error.txt", f"{PROBE_DIR}/<vantage>/real-server.txt")
+)
+# The SYN_RECV evidence: the table re-read after probing, else the one gathered before.
+CONNECTIONS_AFTER_PROBES = Input(
+    (f"{PROBE_DIR}/after/<node>/ip_vs_conn.txt", *IPVS_CONNECTIONS.files)
+)
 
 
 class MissingInput(Exception):
@@ -83,59 +121,82 @@ class _Source:
 
 
 class ClusterFacts:
-    """What the API says, parsed from cluster/*.json."""
+    """What the API says, parsed from cluster/*.json, each object kind on its own."""
 
-    def __init__(self, files: Mapping[str, str], error: str | None = None) -> None:
+    def __init__(
+        self,
+        files: Mapping[str, str],
+        error: str | None = None,
+        observer: InputObserver = _unobserved_reads,
+    ) -> None:
         self._files = files
-        self.error = error
+        self._error = error
+        self._observer = observer
 
-    def _source(self, name: str) -> _Source:
+    def _parse(self, which: Input, parser: Callable[[str, str], T]) -> T:
+        [name] = which.files
         if name not in self._files:
-            if self.error:
-                raise Unobserved(f"the cluster could not be read: {self.error}")
+            if self._error:
+                raise Unobserved(f"the cluster could not be read: {self._error}")
             raise MissingInput("cluster", (name,))
-        return _Source(f"cluster/{name}", self._files[name])
+        path = f"cluster/{name}"
+        self._observer(path)
+        return parser(self._files[name], path)
 
-    def _parse(self, name: str, parser: Callable[[str, str], T]) -> T:
-        source = self._source(name)
-        return parser(source.text, source.path)
+    def _gathered(self, which: Input) -> bool:
+        """Whether an optional file was gathered; when the API failed, reading it says so."""
+        return which.files[0] in self._files or self._error is not None
 
     @cached_property
-    def cluster(self) -> Cluster:
-        services = self._parse("services.json", parse_services)
-        slices = self._parse("endpointslices.json", parse_endpoint_slices)
-        nodes = self._parse("nodes.json", parse_nodes) if "nodes.json" in self._files else ()
-        return Cluster(services, slices, nodes, self.kube_proxy_or_none)
+    def services(self) -> tuple[Service, ...]:
+        return self._parse(SERVICES, parse_services)
+
+    @cached_property
+    def endpoint_slices(self) -> tuple[EndpointSlice, ...]:
+        return self._parse(ENDPOINT_SLICES, parse_endpoint_slices)
+
+    @cached_property
+    def nodes(self) -> tuple[Node, ...]:
+        """The Node objects; none when nodes.json was not gathered, as they only refine checks."""
+        return self._parse(NODE_OBJECTS, parse_nodes) if self._gathered(NODE_OBJECTS) else ()
 
     @cached_property
     def kube_proxy(self) -> KubeProxyConfig:
-        return self._parse("kube-proxy.json", parse_kube_proxy_config)
+        return self._parse(KUBE_PROXY, parse_kube_proxy_config)
 
     @property
     def kube_proxy_or_none(self) -> KubeProxyConfig | None:
-        return self.kube_proxy if "kube-proxy.json" in self._files else None
+        return self.kube_proxy if KUBE_PROXY.files[0] in self._files else None
 
     @cached_property
-    def node_names(self) -> tuple[str, ...]:
-        return tuple(node.name for node in self._parse("nodes.json", parse_nodes))
+    def cluster(self) -> Cluster:
+        """Everything at once, for the expected-state computation, which needs it all."""
+        return Cluster(self.services, self.endpoint_slices, self.nodes, self.kube_proxy_or_none)
+
+    def node(self, name: str) -> Node | None:
+        """The Node object of that name, if nodes.json lists it."""
+        return next((node for node in self.nodes if node.name == name), None)
 
 
 class NodeFacts:
     """What one node really does, parsed from nodes/<node>/*."""
 
-    def __init__(self, snapshot: NodeSnapshot) -> None:
+    def __init__(self, snapshot: NodeSnapshot, observer: InputObserver = _unobserved_reads) -> None:
         self.name = snapshot.name
         self._snapshot = snapshot
+        self._observer = observer
 
-    def _first(self, *names: str) -> _Source:
+    def _first(self, which: Input) -> _Source:
         if self._snapshot.error:
             raise Unobserved(self.unobserved_reason)
-        for name in names:
+        for name in which.files:
             if name in self._snapshot.files:
-                return _Source(f"nodes/{self.name}/{name}", self._snapshot.files[name])
-        reasons = [self._snapshot.missing.get(name) for name in names]
+                path = f"nodes/{self.name}/{name}"
+                self._observer(path)
+                return _Source(path, self._snapshot.files[name])
+        reasons = [self._snapshot.missing.get(name) for name in which.files]
         known = "; ".join(r for r in reasons if r) or None
-        raise MissingInput(self.name, names, known)
+        raise MissingInput(self.name, which.files, known)
 
     @property
     def observed(self) -> bool:
@@ -149,37 +210,37 @@ class NodeFacts:
 
     @cached_property
     def ipvs(self) -> IpvsTable:
-        source = self._first("ipvsadm-Ln.txt", "proc-ip_vs.txt")
+        source = self._first(IPVS_TABLE)
         if source.path.endswith("proc-ip_vs.txt"):
             return parse_proc_ip_vs(source.text, source.path)
         return parse_ipvsadm_list(source.text, source.path)
 
     @cached_property
     def timeouts(self) -> IpvsTimeouts:
-        source = self._first("ipvsadm-timeout.txt")
+        source = self._first(IPVS_TIMEOUTS)
         return parse_ipvsadm_timeout(source.text, source.path)
 
     @cached_property
     def connections(self) -> tuple[Connection, ...]:
-        source = self._first("ip_vs_conn.txt", "ipvsadm-Lnc.txt")
+        source = self._first(IPVS_CONNECTIONS)
         if source.path.endswith("ip_vs_conn.txt"):
             return parse_proc_ip_vs_conn(source.text, source.path)
         return parse_ipvsadm_connections(source.text, source.path)
 
     @cached_property
     def sysctls(self) -> Sysctls:
-        source = self._first("sysctl.txt")
+        source = self._first(SYSCTLS)
         return parse_sysctl(source.text, source.path)
 
     @cached_property
     def interfaces(self) -> Interfaces:
-        addr = self._first("ip-addr.json")
-        link = self._first("ip-link.json")
+        addr = self._first(IP_ADDR)
+        link = self._first(IP_LINK)
         return parse_ip_json(addr.text, link.text, addr.path, link.path)
 
     @cached_property
     def kernel_release(self) -> str:
-        return self._first("uname.txt").text.strip()
+        return self._first(KERNEL_RELEASE).text.strip()
 
 
 ProbeLoader = Callable[[], Mapping[str, str]]
@@ -196,33 +257,43 @@ class ProbeFacts:
     the snapshot's files; a loader that cannot give them raises MissingInput (items skip).
     """
 
-    def __init__(self, load: ProbeLoader = _not_probed) -> None:
+    def __init__(
+        self, load: ProbeLoader = _not_probed, observer: InputObserver = _unobserved_reads
+    ) -> None:
         self._load = load
+        self._observer = observer
 
     @cached_property
-    def files(self) -> Mapping[str, str]:
+    def _files(self) -> Mapping[str, str]:
         return self._load()
+
+    def _read(self, name: str) -> str | None:
+        """A probe file's text, or None when it was not written."""
+        text = self._files.get(name)
+        if text is not None:
+            self._observer(f"{PROBE_DIR}/{name}")
+        return text
 
     @cached_property
     def plan(self) -> ProbePlan:
-        text = self.files.get(PROBE_PLAN)
+        text = self._read(PROBE_PLAN)
         if text is None:
-            raise MissingInput("probes", (f"{PROBE_DIR}/{PROBE_PLAN}",))
+            raise MissingInput("probes", PROBE_PLAN_INPUT.files)
         return parse_probe_plan(text, f"{PROBE_DIR}/{PROBE_PLAN}")
 
     def output(self, vantage: str, round_: ProbeRound) -> ProbeOutput | None:
         """One vantage point's parsed output for a round; None when it did not probe then."""
-        error = self.files.get(f"{vantage}/{round_.value}.error.txt")
+        error = self._read(f"{vantage}/{round_.value}.error.txt")
         if error is not None:
             return ProbeOutput(None, (), {}, error.strip())
         name = f"{vantage}/{round_.value}.txt"
-        text = self.files.get(name)
+        text = self._read(name)
         return None if text is None else parse_probe_output(text, f"{PROBE_DIR}/{name}")
 
     def connections_after(self, node: str) -> tuple[Connection, ...] | None:
         """A node's IPVS connection table re-read after the probes, if it was."""
         name = f"after/{node}/ip_vs_conn.txt"
-        text = self.files.get(name)
+        text = self._read(name)
         return None if text is None else parse_proc_ip_vs_conn(text, f"{PROBE_DIR}/{name}")
 
 
@@ -245,13 +316,18 @@ class Facts:
         return replace(self, nodes=nodes)
 
     @classmethod
-    def from_snapshot(cls, snapshot: Snapshot, probes: ProbeLoader | None = None) -> Facts:
+    def from_snapshot(
+        cls,
+        snapshot: Snapshot,
+        probes: ProbeLoader | None = None,
+        observer: InputObserver = _unobserved_reads,
+    ) -> Facts:
         """Facts of a snapshot; probes from the loader, else the snapshot's probes/ files."""
         recorded = snapshot.probes
         if probes is None and recorded is not None:
             probes = lambda: recorded  # noqa: E731
         return cls(
-            ClusterFacts(snapshot.cluster, snapshot.cluster_error),
-            {name: NodeFacts(node) for name, node in snapshot.nodes.items()},
-            ProbeFacts(probes or _not_probed),
+            ClusterFacts(snapshot.cluster, snapshot.cluster_error, observer),
+            {name: NodeFacts(node, observer) for name, node in snapshot.nodes.items()},
+            ProbeFacts(probes or _not_probed, observer),
         )

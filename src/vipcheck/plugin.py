@@ -13,6 +13,7 @@ import copy
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _pytest.config.findpaths import determine_setup
@@ -207,7 +208,7 @@ def pytest_collection_modifyitems(config: pytest.Config) -> None:
 @pytest.fixture
 def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     """Run this item's case; skip when it does not apply; error when its node was not observed."""
-    case: Case = request.param
+    case: Case[Any] = request.param
     session = request.config.stash[SESSION_KEY]
     assert session.facts is not None  # parametrized only once observed
     result = run_case(case, session.facts, session.options.settings)

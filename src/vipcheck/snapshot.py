@@ -43,7 +43,9 @@ PROBE_PLAN = "plan.json"
 PROBE_FILES: Mapping[str, str] = {
     PROBE_PLAN: "vipcheck's probe plan (written with the probe outputs)",
     "<vantage>/vip.txt": "vipcheck's probe script, connecting to every VIP",
+    "<vantage>/vip.error.txt": "vipcheck, when the vantage point could not probe the VIPs: why",
     "<vantage>/real-server.txt": "vipcheck's probe script, connecting to real servers",
+    "<vantage>/real-server.error.txt": "vipcheck, when it could not probe the real servers: why",
     "after/<node>/ip_vs_conn.txt": "cat /proc/net/ip_vs_conn, after the probes",
 }
 # Written beside a node's files when it could not be observed; its text says why.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vipcheck.cases import Case, Outcome, render, run_case
 from vipcheck.checks import check_by_id
+from vipcheck.checks.base import NodeSubject
 from vipcheck.facts import Facts
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import Protocol
@@ -25,7 +26,7 @@ def facts_without_node_3() -> Facts:
 
 
 def test_violations_on_observed_nodes_fail_and_name_the_unobserved_one() -> None:
-    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, Protocol.TCP), None)
+    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, Protocol.TCP))
     result = run_case(case, facts_without_node_3(), DEFAULTS)
     assert result.outcome is Outcome.FAILED
     assert {v.node for v in result.violations} == {"node-1", "node-2"}
@@ -33,14 +34,14 @@ def test_violations_on_observed_nodes_fail_and_name_the_unobserved_one() -> None
 
 
 def test_no_violation_on_observed_nodes_is_an_error_not_a_pass() -> None:
-    case = Case(REAL_SERVERS, ServicePortKey("default/web", 80, Protocol.TCP), None)
+    case = Case(REAL_SERVERS, ServicePortKey("default/web", 80, Protocol.TCP))
     result = run_case(case, facts_without_node_3(), DEFAULTS)
     assert result.outcome is Outcome.ERROR
     assert result.reason == "node-3 could not be observed: ssh: connect to host: Connection refused"
 
 
 def test_node_cases_of_the_unobserved_node_error() -> None:
-    case = Case(check_by_id("ipvs-tcpfin-timeout"), "node-3", "node-3")
+    case = Case(check_by_id("ipvs-tcpfin-timeout"), NodeSubject("node-3"))
     result = run_case(case, facts_without_node_3(), DEFAULTS)
     assert result.outcome is Outcome.ERROR
     assert "node-3 could not be observed" in result.reason
@@ -54,7 +55,7 @@ def test_a_malformed_sysctl_value_errors_the_case_naming_the_file() -> None:
     )
     nodes = {**snapshot.nodes, "node-1": replace(node, files={**node.files, "sysctl.txt": sysctl})}
     facts = Facts.from_snapshot(replace(snapshot, nodes=nodes))
-    case = Case(check_by_id("ip-forward-enabled"), "node-1", "node-1")
+    case = Case(check_by_id("ip-forward-enabled"), NodeSubject("node-1"))
     result = run_case(case, facts, DEFAULTS)
     assert result.outcome is Outcome.ERROR
     assert result.reason == (

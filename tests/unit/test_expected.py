@@ -140,7 +140,7 @@ def test_recorded_web_resolves_named_target_port_and_drops_unready(
 
 
 def test_recorded_kube_ipvs0_addresses() -> None:
-    assert expected_cluster_ips(recorded_cluster()) == {
+    assert expected_cluster_ips(recorded_cluster().services) == {
         ip("10.96.0.20"),
         ip("10.96.0.30"),
         ip("10.96.0.40"),
@@ -428,7 +428,7 @@ def test_external_and_load_balancer_addresses_follow_etp() -> None:
     }
     for key in (("TCP", ip("203.0.113.5"), 80), ("TCP", ip("198.51.100.7"), 80), NODE_PORT_KEY):
         assert virtual_services[key].real_servers == rs("10.244.1.10:8080"), key
-    assert expected_cluster_ips(Cluster(services=(service,))) == {
+    assert expected_cluster_ips((service,)) == {
         ip("10.96.0.30"),
         ip("203.0.113.5"),
         ip("198.51.100.7"),
@@ -469,7 +469,7 @@ def test_single_stack_service_ignores_other_family_addresses() -> None:
     service = web_service(external_ips=(ip("2001:db8::5"),))
     virtual_services = expected([service], [], addresses=(ip("192.168.58.11"), ip("fd00:58::11")))
     assert set(virtual_services) == {CLUSTER_IP_KEY, NODE_PORT_KEY}
-    assert expected_cluster_ips(Cluster(services=(service,))) == {ip("10.96.0.30")}
+    assert expected_cluster_ips((service,)) == {ip("10.96.0.30")}
 
 
 @pytest.mark.parametrize(
@@ -488,7 +488,7 @@ def test_single_stack_service_ignores_other_family_addresses() -> None:
 )
 def test_services_kube_proxy_leaves_alone(service: Service) -> None:
     assert expected([service], [web_slice(ON_NODE_1)]) == {}
-    assert expected_cluster_ips(Cluster(services=(service,))) == frozenset()
+    assert expected_cluster_ips((service,)) == frozenset()
 
 
 def test_another_proxys_service_is_explained_not_orphaned() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from vipcheck.checks.base import Check
 from vipcheck.checks.connections import NO_STUCK_SYN_RECV
@@ -22,7 +23,7 @@ from vipcheck.checks.sysctls import (
 from vipcheck.checks.timeouts import TCPFIN_TIMEOUT, TIMEOUTS_MATCH_KUBE_PROXY_CONFIG
 from vipcheck.checks.virtual_servers import NO_ORPHAN_VIRTUAL_SERVERS, VIRTUAL_SERVERS_COMPLETE
 
-CATALOGUE: tuple[Check, ...] = (
+CATALOGUE: tuple[Check[Any], ...] = (
     IPVS_PRESENT,
     REAL_SERVERS_MATCH_ENDPOINTS,
     VIRTUAL_SERVERS_COMPLETE,
@@ -41,12 +42,12 @@ CATALOGUE: tuple[Check, ...] = (
     VIP_HANDSHAKE,
 )
 
-CHECKS_BY_ID: Mapping[str, Check] = MappingProxyType({check.id: check for check in CATALOGUE})
+CHECKS_BY_ID: Mapping[str, Check[Any]] = MappingProxyType({check.id: check for check in CATALOGUE})
 if len(CHECKS_BY_ID) != len(CATALOGUE):
     raise RuntimeError("two checks share an id")
 
 
-def check_by_id(check_id: str) -> Check:
+def check_by_id(check_id: str) -> Check[Any]:
     """The check with this id; an unknown id names the known ones, for a usable error."""
     try:
         return CHECKS_BY_ID[check_id]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
 
-from vipcheck.facts import ClusterFacts, Facts, NodeFacts
-from vipcheck.model.cluster import ServicePortKey
+from vipcheck.facts import Facts, Input
 from vipcheck.settings import Settings
 
 
@@ -19,25 +19,60 @@ class Severity(StrEnum):
     INFO = "info"  # worth knowing; nothing fails because of it
 
 
-class Scope(StrEnum):
-    """What one test item covers, so items grow with services + nodes, not their product."""
+class FindingKind(StrEnum):
+    """What kind of wrong a violation is, so diagnoses and summaries join on it, not on text."""
 
-    SERVICE_PORT = "service port"  # API-vs-datapath: one item per Service port, all nodes
-    NODE = "node"  # one item per node
-    NODE_INTERFACE = "node interface"  # one item per node and relevant interface
-    HANDSHAKE = "TCP Service port, probed"  # one item per TCP Service port, all vantage points
+    IPVS_ABSENT = "ipvs-absent"
+    STALE_REAL_SERVER = "stale-real-server"
+    MISSING_REAL_SERVER = "missing-real-server"
+    READY_REAL_SERVER_AT_WEIGHT_ZERO = "ready-real-server-at-weight-zero"
+    MISSING_VIRTUAL_SERVICE = "missing-virtual-service"
+    WRONG_PERSISTENCE_OR_SCHEDULER = "wrong-persistence-or-scheduler"
+    ORPHAN_VIRTUAL_SERVICE = "orphan-virtual-service"
+    KUBE_IPVS0_MISSING = "kube-ipvs0-missing"
+    KUBE_IPVS0_NOT_DUMMY = "kube-ipvs0-not-dummy"
+    KUBE_IPVS0_MISSING_ADDRESS = "kube-ipvs0-missing-address"
+    KUBE_IPVS0_EXTRA_ADDRESS = "kube-ipvs0-extra-address"
+    TCPFIN_TIMEOUT_TOO_LONG = "tcpfin-timeout-too-long"
+    TIMEOUTS_DIFFER_FROM_CONFIG = "timeouts-differ-from-config"
+    STUCK_SYN_RECV = "stuck-syn-recv"
+    STRICT_RP_FILTER = "strict-rp-filter"
+    WRONG_SYSCTL_VALUE = "wrong-sysctl-value"
+    CONNTRACK_NEARLY_FULL = "conntrack-nearly-full"
+    HANDSHAKE_FAILURE = "handshake-failure"
 
 
 @dataclass(frozen=True, slots=True)
 class Violation:
-    """One thing observed wrong: subject first, observed vs expected, the exact fix, evidence."""
+    """One thing observed wrong: its kind, subject first, observed vs expected, fix, evidence."""
 
+    kind: FindingKind
     subject: str
     node: str | None
     observed: str
     expected: str
     fix: str
     evidence: tuple[str, ...] = ()
+
+
+class Subject(Protocol):
+    """What a check runs over: `str()` is its pytest id, `node` the node it is confined to."""
+
+    @property
+    def node(self) -> str | None: ...
+
+
+S = TypeVar("S", bound=Subject)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSubject:
+    """A node, for checks of one node's state."""
+
+    node: str
+
+    def __str__(self) -> str:
+        return self.node
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +86,31 @@ class InterfaceSubject:
         return f"{self.node}/{self.interface}"
 
 
-ServicePortCheckFn = Callable[[ServicePortKey, Facts, Settings], list[Violation]]
-NodeCheckFn = Callable[[NodeFacts, ClusterFacts, Settings], list[Violation]]
-InterfaceCheckFn = Callable[[InterfaceSubject, NodeFacts, ClusterFacts, Settings], list[Violation]]
+@dataclass(frozen=True, slots=True)
+class Unlisted:
+    """Where subjects could not be listed (the cluster, or one node), and why: one case errors."""
+
+    where: str
+    node: str | None
+    error: Exception
+
+    def __str__(self) -> str:
+        return self.where
 
 
 @dataclass(frozen=True, slots=True)
-class Check:
+class Scope(Generic[S]):
+    """How a check's subjects are listed, so test items grow with services + nodes, not both."""
+
+    name: str  # what one test item covers, as the docs say it
+    subjects: Callable[[Facts], Iterator[S | Unlisted]]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Check(Generic[S]):
     """A catalogue entry: stable id, what it asserts, why (with the reference), the generic fix."""
 
     id: str
@@ -65,9 +118,9 @@ class Check:
     why: str
     fix: str
     severity: Severity
-    scope: Scope
-    inputs: tuple[str, ...]
-    run: ServicePortCheckFn | NodeCheckFn | InterfaceCheckFn
+    scope: Scope[S]
+    inputs: tuple[Input, ...]
+    run: Callable[[S, Facts, Settings], list[Violation]]
 
 
 class NotApplicable(Exception):

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from vipcheck.checks.base import Check, Scope, Severity, Violation
+from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
 from vipcheck.checks.kube_proxy import require_ipvs_mode
-from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
-from vipcheck.model.cluster import Cluster
+from vipcheck.checks.scopes import NODES
+from vipcheck.facts import (
+    ENDPOINT_SLICES,
+    IPVS_CONNECTIONS,
+    KUBE_PROXY,
+    Facts,
+    MissingInput,
+)
+from vipcheck.model.cluster import EndpointSlice
 from vipcheck.model.node import Connection, ConnState, HostPort
 from vipcheck.settings import Settings
 
@@ -15,9 +22,10 @@ EVIDENCE_ROWS = 5
 
 
 def check_no_stuck_syn_recv(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+    subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """A violation per (VIP, destination) with more SYN_RECV entries than tolerated."""
+    node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
     stuck: defaultdict[tuple[HostPort, HostPort], list[Connection]] = defaultdict(list)
     for connection in node.connections:
@@ -29,12 +37,13 @@ def check_no_stuck_syn_recv(
             continue
         violations.append(
             Violation(
+                kind=FindingKind.STUCK_SYN_RECV,
                 subject=f"TCP {virtual} -> {destination}",
                 node=node.name,
                 observed=f"{len(rows)} connection(s) in SYN_RECV: the real server's reply never "
                 f"came back through {node.name}",
                 expected=f"at most {settings.syn_recv_max} in SYN_RECV",
-                fix=f"{_where(cluster, destination)} may drop the SYN (strict rp_filter on "
+                fix=f"{_where(facts, destination)} may drop the SYN (strict rp_filter on "
                 "its tunnel: sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.tunl0.rp_filter), "
                 f"or {destination} does not answer: from {node.name} try "
                 f"`nc -vz -w 2 {destination.address} {destination.port}`; also check that "
@@ -45,21 +54,21 @@ def check_no_stuck_syn_recv(
     return violations
 
 
-def _where(cluster: ClusterFacts, destination: HostPort) -> str:
+def _where(facts: Facts, destination: HostPort) -> str:
     """The node running the destination pod, per the EndpointSlices, for the fix text."""
     try:
-        node = _endpoint_node(cluster.cluster, destination)
+        node = _endpoint_node(facts.cluster.endpoint_slices, destination)
     except MissingInput:
         node = None
     return f"{node}, which runs {destination.address}," if node else "the destination's node"
 
 
-def _endpoint_node(cluster: Cluster, destination: HostPort) -> str | None:
+def _endpoint_node(slices: tuple[EndpointSlice, ...], destination: HostPort) -> str | None:
     """EndpointSlice nodeName of the endpoint with this address, if any slice lists it."""
     return next(
         (
             endpoint.node_name
-            for endpoint_slice in cluster.endpoint_slices
+            for endpoint_slice in slices
             for endpoint in endpoint_slice.endpoints
             if destination.address in endpoint.addresses and endpoint.node_name
         ),
@@ -81,7 +90,7 @@ NO_STUCK_SYN_RECV = Check(
         "allow FORWARD, check masquerade rules, and that the backend answers."
     ),
     severity=Severity.CRITICAL,
-    scope=Scope.NODE,
-    inputs=("kube-proxy.json", "endpointslices.json", "ip_vs_conn.txt", "ipvsadm-Lnc.txt"),
+    scope=NODES,
+    inputs=(KUBE_PROXY, IPVS_CONNECTIONS, ENDPOINT_SLICES),
     run=check_no_stuck_syn_recv,
 )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from vipcheck.checks import CATALOGUE
 from vipcheck.checks.base import Check
+from vipcheck.facts import Input
 from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES, PROBE_DIR, PROBE_FILES
 
 DEFAULT_OUTPUT = Path("docs") / "checks.md"
@@ -16,9 +18,10 @@ HEADER = """\
 
 Generated from `vipcheck.checks.CATALOGUE` by `python -m vipcheck.checks.docs`; do not edit by hand.
 
-Each check names the snapshot files it reads (see docs/design.md, "The snapshot directory").
-A check whose input is missing is skipped with the file and the command that produces it;
-alternatives for one fact (`ipvsadm-Ln.txt` or `proc-ip_vs.txt`) are both listed.
+Each check names the snapshot files it reads, including those it reads to list its subjects (see
+[snapshot.md](snapshot.md) for the layout). A check whose input is missing is skipped with the file
+and the command that produces it; alternatives for one fact are read in the order listed, the first
+present wins (`ipvsadm-Ln.txt` or `proc-ip_vs.txt`).
 """
 
 
@@ -27,9 +30,9 @@ def render_catalogue() -> str:
     return HEADER + "".join(_section(check) for check in CATALOGUE)
 
 
-def _section(check: Check) -> str:
+def _section(check: Check[Any]) -> str:
     """One check's id, title, severity, scope, inputs with their commands, why and fix."""
-    inputs = "\n".join(f"  - {_input(name)}" for name in check.inputs)
+    inputs = "\n".join(f"  - {_alternatives(each)}" for each in check.inputs)
     return (
         f"\n## `{check.id}`\n\n"
         f"{check.title}.\n\n"
@@ -41,14 +44,19 @@ def _section(check: Check) -> str:
     )
 
 
+def _alternatives(each: Input) -> str:
+    """One input: its file, or its alternative files joined by `or`."""
+    return " or ".join(_input(name) for name in each.files)
+
+
 def _input(name: str) -> str:
     """A snapshot file with where it lives and the command that produces it."""
     if name in CLUSTER_FILES:
-        return f"`cluster/{name}`: `{CLUSTER_FILES[name]}`"
+        return f"`cluster/{name}` (`{CLUSTER_FILES[name]}`)"
     probe_file = name.removeprefix(f"{PROBE_DIR}/")
     if probe_file in PROBE_FILES:
-        return f"`{name}`: {PROBE_FILES[probe_file]} (docs/probe.md)"
-    return f"`nodes/<node>/{name}`: `{NODE_FILES[name]}` on the node"
+        return f"`{name}` ({PROBE_FILES[probe_file]}, [probe.md](probe.md))"
+    return f"`nodes/<node>/{name}` (`{NODE_FILES[name]}` on the node)"
 
 
 def main(argv: list[str] | None = None) -> int:

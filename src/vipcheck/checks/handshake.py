@@ -8,16 +8,27 @@ from dataclasses import dataclass
 
 from vipcheck.checks.base import (
     Check,
+    FindingKind,
     InterfaceSubject,
     NotApplicable,
-    Scope,
     Severity,
     Violation,
 )
-from vipcheck.checks.real_servers import check_real_servers_match_endpoints
-from vipcheck.checks.rp_filter import check_rp_filter
-from vipcheck.checks.subjects import rp_filter_interfaces
-from vipcheck.facts import Facts, MissingInput, Unobserved
+from vipcheck.checks.real_servers import (
+    REAL_SERVERS_MATCH_ENDPOINTS,
+    check_real_servers_match_endpoints,
+)
+from vipcheck.checks.rp_filter import RP_FILTER_NOT_STRICT, check_rp_filter, rp_filter_interfaces
+from vipcheck.checks.scopes import TCP_SERVICE_PORTS
+from vipcheck.facts import (
+    CONNECTIONS_AFTER_PROBES,
+    PROBE_PLAN_INPUT,
+    PROBE_REAL_SERVER_OUTPUT,
+    PROBE_VIP_OUTPUT,
+    Facts,
+    MissingInput,
+    Unobserved,
+)
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import Connection, ConnState, HostPort
 from vipcheck.model.probe import (
@@ -52,7 +63,7 @@ class _Server:
 
 @dataclass(frozen=True, slots=True)
 class _Cause:
-    """The most likely cause of a failure, its fix, and the check that knows more."""
+    """The most likely cause of a failure, naming the check that knows more, and its fix."""
 
     text: str
     fix: str
@@ -116,6 +127,7 @@ def _violation(
     evidence += [f"[ipvs-real-servers-match-endpoints] {v.node}: {v.observed}" for v in stale]
     evidence += [f"[rp-filter-not-strict] {v.node}/{v.subject}: {v.observed}" for v in strict]
     return Violation(
+        kind=FindingKind.HANDSHAKE_FAILURE,
         subject=f"{target.kind.value} {target.address} from {target.vantage}",
         node=target.vantage,
         observed=observed,
@@ -296,7 +308,7 @@ def _stale_hints(subject: ServicePortKey, facts: Facts, settings: Settings) -> l
         found = check_real_servers_match_endpoints(subject, facts, settings)
     except _READ_ERRORS:
         return []
-    return [v for v in found if "stale" in v.observed]
+    return [v for v in found if v.kind is FindingKind.STALE_REAL_SERVER]
 
 
 def _rp_filter_hints(
@@ -309,13 +321,11 @@ def _rp_filter_hints(
         if node is None:
             continue
         try:
-            interfaces = rp_filter_interfaces(node, facts.cluster)
-            for interface in interfaces:
-                subject = InterfaceSubject(name, interface)
-                hints += check_rp_filter(subject, node, facts.cluster, settings)
+            for interface in rp_filter_interfaces(node, facts.cluster):
+                hints += check_rp_filter(InterfaceSubject(name, interface), facts, settings)
         except _READ_ERRORS:
             continue
-    return hints
+    return [v for v in hints if v.kind is FindingKind.STRICT_RP_FILTER]
 
 
 def _all_connected(attempts: Iterable[Attempt]) -> bool:
@@ -349,14 +359,15 @@ VIP_HANDSHAKE = Check(
         "lists every attempt and each real server probed directly."
     ),
     severity=Severity.CRITICAL,
-    scope=Scope.HANDSHAKE,
+    scope=TCP_SERVICE_PORTS,
+    # Besides the probes, the hints it joins: stale real servers, strict rp_filter, SYN_RECV.
     inputs=(
-        "probes/plan.json",
-        "probes/<vantage>/vip.txt",
-        "probes/<vantage>/real-server.txt",
-        "services.json",
-        "endpointslices.json",
-        "nodes.json",
+        PROBE_PLAN_INPUT,
+        PROBE_VIP_OUTPUT,
+        PROBE_REAL_SERVER_OUTPUT,
+        *REAL_SERVERS_MATCH_ENDPOINTS.inputs,
+        *(i for i in RP_FILTER_NOT_STRICT.inputs if i not in REAL_SERVERS_MATCH_ENDPOINTS.inputs),
+        CONNECTIONS_AFTER_PROBES,
     ),
     run=check_vip_handshake,
 )

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from vipcheck.checks.base import Check, Scope, Severity, Violation
-from vipcheck.checks.kube_proxy import require_ipvs_mode, restart_kube_proxy
-from vipcheck.checks.subjects import KUBE_IPVS0
+from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
+from vipcheck.checks.kube_proxy import KUBE_IPVS0, require_ipvs_mode, restart_kube_proxy
+from vipcheck.checks.scopes import NODES
 from vipcheck.expected import expected_cluster_ips
-from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
+from vipcheck.facts import IP_ADDR, IP_LINK, KUBE_PROXY, SERVICES, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import IPAddress
 from vipcheck.model.node import Interface, IPInterface
 from vipcheck.settings import Settings
 
 
 def check_kube_ipvs0_holds_service_ips(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+    subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """kube-ipvs0 exists as a dummy and carries every ClusterIP, externalIP and LB IP."""
+    node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
-    expected = expected_cluster_ips(cluster.cluster)
+    expected = expected_cluster_ips(cluster.services)
     device = node.interfaces.get(KUBE_IPVS0)
     restart = f"on {node.name}: restart kube-proxy to recreate it: {restart_kube_proxy(node.name)}"
     if device is None:
         return [
             Violation(
+                kind=FindingKind.KUBE_IPVS0_MISSING,
                 subject=KUBE_IPVS0,
                 node=node.name,
                 observed="no kube-ipvs0 interface",
@@ -36,6 +38,7 @@ def check_kube_ipvs0_holds_service_ips(
     if device.kind is not None and device.kind != "dummy":
         violations.append(
             Violation(
+                kind=FindingKind.KUBE_IPVS0_NOT_DUMMY,
                 subject=KUBE_IPVS0,
                 node=node.name,
                 observed=f"kube-ipvs0 is a {device.kind} device",
@@ -48,6 +51,7 @@ def check_kube_ipvs0_holds_service_ips(
     if missing:
         violations.append(
             Violation(
+                kind=FindingKind.KUBE_IPVS0_MISSING_ADDRESS,
                 subject=KUBE_IPVS0,
                 node=node.name,
                 observed=f"kube-ipvs0 lacks {_listed(missing)}, so the node does not accept "
@@ -65,16 +69,18 @@ def check_kube_ipvs0_holds_service_ips(
 
 
 def check_kube_ipvs0_no_stale_addresses(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+    subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """A violation per kube-ipvs0 address no Service has: the node answers it locally, to nobody."""
+    node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
-    expected = expected_cluster_ips(cluster.cluster)
+    expected = expected_cluster_ips(cluster.services)
     device = node.interfaces.get(KUBE_IPVS0)
     if device is None:
         return []  # kube-ipvs0-holds-service-ips reports the missing device
     return [
         Violation(
+            kind=FindingKind.KUBE_IPVS0_EXTRA_ADDRESS,
             subject=f"{KUBE_IPVS0} {address}",
             node=node.name,
             observed=f"{address} is bound to kube-ipvs0 but no Service has it: the node takes "
@@ -99,7 +105,7 @@ def _listed(addresses: Collection[IPAddress]) -> str:
     return ", ".join(sorted(map(str, addresses))) or "no Service address"
 
 
-INPUTS = ("services.json", "endpointslices.json", "kube-proxy.json", "ip-addr.json", "ip-link.json")
+INPUTS = (KUBE_PROXY, SERVICES, IP_ADDR, IP_LINK)
 
 KUBE_IPVS0_HOLDS_SERVICE_IPS = Check(
     id="kube-ipvs0-holds-service-ips",
@@ -111,7 +117,7 @@ KUBE_IPVS0_HOLDS_SERVICE_IPS = Check(
     ),
     fix="Restart kube-proxy on the node; it recreates kube-ipvs0 and rebinds the VIPs.",
     severity=Severity.CRITICAL,
-    scope=Scope.NODE,
+    scope=NODES,
     inputs=INPUTS,
     run=check_kube_ipvs0_holds_service_ips,
 )
@@ -125,7 +131,7 @@ KUBE_IPVS0_NO_STALE_ADDRESSES = Check(
     ),
     fix="`ip addr del ADDRESS/32 dev kube-ipvs0` on the node, or restart kube-proxy there.",
     severity=Severity.WARNING,
-    scope=Scope.NODE,
+    scope=NODES,
     inputs=INPUTS,
     run=check_kube_ipvs0_no_stale_addresses,
 )

@@ -1,11 +1,14 @@
-"""What the IPVS checks share about kube-proxy: whether IPVS applies, how to make it resync."""
+"""What the IPVS checks share about kube-proxy: whether IPVS applies, what it programs, resyncs."""
 
 from __future__ import annotations
 
 from vipcheck.checks.base import NotApplicable
-from vipcheck.facts import ClusterFacts
-from vipcheck.model.cluster import ProxyMode
+from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
+from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
+from vipcheck.model.cluster import Cluster, IPAddress, Node, ProxyMode, ServicePortKey
 from vipcheck.model.node import Protocol
+
+KUBE_IPVS0 = "kube-ipvs0"
 
 
 def require_ipvs_mode(cluster: ClusterFacts) -> None:
@@ -26,3 +29,38 @@ def restart_kube_proxy(node: str) -> str:
 def ipvsadm_service_option(protocol: Protocol) -> str:
     """ipvsadm's option naming a virtual service of this protocol (-t, -u, --sctp-service)."""
     return {Protocol.TCP: "-t", Protocol.UDP: "-u", Protocol.SCTP: "--sctp-service"}[protocol]
+
+
+def expected_for_port(
+    cluster: Cluster, node: NodeFacts, subject: ServicePortKey
+) -> list[ExpectedVirtualService]:
+    """The VSs a correct kube-proxy keeps on the node for this one Service port."""
+    return [
+        expected
+        for expected in expected_virtual_services(
+            cluster, node.name, node_port_candidates(node, cluster.node(node.name))
+        )
+        if expected.port_key == subject
+    ]
+
+
+def node_port_candidates(node: NodeFacts, node_object: Node | None) -> tuple[IPAddress, ...]:
+    """The node's own addresses outside kube-ipvs0 (kube-proxy's NodePort candidates).
+
+    Without `ip -j addr` the Node object's addresses stand in, so ClusterIP checks still run.
+    """
+    try:
+        interfaces = node.interfaces
+    except MissingInput:
+        if node_object is None:
+            raise
+        return (*node_object.internal_ips, *node_object.external_ips)
+    if interfaces.addr_source is None and node_object is not None:
+        return (*node_object.internal_ips, *node_object.external_ips)
+    return tuple(
+        address.ip
+        for interface in interfaces
+        if interface.name != KUBE_IPVS0
+        for address in interface.addresses or ()
+        if not address.ip.is_loopback and not (address.version == 6 and address.ip.is_link_local)
+    )

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from vipcheck.checks.base import Check, NotApplicable, Scope, Severity, Violation
+from vipcheck.checks.base import (
+    Check,
+    FindingKind,
+    NodeSubject,
+    NotApplicable,
+    Severity,
+    Violation,
+)
 from vipcheck.checks.kube_proxy import restart_kube_proxy
-from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
+from vipcheck.checks.scopes import NODES
+from vipcheck.facts import IPVS_TABLE, KUBE_PROXY, Facts, MissingInput
 from vipcheck.model.cluster import ProxyMode
 from vipcheck.settings import Settings
 
 
-def check_ipvs_present(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
-) -> list[Violation]:
+def check_ipvs_present(subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
     """With mode ipvs the node has an IPVS table; a file merely not gathered skips, not fails."""
+    node, cluster = facts.nodes[subject.node], facts.cluster
     config = cluster.kube_proxy
     if config.mode is not ProxyMode.IPVS:
         raise NotApplicable(f"kube-proxy mode is {config.mode}: no IPVS table expected")
@@ -25,6 +32,7 @@ def check_ipvs_present(
         modules = " ".join(dict.fromkeys(("ip_vs", *(f"ip_vs_{name}" for name in schedulers))))
         return [
             Violation(
+                kind=FindingKind.IPVS_ABSENT,
                 subject="IPVS",
                 node=node.name,
                 observed="kube-proxy mode is ipvs but the node has no IPVS (ip_vs not loaded?); "
@@ -49,7 +57,7 @@ IPVS_PRESENT = Check(
     fix="`modprobe -a ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh nf_conntrack`, persist them in "
     "/etc/modules-load.d/ipvs.conf, and restart kube-proxy.",
     severity=Severity.CRITICAL,
-    scope=Scope.NODE,
-    inputs=("kube-proxy.json", "ipvsadm-Ln.txt", "proc-ip_vs.txt"),
+    scope=NODES,
+    inputs=(KUBE_PROXY, IPVS_TABLE),
     run=check_ipvs_present,
 )

@@ -2,76 +2,103 @@
 
 from __future__ import annotations
 
-from vipcheck.checks.base import Check, Scope, Severity, Violation
-from vipcheck.checks.kube_proxy import ipvsadm_service_option, require_ipvs_mode, restart_kube_proxy
-from vipcheck.checks.subjects import expected_for_port
+from dataclasses import dataclass
+
+from vipcheck.checks.base import Check, FindingKind, Severity, Violation
+from vipcheck.checks.kube_proxy import (
+    expected_for_port,
+    ipvsadm_service_option,
+    require_ipvs_mode,
+    restart_kube_proxy,
+)
+from vipcheck.checks.scopes import SERVICE_PORTS
 from vipcheck.expected import ExpectedVirtualService
-from vipcheck.facts import Facts
+from vipcheck.facts import (
+    ENDPOINT_SLICES,
+    IP_ADDR,
+    IP_LINK,
+    IPVS_TABLE,
+    KUBE_PROXY,
+    NODE_OBJECTS,
+    SERVICES,
+    Facts,
+)
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort, Protocol, RealServer, VirtualService
 from vipcheck.settings import Settings
 
 
+@dataclass(frozen=True, slots=True)
+class _Mismatch:
+    """One real server wrong in one VS, and the ipvsadm command that repairs it."""
+
+    kind: FindingKind
+    text: str
+    command: str
+
+
 def check_real_servers_match_endpoints(
     subject: ServicePortKey, facts: Facts, settings: Settings
 ) -> list[Violation]:
-    """One violation per node whose real servers at weight > 0 differ from the usable endpoints."""
+    """A violation per node, VS and real server at weight > 0 that is not a usable endpoint."""
     require_ipvs_mode(facts.cluster)
     cluster = facts.cluster.cluster
     violations = []
     for name, node in facts.nodes.items():
-        findings: list[str] = []
-        commands: list[str] = []
-        evidence: list[str] = []
-        expected_here = expected_for_port(cluster, node, subject)
-        for expected in expected_here:
+        for expected in expected_for_port(cluster, node, subject):
             observed = node.ipvs.get(expected.key)
             if observed is None:
                 continue  # ipvs-virtual-servers-complete reports a missing VS
-            vs_findings, vs_commands = _compare(expected, observed)
-            if vs_findings:
-                findings.append(f"{observed.name}: {'; '.join(vs_findings)}")
-                commands.extend(vs_commands)
-                evidence.extend(_raw_lines(observed))
-        if findings:
-            violations.append(
+            violations += [
                 Violation(
+                    kind=mismatch.kind,
                     subject=str(subject),
                     node=name,
-                    observed=" | ".join(findings),
-                    expected=_expected_text(expected_here),
-                    fix=f"on {name}: {'; '.join(commands)}; then restart kube-proxy there: "
+                    observed=f"{observed.name}: {mismatch.text}",
+                    expected=_expected_text(expected),
+                    fix=f"on {name}: {mismatch.command}; then restart kube-proxy there: "
                     f"{restart_kube_proxy(name)}",
-                    evidence=tuple(evidence),
+                    evidence=tuple(_raw_lines(observed)),
                 )
-            )
+                for mismatch in _compare(expected, observed)
+            ]
     return violations
 
 
-def _compare(
-    expected: ExpectedVirtualService, observed: VirtualService
-) -> tuple[list[str], list[str]]:
-    """What is wrong with one VS's real servers, and the ipvsadm commands that repair it."""
-    findings: list[str] = []
-    commands: list[str] = []
+def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list[_Mismatch]:
+    """What is wrong with one VS's real servers, each with the command that repairs it."""
+    mismatches: list[_Mismatch] = []
     service = f"{ipvsadm_service_option(expected.protocol)} {_address(expected)}"
     present = {HostPort(*rs.key) for rs in observed.real_servers}
     for rs in observed.real_servers:
         endpoint = HostPort(*rs.key)
         if endpoint in expected.real_servers:
             if rs.weight == 0:
-                findings.append(
-                    f"{rs.name} has weight 0 but its endpoint is ready "
-                    "(graceful-termination state lost by a kube-proxy restart, #92019)"
+                mismatches.append(
+                    _Mismatch(
+                        FindingKind.READY_REAL_SERVER_AT_WEIGHT_ZERO,
+                        f"{rs.name} has weight 0 but its endpoint is ready "
+                        "(graceful-termination state lost by a kube-proxy restart, #92019)",
+                        f"ipvsadm -e {service} -r {rs.name} -m -w 1",
+                    )
                 )
-                commands.append(f"ipvsadm -e {service} -r {rs.name} -m -w 1")
         elif not _gracefully_terminating(rs, expected.protocol):
-            findings.append(_stale_text(rs, expected))
-            commands.append(f"ipvsadm -d {service} -r {rs.name}")
-    for endpoint in sorted(expected.real_servers - present, key=str):
-        findings.append(f"missing: {endpoint} is a ready endpoint but no real server")
-        commands.append(f"ipvsadm -a {service} -r {endpoint} -m -w 1")
-    return findings, commands
+            mismatches.append(
+                _Mismatch(
+                    FindingKind.STALE_REAL_SERVER,
+                    _stale_text(rs, expected),
+                    f"ipvsadm -d {service} -r {rs.name}",
+                )
+            )
+    mismatches += [
+        _Mismatch(
+            FindingKind.MISSING_REAL_SERVER,
+            f"missing: {endpoint} is a ready endpoint but no real server",
+            f"ipvsadm -a {service} -r {endpoint} -m -w 1",
+        )
+        for endpoint in sorted(expected.real_servers - present, key=str)
+    ]
+    return mismatches
 
 
 def _gracefully_terminating(rs: RealServer, protocol: Protocol) -> bool:
@@ -91,12 +118,10 @@ def _stale_text(rs: RealServer, expected: ExpectedVirtualService) -> str:
     return text
 
 
-def _expected_text(expected: list[ExpectedVirtualService]) -> str:
-    """Each VS with the real servers it should have at weight > 0."""
-    return " | ".join(
-        f"{vs.protocol.value} {_address(vs)}: weight > 0 on exactly "
-        + (", ".join(sorted(map(str, vs.real_servers))) or "none (no usable endpoint)")
-        for vs in expected
+def _expected_text(vs: ExpectedVirtualService) -> str:
+    """The VS with the real servers it should have at weight > 0."""
+    return f"{vs.protocol.value} {_address(vs)}: weight > 0 on exactly " + (
+        ", ".join(sorted(map(str, vs.real_servers))) or "none (no usable endpoint)"
     )
 
 
@@ -126,15 +151,7 @@ REAL_SERVERS_MATCH_ENDPOINTS = Check(
         "with `ipvsadm -d -t|-u VIP:PORT -r RIP:RPORT`, and upgrade kube-proxy."
     ),
     severity=Severity.CRITICAL,
-    scope=Scope.SERVICE_PORT,
-    inputs=(
-        "services.json",
-        "endpointslices.json",
-        "nodes.json",
-        "kube-proxy.json",
-        "ipvsadm-Ln.txt",
-        "proc-ip_vs.txt",
-        "ip-addr.json",
-    ),
+    scope=SERVICE_PORTS,
+    inputs=(SERVICES, ENDPOINT_SLICES, NODE_OBJECTS, KUBE_PROXY, IPVS_TABLE, IP_ADDR, IP_LINK),
     run=check_real_servers_match_endpoints,
 )

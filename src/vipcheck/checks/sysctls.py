@@ -5,9 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from vipcheck.checks.base import Check, NotApplicable, Scope, Severity, Violation
+from vipcheck.checks.base import (
+    Check,
+    FindingKind,
+    NodeSubject,
+    NotApplicable,
+    Severity,
+    Violation,
+)
 from vipcheck.checks.kube_proxy import require_ipvs_mode, restart_kube_proxy
-from vipcheck.facts import ClusterFacts, NodeFacts
+from vipcheck.checks.scopes import NODES
+from vipcheck.facts import KERNEL_RELEASE, KUBE_PROXY, SYSCTLS, Facts
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
 
@@ -29,10 +37,9 @@ class SysctlEquals:
     value: int
     ipvs_only: bool
 
-    def __call__(
-        self, node: NodeFacts, cluster: ClusterFacts, settings: Settings
-    ) -> list[Violation]:
+    def __call__(self, subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
         """A violation when the key has another value; skipped when the kernel lacks the key."""
+        node, cluster = facts.nodes[subject.node], facts.cluster
         if self.ipvs_only:
             require_ipvs_mode(cluster)
         observed = node.sysctls.int_value(self.key)
@@ -42,6 +49,7 @@ class SysctlEquals:
             return []
         return [
             Violation(
+                kind=FindingKind.WRONG_SYSCTL_VALUE,
                 subject=self.key,
                 node=node.name,
                 observed=f"{self.key} = {observed}",
@@ -54,15 +62,17 @@ class SysctlEquals:
 
 
 def check_tcp_tw_recycle_off(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+    subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """tcp_tw_recycle is gone (kernel >= 4.12) or 0."""
+    node = facts.nodes[subject.node]
     value = node.sysctls.int_value(TW_RECYCLE)
     if not value:
         return []
     timestamps = node.sysctls.get("net.ipv4.tcp_timestamps")
     return [
         Violation(
+            kind=FindingKind.WRONG_SYSCTL_VALUE,
             subject=TW_RECYCLE,
             node=node.name,
             observed=f"{TW_RECYCLE} = {value} (net.ipv4.tcp_timestamps = {timestamps}): SYNs from "
@@ -76,9 +86,10 @@ def check_tcp_tw_recycle_off(
 
 
 def check_conn_reuse_mode(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+    subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """conn_reuse_mode is 0 on kernels 4.1 to 5.8 (kube-proxy's choice) and 1 from 5.9."""
+    node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
     release = node.kernel_release
     version = kernel_version(release, f"nodes/{node.name}/uname.txt")
@@ -106,6 +117,7 @@ def check_conn_reuse_mode(
         )
     return [
         Violation(
+            kind=FindingKind.WRONG_SYSCTL_VALUE,
             subject=CONN_REUSE_MODE,
             node=node.name,
             observed=f"{CONN_REUSE_MODE} = {value} on {kernel}: {consequence}",
@@ -127,9 +139,10 @@ def kernel_version(release: str, source: str) -> tuple[int, int]:
 
 
 def check_conntrack_headroom(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+    subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """The conntrack table is below the configured share of nf_conntrack_max."""
+    node = facts.nodes[subject.node]
     count = node.sysctls.int_value(CONNTRACK_COUNT)
     maximum = node.sysctls.int_value(CONNTRACK_MAX)
     if count is None or maximum is None:
@@ -140,6 +153,7 @@ def check_conntrack_headroom(
     usage = f"{count * 100 / maximum:.0f}%" if maximum > 0 else "a table of size 0"
     return [
         Violation(
+            kind=FindingKind.CONNTRACK_NEARLY_FULL,
             subject="nf_conntrack",
             node=node.name,
             observed=f"{count} of {maximum} entries in use ({usage})",
@@ -163,8 +177,8 @@ TCP_TW_RECYCLE_OFF = Check(
     fix="`sysctl -w net.ipv4.tcp_tw_recycle=0` and remove it from /etc/sysctl.conf and "
     "/etc/sysctl.d.",
     severity=Severity.CRITICAL,
-    scope=Scope.NODE,
-    inputs=("sysctl.txt",),
+    scope=NODES,
+    inputs=(SYSCTLS,),
     run=check_tcp_tw_recycle_off,
 )
 
@@ -180,8 +194,8 @@ CONN_REUSE_MODE_CHECK = Check(
     fix="On kernel >= 5.9 `sysctl -w net.ipv4.vs.conn_reuse_mode=1`; on older kernels keep 0, "
     "and upgrade the kernel.",
     severity=Severity.WARNING,
-    scope=Scope.NODE,
-    inputs=("kube-proxy.json", "sysctl.txt", "uname.txt"),
+    scope=NODES,
+    inputs=(KUBE_PROXY, SYSCTLS, KERNEL_RELEASE),
     run=check_conn_reuse_mode,
 )
 
@@ -195,8 +209,8 @@ EXPIRE_NODEST_CONN = Check(
     ),
     fix="`sysctl -w net.ipv4.vs.expire_nodest_conn=1`, persist it, and restart kube-proxy.",
     severity=Severity.WARNING,
-    scope=Scope.NODE,
-    inputs=("kube-proxy.json", "sysctl.txt"),
+    scope=NODES,
+    inputs=(KUBE_PROXY, SYSCTLS),
     run=SysctlEquals("net.ipv4.vs.expire_nodest_conn", 1, ipvs_only=True),
 )
 
@@ -210,8 +224,8 @@ IP_FORWARD_ENABLED = Check(
     fix="`sysctl -w net.ipv4.ip_forward=1`, persist it in /etc/sysctl.d, and restart kube-proxy; "
     "writing it resets per-interface settings such as rp_filter, so recheck those after.",
     severity=Severity.CRITICAL,
-    scope=Scope.NODE,
-    inputs=("sysctl.txt",),
+    scope=NODES,
+    inputs=(SYSCTLS,),
     run=SysctlEquals("net.ipv4.ip_forward", 1, ipvs_only=False),
 )
 
@@ -225,7 +239,7 @@ CONNTRACK_HEADROOM = Check(
     fix="Raise conntrack.maxPerCore / conntrack.min in the kube-proxy ConfigMap and restart "
     "kube-proxy; check the conntrack timeouts.",
     severity=Severity.WARNING,
-    scope=Scope.NODE,
-    inputs=("sysctl.txt",),
+    scope=NODES,
+    inputs=(SYSCTLS,),
     run=check_conntrack_headroom,
 )

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from vipcheck.checks.base import Check, NotApplicable, Scope, Severity, Violation
+from vipcheck.checks.base import (
+    Check,
+    FindingKind,
+    NodeSubject,
+    NotApplicable,
+    Severity,
+    Violation,
+)
 from vipcheck.checks.kube_proxy import require_ipvs_mode, restart_kube_proxy
-from vipcheck.facts import ClusterFacts, NodeFacts
+from vipcheck.checks.scopes import NODES
+from vipcheck.facts import IPVS_TIMEOUTS, KUBE_PROXY, Facts
 from vipcheck.model.node import IpvsTimeouts
 from vipcheck.settings import Settings
 
 EDIT_CONFIG = "kubectl -n kube-system edit configmap kube-proxy"
 
 
-def check_tcpfin_timeout(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
-) -> list[Violation]:
+def check_tcpfin_timeout(subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
     """The IPVS FIN_WAIT timer is at most the configured maximum."""
+    node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
     timeouts = node.timeouts
     limit = settings.tcpfin_timeout_max_s
@@ -22,6 +29,7 @@ def check_tcpfin_timeout(
         return []
     return [
         Violation(
+            kind=FindingKind.TCPFIN_TIMEOUT_TOO_LONG,
             subject="IPVS tcpfin timeout",
             node=node.name,
             observed=f"tcpfin {timeouts.tcp_fin} s: closing connections hold an IPVS entry in "
@@ -36,9 +44,10 @@ def check_tcpfin_timeout(
 
 
 def check_timeouts_match_kube_proxy_config(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+    subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """Each timeout kube-proxy's config sets (non-zero) is what the node's IPVS uses."""
+    node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
     config = cluster.kube_proxy_or_none
     if config is None:
@@ -58,6 +67,7 @@ def check_timeouts_match_kube_proxy_config(
     set_args = " ".join(str(wanted.get(field, 0)) for field, _, _ in configured)
     return [
         Violation(
+            kind=FindingKind.TIMEOUTS_DIFFER_FROM_CONFIG,
             subject="IPVS timeouts",
             node=node.name,
             observed=", ".join(f"{field} {have} s" for field, _, have in wrong),
@@ -92,8 +102,8 @@ TCPFIN_TIMEOUT = Check(
         "`ipvsadm --set 0 30 0` is a stop-gap (0 leaves a value unchanged)."
     ),
     severity=Severity.WARNING,
-    scope=Scope.NODE,
-    inputs=("kube-proxy.json", "ipvsadm-timeout.txt"),
+    scope=NODES,
+    inputs=(KUBE_PROXY, IPVS_TIMEOUTS),
     run=check_tcpfin_timeout,
 )
 
@@ -110,7 +120,7 @@ TIMEOUTS_MATCH_KUBE_PROXY_CONFIG = Check(
         "node; find what else runs `ipvsadm --set`."
     ),
     severity=Severity.WARNING,
-    scope=Scope.NODE,
-    inputs=("kube-proxy.json", "ipvsadm-timeout.txt"),
+    scope=NODES,
+    inputs=(KUBE_PROXY, IPVS_TIMEOUTS),
     run=check_timeouts_match_kube_proxy_config,
 )

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from vipcheck.checks.base import Check, Scope, Severity, Violation
-from vipcheck.checks.kube_proxy import ipvsadm_service_option, require_ipvs_mode, restart_kube_proxy
-from vipcheck.checks.subjects import expected_for_port
+from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
+from vipcheck.checks.kube_proxy import (
+    expected_for_port,
+    ipvsadm_service_option,
+    require_ipvs_mode,
+    restart_kube_proxy,
+)
+from vipcheck.checks.scopes import NODES, SERVICE_PORTS
 from vipcheck.expected import ExpectedVirtualService, explain_virtual_services
-from vipcheck.facts import ClusterFacts, Facts, NodeFacts
-from vipcheck.model.cluster import ServicePortKey
+from vipcheck.facts import (
+    ENDPOINT_SLICES,
+    IP_ADDR,
+    IP_LINK,
+    IPVS_TABLE,
+    KUBE_PROXY,
+    NODE_OBJECTS,
+    SERVICES,
+    Facts,
+)
+from vipcheck.model.cluster import Cluster, ServicePortKey
 from vipcheck.model.node import HostPort, VirtualService
 from vipcheck.settings import Settings
 
@@ -15,38 +29,42 @@ from vipcheck.settings import Settings
 def check_virtual_servers_complete(
     subject: ServicePortKey, facts: Facts, settings: Settings
 ) -> list[Violation]:
-    """One violation per node missing a VS of the port, or with wrong persistence or scheduler."""
+    """A violation per node and VS of the port: missing, or wrong persistence or scheduler."""
     require_ipvs_mode(facts.cluster)
     cluster = facts.cluster.cluster
     violations = []
     for name, node in facts.nodes.items():
-        expected_here = expected_for_port(cluster, node, subject)
-        findings: list[str] = []
-        commands: list[str] = []
-        evidence: list[str] = []
-        for expected in expected_here:
+        restart = (
+            f"restart kube-proxy there and read its log for bind or ipset errors: "
+            f"{restart_kube_proxy(name)}"
+        )
+        for expected in expected_for_port(cluster, node, subject):
             observed = node.ipvs.get(expected.key)
             if observed is None:
-                findings.append(f"missing {_name(expected)} ({expected.kind})")
+                violations.append(
+                    Violation(
+                        kind=FindingKind.MISSING_VIRTUAL_SERVICE,
+                        subject=str(subject),
+                        node=name,
+                        observed=f"missing {_name(expected)} ({expected.kind})",
+                        expected=_expected_text(expected),
+                        fix=f"on {name}: {restart}",
+                    )
+                )
                 continue
             wrong = _attribute_mismatches(expected, observed)
             if wrong:
-                findings.append(f"{observed.name}: {', '.join(wrong)}")
-                commands.append(_edit_command(expected))
-                evidence.append(observed.raw)
-        if findings:
-            repair = f"{'; '.join(commands)}; or " if commands else ""
-            violations.append(
-                Violation(
-                    subject=str(subject),
-                    node=name,
-                    observed="; ".join(findings),
-                    expected="; ".join(_expected_text(vs) for vs in expected_here),
-                    fix=f"on {name}: {repair}restart kube-proxy there and read its log for bind "
-                    f"or ipset errors: {restart_kube_proxy(name)}",
-                    evidence=tuple(evidence),
+                violations.append(
+                    Violation(
+                        kind=FindingKind.WRONG_PERSISTENCE_OR_SCHEDULER,
+                        subject=str(subject),
+                        node=name,
+                        observed=f"{observed.name}: {', '.join(wrong)}",
+                        expected=_expected_text(expected),
+                        fix=f"on {name}: {_edit_command(expected)}; or {restart}",
+                        evidence=(observed.raw,),
+                    )
                 )
-            )
     return violations
 
 
@@ -88,11 +106,15 @@ def _expected_text(expected: ExpectedVirtualService) -> str:
 
 
 def check_no_orphan_virtual_servers(
-    node: NodeFacts, cluster: ClusterFacts, settings: Settings
+    subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """A violation per non-fwmark VS no Service, nodePort or excludeCIDRs entry accounts for."""
-    require_ipvs_mode(cluster)
-    explanations = explain_virtual_services(cluster.cluster)
+    node = facts.nodes[subject.node]
+    require_ipvs_mode(facts.cluster)
+    # Services and kube-proxy's excludeCIDRs explain a VS; endpoints and Nodes need not be read.
+    explanations = explain_virtual_services(
+        Cluster(services=facts.cluster.services, kube_proxy=facts.cluster.kube_proxy_or_none)
+    )
     violations = []
     for service in node.ipvs.services:
         if service.fwmark is not None:
@@ -106,6 +128,7 @@ def check_no_orphan_virtual_servers(
         address = HostPort(service.address, service.port)
         violations.append(
             Violation(
+                kind=FindingKind.ORPHAN_VIRTUAL_SERVICE,
                 subject=service.name,
                 node=node.name,
                 observed=f"{service.name} with {len(service.real_servers)} real server(s) "
@@ -134,16 +157,8 @@ VIRTUAL_SERVERS_COMPLETE = Check(
         "Service spec or the ipvs.scheduler setting if those are wrong."
     ),
     severity=Severity.CRITICAL,
-    scope=Scope.SERVICE_PORT,
-    inputs=(
-        "services.json",
-        "endpointslices.json",
-        "nodes.json",
-        "kube-proxy.json",
-        "ipvsadm-Ln.txt",
-        "proc-ip_vs.txt",
-        "ip-addr.json",
-    ),
+    scope=SERVICE_PORTS,
+    inputs=(SERVICES, ENDPOINT_SLICES, NODE_OBJECTS, KUBE_PROXY, IPVS_TABLE, IP_ADDR, IP_LINK),
     run=check_virtual_servers_complete,
 )
 
@@ -159,13 +174,7 @@ NO_ORPHAN_VIRTUAL_SERVERS = Check(
         "co-resident IPVS users (keepalived, kube-vip) in ipvs.excludeCIDRs."
     ),
     severity=Severity.WARNING,
-    scope=Scope.NODE,
-    inputs=(
-        "services.json",
-        "endpointslices.json",
-        "kube-proxy.json",
-        "ipvsadm-Ln.txt",
-        "proc-ip_vs.txt",
-    ),
+    scope=NODES,
+    inputs=(KUBE_PROXY, SERVICES, IPVS_TABLE),
     run=check_no_orphan_virtual_servers,
 )

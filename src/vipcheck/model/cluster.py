@@ -94,6 +94,11 @@ class ServicePortKey:
         """`default/redis:6379/TCP`: what `-k` matches and every message starts with."""
         return f"{self.service_key}:{self.port}/{self.protocol.value}"
 
+    @property
+    def node(self) -> None:
+        """No node: as a check subject a Service port spans every node."""
+        return None
+
 
 def _no_labels() -> Mapping[str, str]:
     """An immutable empty label set, so hand-built objects need not pass one."""

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from vipcheck.cases import Case, Outcome, Subject, call_check, cases_for, run_case
+from vipcheck.cases import Case, Outcome, cases_for, run_case
 from vipcheck.checks import CATALOGUE, CHECKS_BY_ID, check_by_id
 from vipcheck.checks.base import (
+    FindingKind,
     InterfaceSubject,
+    NodeSubject,
     NotApplicable,
-    Scope,
     Violation,
 )
 from vipcheck.checks.docs import main, render_catalogue
@@ -142,12 +143,14 @@ def violations(
     }
 
 
-def only(snapshot: Snapshot, check_id: str, subject: Subject) -> list[Violation]:
-    """One check on one subject of the snapshot."""
-    node = subject.node if isinstance(subject, InterfaceSubject) else None
-    node = subject if isinstance(subject, str) else node
-    case = Case(check_by_id(check_id), subject, node)
-    return call_check(case, Facts.from_snapshot(snapshot), DEFAULTS)
+def only(
+    snapshot: Snapshot, check_id: str, subject: ServicePortKey | InterfaceSubject | str
+) -> list[Violation]:
+    """One check on one subject of the snapshot; a bare name is that node."""
+    case = Case(
+        check_by_id(check_id), NodeSubject(subject) if isinstance(subject, str) else subject
+    )
+    return case.run(Facts.from_snapshot(snapshot), DEFAULTS)
 
 
 NODE_1, NODE_2, NODE_3 = "nodes/node-1", "nodes/node-2", "nodes/node-3"
@@ -186,6 +189,7 @@ def test_seed_stale_real_server_names_the_endpoint_port_and_the_exact_command() 
     [violation] = [
         v for v in only(seed(), "ipvs-real-servers-match-endpoints", REDIS) if v.node == "node-2"
     ]
+    assert violation.kind is FindingKind.STALE_REAL_SERVER
     assert violation.subject == "default/redis:6379/TCP"
     assert violation.observed == (
         "TCP 10.96.0.20:6379: stale: 10.244.3.10:80 is not an endpoint "
@@ -292,6 +296,7 @@ def test_weight_zero_real_server_whose_endpoint_is_ready_is_the_restart_bug() ->
     snapshot = edit(healthy(), f"{NODE_2}/ipvsadm-Ln.txt", REDIS_6379, zero)
     [violation] = only(snapshot, "ipvs-real-servers-match-endpoints", REDIS)
     assert violation.node == "node-2"
+    assert violation.kind is FindingKind.READY_REAL_SERVER_AT_WEIGHT_ZERO
     assert "10.244.3.10:6379 has weight 0 but its endpoint is ready" in violation.observed
     assert "ipvsadm -e -t 10.96.0.20:6379 -r 10.244.3.10:6379 -m -w 1" in violation.fix
 
@@ -300,6 +305,7 @@ def test_missing_real_server_is_reported_with_the_add_command() -> None:
     snapshot = edit(healthy(), f"{NODE_3}/ipvsadm-Ln.txt", REDIS_6379, "")
     [violation] = only(snapshot, "ipvs-real-servers-match-endpoints", REDIS)
     assert violation.node == "node-3"
+    assert violation.kind is FindingKind.MISSING_REAL_SERVER
     assert "missing: 10.244.3.10:6379" in violation.observed
     assert "ipvsadm -a -t 10.96.0.20:6379 -r 10.244.3.10:6379 -m -w 1" in violation.fix
 
@@ -312,6 +318,7 @@ def test_a_missing_virtual_service_is_left_to_the_completeness_check() -> None:
     [violation] = only(snapshot, "ipvs-virtual-servers-complete", REDIS)
     assert violation.node == "node-2"
     assert violation.observed == "missing TCP 10.96.0.20:6379 (ClusterIP)"
+    assert violation.kind is FindingKind.MISSING_VIRTUAL_SERVICE
 
 
 # --- virtual services ---------------------------------------------------------------------------
@@ -620,11 +627,12 @@ def test_without_kube_proxy_config_ipvs_checks_still_run_on_what_nodes_show() ->
 
 def test_every_input_is_a_snapshot_file() -> None:
     known = {*CLUSTER_FILES, *NODE_FILES, *(f"{PROBE_DIR}/{name}" for name in PROBE_FILES)}
-    assert {(c.id, name) for c in CATALOGUE for name in c.inputs if name not in known} == set()
+    declared = {(c.id, name) for c in CATALOGUE for each in c.inputs for name in each.files}
+    assert {(check_id, name) for check_id, name in declared if name not in known} == set()
 
 
 def test_check_by_id() -> None:
-    assert check_by_id("rp-filter-not-strict").scope is Scope.NODE_INTERFACE
+    assert str(check_by_id("rp-filter-not-strict").scope) == "node interface"
     with pytest.raises(KeyError, match="known: ipvs-present"):
         check_by_id("rp-filter")
 
@@ -640,3 +648,28 @@ def test_docs_check_mode_fails_on_a_stale_page(tmp_path: Path) -> None:
     assert main(["--output", str(page)]) == 0
     assert main(["--check", "--output", str(page)]) == 0
     assert "## `ipvs-tcpfin-timeout`" in page.read_text()
+
+
+def test_stale_and_missing_real_servers_on_one_node_are_one_violation_each() -> None:
+    stale = "  -> 10.244.3.10:80               Masq    1      0          0         \n"
+    snapshot = edit(seed(), f"{NODE_3}/ipvsadm-Ln.txt", REDIS_6379, "")
+    found = [
+        v for v in only(snapshot, "ipvs-real-servers-match-endpoints", REDIS) if v.node == "node-3"
+    ]
+    assert [v.kind for v in found] == [
+        FindingKind.STALE_REAL_SERVER,
+        FindingKind.MISSING_REAL_SERVER,
+    ]
+    assert found[0].fix.startswith("on node-3: ipvsadm -d -t 10.96.0.20:6379 -r 10.244.3.10:80;")
+    assert found[1].fix.startswith("on node-3: ipvsadm -a -t 10.96.0.20:6379 -r 10.244.3.10:6379")
+    assert stale.rstrip() in [line.rstrip() for line in found[1].evidence]
+
+
+def test_a_node_whose_interfaces_cannot_be_listed_is_one_case_naming_it() -> None:
+    snapshot = put(seed(), f"{NODE_2}/ip-link.json", None)
+    cases = list(cases_for(check_by_id("rp-filter-not-strict"), Facts.from_snapshot(snapshot)))
+    unlisted = [c for c in cases if c.unavailable is not None]
+    assert [(c.id, c.node) for c in unlisted] == [("node-2", "node-2")]
+    result = run_case(unlisted[0], Facts.from_snapshot(snapshot), DEFAULTS)
+    assert result.outcome is Outcome.SKIPPED
+    assert "ip-link.json" in result.reason

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from vipcheck.checks.subjects import rp_filter_interfaces, service_port_subjects
+from vipcheck.checks.rp_filter import rp_filter_interfaces
+from vipcheck.checks.scopes import service_port_subjects
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import Protocol
@@ -19,7 +20,7 @@ SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-inc
 
 def test_service_ports_skip_external_name_and_headless() -> None:
     facts = Facts.from_snapshot(load_snapshot(SEED))
-    assert service_port_subjects(facts.cluster.cluster) == [
+    assert service_port_subjects(facts.cluster.services) == [
         ServicePortKey("default/api", 80, Protocol.TCP),
         ServicePortKey("default/redis", 6379, Protocol.TCP),
         ServicePortKey("default/web", 80, Protocol.TCP),
@@ -33,7 +34,7 @@ def test_service_ports_skip_services_another_proxy_owns() -> None:
         if service["metadata"]["name"] == "api":
             service["metadata"]["labels"] = {"service.kubernetes.io/service-proxy-name": "other"}
     cluster = ClusterFacts({**snapshot.cluster, "services.json": json.dumps(services)})
-    subjects = {subject.service_key for subject in service_port_subjects(cluster.cluster)}
+    subjects = {subject.service_key for subject in service_port_subjects(cluster.services)}
     assert subjects == {"default/redis", "default/web"}
 
 

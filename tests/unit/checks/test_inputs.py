@@ -1,0 +1,127 @@
+"""Each check reads exactly the snapshot files it declares, listing its subjects included."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vipcheck.cases import cases_for, run_case
+from vipcheck.checks import CATALOGUE
+from vipcheck.checks.base import Check
+from vipcheck.facts import Facts
+from vipcheck.settings import DEFAULTS
+from vipcheck.snapshot import Snapshot, load_snapshot
+
+ROOT = Path(__file__).resolve().parents[3]
+SEED = ROOT / "fixtures" / "recorded" / "seed-incidents"
+PROBED = ROOT / "fixtures" / "snapshots" / "seed-incidents-probed"
+# The first of each pair of alternatives: removing it makes the facts read the second.
+PRIMARIES = ("ipvsadm-Ln.txt", "ip_vs_conn.txt")
+
+
+def without_primaries(snapshot: Snapshot) -> Snapshot:
+    """Every node without the preferred file of each alternative pair, as ipvsadm-less nodes."""
+    nodes = {
+        name: replace(node, files={k: v for k, v in node.files.items() if k not in PRIMARIES})
+        for name, node in snapshot.nodes.items()
+    }
+    return replace(snapshot, nodes=nodes)
+
+
+def without_connections_after_probing(snapshot: Snapshot) -> Snapshot:
+    """Probes whose connection tables were not re-read, so the gathered ones stand in."""
+    probes = snapshot.probes or {}
+    return replace(snapshot, probes={k: v for k, v in probes.items() if not k.startswith("after/")})
+
+
+def with_vantage_errors(snapshot: Snapshot) -> Snapshot:
+    """The client could not probe the VIPs, node-1 not the real servers: error files instead."""
+    probes = dict(snapshot.probes or {})
+    del probes["client/vip.txt"], probes["node-1/real-server.txt"]
+    probes["client/vip.error.txt"] = "client (ssh://client): Connection refused\n"
+    probes["node-1/real-server.error.txt"] = "node-1 (ssh://node-1): Connection refused\n"
+    return replace(snapshot, probes=probes)
+
+
+@cache
+def variants() -> dict[str, Snapshot]:
+    seed, probed = load_snapshot(SEED), load_snapshot(PROBED)
+    return {
+        "seed": seed,
+        "seed without primaries": without_primaries(seed),
+        "probed": probed,
+        "probed without after": without_connections_after_probing(probed),
+        "probed without after or primaries": without_primaries(
+            without_connections_after_probing(probed)
+        ),
+        "probed with vantage errors": with_vantage_errors(probed),
+    }
+
+
+def as_declared(path: str) -> str:
+    """A file read, named as inputs declare it: bare cluster and node names, probes templated."""
+    path = re.sub(r"^(cluster|nodes/[^/]+)/", "", path)
+    path = re.sub(r"^probes/after/[^/]+/", "probes/after/<node>/", path)
+    return re.sub(r"^probes/(?!after/|plan\.json$)[^/]+/", "probes/<vantage>/", path)
+
+
+def files_read(check: Check[Any], snapshot: Snapshot) -> set[str]:
+    """Every file the check reads to list its subjects and to run on each, on fresh facts."""
+    seen: set[str] = set()
+
+    def fresh() -> Facts:
+        return Facts.from_snapshot(snapshot, observer=lambda path: seen.add(as_declared(path)))
+
+    for case in list(cases_for(check, fresh())):
+        run_case(case, fresh(), DEFAULTS)
+    return seen
+
+
+def declared(check: Check[Any]) -> set[str]:
+    return {name for each in check.inputs for name in each.files}
+
+
+def ids(checks: Iterable[Check[Any]]) -> list[str]:
+    return [check.id for check in checks]
+
+
+each_check: Callable[[Callable[..., None]], Callable[..., None]] = pytest.mark.parametrize(
+    "check", CATALOGUE, ids=ids(CATALOGUE)
+)
+
+
+@each_check
+@pytest.mark.parametrize("variant", list(variants()))
+def test_every_file_a_check_reads_is_declared(check: Check[Any], variant: str) -> None:
+    assert files_read(check, variants()[variant]) - declared(check) == set()
+
+
+@each_check
+def test_every_declared_file_is_read_by_some_run(check: Check[Any]) -> None:
+    read = set().union(*(files_read(check, snapshot) for snapshot in variants().values()))
+    assert declared(check) - read == set()
+
+
+def test_reads_are_named_as_declared() -> None:
+    assert [
+        as_declared(path)
+        for path in (
+            "cluster/nodes.json",
+            "nodes/node-2/ip_vs_conn.txt",
+            "probes/plan.json",
+            "probes/client/vip.error.txt",
+            "probes/after/node-3/ip_vs_conn.txt",
+        )
+    ] == [
+        "nodes.json",
+        "ip_vs_conn.txt",
+        "probes/plan.json",
+        "probes/<vantage>/vip.error.txt",
+        "probes/after/<node>/ip_vs_conn.txt",
+    ]
