@@ -51,6 +51,7 @@ def _record(result: Result) -> dict[str, Any]:
         "fix": [v.fix for v in result.violations] if failed else [],
         "violations": [
             {
+                "kind": v.kind.value,
                 "node": v.node,
                 "subject": v.subject,
                 "observed": v.observed,

@@ -52,6 +52,7 @@ def test_replay_fails_exactly_the_founding_incidents(pytester: pytest.Pytester) 
     assert stale["subject"] == "default/redis:6379/TCP"
     assert stale["node"] is None
     assert any("ipvsadm -d -t 10.96.0.20:6379 -r 10.244.3.10:80" in fix for fix in stale["fix"])
+    assert {v["kind"] for v in stale["violations"]} == {"stale-real-server"}
 
 
 def test_failure_message_reads_subject_first_with_fix_and_evidence(
