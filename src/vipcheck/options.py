@@ -32,6 +32,17 @@ class GatherOptions:
     timeout_s: float = 60.0
     parallel: int = GATHER_PARALLEL
 
+    def describe(self) -> str:
+        """Which cluster and which inventory, for meta.json and the report header."""
+        parts = [f"kubeconfig {self.kubeconfig or '(default)'}"]
+        if self.context:
+            parts.append(f"context {self.context}")
+        if self.hosts:
+            parts.append(f"hosts {','.join(self.hosts)}")
+        if self.ssh_config:
+            parts.append(f"ssh_config {self.ssh_config}")
+        return ", ".join(parts)
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeOptions:
@@ -65,17 +76,8 @@ class RunOptions:
     def _target(self) -> str:
         if self.replay is not None:
             return f"snapshot {self.replay} (replay: nothing is contacted)"
-        gather = self.gather
-        parts = [f"kubeconfig {gather.kubeconfig or '(default)'}"]
-        if gather.context:
-            parts.append(f"context {gather.context}")
-        if gather.hosts:
-            parts.append(f"hosts {','.join(gather.hosts)}")
-        if gather.ssh_config:
-            parts.append(f"ssh_config {gather.ssh_config}")
-        if self.save_to is not None:
-            parts.append(f"saving the snapshot to {self.save_to}")
-        return ", ".join(parts)
+        saving = "" if self.save_to is None else f", saving the snapshot to {self.save_to}"
+        return self.gather.describe() + saving
 
     def _probes(self) -> str:
         if not self.probes.enabled:

@@ -147,3 +147,16 @@ def test_a_snapshot_that_cannot_be_read_is_a_usage_error_in_one_line(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {empty}: no cluster/*.json and no nodes/<node>/ files*"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_the_header_names_target_thresholds_and_probes_for_suite_runs_only(
+    outside: Path, tmp_path: Path
+) -> None:
+    suites = run([*PYTEST, "--co", "--from-snapshot", str(outside)], cwd=ROOT)
+    assert f"vipcheck target: snapshot {outside} (replay: nothing is contacted)" in suites.stdout
+    assert "vipcheck thresholds: tcpfin_timeout_max_s=30, syn_recv_max=0" in suites.stdout
+    assert "vipcheck probes: replayed from the snapshot's probes/" in suites.stdout
+    command = run([*VIPCHECK, "--co", "--from-snapshot", str(outside), "--no-probe"], tmp_path)
+    assert "vipcheck probes: off (--no-probe)" in command.stdout
+    own_tests = run([*PYTEST, "--co", "-m", "lab", "tests/lab"], cwd=ROOT)
+    assert "vipcheck target" not in own_tests.stdout

@@ -53,7 +53,7 @@ def gather(
         name: observed.get(name) or NodeSnapshot(name, error=resolution.reasons[name])
         for name in (*names, *(n for n in observed if n not in names))
     }
-    meta = new_meta(_describe(options))
+    meta = new_meta(options.describe())
     if resolution.unknown:
         meta["unknown_hosts"] = list(resolution.unknown)
     return Snapshot(cluster, nodes, meta, cluster_error)
@@ -106,15 +106,3 @@ def _report_unpaired(resolution: Resolution, names: list[str], progress: Progres
             f"--hosts {spec}: matches no node ({', '.join(names)}) by name, InternalIP "
             "or hostname; not observed (map it with --vipcheck-node HOST=NODE)"
         )
-
-
-def _describe(options: GatherOptions) -> str:
-    """meta.json's target: which cluster and which inventory, for whoever reads the snapshot."""
-    parts = [f"kubeconfig {options.kubeconfig or '(default)'}"]
-    if options.context:
-        parts.append(f"context {options.context}")
-    if options.hosts:
-        parts.append(f"hosts {','.join(options.hosts)}")
-    if options.ssh_config:
-        parts.append(f"ssh_config {options.ssh_config}")
-    return ", ".join(parts)
