@@ -6,7 +6,7 @@ from vipcheck.checks.base import NotApplicable
 from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
 from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
 from vipcheck.model.cluster import Cluster, IPAddress, Node, ProxyMode, ServicePortKey
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import Interfaces, Protocol
 
 KUBE_IPVS0 = "kube-ipvs0"
 
@@ -57,6 +57,12 @@ def node_port_candidates(node: NodeFacts, node_object: Node | None) -> tuple[IPA
         return (*node_object.internal_ips, *node_object.external_ips)
     if interfaces.addr_source is None and node_object is not None:
         return (*node_object.internal_ips, *node_object.external_ips)
+    return own_addresses(interfaces)
+
+
+def own_addresses(interfaces: Interfaces) -> tuple[IPAddress, ...]:
+    """Addresses on every interface but kube-ipvs0: kube-proxy's nodeAddressSet
+    (GetAllLocalAddressesExcept), without loopback and IPv6 link-local ones."""
     return tuple(
         address.ip
         for interface in interfaces

@@ -119,10 +119,12 @@ def _stale_text(rs: RealServer, expected: ExpectedVirtualService) -> str:
 
 
 def _expected_text(vs: ExpectedVirtualService) -> str:
-    """The VS with the real servers it should have at weight > 0."""
-    return f"{vs.protocol.value} {_address(vs)}: weight > 0 on exactly " + (
-        ", ".join(sorted(map(str, vs.real_servers))) or "none (no usable endpoint)"
+    """The VS with the real servers it should have at weight > 0, and the rule behind them."""
+    servers = ", ".join(sorted(map(str, vs.real_servers))) or (
+        "none" if vs.because else "none (no usable endpoint)"
     )
+    text = f"{vs.protocol.value} {_address(vs)}: weight > 0 on exactly {servers}"
+    return f"{text}, because {vs.why}" if vs.why else text
 
 
 def _address(vs: ExpectedVirtualService) -> HostPort:

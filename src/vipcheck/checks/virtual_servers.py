@@ -10,7 +10,7 @@ from vipcheck.checks.kube_proxy import (
     restart_kube_proxy,
 )
 from vipcheck.checks.scopes import NODES, SERVICE_PORTS
-from vipcheck.expected import ExpectedVirtualService, explain_virtual_services
+from vipcheck.expected import ExpectedVirtualService, Rule, explain_virtual_services
 from vipcheck.facts import (
     ENDPOINT_SLICES,
     IP_ADDR,
@@ -102,7 +102,13 @@ def _name(expected: ExpectedVirtualService) -> str:
 
 def _expected_text(expected: ExpectedVirtualService) -> str:
     """One expected VS with its scheduler and persistence, in ipvsadm's words."""
-    return f"{_name(expected)} {expected.scheduler} {_persistence(expected.persistent_timeout)}"
+    text = f"{_name(expected)} {expected.scheduler} {_persistence(expected.persistent_timeout)}"
+    # Only the rules that decide where a VS exists; the others are about its real servers.
+    why = "; ".join(b.text for b in expected.because if b.rule in _ADDRESS_RULES)
+    return f"{text}, because {why}" if why else text
+
+
+_ADDRESS_RULES = frozenset({Rule.NODE_PORT_FAMILY_UNLISTED})
 
 
 def check_no_orphan_virtual_servers(
