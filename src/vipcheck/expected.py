@@ -125,7 +125,7 @@ VERSION_RULES: tuple[VersionRule, ...] = (
     VersionRule(
         place="Local traffic policy (externalTrafficPolicy, or internalTrafficPolicy on a Service "
         "that is also reachable from outside) on a node without a local endpoint",
-        since="1.21: the VS gets the cluster-wide endpoints (topology and terminating rules "
+        since="from 1.21: the VS gets the cluster-wide endpoints (topology and terminating rules "
         "applied)",
         before="no real server",
         unknown="the fallback (1.21 and later)",
@@ -133,7 +133,7 @@ VERSION_RULES: tuple[VersionRule, ...] = (
     ),
     VersionRule(
         place="No ready endpoint: serving and terminating endpoints",
-        since="1.26 (ProxyTerminatingEndpoints on by default, GA 1.28): they become real servers, "
+        since="from 1.26 (ProxyTerminatingEndpoints on by default, GA 1.28): they become real servers, "
         "cluster-wide for Cluster policy and among local ones for Local",
         before="no real server",
         unknown="the fallback (1.26 and later)",
@@ -153,7 +153,7 @@ VERSION_RULES: tuple[VersionRule, ...] = (
     ),
     VersionRule(
         place="Node hints (trafficDistribution PreferSameNode)",
-        since="1.34 (PreferSameTrafficDistribution on by default): when every ready endpoint "
+        since="from 1.34 (PreferSameTrafficDistribution on by default): when every ready endpoint "
         "has a node hint and one names this node, only those endpoints",
         before="node hints ignored",
         unknown="honoured (1.34 and later)",
