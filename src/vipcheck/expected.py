@@ -133,8 +133,8 @@ VERSION_RULES: tuple[VersionRule, ...] = (
     ),
     VersionRule(
         place="No ready endpoint: serving and terminating endpoints",
-        since="from 1.26 (ProxyTerminatingEndpoints on by default, GA 1.28): they become real servers, "
-        "cluster-wide for Cluster policy and among local ones for Local",
+        since="from 1.26 (ProxyTerminatingEndpoints on by default, GA 1.28): they become real "
+        "servers, cluster-wide for Cluster policy and among local ones for Local",
         before="no real server",
         unknown="the fallback (1.26 and later)",
         source="pkg/proxy/topology.go CategorizeEndpoints",

@@ -270,7 +270,17 @@ def test_expected_real_servers_honour_local_traffic_policy() -> None:
     assert expected_real_servers(scenario, local, port, node_1, VirtualServiceKind.NODE_PORT) == (
         RealServer(IPv4Address("10.244.1.10"), 8080),
     )
-    assert expected_real_servers(scenario, local, port, node_2, VirtualServiceKind.NODE_PORT) == ()
+    # No web pod on node-2: kube-proxy falls back to the cluster's (kubernetes#97081).
+    assert (
+        expected_real_servers(scenario, local, port, node_2, VirtualServiceKind.NODE_PORT) == both
+    )
+    # internalTrafficPolicy Local on a ClusterIP-only Service has nothing to fall back to.
+    redis = scenario.service("default", "redis")
+    itp_local = dataclasses.replace(redis, internal_traffic_policy=TrafficPolicy.LOCAL)
+    assert expected_real_servers(scenario, itp_local, redis.ports[0], node_2) == ()
+    assert expected_real_servers(scenario, itp_local, redis.ports[0], scenario.node("node-3")) == (
+        RealServer(IPv4Address("10.244.3.10"), 6379),
+    )
 
 
 def test_ssh_addresses() -> None:

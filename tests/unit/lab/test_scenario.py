@@ -21,7 +21,14 @@ from fixtures.lab.scenario import (
     scenario_names,
 )
 
-SHIPPED = ["healthy", "rp-filter-strict", "seed-incidents", "stale-real-server", "tcpfin-default"]
+SHIPPED = [
+    "healthy",
+    "kube-proxy-rules",
+    "rp-filter-strict",
+    "seed-incidents",
+    "stale-real-server",
+    "tcpfin-default",
+]
 
 BASE = """\
 description: a small cluster
@@ -124,7 +131,8 @@ def test_incident_scenarios_extend_healthy_with_their_fault() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(ScenarioError, match=r"unknown scenario 'nope' .*healthy, rp-filter-strict"):
+    known = r".*healthy, kube-proxy-rules, rp-filter-strict"
+    with pytest.raises(ScenarioError, match=rf"unknown scenario 'nope' {known}"):
         load_scenario("nope")
 
 
