@@ -7,8 +7,9 @@ The rules follow kube-proxy's own code, read in kubernetes/kubernetes:
   topologyModeFromHints, availableForTopology), and its earlier canUseTopology;
 - pkg/proxy/util/nodeport_addresses.go at 030880a5dc5449403c6d1f0aa146a7dc21d6c6dc
   (NewNodePortAddresses).
-Where a rule changed between releases, RULES_BY_RELEASE says which release has which, and the
-node's kube-proxy version (Node status.nodeInfo.kubeProxyVersion) picks them.
+Where a rule changed between releases, VERSION_RULES says which release has which, and the
+kube-proxy version picks them: the kube-proxy DaemonSet's image tag, else the Node's
+status.nodeInfo.kubeProxyVersion (Cluster.kube_proxy_release).
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ def expected_virtual_services(
     where = _Where(
         node=node,
         zone=None if node_object is None else node_object.zone,
-        rules=kube_proxy_rules(None if node_object is None else node_object.kube_proxy_release),
+        rules=kube_proxy_rules(cluster.kube_proxy_release(node)),
     )
     node_ports = _node_port_selection(cluster, node, node_addresses)
     return tuple(

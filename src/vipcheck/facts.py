@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TypeVar
 
-from vipcheck.model.cluster import Cluster, EndpointSlice, KubeProxyConfig, Node, Service
+from vipcheck.model.cluster import (
+    Cluster,
+    EndpointSlice,
+    KubeProxyConfig,
+    KubeProxyImage,
+    Node,
+    Service,
+)
 from vipcheck.model.node import Connection, Interfaces, IpvsTable, IpvsTimeouts, Sysctls
 from vipcheck.model.probe import ProbeOutput, ProbePlan, ProbeRound
 from vipcheck.parse.iproute import parse_ip_json
@@ -26,6 +33,7 @@ from vipcheck.parse.ipvsadm import (
 from vipcheck.parse.kube import (
     parse_endpoint_slices,
     parse_kube_proxy_config,
+    parse_kube_proxy_daemonset,
     parse_nodes,
     parse_services,
 )
@@ -63,6 +71,7 @@ SERVICES = Input(("services.json",))
 ENDPOINT_SLICES = Input(("endpointslices.json",))
 NODE_OBJECTS = Input(("nodes.json",))
 KUBE_PROXY = Input(("kube-proxy.json",))
+KUBE_PROXY_DAEMONSET = Input(("kube-proxy-daemonset.json",))
 IPVS_TABLE = Input(("ipvsadm-Ln.txt", "proc-ip_vs.txt"))
 IPVS_TIMEOUTS = Input(("ipvsadm-timeout.txt",))
 IPVS_CONNECTIONS = Input(("ip_vs_conn.txt", "ipvsadm-Lnc.txt"))
@@ -169,9 +178,23 @@ class ClusterFacts:
         return self.kube_proxy if KUBE_PROXY.files[0] in self._files else None
 
     @cached_property
+    def kube_proxy_image(self) -> KubeProxyImage | None:
+        """kube-proxy's image (its tag names the release); None when the DaemonSet was not
+        gathered, as it only refines checks."""
+        if not self._gathered(KUBE_PROXY_DAEMONSET):
+            return None
+        return self._parse(KUBE_PROXY_DAEMONSET, parse_kube_proxy_daemonset)
+
+    @cached_property
     def cluster(self) -> Cluster:
         """Everything at once, for the expected-state computation, which needs it all."""
-        return Cluster(self.services, self.endpoint_slices, self.nodes, self.kube_proxy_or_none)
+        return Cluster(
+            self.services,
+            self.endpoint_slices,
+            self.nodes,
+            self.kube_proxy_or_none,
+            self.kube_proxy_image,
+        )
 
     def node(self, name: str) -> Node | None:
         """The Node object of that name, if nodes.json lists it."""

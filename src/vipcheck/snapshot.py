@@ -24,6 +24,7 @@ CLUSTER_FILES: Mapping[str, str] = {
     "endpointslices.json": "kubectl get endpointslices -A -o json",
     "nodes.json": "kubectl get nodes -o json",
     "kube-proxy.json": "kubectl -n kube-system get configmap kube-proxy -o json",
+    "kube-proxy-daemonset.json": "kubectl -n kube-system get daemonset kube-proxy -o json",
 }
 # File under nodes/<node>/ -> the command that produces it, on the node, in the host netns.
 NODE_FILES: Mapping[str, str] = {

@@ -7,6 +7,7 @@ pkg/proxy/topology.go, nodePortAddresses per family in pkg/proxy/util/nodeport_a
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from types import MappingProxyType
@@ -32,6 +33,7 @@ from vipcheck.model.cluster import (
     EndpointSlice,
     IPAddress,
     KubeProxyConfig,
+    KubeProxyImage,
     KubeRelease,
     Node,
     Service,
@@ -40,7 +42,8 @@ from vipcheck.model.cluster import (
     TrafficPolicy,
 )
 from vipcheck.model.node import HostPort, Protocol
-from vipcheck.parse.kube import parse_kube_release
+from vipcheck.parse import ParseError
+from vipcheck.parse.kube import parse_kube_proxy_daemonset, parse_kube_release
 
 TCP = Protocol.TCP
 HTTP = ServicePort("http", 80, TCP, 8080, node_port=30080)
@@ -331,3 +334,62 @@ def test_dual_stack_node_port_on_every_ipv6_address_when_only_ipv4_cidrs_are_lis
     assert v6.follows(Rule.NODE_PORT_FAMILY_UNLISTED)
     assert "lists no IPv6 CIDR" in v6.why
     assert not node_ports[NODE_PORT].because
+
+
+# --- where the release comes from -------------------------------------------------------------
+
+
+def daemon_set(*containers: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "kind": "DaemonSet",
+            "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
+            "spec": {"template": {"spec": {"containers": list(containers)}}},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "release"),
+    [
+        ("registry.k8s.io/kube-proxy:v1.30.4", KubeRelease(1, 30)),
+        ("registry.k8s.io/kube-proxy:v1.31.0@sha256:0123abcd", KubeRelease(1, 31)),
+        ("rancher/hardened-kube-proxy:v1.29.3-rke2r1-build20240315", KubeRelease(1, 29)),
+        ("localhost:5000/kube-proxy", None),
+        ("kube-proxy:latest", None),
+    ],
+)
+def test_release_from_the_daemon_set_image_tag(image: str, release: KubeRelease | None) -> None:
+    sidecar = {"name": "log-shipper", "image": "busybox:1.36"}
+    parsed = parse_kube_proxy_daemonset(
+        daemon_set(sidecar, {"name": "kube-proxy", "image": image}), "ds.json"
+    )
+    assert (parsed.image, parsed.release) == (image, release)
+
+
+def test_a_daemon_set_without_containers_names_the_field() -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_kube_proxy_daemonset(daemon_set(), "ds.json")
+    assert caught.value.message == "kube-system/kube-proxy: spec.template.spec.containers: missing"
+
+
+def test_the_image_tag_wins_over_the_node_s_kube_proxy_version() -> None:
+    """kubeProxyVersion is deprecated (newer kubelets leave it unset or report their own)."""
+    service = replace(WEB, external_traffic_policy=TrafficPolicy.LOCAL)
+    image = KubeProxyImage("registry.k8s.io/kube-proxy:v1.20.15", KubeRelease(1, 20))
+    cluster = Cluster(
+        (service,),
+        (web_slice(endpoint("10.244.2.10", "node-2")),),
+        (node_1("v1.30.4"),),
+        kube_proxy_image=image,
+    )
+    assert cluster.kube_proxy_release("node-1") == KubeRelease(1, 20)
+    (node_port,) = (
+        vs
+        for vs in expected_virtual_services(cluster, "node-1", (NODE_1_IP,))
+        if vs.key == NODE_PORT
+    )
+    assert node_port.real_servers == frozenset()
+    assert "kube-proxy 1.20 programs no real server" in node_port.why
+    unknown_tag = replace(cluster, kube_proxy_image=replace(image, release=None))
+    assert unknown_tag.kube_proxy_release("node-1") == KubeRelease(1, 30)

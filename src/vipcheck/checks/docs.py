@@ -31,11 +31,13 @@ VERSIONS_HEADER = """
 
 The IPVS checks (`ipvs-real-servers-match-endpoints`, `ipvs-virtual-servers-complete`, and the
 handshake probe's plan) compare a node with what its kube-proxy programs, and a few of
-kube-proxy's rules changed between releases. vipcheck reads the release from the node's
-`status.nodeInfo.kubeProxyVersion` in `cluster/nodes.json` (`v1.30.4` is 1.30) and assumes the
-default feature gates of that release. Without a version (the field unset, or no Node object)
-it assumes the newest rules, as listed. A failure that comes from one of these rules names it
-and the release it assumed. Generated from `vipcheck.expected.VERSION_RULES`.
+kube-proxy's rules changed between releases. vipcheck reads the release from the image tag of
+the kube-proxy DaemonSet (`cluster/kube-proxy-daemonset.json`, `registry.k8s.io/kube-proxy:v1.30.4`
+is 1.30), else from the node's `status.nodeInfo.kubeProxyVersion` in `cluster/nodes.json`
+(deprecated; newer kubelets leave it unset), and assumes the default feature gates of that
+release. Without either (no DaemonSet, a tag like `latest`, the field unset) it assumes the
+newest rules, as listed. A failure that comes from one of these rules names it and the release
+it assumed. Generated from `vipcheck.expected.VERSION_RULES`.
 """
 
 VERSION_INDEPENDENT = """

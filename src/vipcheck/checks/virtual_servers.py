@@ -17,6 +17,7 @@ from vipcheck.facts import (
     IP_LINK,
     IPVS_TABLE,
     KUBE_PROXY,
+    KUBE_PROXY_DAEMONSET,
     NODE_OBJECTS,
     SERVICES,
     Facts,
@@ -164,7 +165,16 @@ VIRTUAL_SERVERS_COMPLETE = Check(
     ),
     severity=Severity.CRITICAL,
     scope=SERVICE_PORTS,
-    inputs=(SERVICES, ENDPOINT_SLICES, NODE_OBJECTS, KUBE_PROXY, IPVS_TABLE, IP_ADDR, IP_LINK),
+    inputs=(
+        SERVICES,
+        ENDPOINT_SLICES,
+        NODE_OBJECTS,
+        KUBE_PROXY,
+        KUBE_PROXY_DAEMONSET,
+        IPVS_TABLE,
+        IP_ADDR,
+        IP_LINK,
+    ),
     run=check_virtual_servers_complete,
 )
 

@@ -264,6 +264,14 @@ class KubeProxyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KubeProxyImage:
+    """The kube-proxy DaemonSet's container image, and the release its tag names (if any)."""
+
+    image: str
+    release: KubeRelease | None
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """Everything read from the API, the input of the expected-state computation."""
 
@@ -271,7 +279,17 @@ class Cluster:
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     nodes: tuple[Node, ...] = ()
     kube_proxy: KubeProxyConfig | None = None
+    kube_proxy_image: KubeProxyImage | None = None
 
     def node(self, name: str) -> Node | None:
         """The Node object of that name, if the API listed it."""
         return next((node for node in self.nodes if node.name == name), None)
+
+    def kube_proxy_release(self, node: str) -> KubeRelease | None:
+        """The release kube-proxy runs on the node: its DaemonSet's image tag, else the Node's
+        status.nodeInfo.kubeProxyVersion (deprecated, and unset by newer kubelets); None if
+        neither says."""
+        if self.kube_proxy_image is not None and self.kube_proxy_image.release is not None:
+            return self.kube_proxy_image.release
+        node_object = self.node(node)
+        return None if node_object is None else node_object.kube_proxy_release

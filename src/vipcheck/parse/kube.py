@@ -26,6 +26,7 @@ from vipcheck.model.cluster import (
     IPFamily,
     IPNetwork,
     KubeProxyConfig,
+    KubeProxyImage,
     KubeRelease,
     Node,
     NodePortKeyword,
@@ -210,6 +211,38 @@ def parse_kube_proxy_config(text: str, source: str) -> KubeProxyConfig:
             message=f"expected a kube-proxy ConfigMap or KubeProxyConfiguration, got kind {kind!r}",
         )
     return _parse_kube_proxy_configuration(reader, root)
+
+
+def parse_kube_proxy_daemonset(text: str, source: str) -> KubeProxyImage:
+    """The image of the kube-proxy DaemonSet's kube-proxy container (else its first container).
+
+    The tag of `registry.k8s.io/kube-proxy:v1.30.4` (a digest after it ignored) names the
+    release; a tag that names none (`latest`) leaves the release unknown.
+    """
+    document = _load_json(text, source)
+    reader = _Reader(source, "kube-proxy DaemonSet")
+    root = reader.mapping(document, "(document)")
+    if root.get("kind") not in (None, "DaemonSet"):
+        raise ParseError(
+            source=source, line=None, message=f"expected a DaemonSet, got kind {root.get('kind')!r}"
+        )
+    reader = _Reader(source, _subject(root, "DaemonSet"))
+    spec = reader.mapping(root.get("spec"), "spec")
+    template = reader.mapping(spec.get("template"), "spec.template")
+    pod_spec = reader.mapping(template.get("spec"), "spec.template.spec")
+    containers = [
+        (path, reader.mapping(item, path))
+        for path, item in reader.items(pod_spec.get("containers"), "spec.template.spec.containers")
+    ]
+    if not containers:
+        raise reader.error("spec.template.spec.containers", "missing")
+    path, container = next(
+        ((p, c) for p, c in containers if c.get("name") == "kube-proxy"), containers[0]
+    )
+    image = reader.string(container.get("image"), f"{path}.image")
+    reference = image.split("@", 1)[0]
+    tag = reference.rpartition(":")[2] if ":" in reference.rpartition("/")[2] else ""
+    return KubeProxyImage(image=image, release=parse_kube_release(tag) if tag else None)
 
 
 def parse_kube_release(text: str) -> KubeRelease | None:

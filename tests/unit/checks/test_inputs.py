@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.lab.objects import kube_proxy_daemon_set
 from vipcheck.cases import cases_for, run_case
 from vipcheck.checks import CATALOGUE
 from vipcheck.checks.base import Check
@@ -49,6 +51,12 @@ def with_vantage_errors(snapshot: Snapshot) -> Snapshot:
     return replace(snapshot, probes=probes)
 
 
+def with_kube_proxy_daemon_set(snapshot: Snapshot) -> Snapshot:
+    """The recorded lab predates gathering the kube-proxy DaemonSet: add the lab's."""
+    daemon_set = json.dumps(kube_proxy_daemon_set())
+    return replace(snapshot, cluster={**snapshot.cluster, "kube-proxy-daemonset.json": daemon_set})
+
+
 @cache
 def variants() -> dict[str, Snapshot]:
     seed, probed = load_snapshot(SEED), load_snapshot(PROBED)
@@ -61,6 +69,8 @@ def variants() -> dict[str, Snapshot]:
             without_connections_after_probing(probed)
         ),
         "probed with vantage errors": with_vantage_errors(probed),
+        "seed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(seed),
+        "probed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(probed),
     }
 
 
