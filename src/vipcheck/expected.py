@@ -201,6 +201,9 @@ class ExpectedVirtualService:
     persistent_timeout: int | None
     real_servers: frozenset[HostPort]
     because: tuple[Because, ...] = ()
+    # Every endpoint of the port in this family, usable or not, so a real server that is an
+    # endpoint kube-proxy leaves out here (unready, another zone's, not local) reads as such.
+    endpoints: frozenset[HostPort] = frozenset()
 
     @property
     def key(self) -> tuple[str, IPAddress, int]:
@@ -672,6 +675,13 @@ def _service_virtual_services(
                         "(NewNodePortAddresses, pkg/proxy/util/nodeport_addresses.go)",
                     ),
                 )
+            endpoints = frozenset(
+                HostPort(endpoint.addresses[0], number)
+                for endpoint_slice in slices
+                if endpoint_slice.address_type is _address_type(address)
+                for number in _matching_ports(endpoint_slice, port)
+                for endpoint in endpoint_slice.endpoints
+            )
             yield ExpectedVirtualService(
                 protocol=port.protocol,
                 address=address,
@@ -684,6 +694,7 @@ def _service_virtual_services(
                 persistent_timeout=persistent_timeout,
                 real_servers=servers,
                 because=because,
+                endpoints=endpoints,
             )
 
 

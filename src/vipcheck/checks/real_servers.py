@@ -112,7 +112,13 @@ def _stale_text(rs: RealServer, expected: ExpectedVirtualService) -> str:
     ports = sorted(e.port for e in expected.real_servers if e.address == rs.address)
     weight = f" (weight {rs.weight})" if rs.weight == 0 else ""
     text = f"stale: {rs.name}{weight} is not an endpoint"
-    if ports:
+    if HostPort(*rs.key) in expected.endpoints:
+        text = (
+            f"stale: {rs.name}{weight} is an endpoint, but not one kube-proxy uses for this VS "
+            "(unready, on another node under a Local policy, or left out by a rule the expected "
+            "state names)"
+        )
+    elif ports:
         text += f" (the EndpointSlice port is {', '.join(map(str, ports))})"
     if rs.weight == 0:
         text += f"; kube-proxy deletes {expected.protocol.value} real servers at once (#76664)"

@@ -680,3 +680,16 @@ def test_an_external_ip_on_a_node_address_bound_to_kube_ipvs0_is_explained() -> 
     assert [v.kind for v in found] == [FindingKind.KUBE_IPVS0_EXTRA_ADDRESS]
     assert "ExternalIP of ns1/svc1 and also an address of test-hostname" in found[0].observed
     assert "shouldBind" in found[0].expected
+
+
+def test_another_zone_s_endpoint_as_real_server_is_named_an_endpoint_left_out() -> None:
+    """A kube-proxy that ignores hints (older than vipcheck assumes) shows the zone-b pod."""
+    case = CASES["zone-hints"]
+    ipvs = {"TCP 10.20.30.41:80 rr": [*case.ipvs["TCP 10.20.30.41:80 rr"], "10.180.1.1:80"]}
+    results = verdicts(snapshot(replace(case, ipvs=ipvs)))
+    found = [
+        v for violations in results.values() if isinstance(violations, list) for v in violations
+    ]
+    assert len(found) == 1, found
+    assert "stale: 10.180.1.1:80 is an endpoint, but not one kube-proxy uses" in found[0].observed
+    assert "kube-proxy 1.31 keeps only the endpoints hinted for zone zone-a" in found[0].expected
