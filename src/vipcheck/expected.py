@@ -460,9 +460,8 @@ def _real_servers(
                 )
             ]
     # kube-proxy uses only an endpoint's first address; the API says the rest are ignored.
-    return frozenset(HostPort(endpoint.addresses[0], number) for endpoint, number in chosen), tuple(
-        because
-    )
+    servers = frozenset(HostPort(endpoint.addresses[0], number) for endpoint, number in chosen)
+    return servers, tuple(because)
 
 
 def _terminating_because(rules: KubeProxyRules, *, local: bool = False) -> Because:
