@@ -94,9 +94,10 @@ def check_kube_ipvs0_no_stale_addresses(
 
 
 def _addresses(device: Interface, node: NodeFacts) -> tuple[IPInterface, ...]:
-    """kube-ipvs0's addresses; without `ip -j addr` they are unknown, so the check is skipped."""
+    """kube-ipvs0's addresses; without an address listing they are unknown, so the check skips."""
     if device.addresses is None:
-        raise MissingInput(node.name, ("ip-addr.json",))
+        source = node.interfaces.link_source
+        raise MissingInput(node.name, IP_ADDR.files, f"{source} lists no IPv4 addresses")
     return device.addresses
 
 

@@ -86,7 +86,7 @@ def check_rp_filter(subject: InterfaceSubject, facts: Facts, settings: Settings)
     values = {name: node.sysctls.int_value(key) for name, key in keys.items()}
     absent = [keys[name] for name, value in values.items() if value is None]
     if absent:
-        raise NotApplicable(f"{', '.join(absent)} not in sysctl -a on {node.name}")
+        raise NotApplicable(f"{', '.join(absent)} not in {node.sysctls.source}")
     effective = max(value for value in values.values() if value is not None)
     if effective != STRICT:
         return []
@@ -105,7 +105,10 @@ def check_rp_filter(subject: InterfaceSubject, facts: Facts, settings: Settings)
             f"/etc/sysctl.d/90-rp-filter.conf ("
             + "; ".join(f"{key} = 2" for key in strict)
             + "); use 0 instead of 2 where Calico's Felix refuses loose mode",
-            evidence=tuple(f"{key} = {values[name]}" for name, key in keys.items()),
+            evidence=(
+                *(f"{key} = {values[name]}" for name, key in keys.items()),
+                f"interfaces from {node.interfaces.link_source or node.interfaces.addr_source}",
+            ),
         )
     ]
 

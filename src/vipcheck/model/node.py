@@ -280,13 +280,17 @@ class Sysctls:
 
 @dataclass(frozen=True, slots=True)
 class Interface:
-    """A network interface; kind is linkinfo.info_kind, None for physical devices or no details."""
+    """A network interface; kind is linkinfo.info_kind, None for physical devices or no details.
+
+    operstate is None where the source does not print it (busybox `ip`); addresses are None
+    where they are unknown (no address listing, or /sys/class/net alone, which has no IPv4).
+    """
 
     name: str
     index: int
     kind: str | None
     flags: tuple[str, ...]
-    operstate: OperState
+    operstate: OperState | None
     addresses: tuple[IPInterface, ...] | None
 
     @property
