@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from vipcheck.checks.base import NotApplicable
+from collections.abc import Callable
+
+from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
 from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
-from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
+from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import Cluster, IPAddress, Node, ProxyMode, ServicePortKey
 from vipcheck.model.node import Protocol
 
@@ -16,6 +18,22 @@ def require_ipvs_mode(cluster: ClusterFacts) -> None:
     config = cluster.kube_proxy_or_none
     if config is not None and config.mode is not ProxyMode.IPVS:
         raise NotApplicable(f"kube-proxy mode is {config.mode}: IPVS checks do not apply")
+
+
+def judge_each_node(
+    facts: Facts, judge: Callable[[str, NodeFacts], list[Violation]]
+) -> list[Violation]:
+    """Every node's violations; a node lacking an input is named (PartlyJudged), not the item."""
+    violations: list[Violation] = []
+    unjudged: dict[str, str] = {}
+    for name, node in facts.nodes.items():
+        try:
+            violations += judge(name, node)
+        except MissingInput as missing:
+            unjudged[name] = str(missing)
+    if unjudged:
+        raise PartlyJudged(violations, unjudged)
+    return violations
 
 
 def restart_kube_proxy(node: str) -> str:

@@ -8,6 +8,7 @@ from vipcheck.checks.base import Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
     expected_for_port,
     ipvsadm_service_option,
+    judge_each_node,
     require_ipvs_mode,
     restart_kube_proxy,
 )
@@ -22,6 +23,7 @@ from vipcheck.facts import (
     NODE_OBJECTS,
     SERVICES,
     Facts,
+    NodeFacts,
 )
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort, Protocol, RealServer, VirtualService
@@ -43,8 +45,9 @@ def check_real_servers_match_endpoints(
     """A violation per node, VS and real server at weight > 0 that is not a usable endpoint."""
     require_ipvs_mode(facts.cluster)
     cluster = facts.cluster.cluster
-    violations = []
-    for name, node in facts.nodes.items():
+
+    def judge(name: str, node: NodeFacts) -> list[Violation]:
+        violations = []
         for expected in expected_for_port(cluster, node, subject):
             observed = node.ipvs.get(expected.key)
             if observed is None:
@@ -62,7 +65,9 @@ def check_real_servers_match_endpoints(
                 )
                 for mismatch in _compare(expected, observed)
             ]
-    return violations
+        return violations
+
+    return judge_each_node(facts, judge)
 
 
 def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list[_Mismatch]:

@@ -6,6 +6,7 @@ from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Viol
 from vipcheck.checks.kube_proxy import (
     expected_for_port,
     ipvsadm_service_option,
+    judge_each_node,
     require_ipvs_mode,
     restart_kube_proxy,
 )
@@ -20,6 +21,7 @@ from vipcheck.facts import (
     NODE_OBJECTS,
     SERVICES,
     Facts,
+    NodeFacts,
 )
 from vipcheck.model.cluster import Cluster, ServicePortKey
 from vipcheck.model.node import HostPort, VirtualService
@@ -32,8 +34,9 @@ def check_virtual_servers_complete(
     """A violation per node and VS of the port: missing, or wrong persistence or scheduler."""
     require_ipvs_mode(facts.cluster)
     cluster = facts.cluster.cluster
-    violations = []
-    for name, node in facts.nodes.items():
+
+    def judge(name: str, node: NodeFacts) -> list[Violation]:
+        violations = []
         restart = (
             f"restart kube-proxy there and read its log for bind or ipset errors: "
             f"{restart_kube_proxy(name)}"
@@ -65,7 +68,9 @@ def check_virtual_servers_complete(
                         evidence=(observed.raw,),
                     )
                 )
-    return violations
+        return violations
+
+    return judge_each_node(facts, judge)
 
 
 def _attribute_mismatches(expected: ExpectedVirtualService, observed: VirtualService) -> list[str]:
