@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
 from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
@@ -20,17 +21,34 @@ def require_ipvs_mode(cluster: ClusterFacts) -> None:
         raise NotApplicable(f"kube-proxy mode is {config.mode}: IPVS checks do not apply")
 
 
+@dataclass(frozen=True, slots=True)
+class NotShown:
+    """What a node's input does not show, as a paste was cut: not judged, never called missing."""
+
+    why: str
+
+
+def not_in_paste(node: NodeFacts, what: str) -> NotShown:
+    """A virtual service absent from a partial table: not in the pasted part, so not judged."""
+    return NotShown(f"{what} not in the pasted part of its IPVS table ({node.ipvs.partial})")
+
+
 def judge_each_node(
-    facts: Facts, judge: Callable[[str, NodeFacts], list[Violation]]
+    facts: Facts, judge: Callable[[str, NodeFacts], Iterable[Violation | NotShown]]
 ) -> list[Violation]:
-    """Every node's violations; a node lacking an input is named (PartlyJudged), not the item."""
+    """Every node's violations; a node lacking an input or part of it is named (PartlyJudged)."""
     violations: list[Violation] = []
     unjudged: dict[str, str] = {}
     for name, node in facts.nodes.items():
         try:
-            violations += judge(name, node)
+            found = list(judge(name, node))
         except MissingInput as missing:
             unjudged[name] = str(missing)
+            continue
+        violations += [item for item in found if isinstance(item, Violation)]
+        not_shown = [item.why for item in found if isinstance(item, NotShown)]
+        if not_shown:
+            unjudged[name] = f"{name}: " + "; ".join(not_shown)
     if unjudged:
         raise PartlyJudged(violations, unjudged)
     return violations

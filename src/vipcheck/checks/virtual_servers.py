@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
 from vipcheck.checks.kube_proxy import (
+    NotShown,
     expected_for_port,
     ipvsadm_service_option,
     judge_each_node,
+    not_in_paste,
     require_ipvs_mode,
     restart_kube_proxy,
 )
@@ -35,14 +37,17 @@ def check_virtual_servers_complete(
     require_ipvs_mode(facts.cluster)
     cluster = facts.cluster.cluster
 
-    def judge(name: str, node: NodeFacts) -> list[Violation]:
-        violations = []
+    def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
+        violations: list[Violation | NotShown] = []
         restart = (
             f"restart kube-proxy there and read its log for bind or ipset errors: "
             f"{restart_kube_proxy(name)}"
         )
         for expected in expected_for_port(cluster, node, subject):
             observed = node.ipvs.get(expected.key)
+            if observed is None and node.ipvs.partial:
+                violations.append(not_in_paste(node, _name(expected)))
+                continue
             if observed is None:
                 violations.append(
                     Violation(
