@@ -143,16 +143,21 @@ def _guards(name: str, command: str, documented: bool) -> list[tuple[str, str | 
 
 
 def build_node_script(
-    files: Mapping[str, str] = NODE_FILES, *, path_suffix: str = ":/usr/sbin:/sbin"
+    files: Mapping[str, str] = NODE_FILES,
+    *,
+    path_suffix: str = ":/usr/sbin:/sbin",
+    fallbacks: bool = True,
 ) -> str:
     """The script for a table of file name -> command (plain words, as NODE_FILES holds).
 
     path_suffix is appended to the login's PATH, where ipvsadm, sysctl and ip usually live.
+    With fallbacks, the files of FALLBACK_FILES are produced only where the preferred ones cannot
+    be; without, every command runs as given (to record them all).
     """
     parts = [_PREAMBLE.replace("{path_suffix}", path_suffix)]
     for name, command in files.items():
         quoted = shlex.quote(name)
-        documented = NODE_FILES.get(name) == command
+        documented = fallbacks and NODE_FILES.get(name) == command
         script_command = _SCRIPT_COMMANDS.get(name, command) if documented else command
         words = script_command.split()
         # Globs (/proc/sys/net/ipv4/conf/*/rp_filter) are left for the shell to expand.

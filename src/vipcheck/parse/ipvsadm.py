@@ -491,9 +491,9 @@ def _rule_service_options(
             service.persistent_timeout = _integer(timeout, "-p", source, number)
         elif option == "-M":
             service.netmask = next(options, None)
-        elif option == "--pe":
+        elif option in ("--pe", "pe"):  # ipvsadm <= 1.26 printed ` pe NAME` and ` ops` bare
             service.pe_name = next(options, None)
-        elif option == "-o":
+        elif option in ("-o", "ops"):
             service.flags.append("ops")
         elif option == "-b":
             service.flags.extend(_value(option, options, source, number).split(","))

@@ -102,3 +102,37 @@ def test_a_key_busybox_could_not_read_is_not_applicable_naming_the_note() -> Non
         "what it could: sysctl: error reading key 'net.ipv6.conf.all.stable_secret': "
         "Input/output error) (module not loaded, or an older kernel?)"
     )
+
+
+def centos7_node_2() -> Snapshot:
+    """node-2 as a CentOS 7 node: kernel 3.10 (no conn_reuse_mode, tcp_tw_recycle still there)."""
+    snapshot = load_snapshot(OLD_NODE)
+    node = snapshot.nodes["node-2"]
+    sysctl = "".join(
+        line
+        for line in node.files["sysctl.txt"].splitlines(keepends=True)
+        if not line.startswith("net.ipv4.vs.conn_reuse_mode")
+    )
+    files = {
+        **node.files,
+        "uname.txt": "3.10.0-693.el7.x86_64\n",
+        "sysctl.txt": sysctl + "net.ipv4.tcp_tw_recycle = 0\n",
+    }
+    return replace(snapshot, nodes={**snapshot.nodes, "node-2": replace(node, files=files)})
+
+
+def test_a_kernel_3_10_node_is_not_applicable_where_its_keys_do_not_exist() -> None:
+    found = results(centos7_node_2())
+    on_node_2 = {key: result for key, result in found.items() if key[1].startswith("node-2")}
+    assert {r.outcome for r in on_node_2.values()} <= {
+        Outcome.PASSED,
+        Outcome.FAILED,
+        Outcome.SKIPPED,
+    }
+    conn_reuse = on_node_2[("ipvs-conn-reuse-mode", "node-2")]
+    assert conn_reuse.outcome is Outcome.SKIPPED
+    assert conn_reuse.reason == (
+        "kernel 3.10.0-693.el7.x86_64 is older than 4.1: kube-proxy leaves it alone"
+    )
+    assert on_node_2[("tcp-tw-recycle-off", "node-2")].outcome is Outcome.PASSED
+    assert on_node_2[("rp-filter-not-strict", "node-2/tunl0")].outcome is Outcome.FAILED

@@ -11,7 +11,7 @@ import pytest
 from vipcheck.model.node import FwdMethod, IpvsTable, Protocol, RealServer
 from vipcheck.parse import ParseError
 from vipcheck.parse.ipvsadm import parse_ipvsadm_list
-from vipcheck.parse.procfs import parse_proc_ip_vs
+from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 
 OLD_NODE = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-incidents-old-node"
 VERSION = "IP Virtual Server version 1.2.1 (size=4096)\n"
@@ -81,6 +81,13 @@ def test_rule_format_options() -> None:
     assert (sctp.protocol, sctp.scheduler, sctp.real_servers) == (Protocol.SCTP, "wrr", ())
     assert (fwmark.key, fwmark.real_servers[0].fwd_method) == (("FWM", 42, "IPv6"), FwdMethod.ROUTE)
     assert table.partial is None
+
+
+def test_rule_format_of_old_ipvsadm_prints_pe_and_ops_bare() -> None:
+    # ipvsadm 1.26's print_service_entry(): printf(" pe %s", ...) and printf(" ops") after -p/-M.
+    text = "-A -t 10.96.0.50:5060 -s rr -p 10800 pe sip ops\n"
+    [service] = parse_ipvsadm_list(text, "ipvsadm-Ln.txt").services
+    assert (service.persistent_timeout, service.pe_name, service.flags) == (10800, "sip", ("ops",))
 
 
 @pytest.mark.parametrize(
@@ -173,3 +180,27 @@ def test_proc_ip_vs_cut_by_grep() -> None:
     table = parse_proc_ip_vs(text, "proc-ip_vs.txt")
     assert table.partial == "cut by `grep -A1 0A600014` in the command on line 1"
     assert not table.real_servers_complete
+
+
+def test_centos7_ipvsadm_1_27_and_kernel_3_10() -> None:
+    # ipvsadm 1.27 (CentOS 7) lists as 1.31 does (ipvsadm-formats.md section 1), and kernel
+    # 3.10's /proc/net/ip_vs_conn already has the PEName/PEData columns (added in 2.6.37).
+    listing = (
+        "[root@centos7 ~]# ipvsadm -Ln\n"
+        + VERSION
+        + TITLES
+        + "TCP  10.96.0.1:443 rr persistent 10800\n"
+        "  -> 10.0.0.11:6443               Masq    1      2          0\n"
+        "UDP  10.96.0.10:53 rr\n"
+        "  -> 10.244.1.2:53                Masq    1      0          12\n"
+    )
+    table = parse_ipvsadm_list(listing, "ipvsadm-Ln.txt")
+    https, dns = table.services
+    assert (https.persistent_timeout, https.flags, table.partial) == (10800, (), None)
+    assert dns.real_servers[0].inact_conns == 12
+    connections = parse_proc_ip_vs_conn(
+        "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
+        "TCP 0A0A0024 D431 0A600028 0050 0AF4020A 1F90 SYN_RECV         57\n",
+        "ip_vs_conn.txt",
+    )
+    assert [(c.state_name, c.expires_s) for c in connections] == [("SYN_RECV", 57)]
