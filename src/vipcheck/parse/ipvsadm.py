@@ -41,10 +41,12 @@ _LIST_HINT = "use `ipvsadm -Ln` (numeric): without -n, names replace addresses a
 _CONN_HINT = "use `ipvsadm -Lnc` (numeric): without -n, names replace addresses and ports"
 
 
-# A line naming ipvsadm (or /proc/net/ip_vs*) before any output is the command that was run:
+# A line naming ipvsadm (or /proc/net/ip_vs*, or `ip addr`/`ip link`) before any output is the
+# command that was run:
 # `sudo ipvsadm -ln | grep 30530`, `ansible all -b -a 'ipvsadm -Ln -t VIP:PORT'`, a shell loop.
 _COMMAND = re.compile(
-    r"(?:^|[\s'\"/;|(`])(?:ipvsadm(?:-save)?(?=[\s'\";|`)]|$)|cat\s+/proc/net/ip_vs)"
+    r"(?:^|[\s'\"/;|(`])(?:ipvsadm(?:-save)?(?=[\s'\";|`)]|$)|cat\s+/proc/net/ip_vs"
+    r"|ip(?:\s+-\S+)*\s+(?:a|addr|address|l|link)\b)"
 )
 # Options of ipvsadm that list one service, and tools that cut a listing when piped into.
 _ONE_SERVICE = frozenset(

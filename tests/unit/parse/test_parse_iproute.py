@@ -404,6 +404,12 @@ def test_ip_text_refuses(text: str, line: int, message: str) -> None:
     assert message in raised.value.message
 
 
+def test_pasted_ip_text_starting_with_its_command() -> None:
+    pasted = "ssh node-2 ip -d link show\n" + CENTOS7_LINK
+    interfaces = parse_ip_text("", pasted, "a", "l")
+    assert interfaces["tunl0"].kind == "ipip"
+
+
 def test_pasted_ip_text_with_a_prompt() -> None:
     pasted = (
         "[root@node-2 ~]# ip addr show dev tunl0\n" + CENTOS7_ADDR.split("4: kube", maxsplit=1)[0]
