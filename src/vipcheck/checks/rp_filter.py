@@ -29,15 +29,21 @@ def rp_filter_interfaces(node: NodeFacts, cluster: ClusterFacts) -> list[str]:
     """Interfaces where strict rp_filter drops service traffic: tunnels and the node's own NIC.
 
     The NIC is the one holding the Node's InternalIP; without one, every non-virtual interface
-    with a global address. lo, kube-ipvs0 and pod-side veths are never chosen.
+    with a global address; where addresses are unknown (/sys/class/net alone), every interface
+    that is up and neither a dummy nor a tunnel. lo, kube-ipvs0 and pod-side veths never are.
     """
-    candidates = [interface for interface in node.interfaces if not _never_filtered(interface)]
+    interfaces = node.interfaces
+    candidates = [interface for interface in interfaces if not _never_filtered(interface)]
     internal_ips = set(_internal_ips(node.name, cluster))
     nics = [
         interface
         for interface in candidates
         if any(address.ip in internal_ips for address in interface.addresses or ())
     ] or [interface for interface in candidates if _has_global_address(interface)]
+    if interfaces.addr_source is None:
+        nics = [
+            i for i in candidates if "UP" in i.flags and i.kind != "dummy" and not _is_tunnel(i)
+        ]
     chosen = {interface.name for interface in (*filter(_is_tunnel, candidates), *nics)}
     return [interface.name for interface in candidates if interface.name in chosen]
 

@@ -78,6 +78,13 @@ def test_without_ip_or_sysctl_kernel_files_still_catch_strict_rp_filter() -> Non
         "net.ipv4.conf.tunl0.rp_filter = 1",
         "interfaces from nodes/node-2/sys-class-net.txt",
     )
+    # Without addresses the NIC is every interface up that is no dummy or tunnel: eth0 here, as
+    # the InternalIP chooses with addresses (loose: max(all=1, eth0=2) is 2).
+    modern = results(load_snapshot(OLD_NODE))
+    assert {key for key in found if key[1].startswith("node-2/")} == {
+        key for key in modern if key[1].startswith("node-2/")
+    }
+    assert found[("rp-filter-not-strict", "node-2/eth0")].outcome is Outcome.PASSED
     # /sys/class/net has no IPv4 addresses: the kube-ipvs0 address check cannot judge, and says so.
     kube_ipvs0 = found[("kube-ipvs0-holds-service-ips", "node-2")]
     assert kube_ipvs0.outcome is Outcome.SKIPPED
