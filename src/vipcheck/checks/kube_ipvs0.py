@@ -23,6 +23,7 @@ def check_kube_ipvs0_holds_service_ips(
     expected = expected_cluster_ips(cluster.services)
     device = node.interfaces.get(KUBE_IPVS0)
     restart = f"on {node.name}: restart kube-proxy to recreate it: {restart_kube_proxy(node.name)}"
+    source = _source(node)
     if device is None:
         return [
             Violation(
@@ -32,6 +33,7 @@ def check_kube_ipvs0_holds_service_ips(
                 observed="no kube-ipvs0 interface",
                 expected=f"a dummy kube-ipvs0 holding {_listed(expected)}",
                 fix=restart,
+                evidence=source,
             )
         ]
     violations = []
@@ -63,6 +65,7 @@ def check_kube_ipvs0_holds_service_ips(
                     for address in sorted(missing, key=str)
                 )
                 + f"; then restart kube-proxy there: {restart_kube_proxy(node.name)}",
+                evidence=source,
             )
         )
     return violations
@@ -87,6 +90,7 @@ def check_kube_ipvs0_no_stale_addresses(
             "traffic for it as local and black-holes it",
             expected="only ClusterIPs, externalIPs and load-balancer IPs of Services",
             fix=f"on {node.name}: ip addr del {address} dev kube-ipvs0",
+            evidence=_source(node),
         )
         for address in _addresses(device, node)
         if address.ip not in expected and not address.ip.is_link_local
@@ -99,6 +103,12 @@ def _addresses(device: Interface, node: NodeFacts) -> tuple[IPInterface, ...]:
         source = node.interfaces.link_source
         raise MissingInput(node.name, IP_ADDR.files, f"{source} lists no IPv4 addresses")
     return device.addresses
+
+
+def _source(node: NodeFacts) -> tuple[str]:
+    """Which output the interfaces were read from, as evidence (`ip -j`, text, /sys/class/net)."""
+    interfaces = node.interfaces
+    return (f"interfaces from {interfaces.addr_source or interfaces.link_source}",)
 
 
 def _listed(addresses: Collection[IPAddress]) -> str:

@@ -9,7 +9,7 @@ from vipcheck.cases import Outcome, Result, cases_for, run_case
 from vipcheck.checks import CATALOGUE
 from vipcheck.facts import Facts
 from vipcheck.settings import DEFAULTS
-from vipcheck.snapshot import Snapshot, load_snapshot
+from vipcheck.snapshot import Snapshot, load_snapshot, save_snapshot
 
 RECORDED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded"
 # Both from the lab, scenario seed-incidents; in the second node-2 has busybox's ip and sysctl
@@ -143,3 +143,26 @@ def test_a_kernel_3_10_node_is_not_applicable_where_its_keys_do_not_exist() -> N
     )
     assert on_node_2[("tcp-tw-recycle-off", "node-2")].outcome is Outcome.PASSED
     assert on_node_2[("rp-filter-not-strict", "node-2/tunl0")].outcome is Outcome.FAILED
+
+
+def test_a_missing_vip_on_kube_ipvs0_read_from_busybox_text_names_that_source() -> None:
+    snapshot = load_snapshot(OLD_NODE)
+    node = snapshot.nodes["node-2"]
+    text = node.files["ip-addr.txt"].replace("    inet 10.96.0.40/32 scope global kube-ipvs0\n", "")
+    assert text != node.files["ip-addr.txt"]
+    files = {**node.files, "ip-addr.txt": text}
+    snapshot = replace(snapshot, nodes={**snapshot.nodes, "node-2": replace(node, files=files)})
+    result = results(snapshot)[("kube-ipvs0-holds-service-ips", "node-2")]
+    assert result.outcome is Outcome.FAILED
+    [violation] = result.violations
+    assert violation.observed.startswith("kube-ipvs0 lacks 10.96.0.40,")
+    assert violation.evidence == ("interfaces from nodes/node-2/ip-addr.txt",)
+
+
+def test_notes_survive_a_saved_snapshot(tmp_path: Path) -> None:
+    snapshot = load_snapshot(OLD_NODE)
+    save_snapshot(snapshot, tmp_path / "snap")
+    again = load_snapshot(tmp_path / "snap")
+    assert again.nodes["node-2"].notes == snapshot.nodes["node-2"].notes
+    assert again.nodes["node-2"].notes["sysctl.txt"].startswith("exited 1 after printing")
+    assert again.nodes["node-2"].files == snapshot.nodes["node-2"].files
