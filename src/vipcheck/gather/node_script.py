@@ -102,19 +102,19 @@ _SCRIPT_COMMANDS = {
     "sys-class-net.txt": "vipcheck_grep_h "
     + NODE_FILES["sys-class-net.txt"].removeprefix("grep -H . "),
 }
-_NO_IP = "command -v ip >/dev/null 2>&1"
-_NO_IP_JSON = (
+_HAS_IP = "command -v ip >/dev/null 2>&1"
+_IP_WITHOUT_JSON = (
     "`ip -j` unknown (iproute2 before 4.14, or busybox): ip-addr.txt and ip-link.txt hold the text"
 )
 # Fallbacks: (sh test, why) guards before the usual ones; why None means skip in silence, as
 # the preferred file was produced.
 _FALLBACK_GUARDS: dict[str, list[tuple[str, str | None]]] = {
-    "ip-addr.json": [(_NO_IP, "ip not installed"), ("vipcheck_ip_json", _NO_IP_JSON)],
-    "ip-link.json": [(_NO_IP, "ip not installed"), ("vipcheck_ip_json", _NO_IP_JSON)],
-    "ip-addr.txt": [(_NO_IP, "ip not installed"), ("{ ! vipcheck_ip_json; }", None)],
-    "ip-link.txt": [(_NO_IP, "ip not installed"), ("{ ! vipcheck_ip_json; }", None)],
+    "ip-addr.json": [(_HAS_IP, "ip not installed"), ("vipcheck_ip_json", _IP_WITHOUT_JSON)],
+    "ip-link.json": [(_HAS_IP, "ip not installed"), ("vipcheck_ip_json", _IP_WITHOUT_JSON)],
+    "ip-addr.txt": [(_HAS_IP, "ip not installed"), ("{ ! vipcheck_ip_json; }", None)],
+    "ip-link.txt": [(_HAS_IP, "ip not installed"), ("{ ! vipcheck_ip_json; }", None)],
     "sys-class-net.txt": [
-        (f"{{ ! {_NO_IP}; }}", None),
+        (f"{{ ! {_HAS_IP}; }}", None),
         ("[ -d /sys/class/net ]", "/sys/class/net absent"),
     ],
     "proc-sys.txt": [("{ ! command -v sysctl >/dev/null 2>&1; }", None)],
