@@ -426,3 +426,13 @@ def test_sys_class_net_refuses(text: str, line: int) -> None:
     with pytest.raises(ParseError) as raised:
         parse_interfaces(None, (text, "sys-class-net.txt"))
     assert (raised.value.source, raised.value.line) == ("sys-class-net.txt", line)
+
+
+def test_json_and_text_may_be_mixed_in_a_hand_made_snapshot() -> None:
+    folder = OLD_NODE / "node-1"
+    mixed = parse_interfaces(
+        ((folder / "ip-addr.json").read_text(), "nodes/node-1/ip-addr.json"),
+        ((folder / "ip-link.txt").read_text(), "nodes/node-1/ip-link.txt"),
+    )
+    assert list(mixed) == list(parse_node(folder).values())
+    assert mixed.link_source == "nodes/node-1/ip-link.txt"
