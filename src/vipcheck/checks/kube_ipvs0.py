@@ -29,6 +29,7 @@ def check_kube_ipvs0_holds_service_ips(
     expected = expected_cluster_ips(cluster.services, own)
     device = node.interfaces.get(KUBE_IPVS0)
     restart = f"on {node.name}: restart kube-proxy to recreate it: {restart_kube_proxy(node.name)}"
+    source = _source(node)
     if device is None:
         return [
             Violation(
@@ -38,6 +39,7 @@ def check_kube_ipvs0_holds_service_ips(
                 observed="no kube-ipvs0 interface",
                 expected=f"a dummy kube-ipvs0 holding {_listed(expected)}",
                 fix=restart,
+                evidence=source,
             )
         ]
     violations = []
@@ -70,6 +72,7 @@ def check_kube_ipvs0_holds_service_ips(
                     for address in sorted(missing, key=str)
                 )
                 + f"; then restart kube-proxy there: {restart_kube_proxy(node.name)}",
+                evidence=source,
             )
         )
     return violations
@@ -103,6 +106,7 @@ def check_kube_ipvs0_no_stale_addresses(
             "load-balancer IP that is one of the node's own addresses (shouldBind in "
             "syncProxyRules, pkg/proxy/ipvs/proxier.go), so it stays where the node has it",
             fix=f"on {node.name}: ip addr del {address} dev kube-ipvs0",
+            evidence=_source(node),
         )
         for address in _addresses(device, node)
         if address.ip not in expected and not address.ip.is_link_local
@@ -121,10 +125,17 @@ def _unbound_note(unbound: dict[IPAddress, str]) -> str:
 
 
 def _addresses(device: Interface, node: NodeFacts) -> tuple[IPInterface, ...]:
-    """kube-ipvs0's addresses; without `ip -j addr` they are unknown, so the check is skipped."""
+    """kube-ipvs0's addresses; without an address listing they are unknown, so the check skips."""
     if device.addresses is None:
-        raise MissingInput(node.name, ("ip-addr.json",))
+        source = node.interfaces.link_source
+        raise MissingInput(node.name, IP_ADDR.files, f"{source} lists no IPv4 addresses")
     return device.addresses
+
+
+def _source(node: NodeFacts) -> tuple[str]:
+    """Which output the interfaces were read from, as evidence (`ip -j`, text, /sys/class/net)."""
+    interfaces = node.interfaces
+    return (f"interfaces from {interfaces.addr_source or interfaces.link_source}",)
 
 
 def _listed(addresses: Collection[IPAddress]) -> str:

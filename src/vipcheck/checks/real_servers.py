@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 from vipcheck.checks.base import Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
+    NotShown,
     expected_for_port,
     ipvsadm_service_option,
+    judge_each_node,
+    not_in_paste,
     require_ipvs_mode,
     restart_kube_proxy,
 )
@@ -23,6 +26,7 @@ from vipcheck.facts import (
     NODE_OBJECTS,
     SERVICES,
     Facts,
+    NodeFacts,
 )
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort, Protocol, RealServer, VirtualService
@@ -44,12 +48,26 @@ def check_real_servers_match_endpoints(
     """A violation per node, VS and real server at weight > 0 that is not a usable endpoint."""
     require_ipvs_mode(facts.cluster)
     cluster = facts.cluster.cluster
-    violations = []
-    for name, node in facts.nodes.items():
+
+    def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
+        violations: list[Violation | NotShown] = []
+        table = node.ipvs
         for expected in expected_for_port(cluster, node, subject):
-            observed = node.ipvs.get(expected.key)
+            observed = table.get(expected.key)
             if observed is None:
+                if table.partial:
+                    vs = f"{expected.protocol.value} {_address(expected)}"
+                    violations.append(not_in_paste(node, vs))
                 continue  # ipvs-virtual-servers-complete reports a missing VS
+            mismatches = _compare(expected, observed)
+            if not table.real_servers_complete:
+                # The paste may have cut real-server lines: judge those shown, claim none missing.
+                mismatches = [
+                    m for m in mismatches if m.kind is not FindingKind.MISSING_REAL_SERVER
+                ]
+                violations.append(
+                    NotShown(f"{observed.name}: real servers may be cut ({table.partial})")
+                )
             violations += [
                 Violation(
                     kind=mismatch.kind,
@@ -61,9 +79,11 @@ def check_real_servers_match_endpoints(
                     f"{restart_kube_proxy(name)}",
                     evidence=tuple(_raw_lines(observed)),
                 )
-                for mismatch in _compare(expected, observed)
+                for mismatch in mismatches
             ]
-    return violations
+        return violations
+
+    return judge_each_node(facts, judge)
 
 
 def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list[_Mismatch]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
 from vipcheck.checks.kube_proxy import (
+    NotShown,
     expected_for_port,
     ipvsadm_service_option,
+    judge_each_node,
+    not_in_paste,
     require_ipvs_mode,
     restart_kube_proxy,
 )
@@ -21,6 +24,7 @@ from vipcheck.facts import (
     NODE_OBJECTS,
     SERVICES,
     Facts,
+    NodeFacts,
 )
 from vipcheck.model.cluster import Cluster, ServicePortKey
 from vipcheck.model.node import HostPort, VirtualService
@@ -33,14 +37,18 @@ def check_virtual_servers_complete(
     """A violation per node and VS of the port: missing, or wrong persistence or scheduler."""
     require_ipvs_mode(facts.cluster)
     cluster = facts.cluster.cluster
-    violations = []
-    for name, node in facts.nodes.items():
+
+    def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
+        violations: list[Violation | NotShown] = []
         restart = (
             f"restart kube-proxy there and read its log for bind or ipset errors: "
             f"{restart_kube_proxy(name)}"
         )
         for expected in expected_for_port(cluster, node, subject):
             observed = node.ipvs.get(expected.key)
+            if observed is None and node.ipvs.partial:
+                violations.append(not_in_paste(node, _name(expected)))
+                continue
             if observed is None:
                 violations.append(
                     Violation(
@@ -66,7 +74,9 @@ def check_virtual_servers_complete(
                         evidence=(observed.raw,),
                     )
                 )
-    return violations
+        return violations
+
+    return judge_each_node(facts, judge)
 
 
 def _attribute_mismatches(expected: ExpectedVirtualService, observed: VirtualService) -> list[str]:

@@ -23,6 +23,8 @@ from vipcheck.snapshot import Snapshot, load_snapshot
 ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "fixtures" / "recorded" / "seed-incidents"
 PROBED = ROOT / "fixtures" / "snapshots" / "seed-incidents-probed"
+# node-2 with busybox's ip and sysctl and no ipvsadm: text interfaces, /proc/net/ip_vs.
+OLD_NODE = ROOT / "fixtures" / "recorded" / "seed-incidents-old-node"
 # The first of each pair of alternatives: removing it makes the facts read the second.
 PRIMARIES = ("ipvsadm-Ln.txt", "ip_vs_conn.txt")
 
@@ -34,6 +36,21 @@ def without_primaries(snapshot: Snapshot) -> Snapshot:
         for name, node in snapshot.nodes.items()
     }
     return replace(snapshot, nodes=nodes)
+
+
+def without_ip_or_sysctl(snapshot: Snapshot) -> Snapshot:
+    """Nodes with neither `ip` nor `sysctl`: /sys/class/net and /proc/sys stand in."""
+    gone = {"ip-addr.json", "ip-link.json", "ip-addr.txt", "ip-link.txt", "sysctl.txt"}
+    nodes = {
+        name: replace(node, files={k: v for k, v in node.files.items() if k not in gone})
+        for name, node in snapshot.nodes.items()
+    }
+    return replace(snapshot, nodes=nodes)
+
+
+def with_nodes_of(snapshot: Snapshot, other: Snapshot) -> Snapshot:
+    """The snapshot's probes over another recording's nodes (the same scenario, old node-2)."""
+    return replace(snapshot, nodes=other.nodes)
 
 
 def without_connections_after_probing(snapshot: Snapshot) -> Snapshot:
@@ -59,9 +76,11 @@ def with_kube_proxy_daemon_set(snapshot: Snapshot) -> Snapshot:
 
 @cache
 def variants() -> dict[str, Snapshot]:
-    seed, probed = load_snapshot(SEED), load_snapshot(PROBED)
+    seed, probed, old = load_snapshot(SEED), load_snapshot(PROBED), load_snapshot(OLD_NODE)
     return {
         "seed": seed,
+        "old node": old,
+        "old node without ip or sysctl": without_ip_or_sysctl(old),
         "seed without primaries": without_primaries(seed),
         "probed": probed,
         "probed without after": without_connections_after_probing(probed),
@@ -71,6 +90,8 @@ def variants() -> dict[str, Snapshot]:
         "probed with vantage errors": with_vantage_errors(probed),
         "seed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(seed),
         "probed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(probed),
+        "probed on an old node": with_nodes_of(probed, old),
+        "probed without ip or sysctl": without_ip_or_sysctl(with_nodes_of(probed, old)),
     }
 
 
