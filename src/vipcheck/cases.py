@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Generic
 
 from vipcheck.checks.base import Check, NotApplicable, PartlyJudged, S, Unlisted, Violation
+from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.node import InvalidValue
 from vipcheck.parse import ParseError
@@ -64,6 +65,7 @@ class Result:
     outcome: Outcome
     violations: tuple[Violation, ...] = ()
     reason: str = ""
+    unseen: tuple[str, ...] = ()  # nodes not observed, so not judged by this case
 
 
 def cases_for(check: Check[S], facts: Facts) -> Iterator[Case[S]]:
@@ -73,14 +75,21 @@ def cases_for(check: Check[S], facts: Facts) -> Iterator[Case[S]]:
 
 
 def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
-    """Run one case: violations fail it; missing input skips it; an unobserved node errors it.
+    """Run one case: violations fail it; missing input skips it; an unobserved node errors once.
 
-    A case that spans nodes runs on the observed ones: what they show wrong still FAILS (naming
-    the nodes it could not see); a pass is not claimed for nodes nobody saw, so it ERRORS instead.
-    A node observed but lacking the check's input (PartlyJudged) is named the same way, and
-    without violations elsewhere the case SKIPS.
+    A node that could not be observed ERRORS its `node-observed` item, with the cause; its other
+    node items SKIP, pointing there, so one dead node is one problem. A case that spans nodes
+    judges the observed ones: what they show wrong FAILS; nothing wrong PASSES on the nodes seen,
+    naming the unseen ones in its reason and `unseen` (never a pass for them: their own items
+    error, so the run fails). A node observed but lacking the check's input (PartlyJudged) is
+    named the same way, and without violations elsewhere the case SKIPS.
     """
-    unobserved = facts.unobserved_nodes() if case.node is None else {}
+    unobserved = facts.unobserved_nodes()
+    if case.node is not None and case.node in unobserved and case.check is not NODE_OBSERVED:
+        where = f"{NODE_OBSERVED.id}[{case.node}]"
+        return Result(case, Outcome.SKIPPED, reason=f"{unobserved[case.node]} (see {where})")
+    if case.node is not None:
+        unobserved = {}
     unjudged = ""
     try:
         violations = case.run(facts.observed_only() if unobserved else facts, settings)
@@ -93,12 +102,14 @@ def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
     except (ParseError, InvalidValue) as error:
         return Result(case, Outcome.ERROR, reason=f"cannot read {error}")
     not_seen = "; ".join([*unobserved.values(), *filter(None, [unjudged])])
-    if unobserved and not violations:
-        return Result(case, Outcome.ERROR, reason=not_seen)
+    unseen = tuple(sorted(unobserved))
     if unjudged and not violations:
-        return Result(case, Outcome.SKIPPED, reason=not_seen)
+        return Result(case, Outcome.SKIPPED, reason=not_seen, unseen=unseen)
+    if unobserved and not violations:
+        seen = ", ".join(sorted(set(facts.nodes) - set(unobserved))) or "none"
+        not_seen = f"passed on the nodes seen ({seen}); not judged: {not_seen}"
     outcome = Outcome.FAILED if violations else Outcome.PASSED
-    return Result(case, outcome, tuple(violations), reason=not_seen)
+    return Result(case, outcome, tuple(violations), reason=not_seen, unseen=unseen)
 
 
 def render(result: Result) -> str:

@@ -227,6 +227,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is None or state.facts is None or session.config.option.collectonly:
         return
     state.summary.write(state.options.json_path)
+    if state.facts.unobserved_nodes() and session.exitstatus == pytest.ExitCode.OK:
+        # Never exit 0 with a node nobody saw, even when -k left out its node-observed item.
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -236,6 +239,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     target, totals = state.options.json_path, state.summary.totals_text()
     terminalreporter.write_line(f"vipcheck: JSON summary: {target} ({totals})")
+    unseen = sorted(state.facts.unobserved_nodes())
+    if unseen:
+        partial = sum(1 for r in state.summary.results if r.unseen and r.outcome is Outcome.PASSED)
+        terminalreporter.write_line(
+            f"vipcheck: not observed, so not judged: {', '.join(unseen)} (see node-observed); "
+            f"{partial} Service-port items passed on the other nodes only"
+        )
 
 
 def run_options(config: pytest.Config) -> RunOptions:

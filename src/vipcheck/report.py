@@ -48,6 +48,7 @@ def _record(result: Result) -> dict[str, Any]:
         "node": case.node,
         "outcome": result.outcome.value,
         "message": render(result) if failed else result.reason,
+        "unseen_nodes": list(result.unseen),
         "fix": [v.fix for v in result.violations] if failed else [],
         "violations": [
             {

@@ -70,7 +70,9 @@ def test_vipcheck_fails_exactly_the_scenarios_incidents(
     assert summary["totals"]["passed"] > 20
 
 
-def test_a_node_that_does_not_answer_errors_its_items(labs: LabPool, tmp_path: Path) -> None:
+def test_a_node_that_does_not_answer_is_one_error_and_the_others_are_judged(
+    labs: LabPool, tmp_path: Path
+) -> None:
     lab = labs.get("healthy")
     config = (lab.workdir / "ssh_config").read_text()
     port = json.loads((lab.workdir / "lab.json").read_text())["ssh_ports"]["node-3"]
@@ -78,10 +80,12 @@ def test_a_node_that_does_not_answer_errors_its_items(labs: LabPool, tmp_path: P
     broken.write_text(config.replace(f"Port {port}\n", "Port 9\n"))
     code, summary, output = run_vipcheck(lab, tmp_path, str(broken))
     assert code == 1, output
-    errors = outcomes(summary, "error")
-    assert errors, output
-    assert {node for _, _, node in errors} <= {"node-3", None}, errors
-    assert ("ipvs-tcpfin-timeout", "node-3", "node-3") in errors
+    assert outcomes(summary, "error") == {("node-observed", "node-3", "node-3")}, output
     assert outcomes(summary, "failed") == set(), output
+    node_3_items = {r["check"] for r in summary["results"] if r["node"] == "node-3"}
+    assert "ipvs-tcpfin-timeout" in node_3_items, node_3_items
+    spanning = [r for r in summary["results"] if r["node"] is None and r["outcome"] == "passed"]
+    assert spanning, output
+    assert all(r["unseen_nodes"] == ["node-3"] for r in spanning), spanning
     assert "node-3" in output
     assert "Traceback" not in output

@@ -1,4 +1,4 @@
-"""Cases that span nodes: what the observed nodes show still fails; a pass needs every node."""
+"""Cases that span nodes: what the observed nodes show still fails; a dead node is one error."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.cases import Case, Outcome, render, run_case
-from vipcheck.checks import check_by_id
+from vipcheck.cases import Case, Outcome, cases_for, render, run_case
+from vipcheck.checks import CATALOGUE, check_by_id
 from vipcheck.checks.base import NodeSubject
+from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.facts import Facts
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import Protocol
@@ -35,18 +36,65 @@ def test_violations_on_observed_nodes_fail_and_name_the_unobserved_one() -> None
     assert "also not observed: node-3 could not be observed: ssh: connect" in render(result)
 
 
-def test_no_violation_on_observed_nodes_is_an_error_not_a_pass() -> None:
+def test_no_violation_on_observed_nodes_passes_there_only_naming_the_unseen_node() -> None:
     case = Case(REAL_SERVERS, ServicePortKey("default/web", 80, Protocol.TCP))
     result = run_case(case, facts_without_node_3(), DEFAULTS)
-    assert result.outcome is Outcome.ERROR
-    assert result.reason == "node-3 could not be observed: ssh: connect to host: Connection refused"
+    assert result.outcome is Outcome.PASSED
+    assert result.unseen == ("node-3",)
+    assert result.reason == (
+        "passed on the nodes seen (node-1, node-2); not judged: "
+        "node-3 could not be observed: ssh: connect to host: Connection refused"
+    )
 
 
-def test_node_cases_of_the_unobserved_node_error() -> None:
+def test_violations_on_observed_nodes_record_the_unseen_node() -> None:
+    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, Protocol.TCP))
+    assert run_case(case, facts_without_node_3(), DEFAULTS).unseen == ("node-3",)
+
+
+def test_the_unobserved_node_errors_once_in_node_observed_with_the_cause_and_fix() -> None:
+    facts = facts_without_node_3()
+    results = {
+        node: run_case(Case(NODE_OBSERVED, NodeSubject(node)), facts, DEFAULTS)
+        for node in ("node-1", "node-2", "node-3")
+    }
+    assert {n: r.outcome for n, r in results.items()} == {
+        "node-1": Outcome.PASSED,
+        "node-2": Outcome.PASSED,
+        "node-3": Outcome.ERROR,
+    }
+    assert results["node-3"].reason.startswith(
+        "node-3 could not be observed: ssh: connect to host: Connection refused; fix: nothing "
+        "listens on the node's ssh port"
+    )
+
+
+def test_other_node_cases_of_the_unobserved_node_skip_pointing_at_node_observed() -> None:
     case = Case(check_by_id("ipvs-tcpfin-timeout"), NodeSubject("node-3"))
     result = run_case(case, facts_without_node_3(), DEFAULTS)
-    assert result.outcome is Outcome.ERROR
-    assert "node-3 could not be observed" in result.reason
+    assert result.outcome is Outcome.SKIPPED
+    assert result.reason == (
+        "node-3 could not be observed: ssh: connect to host: Connection refused "
+        "(see node-observed[node-3])"
+    )
+
+
+def test_one_unobserved_node_is_exactly_one_error_and_no_failure_goes_missing() -> None:
+    whole = Facts.from_snapshot(load_snapshot(RECORDED))
+    facts = facts_without_node_3()
+    outcomes: dict[Outcome, set[str]] = {outcome: set() for outcome in Outcome}
+    failed_whole: set[str] = set()
+    for check in CATALOGUE:
+        for case in cases_for(check, facts):
+            outcomes[run_case(case, facts, DEFAULTS).outcome].add(f"{check.id}[{case.id}]")
+        for case in cases_for(check, whole):
+            if run_case(case, whole, DEFAULTS).outcome is Outcome.FAILED:
+                failed_whole.add(f"{check.id}[{case.id}]")
+    assert outcomes[Outcome.ERROR] == {"node-observed[node-3]"}
+    # Every failure the whole fleet shows still fails, except those only node-3 showed.
+    only_node_3 = {f for f in failed_whole if f.endswith("[node-3]") or "[node-3/" in f}
+    assert failed_whole - only_node_3 <= outcomes[Outcome.FAILED]
+    assert only_node_3, "the recorded seed-incidents has findings on node-3"
 
 
 def test_a_malformed_sysctl_value_errors_the_case_naming_the_file() -> None:

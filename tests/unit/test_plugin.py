@@ -113,13 +113,30 @@ def test_missing_file_skips_naming_file_and_command(pytester: pytest.Pytester) -
     assert result.parseoutcomes().get("skipped") == 1
 
 
-def test_unobserved_node_errors_instead_of_failing(pytester: pytest.Pytester) -> None:
+def test_unobserved_node_errors_once_instead_of_failing(pytester: pytest.Pytester) -> None:
+    snapshot = pytester.path / "snap"
+    shutil.copytree(RECORDED, snapshot)
+    (snapshot / "nodes" / "node-3" / "error.txt").write_text("ssh: connect to host: refused\n")
+    result = run_suites(pytester, "--from-snapshot", str(snapshot), "-k", "node-3", "-rA")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors") == 1, outcomes
+    assert outcomes.get("failed") is None, outcomes
+    result.stdout.fnmatch_lines(
+        ["*ERROR at setup of test_node_observed?node-3?*", "node-3 could not be observed*refused*"]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_an_unobserved_node_fails_the_run_even_when_its_item_is_deselected(
+    pytester: pytest.Pytester,
+) -> None:
     snapshot = pytester.path / "snap"
     shutil.copytree(RECORDED, snapshot)
     (snapshot / "nodes" / "node-3" / "error.txt").write_text("ssh: connect to host: refused\n")
     result = run_suites(pytester, "--from-snapshot", str(snapshot), "-k", "node-3 and tcpfin")
-    assert result.parseoutcomes().get("errors") == 1
-    result.stdout.fnmatch_lines(["*node-3 could not be observed*refused*"])
+    assert result.parseoutcomes().get("skipped") == 1
+    result.stdout.fnmatch_lines(["*not observed, so not judged: node-3*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_the_plugin_stays_out_of_other_test_runs(pytester: pytest.Pytester) -> None:

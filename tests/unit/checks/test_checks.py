@@ -636,7 +636,7 @@ def test_every_input_is_a_snapshot_file() -> None:
 
 def test_check_by_id() -> None:
     assert str(check_by_id("rp-filter-not-strict").scope) == "node interface"
-    with pytest.raises(KeyError, match="known: ipvs-present"):
+    with pytest.raises(KeyError, match="known: node-observed, ipvs-present"):
         check_by_id("rp-filter")
 
 
