@@ -73,9 +73,14 @@ def _with_live_probes(options: RunOptions, snapshot: Snapshot, progress: Progres
         raise ObserveError(str(error)) from None
 
     def probe() -> Mapping[str, str]:
-        names = ", ".join(p.vantage.name for p in points) or "nowhere"
+        # A node nobody could observe is no vantage point: its node-observed item reports it once.
+        unseen = facts.unobserved_nodes()
+        usable = [p for p in points if p.vantage.node not in unseen]
+        if len(usable) < len(points):
+            progress(f"not probing from {', '.join(sorted(unseen))}: not observed")
+        names = ", ".join(p.vantage.name for p in usable) or "nowhere"
         progress(f"probing from {names}")
-        files = run_probes(facts, points, options.probes.settings, progress)
+        files = run_probes(facts, usable, options.probes.settings, progress)
         if options.save_to is not None:
             try:
                 save_probes(files, options.save_to)
