@@ -273,7 +273,7 @@ def _run_options(config: pytest.Config) -> RunOptions:
         gather=GatherOptions(
             kubeconfig=config.getoption("kubeconfig"),
             context=config.getoption("context"),
-            hosts=tuple(_split_commas(config.getoption("hosts", None) or [])),
+            hosts=tuple(_split_commas(_hosts_given(config))),
             ssh_config=config.getoption("ssh_config", None),
             ssh_identity_file=config.getoption("ssh_identity_file", None),
             sudo=bool(config.getoption("sudo", False)),
@@ -294,6 +294,12 @@ def _run_options(config: pytest.Config) -> RunOptions:
         ),
         settings=_settings(config),
     )
+
+
+def _hosts_given(config: pytest.Config) -> list[str]:
+    """testinfra's --hosts: one comma-separated string (a list only if some plugin appends)."""
+    hosts: str | list[str] | None = config.getoption("hosts", None)
+    return [hosts] if isinstance(hosts, str) else list(hosts or [])
 
 
 def _split_commas(values: list[str]) -> list[str]:
@@ -337,6 +343,8 @@ def _positive_int(text: str) -> int:
 
 def _snapshot_dir(text: str) -> Path:
     path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"--from-snapshot {text}: not a directory")
     if not path.is_dir():
         raise pytest.UsageError(f"--from-snapshot {text}: no such directory")
     return path

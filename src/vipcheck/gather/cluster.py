@@ -127,6 +127,8 @@ def _kubeconfig_paths(kubeconfig: str | None) -> list[str] | None:
     """The kubeconfig files to merge, kubectl's way; None means use the in-cluster account."""
     if kubeconfig is not None:
         path = Path(kubeconfig).expanduser()
+        if path.is_dir():
+            raise ClusterConfigError(f"kubeconfig {kubeconfig}: is a directory, not a file")
         if not path.is_file():
             raise ClusterConfigError(f"kubeconfig {kubeconfig}: no such file")
         return [str(path)]
