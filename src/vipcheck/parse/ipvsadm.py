@@ -463,6 +463,8 @@ def _rule_line(
     rules: dict[VirtualServiceKey, PendingService],
 ) -> None:
     """One line of `ipvsadm -S -n`: `-A SERVICE -s SCHED ...` or `-a SERVICE -r RS -m -w N`."""
+    if len(words) < 3:
+        raise ParseError(source, number, f"expected a service after {words[0]}")
     service, rest = _rule_service(number, words[1:], source)
     service.raw = " ".join(words)
     key = service.build(source).key
