@@ -103,7 +103,8 @@ def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
         return Result(case, Outcome.ERROR, reason=f"cannot read {error}")
     not_seen = "; ".join([*unobserved.values(), *filter(None, [unjudged])])
     unseen = tuple(sorted(unobserved))
-    if unjudged and not violations:
+    if (unjudged or set(unobserved) == set(facts.nodes)) and not violations:
+        # Nothing wrong where judged, but some nodes lack the input, or no node was seen at all.
         return Result(case, Outcome.SKIPPED, reason=not_seen, unseen=unseen)
     if unobserved and not violations:
         seen = ", ".join(sorted(set(facts.nodes) - set(unobserved))) or "none"

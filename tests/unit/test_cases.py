@@ -158,3 +158,13 @@ def test_a_node_missing_its_table_beside_an_unobserved_one_names_both() -> None:
     assert {v.node for v in result.violations} == {"node-2"}
     assert result.reason.startswith("node-1 could not be observed: ssh: connect")
     assert "; node-3: no ipvsadm-Ln.txt" in result.reason
+
+
+def test_with_no_node_observed_a_service_port_item_skips_never_passes() -> None:
+    snapshot = load_snapshot(RECORDED)
+    nodes = {name: replace(node, error="ssh: refused") for name, node in snapshot.nodes.items()}
+    facts = Facts.from_snapshot(replace(snapshot, nodes=nodes))
+    case = Case(REAL_SERVERS, ServicePortKey("default/web", 80, Protocol.TCP))
+    result = run_case(case, facts, DEFAULTS)
+    assert result.outcome is Outcome.SKIPPED
+    assert result.unseen == ("node-1", "node-2", "node-3")

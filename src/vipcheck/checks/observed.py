@@ -27,11 +27,11 @@ def unobserved_fix(reason: str) -> str:
         )
     if "password is required" in text or "a terminal is required" in text or "sudo:" in text:
         return "sudo asks for a password: allow the ssh user NOPASSWD sudo, or run without --sudo"
-    if "timed out" in text or "timeout" in text:
+    if "no answer within" in text or "timed out" in text or "timeout" in text:
         return "the node did not answer in time: check sshd there, or raise --vipcheck-timeout"
     if "refused" in text:
         return "nothing listens on the node's ssh port: check sshd and the Port in ssh_config"
-    if "truncated" in text or "cut" in text:
+    if "truncated" in text or "cut off" in text or "closed by remote host" in text:
         return "the connection dropped mid-output: check the network and sshd, then run again"
     return "make the node reachable over ssh with the --hosts/--ssh-config given, then run again"
 

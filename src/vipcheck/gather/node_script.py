@@ -193,6 +193,9 @@ def split_node_output(stdout: str) -> tuple[dict[str, str], dict[str, str]]:
     return frames.files, frames.missing
 
 
+CUT_OFF = "output cut off"
+
+
 def split_node_frames(stdout: str) -> NodeFrames:
     """Cut the script's output back into files, missing reasons and notes on partial outputs."""
     frames = NodeFrames()
@@ -209,14 +212,14 @@ def split_node_frames(stdout: str) -> NodeFrames:
             name = line.removeprefix(FILE)
             end = stdout.find(_FRAME_END, position)
             if end < 0:
-                missing[name] = "output cut off before its end (connection lost?)"
+                missing[name] = f"{CUT_OFF} before its end (connection lost?)"
                 break
             content = stdout[position:end]
             position, rc, error = _trailer(stdout, end + 1)
             if rc == "0":
                 files[name] = content
             elif rc is None:
-                missing[name] = "output cut off before its exit status (connection lost?)"
+                missing[name] = f"{CUT_OFF} before its exit status (connection lost?)"
             elif name in KEEPS_PARTIAL_OUTPUT and content.strip():
                 files[name] = content
                 frames.notes[name] = f"exited {rc} after printing what it could: " + (

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from vipcheck.gather.node_script import NODE_SCRIPT, split_node_frames
+from vipcheck.gather.node_script import CUT_OFF, NODE_SCRIPT, split_node_frames
 from vipcheck.options import GATHER_PARALLEL
 from vipcheck.snapshot import NodeSnapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, TransportError
@@ -52,6 +52,12 @@ def gather_node(
         stderr = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         why = stderr[0] if stderr else "no output vipcheck can read"
         failure = f"{target.describe()}: the gather script exited {result.rc}: {why}"
+        progress(f"{target.node}: not observed: {failure}")
+        return NodeSnapshot(target.node, error=failure)
+    cut = [name for name, why in missing.items() if why.startswith(CUT_OFF)]
+    if cut:
+        # The frame tells: a node whose output stops mid-file is not judged on its first half.
+        failure = f"{target.describe()}: output truncated: {cut[0]}: {missing[cut[0]]}"
         progress(f"{target.node}: not observed: {failure}")
         return NodeSnapshot(target.node, error=failure)
     note = f", {len(missing)} missing ({', '.join(missing)})" if missing else ""

@@ -185,3 +185,25 @@ def test_unreadable_cluster_still_gathers_the_hosts(fake: FakeNodes) -> None:
     assert snapshot.nodes["node-1"].error is None
     assert snapshot.nodes["node-2"].error is not None
     assert lines[0].startswith("cluster not read: https://10.0.0.1:6443")
+
+
+class CutOutput:
+    """A NodeRunner whose node's output stops mid-file, as when the connection drops."""
+
+    def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        return RunResult(
+            0, FRAMES + "===vipcheck:file=sysctl.txt\nnet.ipv4.ip_forward = 1\nnet.", ""
+        )
+
+
+def test_a_cut_output_is_never_parsed_as_whole() -> None:
+    lines: list[str] = []
+    [node] = gather_nodes(
+        [NodeTarget("node-1", "ssh://node-1")], 5, lines.append, runner=CutOutput()
+    ).values()
+    assert node.files == {}
+    assert node.error == (
+        "node-1 (ssh://node-1): output truncated: sysctl.txt: output cut off before its end "
+        "(connection lost?)"
+    )
+    assert lines == [f"node-1: not observed: {node.error}"]

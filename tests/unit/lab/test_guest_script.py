@@ -315,3 +315,19 @@ def test_an_old_node_gets_busybox_tools_and_no_ipvsadm() -> None:
         "    start_old_sshd node-2 node-2",
         "    start_sshd node-2 node-2",
     }
+
+
+def test_faulty_nodes_get_their_faulty_sshd_and_no_ipvs_gets_no_ipvs_rules() -> None:
+    scenario = load_scenario("faulty-nodes")
+    script = setup_script(scenario)
+    assert "    start_faulty_sshd node-4 node-4 sshd-hang\n" in script
+    assert "    start_sshd node-5 node-5\n" not in script
+    assert "start_faulty_sshd node-5" not in script
+    assert "    start_faulty_sshd node-6 node-6 cut-output\n" in script
+    assert "    start_faulty_sshd node-7 node-7 no-ipvs\n" in script
+    assert "    start_faulty_sshd node-8 node-8 sudo-password\n" in script
+    assert "ip netns exec node-7 ipvsadm -R" not in script
+    assert "ip netns exec node-6 ipvsadm -R" in script
+    configure = step(script, "configure_nodes")
+    node_7 = configure[configure.index("# node-7:") : configure.index("# node-8:")]
+    assert "kube-ipvs0" not in node_7

@@ -22,6 +22,7 @@ from fixtures.lab.scenario import (
 )
 
 SHIPPED = [
+    "faulty-nodes",
     "healthy",
     "healthy-old-node",
     "kube-proxy-rules",
@@ -91,7 +92,10 @@ def test_every_shipped_scenario_loads(name: str) -> None:
     scenario = load_scenario(name)
     assert scenario.name == name
     assert scenario.path == SCENARIO_DIR / f"{name}.yaml"
-    assert [node.name for node in scenario.nodes] == ["node-1", "node-2", "node-3"]
+    names = [node.name for node in scenario.nodes]
+    # faulty-nodes adds a broken node per fault to the three every scenario has.
+    extra = [f"node-{i}" for i in range(4, 9)] if name == "faulty-nodes" else []
+    assert names == ["node-1", "node-2", "node-3", *extra]
     assert scenario.client.gateway == "node-1"
 
 
@@ -353,3 +357,14 @@ def test_parse_go_duration(text: str, seconds: float) -> None:
 def test_parse_go_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match=f"^{re.escape(text)}$"):
         parse_go_duration(text)
+
+
+def test_bad_fault_names_file_line_and_choices(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "    podCIDR: 10.244.2.0/24\n", "    podCIDR: 10.244.2.0/24\n    fault: flaky\n"
+    )
+    path = write(tmp_path, "bad", text)
+    assert error_for(path).startswith(
+        f"{path}:{line_of(text, 'fault')}: nodes[1].fault: expected one of sshd-hang, "
+        "port-closed, cut-output, no-ipvs, sudo-password"
+    )
