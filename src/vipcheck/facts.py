@@ -238,6 +238,12 @@ class NodeFacts:
         error = self._snapshot.error
         return None if error is None else f"{self.name} could not be observed: {error}"
 
+    @property
+    def ipvs_absent(self) -> str | None:
+        """Why the node has no IPVS at all (ip_vs not loaded), as gathering recorded it; or None."""
+        reason = self._snapshot.missing.get("proc-ip_vs.txt")
+        return reason if reason and "ip_vs module not loaded" in reason else None
+
     @cached_property
     def ipvs(self) -> IpvsTable:
         source = self._first(IPVS_TABLE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -168,3 +169,23 @@ def test_with_no_node_observed_a_service_port_item_skips_never_passes() -> None:
     result = run_case(case, facts, DEFAULTS)
     assert result.outcome is Outcome.SKIPPED
     assert result.unseen == ("node-1", "node-2", "node-3")
+
+
+def test_a_node_without_ipvs_is_one_failure_not_also_a_missing_kube_ipvs0() -> None:
+    snapshot = load_snapshot(RECORDED)
+    node = snapshot.nodes["node-3"]
+    gone = ("ipvsadm-Ln.txt", "proc-ip_vs.txt", "ipvsadm-timeout.txt", "ip_vs_conn.txt")
+    files = {k: v for k, v in node.files.items() if k not in gone}
+    for name in ("ip-addr.json", "ip-link.json"):  # kube-proxy in iptables mode: no kube-ipvs0
+        interfaces = [i for i in json.loads(files[name]) if i["ifname"] != "kube-ipvs0"]
+        files[name] = json.dumps(interfaces)
+    absent = "/proc/net/ip_vs absent: ip_vs module not loaded"
+    missing = dict.fromkeys(gone, absent)
+    nodes = {**snapshot.nodes, "node-3": replace(node, files=files, missing=missing)}
+    facts = Facts.from_snapshot(replace(snapshot, nodes=nodes))
+    present = run_case(Case(check_by_id("ipvs-present"), NodeSubject("node-3")), facts, DEFAULTS)
+    assert present.outcome is Outcome.FAILED
+    holds = check_by_id("kube-ipvs0-holds-service-ips")
+    result = run_case(Case(holds, NodeSubject("node-3")), facts, DEFAULTS)
+    assert result.outcome is Outcome.SKIPPED
+    assert result.reason == f"node-3: no IPVS here, so no kube-ipvs0: {absent}"

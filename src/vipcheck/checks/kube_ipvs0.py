@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
+from vipcheck.checks.base import (
+    Check,
+    FindingKind,
+    NodeSubject,
+    NotApplicable,
+    Severity,
+    Violation,
+)
 from vipcheck.checks.kube_proxy import (
     KUBE_IPVS0,
     own_addresses,
@@ -30,6 +37,9 @@ def check_kube_ipvs0_holds_service_ips(
     device = node.interfaces.get(KUBE_IPVS0)
     restart = f"on {node.name}: restart kube-proxy to recreate it: {restart_kube_proxy(node.name)}"
     source = _source(node)
+    if device is None and node.ipvs_absent:
+        # The node has no IPVS at all: ipvs-present reports that, once; no kube-ipvs0 is expected.
+        raise NotApplicable(f"{node.name}: no IPVS here, so no kube-ipvs0: {node.ipvs_absent}")
     if device is None:
         return [
             Violation(
