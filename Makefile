@@ -10,7 +10,7 @@ DEMO_SCENARIO ?= seed-incidents
 APT_PACKAGES := qemu-system-x86 busybox-static bash ipvsadm openssh-server openssh-client \
 	iproute2 procps nftables kmod cpio gzip python3-venv
 
-.PHONY: deps system-deps test demo demo-down clean
+.PHONY: deps system-deps test bench demo demo-down clean
 
 deps: system-deps $(VENV)/.installed
 
@@ -40,6 +40,10 @@ test: deps
 	$(VENV)/bin/pytest tests -m "not lab"
 	$(VENV)/bin/pytest tests -m lab
 
+# Scale: replay synthetic snapshots up to 100 nodes x 5,000 Services against the targets (bench/).
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m bench
+
 # The built-in lab cluster with the three founding incidents: the symptoms from the client, then
 # vipcheck finding their causes on the nodes (it exits 1 when it finds violations, as it must here).
 demo: deps
@@ -55,4 +59,4 @@ demo-down:
 	$(VENV)/bin/python -m fixtures.lab down --workdir $(DEMO_DIR)
 
 clean:
-	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .bench
