@@ -9,10 +9,10 @@ InputObserver is told every file a fact reads, so tests can hold those declarati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vipcheck.model.cluster import Cluster, EndpointSlice, KubeProxyConfig, Node, Service
 from vipcheck.model.node import Connection, Interfaces, IpvsTable, IpvsTimeouts, Sysctls
@@ -178,6 +178,13 @@ class ClusterFacts:
         return next((node for node in self.nodes if node.name == name), None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A derived value whose computation raised: the error, to raise again."""
+
+    error: Exception
+
+
 class NodeFacts:
     """What one node really does, parsed from nodes/<node>/*."""
 
@@ -185,6 +192,24 @@ class NodeFacts:
         self.name = snapshot.name
         self._snapshot = snapshot
         self._observer = observer
+        self._derived: dict[Hashable, Any] = {}
+
+    def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value computed once from this node's facts (and the cluster's), e.g. its expected
+        state indexed by Service port, so checks called per Service port do not redo it per call.
+
+        A failure is kept too (re-raised without its old traceback), so an unreadable input
+        costs one parse, not one per item.
+        """
+        if key not in self._derived:
+            try:
+                self._derived[key] = compute()
+            except Exception as error:
+                self._derived[key] = _Failed(error)
+        value = self._derived[key]
+        if isinstance(value, _Failed):
+            raise value.error.with_traceback(None)
+        return value  # type: ignore[no-any-return]
 
     def _first(self, which: Input) -> _Source:
         if self._snapshot.error:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from vipcheck.checks.base import NotApplicable
 from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
 from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
@@ -33,15 +35,29 @@ def ipvsadm_service_option(protocol: Protocol) -> str:
 
 def expected_for_port(
     cluster: Cluster, node: NodeFacts, subject: ServicePortKey
-) -> list[ExpectedVirtualService]:
-    """The VSs a correct kube-proxy keeps on the node for this one Service port."""
-    return [
-        expected
-        for expected in expected_virtual_services(
-            cluster, node.name, node_port_candidates(node, cluster.node(node.name))
-        )
-        if expected.port_key == subject
-    ]
+) -> tuple[ExpectedVirtualService, ...]:
+    """The VSs a correct kube-proxy keeps on the node for this one Service port.
+
+    The node's whole expected state is computed once and indexed by Service port: checks run
+    once per Service port, and recomputing it per call cost Services^2 x nodes.
+    """
+    # Keyed by identity: hashing a Cluster hashes every Service. Facts hand out one Cluster.
+    computed_for, by_port = node.derive(
+        ("expected-by-port", id(cluster)), lambda: (cluster, _expected_by_port(cluster, node))
+    )
+    if computed_for is not cluster:
+        by_port = _expected_by_port(cluster, node)
+    return by_port.get(subject, ())
+
+
+def _expected_by_port(
+    cluster: Cluster, node: NodeFacts
+) -> dict[ServicePortKey, tuple[ExpectedVirtualService, ...]]:
+    grouped: defaultdict[ServicePortKey, list[ExpectedVirtualService]] = defaultdict(list)
+    candidates = node_port_candidates(node, cluster.node(node.name))
+    for expected in expected_virtual_services(cluster, node.name, candidates):
+        grouped[expected.port_key].append(expected)
+    return {key: tuple(found) for key, found in grouped.items()}
 
 
 def node_port_candidates(node: NodeFacts, node_object: Node | None) -> tuple[IPAddress, ...]:

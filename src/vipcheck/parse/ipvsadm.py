@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import socket
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ VERSION_LINE = re.compile(r"IP Virtual Server version (?P<version>\S+) \(size=(?
 _HOST_PORT = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>\d{1,3}(?:\.\d{1,3}){3})):(?P<port>\d{1,5})"
 )
+_INTEGER = re.compile(r"-?\d+")
 _NUMBER = re.compile(r"\d+[KMGT]?")  # print_largenum() abbreviates unless --exact
 _SCHEDULER = re.compile(r"[a-z][a-z0-9_]*")
 _TIMEOUT = re.compile(r"Timeout \(tcp tcpfin udp\): (?P<tcp>\d+) (?P<fin>\d+) (?P<udp>\d+)")
@@ -63,17 +65,25 @@ def significant_lines(text: str, source: str) -> Iterator[tuple[int, str]]:
 
 def parse_host_port(token: str, source: str, line: int, hint: str) -> HostPort:
     """`10.96.0.20:6379` or `[fd00::1]:80`; anything else is non-numeric output, refused."""
-    match = _HOST_PORT.fullmatch(token)
-    if match is None:
-        raise ParseError(source, line, f"{token!r} is not a numeric address:port; {hint}")
     try:
-        address = ip_address(match["v6"] or match["v4"])
+        host_port = _numeric_host_port(token)
     except ValueError as error:
         raise ParseError(source, line, f"{token!r}: {error}") from None
-    port = int(match["port"])
-    if port > 65535:
-        raise ParseError(source, line, f"{token!r}: port {port} is out of range")
-    return HostPort(address, port)
+    if host_port is None:
+        raise ParseError(source, line, f"{token!r} is not a numeric address:port; {hint}")
+    if host_port.port > 65535:
+        raise ParseError(source, line, f"{token!r}: port {host_port.port} is out of range")
+    return host_port
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _numeric_host_port(token: str) -> HostPort | None:
+    """The address:port a token names, or None; cached, as every node lists the same endpoints,
+    which then share one HostPort (and one address object) across nodes."""
+    match = _HOST_PORT.fullmatch(token)
+    if match is None:
+        return None
+    return HostPort(ip_address(match["v6"] or match["v4"]), int(match["port"]))
 
 
 class _Layout(enum.Enum):
@@ -228,7 +238,9 @@ def _service_options(service: PendingService, words: list[str]) -> None:
 
 def _integer(word: str, column: str, source: str, number: int) -> int:
     """One integer column, or a ParseError naming the column."""
-    if not re.fullmatch(r"-?\d+", word):
+    if word.isascii() and word.isdigit():
+        return int(word)
+    if not _INTEGER.fullmatch(word):
         raise ParseError(source, number, f"expected {column} to be an integer, got {word!r}")
     return int(word)
 
@@ -282,7 +294,7 @@ def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
         saw_output = True
         stripped = line.strip()
         words = stripped.split()
-        version_match = VERSION_LINE.fullmatch(stripped)
+        version_match = VERSION_LINE.fullmatch(stripped) if stripped[0] == "I" else None
         if version_match:
             this = (version_match["version"], int(version_match["size"]))
             if version is not None and this != version:
