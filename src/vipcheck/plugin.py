@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,11 +230,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state.summary.write(state.options.json_path)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say where the JSON summary went, after pytest's own summary."""
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """After pytest's own summary: failures grouped by check, and where the JSON went.
+
+    A run of 20,000 items can fail thousands; counted per check with the first few named, the
+    end of the output still says what is wrong where.
+    """
+    yield
     state = terminalreporter.config.stash.get(SESSION_KEY, None)
     if state is None or state.facts is None or terminalreporter.config.option.collectonly:
         return
+    grouped = state.summary.by_check()
+    if grouped:
+        terminalreporter.write_sep("=", "vipcheck: failures by check")
+        for line in grouped:
+            terminalreporter.write_line(line)
     target, totals = state.options.json_path, state.summary.totals_text()
     terminalreporter.write_line(f"vipcheck: JSON summary: {target} ({totals})")
 

@@ -212,3 +212,20 @@ def test_handshake_test_names_carry_the_topic_word(pytester: pytest.Pytester) ->
     lines = [line for line in result.outlines if "::" in line]
     assert len(lines) == HANDSHAKES
     assert all("test_handshake_through_vip[" in line for line in lines)
+
+
+def test_the_run_ends_with_failures_grouped_by_check(pytester: pytest.Pytester) -> None:
+    result = run_suites(pytester, "--from-snapshot", str(RECORDED), "-q", "--tb=no")
+    grouped = result.outlines.index(next(line for line in result.outlines if "by check" in line))
+    short = next(i for i, line in enumerate(result.outlines) if "short test summary" in line)
+    assert grouped > short  # after pytest's own list, so the end of the output says it
+    result.stdout.fnmatch_lines(
+        [
+            "*vipcheck: failures by check*",
+            "ipvs-real-servers-match-endpoints ?critical?: 1 failed of * service port item(s), "
+            "on 3 nodes (node-1, node-2, node-3)",
+            "    failed: default/redis:6379/TCP",
+            "ipvs-tcpfin-timeout ?warning?: 3 failed of 3 node item(s), on 3 nodes "
+            "(node-1, node-2, node-3)",
+        ]
+    )
