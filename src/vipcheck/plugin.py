@@ -24,7 +24,13 @@ from vipcheck.checks import check_by_id
 from vipcheck.facts import Facts
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.observe import ObserveError, observe
-from vipcheck.options import DEFAULT_JSON, GatherOptions, ProbeOptions, RunOptions
+from vipcheck.options import (
+    DEFAULT_JSON,
+    GATHER_PARALLEL,
+    GatherOptions,
+    ProbeOptions,
+    RunOptions,
+)
 from vipcheck.report import Summary
 from vipcheck.settings import DEFAULTS, Settings, setting_help
 
@@ -74,6 +80,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=60.0,
         metavar="SECONDS",
         help="per-node gathering timeout (default 60)",
+    )
+    group.addoption(
+        "--vipcheck-parallel",
+        type=_positive_count,
+        default=GATHER_PARALLEL,
+        metavar="N",
+        help=f"nodes gathered at once (default {GATHER_PARALLEL}); each has its own timeout",
     )
     group.addoption(
         "--save-snapshot", type=Path, metavar="DIR", help="also write what was gathered to DIR"
@@ -282,6 +295,7 @@ def _run_options(config: pytest.Config) -> RunOptions:
             connection=config.getoption("connection", None),
             node_map=dict(config.getoption("vipcheck_node")),
             timeout_s=config.getoption("vipcheck_timeout"),
+            parallel=config.getoption("vipcheck_parallel"),
         ),
         replay=replay,
         save_to=save_to,
@@ -329,6 +343,12 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise pytest.UsageError(f"must be more than 0 seconds: {text!r}")
     return value
+
+
+def _positive_count(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise pytest.UsageError(f"expected a whole number above 0: {text!r}")
+    return int(text)
 
 
 def _positive_int(text: str) -> int:

@@ -229,3 +229,22 @@ def test_the_run_ends_with_failures_grouped_by_check(pytester: pytest.Pytester) 
             "(node-1, node-2, node-3)",
         ]
     )
+
+
+def test_vipcheck_parallel_bounds_gathering_and_is_validated(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "from vipcheck.plugin import run_options\n\n"
+        "def pytest_report_header(config):\n"
+        "    return f'gather parallel {run_options(config).gather.parallel}'\n"
+    )
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    given = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--vipcheck-parallel", "3")
+    given.stdout.fnmatch_lines(["gather parallel 3"])
+    default = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    default.stdout.fnmatch_lines(["gather parallel 32"])
+    for bad in ("0", "-2", "many"):
+        refused = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--vipcheck-parallel", bad
+        )
+        assert refused.ret == pytest.ExitCode.USAGE_ERROR
+        refused.stderr.fnmatch_lines([f"*whole number above 0: '{bad}'*"])
