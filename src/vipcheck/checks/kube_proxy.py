@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from vipcheck.checks.base import NotApplicable
 from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
@@ -50,14 +52,40 @@ def expected_for_port(
     return by_port.get(subject, ())
 
 
-def _expected_by_port(
-    cluster: Cluster, node: NodeFacts
-) -> dict[ServicePortKey, tuple[ExpectedVirtualService, ...]]:
+_Expected = tuple[ExpectedVirtualService, ...]
+
+
+@dataclass
+class _Shared:
+    """One copy of each port's expected VSs for the last Cluster seen (by identity), shared by
+    the nodes where they are equal (ClusterIPs under policy Cluster: nearly all of them)."""
+
+    cluster: Cluster | None = None
+    copies: dict[_Expected, _Expected] = field(default_factory=dict)
+
+    def of(self, cluster: Cluster) -> dict[_Expected, _Expected]:
+        if self.cluster is not cluster:
+            self.cluster, self.copies = cluster, {}
+        return self.copies
+
+
+_SHARED = _Shared()
+
+
+def _expected_by_port(cluster: Cluster, node: NodeFacts) -> dict[ServicePortKey, _Expected]:
     grouped: defaultdict[ServicePortKey, list[ExpectedVirtualService]] = defaultdict(list)
     candidates = node_port_candidates(node, cluster.node(node.name))
     for expected in expected_virtual_services(cluster, node.name, candidates):
         grouped[expected.port_key].append(expected)
-    return {key: tuple(found) for key, found in grouped.items()}
+    shared = _SHARED.of(cluster)
+    return {key: shared.setdefault(found, found) for key, found in _as_tuples(grouped)}
+
+
+def _as_tuples(
+    grouped: Mapping[ServicePortKey, list[ExpectedVirtualService]],
+) -> Iterator[tuple[ServicePortKey, tuple[ExpectedVirtualService, ...]]]:
+    for key, found in grouped.items():
+        yield key, tuple(found)
 
 
 def node_port_candidates(node: NodeFacts, node_object: Node | None) -> tuple[IPAddress, ...]:

@@ -38,8 +38,14 @@ _TIMEOUT = re.compile(r"Timeout \(tcp tcpfin udp\): (?P<tcp>\d+) (?P<fin>\d+) (?
 _EXPIRE = re.compile(r"(?P<minutes>\d+):(?P<seconds>[0-5]\d)")
 CONNECTION_PROTOCOL = re.compile(r"TCP|UDP|SCTP|IP|ICMP|ICMPv6|IP_\d+")  # ip_vs_proto_name()
 _FWD_NAMES = frozenset(method.value for method in FwdMethod)
+_FWD_BY_NAME = {method.value: method for method in FwdMethod}
 _LIST_HINT = "use `ipvsadm -Ln` (numeric): without -n, names replace addresses and ports"
 _CONN_HINT = "use `ipvsadm -Lnc` (numeric): without -n, names replace addresses and ports"
+
+
+def _maybe_prompt(stripped: str) -> bool:
+    """Whether the prompt pattern could match: it needs a `#`, `$` or `%` (a cheap test first)."""
+    return "#" in stripped or "$" in stripped or "%" in stripped
 
 
 def significant_lines(text: str, source: str) -> Iterator[tuple[int, str]]:
@@ -47,9 +53,13 @@ def significant_lines(text: str, source: str) -> Iterator[tuple[int, str]]:
     banner_host: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
-        if not stripped or stripped in _ELISION or _PROMPT.match(stripped):
+        if (
+            not stripped
+            or stripped in _ELISION
+            or (_maybe_prompt(stripped) and _PROMPT.match(stripped))
+        ):
             continue
-        banner = _ANSIBLE_BANNER.fullmatch(stripped)
+        banner = _ANSIBLE_BANNER.fullmatch(stripped) if " | " in stripped else None
         if banner:
             if banner_host is not None and banner["host"] != banner_host:
                 raise ParseError(
@@ -94,6 +104,9 @@ class _Layout(enum.Enum):
     COUNTERS = "--stats or --rate counters"
     THRESHOLDS = "Uthreshold Lthreshold ActiveConn InActConn"
     PERSISTENT_CONN = "Weight PersistConn ActiveConn InActConn"
+
+
+_COLUMNS_NEEDED = {_Layout.NORMAL: 4, _Layout.THRESHOLDS: 4, _Layout.PERSISTENT_CONN: 4}
 
 
 def _title_layout(words: list[str]) -> _Layout | None:
@@ -255,7 +268,7 @@ def _real_server(number: int, line: str, layout: _Layout, source: str) -> RealSe
     if layout is _Layout.UNKNOWN:
         counters = bool(columns) and _NUMBER.fullmatch(columns[0]) is not None
         layout = _Layout.COUNTERS if counters else _Layout.NORMAL
-    needed = {_Layout.NORMAL: 4, _Layout.THRESHOLDS: 4, _Layout.PERSISTENT_CONN: 4}.get(layout, 1)
+    needed = _COLUMNS_NEEDED.get(layout, 1)
     if len(columns) < needed:
         raise ParseError(source, number, f"expected {layout.value} after {words[0]}: {line!r}")
     fwd_method = weight = active = inactive = None
@@ -264,7 +277,7 @@ def _real_server(number: int, line: str, layout: _Layout, source: str) -> RealSe
             raise ParseError(
                 source, number, f"unknown forward method {columns[0]!r}, expected Masq/Local/..."
             )
-        fwd_method = FwdMethod(columns[0])
+        fwd_method = _FWD_BY_NAME[columns[0]]
         weight = _integer(columns[1], "Weight", source, number)
     elif layout is _Layout.PERSISTENT_CONN:
         weight = _integer(columns[0], "Weight", source, number)
