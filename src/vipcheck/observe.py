@@ -75,7 +75,9 @@ def _with_live_probes(options: RunOptions, snapshot: Snapshot, progress: Progres
     def probe() -> Mapping[str, str]:
         names = ", ".join(p.vantage.name for p in points) or "nowhere"
         progress(f"probing from {names}")
-        files = run_probes(facts, points, options.probes.settings, progress)
+        files = run_probes(
+            facts, points, options.probes.settings, progress, total_cap_s=options.probes.total_s
+        )
         if options.save_to is not None:
             try:
                 save_probes(files, options.save_to)

@@ -51,6 +51,7 @@ class ProbeOptions:
     enabled: bool = True
     probe_from: tuple[str, ...] = ()
     settings: ProbeSettings = field(default_factory=ProbeSettings)
+    total_s: int = 600  # the whole probe's time cap (vipcheck.probing.TOTAL_CAP_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,5 +89,6 @@ class RunOptions:
         settings = self.probes.settings
         return (
             f"from {where}, {settings.timeout_s} s per connection, "
-            f"at most {settings.budget_s} s per vantage point and round"
+            f"at most {settings.budget_s} s per vantage point and round "
+            f"({self.probes.total_s} s in all for a large cluster)"
         )

@@ -134,6 +134,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="time cap of one vantage point's probes per round; attempts past it are not made "
         f"(default {PROBE_DEFAULTS.budget_s})",
     )
+    group.addoption(
+        "--probe-total",
+        type=_positive_int,
+        default=ProbeOptions().total_s,
+        metavar="SECONDS",
+        help="time cap of the whole probe in a large cluster, whose Service ports are then "
+        f"dealt across node vantage points (default {ProbeOptions().total_s}; docs/probe.md)",
+    )
     for name, text in setting_help().items():
         parser.addini(f"vipcheck_{name}", text, default=str(getattr(DEFAULTS, name)))
 
@@ -317,6 +325,7 @@ def _run_options(config: pytest.Config) -> RunOptions:
         probes=ProbeOptions(
             enabled=not config.getoption("no_probe"),
             probe_from=tuple(_split_commas(config.getoption("probe_from"))),
+            total_s=config.getoption("probe_total"),
             settings=ProbeSettings(
                 timeout_s=config.getoption("probe_timeout"),
                 budget_s=config.getoption("probe_budget"),
