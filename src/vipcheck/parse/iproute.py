@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from ipaddress import ip_interface
@@ -60,6 +61,13 @@ def _kind(item: Mapping[str, object]) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _interface(text: str) -> IPInterface:
+    """Cached: every node's kube-ipvs0 holds the same thousands of Service addresses, and an
+    interface address object (with its network) is several hundred bytes."""
+    return ip_interface(text)
+
+
 def _addresses(item: Mapping[str, object], source: str) -> tuple[IPInterface, ...]:
     """The inet/inet6 addresses with prefix, e.g. 10.96.0.20/32 on kube-ipvs0."""
     entries = item.get("addr_info", [])
@@ -70,7 +78,7 @@ def _addresses(item: Mapping[str, object], source: str) -> tuple[IPInterface, ..
         if not isinstance(entry, dict) or "local" not in entry:
             continue
         try:
-            addresses.append(ip_interface(f"{entry['local']}/{entry.get('prefixlen')}"))
+            addresses.append(_interface(f"{entry['local']}/{entry.get('prefixlen')}"))
         except ValueError as error:
             raise ParseError(source, None, f"{item['ifname']}: {error}") from None
     return tuple(addresses)

@@ -258,9 +258,15 @@ def _integer(word: str, column: str, source: str, number: int) -> int:
     return int(word)
 
 
-def _real_server(number: int, line: str, layout: _Layout, source: str) -> RealServer:
+def _real_server(
+    number: int, line: str, layout: _Layout, source: str, split: list[str] | None = None
+) -> RealServer:
     """Parses `  -> 10.244.3.10:6379  Masq 1 0 5` in whichever layout the title announced."""
-    words = line.split()[1:]
+    words = (split or line.split())[1:]
+    if layout is _Layout.NORMAL and len(words) == 5:
+        fast = _plain_real_server(words, line)
+        if fast is not None:
+            return fast
     if not words:
         raise ParseError(source, number, "expected an address after `->`")
     host_port = parse_host_port(words[0], source, number, _LIST_HINT)
@@ -293,6 +299,29 @@ def _real_server(number: int, line: str, layout: _Layout, source: str) -> RealSe
         weight=weight,
         active_conns=active,
         inact_conns=inactive,
+        raw=line,
+    )
+
+
+def _plain_real_server(words: list[str], line: str) -> RealServer | None:
+    """The common line, `-> ADDR:PORT Masq 1 0 5` with plain numbers, without the general path
+    (a 100-node table is millions of them); None sends anything else down the general path."""
+    host_port = _numeric_host_port(words[0])
+    method = _FWD_BY_NAME.get(words[1])
+    if host_port is None or method is None or host_port.port > 65535:
+        return None
+    weight, active, inactive = words[2], words[3], words[4]
+    if not (weight.isdigit() and active.isdigit() and inactive.isdigit()):
+        return None
+    if not (weight.isascii() and active.isascii() and inactive.isascii()):
+        return None
+    return RealServer(
+        address=host_port.address,
+        port=host_port.port,
+        fwd_method=method,
+        weight=int(weight),
+        active_conns=int(active),
+        inact_conns=int(inactive),
         raw=line,
     )
 
@@ -332,7 +361,7 @@ def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
         elif words[0] == "->":
             if not services:
                 raise ParseError(source, number, "a real-server line before any service line")
-            services[-1].real_servers.append(_real_server(number, line, layout, source))
+            services[-1].real_servers.append(_real_server(number, line, layout, source, words))
         elif words[0] in {"TCP", "UDP", "SCTP", "FWM"}:
             service, layout = _service_line(number, line, layout, source)
             services.append(service)
