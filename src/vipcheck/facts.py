@@ -120,6 +120,32 @@ class _Source:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A derived value whose computation raised: the error, to raise again."""
+
+    error: Exception
+
+
+class _Derived:
+    """Values computed once; a failure is kept too (re-raised without its old traceback), so an
+    unreadable input costs one parse, not one per item."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        if key not in self._values:
+            try:
+                self._values[key] = compute()
+            except Exception as error:
+                self._values[key] = _Failed(error)
+        value = self._values[key]
+        if isinstance(value, _Failed):
+            raise value.error.with_traceback(None)
+        return value  # type: ignore[no-any-return]
+
+
 class ClusterFacts:
     """What the API says, parsed from cluster/*.json, each object kind on its own."""
 
@@ -132,6 +158,11 @@ class ClusterFacts:
         self._files = files
         self._error = error
         self._observer = observer
+        self._derived = _Derived()
+
+    def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value computed once from the cluster's facts, e.g. an index each node's check reads."""
+        return self._derived.get(key, compute)
 
     def _parse(self, which: Input, parser: Callable[[str, str], T]) -> T:
         [name] = which.files
@@ -178,13 +209,6 @@ class ClusterFacts:
         return next((node for node in self.nodes if node.name == name), None)
 
 
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    """A derived value whose computation raised: the error, to raise again."""
-
-    error: Exception
-
-
 class NodeFacts:
     """What one node really does, parsed from nodes/<node>/*."""
 
@@ -192,24 +216,13 @@ class NodeFacts:
         self.name = snapshot.name
         self._snapshot = snapshot
         self._observer = observer
-        self._derived: dict[Hashable, Any] = {}
+        self._derived = _Derived()
 
     def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
         """A value computed once from this node's facts (and the cluster's), e.g. its expected
         state indexed by Service port, so checks called per Service port do not redo it per call.
-
-        A failure is kept too (re-raised without its old traceback), so an unreadable input
-        costs one parse, not one per item.
         """
-        if key not in self._derived:
-            try:
-                self._derived[key] = compute()
-            except Exception as error:
-                self._derived[key] = _Failed(error)
-        value = self._derived[key]
-        if isinstance(value, _Failed):
-            raise value.error.with_traceback(None)
-        return value  # type: ignore[no-any-return]
+        return self._derived.get(key, compute)
 
     def _first(self, which: Input) -> _Source:
         if self._snapshot.error:

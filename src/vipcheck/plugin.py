@@ -58,6 +58,7 @@ class VipcheckSession:
     facts: Facts | None = None
     summary: Summary = field(default_factory=Summary)
     usage_errors: list[str] = field(default_factory=list)
+    tuned_gc: bool = False
 
 
 SESSION_KEY = pytest.StashKey[VipcheckSession]()
@@ -198,7 +199,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{PROBE_MARKER}: opens TCP connections to the target (deselect with -m 'not probe')",
     )
-    config.stash[SESSION_KEY] = VipcheckSession(_run_options(config))
+    session = config.stash[SESSION_KEY] = VipcheckSession(_run_options(config))
+    thresholds = gc.get_threshold()
+    config.add_cleanup(lambda: _restore_gc(session, thresholds))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -247,6 +250,9 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Write the JSON summary of a session that ran suite tests (not of --collect-only)."""
     state = session.config.stash.get(SESSION_KEY, None)
+    if state is not None and state.tuned_gc:
+        # The parsed facts live until exit: spare them pytest's closing full collection.
+        gc.freeze()
     if state is None or state.facts is None or session.config.option.collectonly:
         return
     state.summary.write(state.options.json_path)
@@ -294,10 +300,17 @@ GC_THRESHOLDS = (100_000, 50, 1_000)
 
 
 def _collect_garbage_rarely(config: pytest.Config) -> None:
-    """Raise the collector's thresholds for this session (a vipcheck one), restored at its end."""
-    previous = gc.get_threshold()
+    """Raise the collector's thresholds for this session (a vipcheck one); restored at its end."""
     gc.set_threshold(*GC_THRESHOLDS)
-    config.add_cleanup(lambda: gc.set_threshold(*previous))
+    config.stash[SESSION_KEY].tuned_gc = True
+
+
+def _restore_gc(session: VipcheckSession, thresholds: tuple[int, int, int]) -> None:
+    """Undo _collect_garbage_rarely and the freeze at session finish, after pytest's own last
+    collection (this cleanup is registered in pytest_configure, before pytest's, so runs after)."""
+    if session.tuned_gc:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def _run_options(config: pytest.Config) -> RunOptions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -248,3 +249,16 @@ def test_vipcheck_parallel_bounds_gathering_and_is_validated(pytester: pytest.Py
         )
         assert refused.ret == pytest.ExitCode.USAGE_ERROR
         refused.stderr.fnmatch_lines([f"*whole number above 0: '{bad}'*"])
+
+
+def test_a_session_leaves_the_garbage_collector_as_it_found_it(pytester: pytest.Pytester) -> None:
+    before = gc.get_threshold()
+    summary = pytester.path / "summary.json"
+    result = pytester.runpytest_inprocess(
+        str(SUITES_DIR), "-p", "no:cacheprovider", "--from-snapshot", str(RECORDED), "-q",
+        "--vipcheck-json", str(summary),
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert summary.exists()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

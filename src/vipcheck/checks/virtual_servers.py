@@ -112,8 +112,11 @@ def check_no_orphan_virtual_servers(
     node = facts.nodes[subject.node]
     require_ipvs_mode(facts.cluster)
     # Services and kube-proxy's excludeCIDRs explain a VS; endpoints and Nodes need not be read.
-    explanations = explain_virtual_services(
-        Cluster(services=facts.cluster.services, kube_proxy=facts.cluster.kube_proxy_or_none)
+    explanations = facts.cluster.derive(
+        "virtual-service-explanations",
+        lambda: explain_virtual_services(
+            Cluster(services=facts.cluster.services, kube_proxy=facts.cluster.kube_proxy_or_none)
+        ),
     )
     violations = []
     for service in node.ipvs.services:
