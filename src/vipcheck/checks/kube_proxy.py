@@ -57,28 +57,49 @@ _Expected = tuple[ExpectedVirtualService, ...]
 
 @dataclass
 class _Shared:
-    """One copy of each port's expected VSs for the last Cluster seen (by identity), shared by
-    the nodes where they are equal (ClusterIPs under policy Cluster: nearly all of them)."""
+    """For the last Cluster seen (by identity): one copy of each port's expected VSs, and the
+    first node's index, which the other nodes share where they agree (ClusterIPs under policy
+    Cluster: nearly every port), keeping only where they differ (their NodePorts)."""
 
     cluster: Cluster | None = None
     copies: dict[_Expected, _Expected] = field(default_factory=dict)
+    common: dict[ServicePortKey, _Expected] = field(default_factory=dict)
 
-    def of(self, cluster: Cluster) -> dict[_Expected, _Expected]:
+    def of(self, cluster: Cluster) -> _Shared:
         if self.cluster is not cluster:
-            self.cluster, self.copies = cluster, {}
-        return self.copies
+            self.cluster, self.copies, self.common = cluster, {}, {}
+        return self
 
 
 _SHARED = _Shared()
 
 
-def _expected_by_port(cluster: Cluster, node: NodeFacts) -> dict[ServicePortKey, _Expected]:
+@dataclass(frozen=True, slots=True)
+class _NodeExpected:
+    """One node's expected VSs per Service port: its own where it differs, else the common."""
+
+    own: Mapping[ServicePortKey, _Expected]
+    common: Mapping[ServicePortKey, _Expected]
+
+    def get(self, key: ServicePortKey, default: _Expected) -> _Expected:
+        found = self.own.get(key)
+        return found if found is not None else self.common.get(key, default)
+
+
+def _expected_by_port(cluster: Cluster, node: NodeFacts) -> _NodeExpected:
     grouped: defaultdict[ServicePortKey, list[ExpectedVirtualService]] = defaultdict(list)
     candidates = node_port_candidates(node, cluster.node(node.name))
     for expected in expected_virtual_services(cluster, node.name, candidates):
         grouped[expected.port_key].append(expected)
     shared = _SHARED.of(cluster)
-    return {key: shared.setdefault(found, found) for key, found in _as_tuples(grouped)}
+    mine = {key: shared.copies.setdefault(found, found) for key, found in _as_tuples(grouped)}
+    if not shared.common:
+        shared.common = mine
+        return _NodeExpected({}, mine)
+    if mine.keys() != shared.common.keys():
+        return _NodeExpected(mine, {})  # other ports than the first node: nothing to share
+    own = {key: found for key, found in mine.items() if shared.common[key] is not found}
+    return _NodeExpected(own, shared.common)
 
 
 def _as_tuples(
