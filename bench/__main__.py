@@ -43,11 +43,12 @@ class Targets:
 
 @dataclass(frozen=True, slots=True)
 class Measured:
-    """One process: wall seconds, peak RSS in bytes, exit status (None: killed at the timeout)."""
+    """One process: wall and CPU seconds, peak RSS in bytes, exit status (None: timed out)."""
 
     wall_s: float
     peak_rss: int
     rc: int | None
+    cpu_s: float = 0.0
 
 
 @dataclass
@@ -71,6 +72,11 @@ class Row:
         return self.replay.wall_s / self.floor.wall_s
 
     @property
+    def cpu_ratio(self) -> float:
+        """The same ratio in CPU seconds: what the shared machine's load moves least."""
+        return self.replay.cpu_s / max(self.floor.cpu_s, 0.01)
+
+    @property
     def faults_ok(self) -> bool:
         return self.replay.rc == 1 and self.failed == self.expected
 
@@ -88,7 +94,8 @@ def measure(argv: list[str], log: Path, timeout_s: float) -> Measured:
                 wall = time.monotonic() - started
                 process.returncode = os.waitstatus_to_exitcode(status)
                 # ru_maxrss is in KiB on Linux.
-                return Measured(wall, usage.ru_maxrss * 1024, process.returncode)
+                cpu = usage.ru_utime + usage.ru_stime
+                return Measured(wall, usage.ru_maxrss * 1024, process.returncode, cpu)
             if time.monotonic() - started > timeout_s:
                 os.killpg(process.pid, signal.SIGKILL)
                 _, _, usage = os.wait4(process.pid, 0)
@@ -164,8 +171,8 @@ def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -
     """Print the table and return the targets missed."""
     print()
     header = (
-        f"{'nodes x Services':>17} {'ports':>6} {'items':>6} {'wall':>8} {'peak RSS':>9} "
-        f"{'floor':>7} {'ratio':>6} {'exp':>5}  faults"
+        f"{'nodes x Services':>17} {'ports':>6} {'items':>6} {'wall':>8} {'cpu':>7} "
+        f"{'peak RSS':>9} {'floor':>7} {'ratio':>6} {'cpu ratio':>9} {'exp':>5}  faults"
     )
     print(header)
     missed = []
@@ -177,8 +184,8 @@ def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -
         faults = "exact" if row.faults_ok else _fault_text(row)
         print(
             f"{shown:>17} {row.service_ports:>6} {row.items:>6} {wall:>8} "
-            f"{_mib(row.replay.peak_rss):>9} {row.floor.wall_s:6.1f}s {row.ratio:6.1f} "
-            f"{grow:>5}  {faults}"
+            f"{row.replay.cpu_s:6.1f}s {_mib(row.replay.peak_rss):>9} {row.floor.wall_s:6.1f}s "
+            f"{row.ratio:6.1f} {row.cpu_ratio:9.1f} {grow:>5}  {faults}"
         )
         if not row.faults_ok:
             missed.append(f"{shown}: not exactly the injected faults failed ({faults})")
@@ -272,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_rss": r.replay.peak_rss,
                 "floor_s": round(r.floor.wall_s, 2),
                 "ratio": round(r.ratio, 2),
+                "cpu_s": round(r.replay.cpu_s, 2),
+                "floor_cpu_s": round(r.floor.cpu_s, 2),
+                "cpu_ratio": round(r.cpu_ratio, 2),
                 "faults_exact": r.faults_ok,
             }
             for r in rows
