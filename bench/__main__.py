@@ -156,6 +156,24 @@ def run_shape(shape: Shape, workdir: Path, timeout_s: float) -> Row:
     return row
 
 
+SELECTIONS = (
+    ("-k node-001", ["-k", "node-001"]),
+    ('-m "not probe" -k tcpfin', ["-m", "not probe", "-k", "tcpfin"]),
+)
+
+
+def select(shape: Shape, workdir: Path, timeout_s: float) -> list[tuple[str, Measured]]:
+    """Replays of a few items out of the largest size's: what -k and -m cost at 20,000 items."""
+    directory = snapshot(shape, workdir)
+    vipcheck = Path(sys.executable).with_name("vipcheck")
+    measured = []
+    for index, (text, options) in enumerate(SELECTIONS):
+        argv = [str(vipcheck), "--from-snapshot", str(directory), "-p", "no:cacheprovider", "-q"]
+        argv += [*options, "--vipcheck-json", str(workdir / "summaries" / f"select-{index}.json")]
+        measured.append((text, measure(argv, workdir / "logs" / f"select-{index}", timeout_s)))
+    return measured
+
+
 def exponent(smaller: Row, larger: Row) -> float:
     """Growth of wall time against nodes x Service ports between two sizes."""
     return math.log(larger.replay.wall_s / smaller.replay.wall_s) / math.log(
@@ -251,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-million", action="store_true", help="skip the million-connection replay"
     )
+    parser.add_argument(
+        "--no-selection", action="store_true", help="skip the -k/-m replays of the largest size"
+    )
     args = parser.parse_args(argv)
     targets = Targets()
     rows = []
@@ -267,7 +288,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: replaying {shape.nodes} x {shape.services}, one node with {MILLION:,} "
               "connection entries", flush=True)  # fmt: skip
         million = (base, run_shape(shape, args.workdir, args.timeout))
+    selection = None
+    if rows and not args.no_selection:
+        largest = rows[-1]
+        print(f"bench: selecting with -k and -m in {largest.shape.nodes} x "
+              f"{largest.shape.services}", flush=True)  # fmt: skip
+        selection = select(largest.shape, args.workdir, args.timeout)
     missed = report(rows, million, targets)
+    if selection is not None:
+        for text, measured in selection:
+            print(
+                f"selection {text}: {measured.wall_s:.1f} s, {_mib(measured.peak_rss)} "
+                f"(the full replay: {rows[-1].replay.wall_s:.1f} s)"
+            )
     results: dict[str, Any] = {
         "rows": [
             {
