@@ -30,6 +30,7 @@ POD_BLOCK = 1024
 ORPHAN_VS = (IPv4Address("10.111.255.254"), 8080)
 NODE_PORT_MIN, NODE_PORT_MAX = 30000, 32767
 CREATED = "2026-11-27T08:00:00Z"
+GENERATOR_VERSION = 2  # bump when the files written for the same knobs change
 KERNEL = "6.1.0-56-amd64"
 KUBE_PROXY_CONFIG = """\
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -93,7 +94,9 @@ class Shape:
 
     @property
     def name(self) -> str:
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        """Names the cached snapshot: the knobs and the generator's version."""
+        knobs = {**asdict(self), "generator": GENERATOR_VERSION}
+        digest = hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()
         return f"{self.nodes}x{self.services}-{digest[:10]}"
 
 
@@ -457,7 +460,12 @@ def _virtual_services(cluster: _Cluster, index: int) -> list[_VS]:
     return found
 
 
-def _ipvsadm_list(cluster: _Cluster, index: int, rng: random.Random) -> str:
+_Counts = dict[tuple[IPv4Address, int, IPv4Address, int], list[int]]
+
+
+def _ipvsadm_list(cluster: _Cluster, index: int, counts: _Counts) -> str:
+    """The listing; ActiveConn/InActConn count the node's connection entries per real server
+    (ESTABLISHED / the others), as the kernel does, so idle real servers show 0 0."""
     services = _virtual_services(cluster, index)
 
     def order(a: _VS, b: _VS) -> int:
@@ -471,14 +479,11 @@ def _ipvsadm_list(cluster: _Cluster, index: int, rng: random.Random) -> str:
         "Prot LocalAddress:Port Scheduler Flags",
         "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
     ]
-    counters = [rng.randrange(0, 40) for _ in range(97)]
-    n = 0
     for protocol, address, port, servers in services:
         lines.append(f"{protocol:<4} {address}:{port} rr")
         ordered = sorted(servers, key=functools.cmp_to_key(_dest_order))
         for server, server_port in ordered:
-            n += 1
-            active, inactive = counters[n % 97] // 8, counters[(n * 7) % 97]
+            active, inactive = counts.get((address, port, server, server_port), (0, 0))
             lines.append(f"  -> {f'{server}:{server_port}':<28} {'Masq':<7} {1:<6} "
                          f"{active:<10} {inactive:<10}")  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -492,8 +497,10 @@ def _hex(address: IPv4Address, port: int) -> str:
     return f"{int(address):08X} {port:04X}"
 
 
-def _connections(cluster: _Cluster, index: int, count: int, rng: random.Random) -> str:
-    """/proc/net/ip_vs_conn: clients (pods and outside hosts) to ClusterIPs, spread over states."""
+def _connections(cluster: _Cluster, count: int, rng: random.Random) -> tuple[str, _Counts]:
+    """/proc/net/ip_vs_conn: clients (pods and outside hosts) to ClusterIPs, spread over states,
+    and the entries per VS and real server, [active, inactive], for the listing's counters."""
+    counts: _Counts = {}
     lines = ["Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData"]
     weights = [share for _, share, _ in CONN_STATES]
     states = rng.choices(CONN_STATES, weights=weights, k=min(count, 4096))
@@ -504,12 +511,16 @@ def _connections(cluster: _Cluster, index: int, count: int, rng: random.Random) 
         backend = service.endpoints[i % len(service.endpoints)][0]
         client = POD_BASE + rng.randrange(len(cluster.nodes) * POD_BLOCK)
         state, _, timeout = states[i % len(states)]
+        tally = counts.setdefault(
+            (service.cluster_ip, port.port, backend, port.target_port), [0, 0]
+        )
+        tally[0 if state == "ESTABLISHED" else 1] += 1
         lines.append(
             f"TCP {_hex(client, rng.randrange(32768, 61000))} "
             f"{_hex(service.cluster_ip, port.port)} {_hex(backend, port.target_port)} "
             f"{state:<11} {rng.randrange(1, timeout):>7}"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", counts
 
 
 def _veth_name(pod: str) -> str:
@@ -595,11 +606,12 @@ def _node_files(cluster: _Cluster, index: int, templates: _Templates) -> Iterabl
         if Fault.TCPFIN_120 in shape.faults and _fault_node(cluster, Fault.TCPFIN_120) == index
         else 30
     )
-    connections = shape.big_table if shape.big_table_node == index else shape.connections
+    entries = shape.big_table if shape.big_table_node == index else shape.connections
+    connections, counts = _connections(cluster, entries, rng)
     return {
-        "ipvsadm-Ln.txt": _ipvsadm_list(cluster, index, rng),
+        "ipvsadm-Ln.txt": _ipvsadm_list(cluster, index, counts),
         "ipvsadm-timeout.txt": f"Timeout (tcp tcpfin udp): 900 {tcpfin} 300\n",
-        "ip_vs_conn.txt": _connections(cluster, index, connections, rng),
+        "ip_vs_conn.txt": connections,
         "sysctl.txt": _sysctl(cluster, index, templates),
         "ip-addr.json": _ip_json(cluster, index, templates, "addr"),
         "ip-link.json": _ip_json(cluster, index, templates, "link"),

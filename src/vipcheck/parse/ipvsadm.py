@@ -262,11 +262,11 @@ def _real_server(
     number: int, line: str, layout: _Layout, source: str, split: list[str] | None = None
 ) -> RealServer:
     """Parses `  -> 10.244.3.10:6379  Masq 1 0 5` in whichever layout the title announced."""
-    words = (split or line.split())[1:]
-    if layout is _Layout.NORMAL and len(words) == 5:
-        fast = _plain_real_server(words, line)
+    if layout is _Layout.NORMAL:
+        fast = _plain_real_server(line)
         if fast is not None:
             return fast
+    words = (split or line.split())[1:]
     if not words:
         raise ParseError(source, number, "expected an address after `->`")
     host_port = parse_host_port(words[0], source, number, _LIST_HINT)
@@ -303,9 +303,17 @@ def _real_server(
     )
 
 
-def _plain_real_server(words: list[str], line: str) -> RealServer | None:
+@functools.lru_cache(maxsize=1 << 18)
+def _plain_real_server(line: str) -> RealServer | None:
     """The common line, `-> ADDR:PORT Masq 1 0 5` with plain numbers, without the general path
-    (a 100-node table is millions of them); None sends anything else down the general path."""
+    (a 100-node table is millions of them); None sends anything else down the general path.
+
+    Cached by line: nodes list the same real servers, idle ones with the same `0 0` counters,
+    so identical lines across nodes become one (immutable) RealServer.
+    """
+    words = line.split()[1:]
+    if len(words) != 5:
+        return None
     host_port = _numeric_host_port(words[0])
     method = _FWD_BY_NAME.get(words[1])
     if host_port is None or method is None or host_port.port > 65535:

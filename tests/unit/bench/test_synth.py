@@ -87,3 +87,15 @@ def test_the_floor_reads_every_line(tmp_path: Path) -> None:
     on_disk = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert files == len(on_disk)
     assert lines == sum(len(path.read_text().splitlines()) for path in on_disk)
+
+
+def test_real_server_counters_count_the_nodes_connection_entries(tmp_path: Path) -> None:
+    shape = Shape(nodes=3, services=30, connections=200, faults=())
+    generate(shape, tmp_path)
+    facts = Facts.from_snapshot(load_snapshot(tmp_path))
+    for node in facts.nodes.values():
+        servers = [rs for vs in node.ipvs.services for rs in vs.real_servers]
+        established = sum(1 for c in node.connections if c.state_name == "ESTABLISHED")
+        assert sum(rs.active_conns or 0 for rs in servers) == established
+        assert sum(rs.inact_conns or 0 for rs in servers) == shape.connections - established
+        assert any(rs.active_conns == rs.inact_conns == 0 for rs in servers)  # idle ones
