@@ -34,12 +34,15 @@ def check_virtual_servers_complete(
     cluster = facts.cluster.cluster
     violations = []
     for name, node in facts.nodes.items():
-        restart = (
-            f"restart kube-proxy there and read its log for bind or ipset errors: "
-            f"{restart_kube_proxy(name)}"
-        )
         for expected in expected_for_port(cluster, node, subject):
             observed = node.ipvs.get(expected.key)
+            wrong = [] if observed is None else _attribute_mismatches(expected, observed)
+            if observed is not None and not wrong:
+                continue  # the common case, decided before any message is formatted
+            restart = (
+                f"restart kube-proxy there and read its log for bind or ipset errors: "
+                f"{restart_kube_proxy(name)}"
+            )
             if observed is None:
                 violations.append(
                     Violation(
@@ -52,7 +55,6 @@ def check_virtual_servers_complete(
                     )
                 )
                 continue
-            wrong = _attribute_mismatches(expected, observed)
             if wrong:
                 violations.append(
                     Violation(
