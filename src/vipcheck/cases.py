@@ -16,6 +16,7 @@ from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.node import InvalidValue
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
+from vipcheck.waivers import Waiver
 
 
 class Outcome(StrEnum):
@@ -25,6 +26,8 @@ class Outcome(StrEnum):
     FAILED = "failed"
     ERROR = "error"
     SKIPPED = "skipped"
+    WAIVED = "waived"  # failed, and a live waiver accepts it
+    KNOWN = "known"  # failed, and the --vipcheck-baseline summary already had it
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ class Result:
     outcome: Outcome
     violations: tuple[Violation, ...] = ()
     reason: str = ""
+    waiver: Waiver | None = None  # the waiver that matched, live (WAIVED) or expired (FAILED)
+    notes: tuple[str, ...] = ()  # what the gate said of it: an expired waiver, a known failure
 
 
 def cases_for(check: Check[S], facts: Facts) -> Iterator[Case[S]]:
@@ -100,6 +105,7 @@ def render(result: Result) -> str:
     nodes = sorted({v.node for v in result.violations if v.node})
     where = f" on {', '.join(nodes)}" if nodes else ""
     lines = [f"{result.case.id}: {check.title} — violated{where} [{check.id}, {check.severity}]"]
+    lines.extend(f"  {note}" for note in result.notes)
     for violation in result.violations:
         prefix = f"{violation.node}: " if violation.node else ""
         lines.append(f"  {prefix}{violation.subject}: {violation.observed}")

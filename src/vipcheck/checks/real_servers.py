@@ -59,6 +59,8 @@ def check_real_servers_match_endpoints(
                     fix=f"on {name}: {mismatch.command}; then restart kube-proxy there: "
                     f"{restart_kube_proxy(name)}",
                     evidence=tuple(_raw_lines(observed)),
+                    commands=(mismatch.command,),
+                    cluster_commands=(restart_kube_proxy(name),),
                 )
                 for mismatch in _compare(expected, observed)
             ]

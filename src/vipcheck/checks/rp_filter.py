@@ -106,6 +106,7 @@ def check_rp_filter(subject: InterfaceSubject, facts: Facts, settings: Settings)
             + "; ".join(f"{key} = 2" for key in strict)
             + "); use 0 instead of 2 where Calico's Felix refuses loose mode",
             evidence=tuple(f"{key} = {values[name]}" for name, key in keys.items()),
+            commands=tuple(f"sysctl -w {key}=2" for key in strict),
         )
     ]
 
