@@ -348,7 +348,7 @@ def _run_options(config: pytest.Config) -> RunOptions:
         gather=GatherOptions(
             kubeconfig=config.getoption("kubeconfig"),
             context=config.getoption("context"),
-            hosts=tuple(_split_commas(config.getoption("hosts", None) or [])),
+            hosts=tuple(_split_commas(_as_list(config.getoption("hosts", None)))),
             ssh_config=config.getoption("ssh_config", None),
             ssh_identity_file=config.getoption("ssh_identity_file", None),
             sudo=bool(config.getoption("sudo", False)),
@@ -388,6 +388,13 @@ def _gate_options(config: pytest.Config) -> GateOptions:
         )
     except OptionError as error:
         raise pytest.UsageError(str(error)) from None
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    """testinfra's --hosts is one comma-separated string, not a list: never iterate its letters."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _split_commas(values: list[str]) -> list[str]:
