@@ -132,8 +132,8 @@ def node_argv(node: str, target: NodeTarget | None, command: str) -> list[str]:
     """The local command that runs `command` on a node the way vipcheck reached it."""
     if target is None:
         return ["ssh", node, "--", command]
-    scheme, _, rest = target.spec.partition("://")
-    if not rest:
+    scheme, separator, rest = target.spec.partition("://")
+    if not separator:
         scheme, rest = target.connection or "ssh", target.spec
     parts = urlsplit(f"{scheme}://{rest}")
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
