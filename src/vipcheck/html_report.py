@@ -31,7 +31,7 @@ table.matrix th.check{writing-mode:vertical-rl;transform:rotate(180deg);font-wei
 font-size:12px}
 .failed{background:#f8c9c4}.error{background:#f3a0e8}.known{background:#ffe2b3}
 .waived{background:#fff3a8}.passed{background:#c9ecc9}.skipped{background:#e8e8e8}
-.none{color:#888}
+.none{color:#888}div.scroll{overflow-x:auto}
 section.failure{border-left:4px solid #c0392b;padding:.2em .8em;margin:.8em 0}
 section.failure.known{border-color:#e69500}
 pre{background:#f7f7f7;padding:.4em;overflow-x:auto;margin:.2em 0;font-size:12px}
@@ -55,7 +55,8 @@ class ReportContext:
 def render_html(summary: Mapping[str, Any], context: ReportContext) -> str:
     """The whole report for one JSON summary."""
     results: list[Mapping[str, Any]] = summary["results"]
-    checks = list(dict.fromkeys(r["check"] for r in results))
+    present = {r["check"] for r in results}
+    checks = [c for c in CHECKS_BY_ID if c in present] + sorted(present - set(CHECKS_BY_ID))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -120,7 +121,7 @@ def _matrix(results: list[Mapping[str, Any]], checks: list[str]) -> str:
                 cells.append('<td class="none" data-outcome="none">—</td>')
                 continue
             worst = next(o for o in OUTCOME_ORDER if count[o])
-            text = ", ".join(f"{MARK[o]} {count[o]} {o}" for o in OUTCOME_ORDER if count[o])
+            text = ", ".join(_count_text(o, count[o]) for o in OUTCOME_ORDER if count[o])
             if (row, check) in anchors:
                 text = f'<a href="#r{anchors[(row, check)]}">{text}</a>'
             cells.append(
@@ -134,9 +135,16 @@ def _matrix(results: list[Mapping[str, Any]], checks: list[str]) -> str:
         f"({', '.join(f'{MARK[o]} {o}' for o in OUTCOME_ORDER)}). A Service port spans nodes: "
         f"it counts in the {SERVICE_PORTS_ROW} row, and a failure also on each node it names."
         "</p>"
-        f'<table class="matrix"><thead><tr><th>node</th>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f'<div class="scroll"><table class="matrix"><thead><tr><th>node</th>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def _count_text(outcome: str, count: int) -> str:
+    """`✗ 2 failed`; passes and skips as `✓ 3`, `- 1`, which the legend names, to stay narrow."""
+    if outcome in ("passed", "skipped"):
+        return f"{MARK[outcome]} {count}"
+    return f"{MARK[outcome]} {count} {outcome}"
 
 
 def _by_check(results: list[Mapping[str, Any]], checks: list[str]) -> str:
