@@ -128,8 +128,17 @@ def test_the_matrix_says_each_outcome_in_words_and_places_service_ports_on_their
 
 def test_failures_waivers_and_skips_are_shown_with_their_reasons() -> None:
     html = render_html(SUMMARY, CONTEXT)
-    for text in ("sysctl -w x=2", "net.ipv4.conf.all.rp_filter = 1", "0 or 2", "why:",
-                 "vendor kernel", "alice", "2999-01-01", "no ipvsadm -L --timeout in the snapshot"):  # fmt: skip
+    shown = (
+        "sysctl -w x=2",
+        "net.ipv4.conf.all.rp_filter = 1",
+        "0 or 2",
+        "why:",
+        "vendor kernel",
+        "alice",
+        "2999-01-01",
+        "no ipvsadm -L --timeout in the snapshot",
+    )
+    for text in shown:
         assert text in html, text
     assert "<dt>target</dt><dd>lab</dd>" in html
     assert "<dt>vipcheck</dt><dd>0.1.0</dd>" in html
