@@ -1,4 +1,4 @@
-"""The gate on the live lab: the fix script's node commands repair the incident, and the diff says so.
+"""The gate on the live lab: the fix script repairs the incident, and the diff says so.
 
 Applying fixes changes the VM, so each test boots a lab of its own (not the shared pool's).
 """
