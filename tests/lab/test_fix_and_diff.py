@@ -20,6 +20,7 @@ from fixtures.lab.connect import connect_attempts
 from fixtures.lab.errors import LabError
 from fixtures.lab.running import LabPool, RunningLab
 from fixtures.lab.scenario import load_scenario
+from tests.browser import parse, rendered_dom
 
 # What the node commands of the fix script must turn into passes, per scenario.
 REPAIRED = {
@@ -97,6 +98,10 @@ def test_the_fix_script_repairs_the_incident_and_the_diff_lists_it_resolved(
     assert REPAIRED[scenario] <= failed(before), output
     text = script.read_text()
     assert f"-F {lab.workdir / 'ssh_config'}" in text
+    # The live run's report, as Chromium renders it: a failing cell for each repaired check.
+    dom = parse(rendered_dom(tmp_path / "before.html"))
+    failing_cells = {c["data-check"] for c in dom.cells if c["data-outcome"] == "failed"}
+    assert {check for check, _ in REPAIRED[scenario]} <= failing_cells
 
     dry = subprocess.run(["sh", str(script)], capture_output=True, text=True, check=False)
     assert dry.returncode == 0, dry.stdout + dry.stderr

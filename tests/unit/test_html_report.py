@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import chromium, parse, rendered_dom
 from vipcheck.cli import SUITES_DIR
 from vipcheck.html_report import ReportContext, render_html
 
@@ -19,64 +16,9 @@ pytest_plugins = ["pytester"]
 
 # A --save-snapshot of the live seed-incidents lab, probes included: a lab run's evidence.
 PROBED = Path(__file__).parents[2] / "fixtures" / "snapshots" / "seed-incidents-probed"
-IN_CI = bool(os.environ.get("VIPCHECK_REQUIRE_LAB")) or os.environ.get("CI") == "true"
 CONTEXT = ReportContext(
     target="lab", created="2026-11-30T12:00:00+00:00", version="0.1.0", snapshot="replayed"
 )
-
-
-def chromium() -> str:
-    """The browser, or skip naming what is missing (but never in CI)."""
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    if IN_CI:
-        pytest.fail("chromium is missing in CI (make deps installs it)", pytrace=False)
-    pytest.skip("chromium is not installed (make deps installs the Debian package chromium)")
-
-
-def rendered_dom(page: Path) -> str:
-    """What headless Chromium has in its DOM once it loaded the file, scripts and all."""
-    result = subprocess.run(
-        [chromium(), "--headless", "--disable-gpu", "--no-sandbox", "--dump-dom",
-         page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
-class Cells(HTMLParser):
-    """Matrix cells (node, check, outcome, text) and the ids of failure sections."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cells: list[dict[str, str]] = []
-        self.sections: list[dict[str, str]] = []
-        self._open: dict[str, str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = {k: v or "" for k, v in attrs}
-        if tag == "td" and "data-check" in attributes:
-            self._open = {**attributes, "text": ""}
-        if tag == "section" and "data-check" in attributes:
-            self.sections.append(attributes)
-
-    def handle_data(self, data: str) -> None:
-        if self._open is not None:
-            self._open["text"] += data
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td" and self._open is not None:
-            self.cells.append(self._open)
-            self._open = None
-
-
-def parse(html: str) -> Cells:
-    cells = Cells()
-    cells.feed(html)
-    return cells
 
 
 def record(check: str, subject: str, node: str | None, outcome: str, **extra: Any) -> Any:
@@ -170,3 +112,26 @@ def test_chromium_renders_a_lab_runs_report_and_finds_the_failing_cells(
     assert sections == {
         (r["check"], r["subject"]) for r in summary["results"] if r["outcome"] == "failed"
     }
+
+
+def test_twenty_thousand_results_make_a_small_report_that_lists_every_failure() -> None:
+    node_checks = ("rp-filter-not-strict", "ipvs-tcpfin-timeout", "ip-forward-enabled")
+    port_checks = ("ipvs-real-servers-match-endpoints", "vip-handshake", "ipvs-present")
+    results = [
+        record(check, f"node-{n}", f"node-{n}", "failed" if n % 25 == 0 else "passed")
+        for n in range(100)
+        for check in node_checks
+    ]
+    results += [
+        record(check, f"ns/svc-{s}:80/TCP", None, "failed" if s % 500 == 0 else "passed")
+        for s in range(7000)
+        for check in port_checks
+    ]
+    for r in results:
+        if r["outcome"] == "failed":
+            r["violations"] = [{"node": r["node"] or "node-7", "observed": "wrong"}]
+    assert len(results) > 20_000
+    html = render_html({"results": results}, CONTEXT)
+    assert len(html.encode()) < 300_000  # passes are counted in the matrix, never listed
+    sections = {(s["data-check"], s["data-subject"]) for s in parse(html).sections}
+    assert sections == {(r["check"], r["subject"]) for r in results if r["outcome"] == "failed"}
