@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic
 
-from vipcheck.checks.base import Check, NotApplicable, S, Unlisted, Violation
+from vipcheck.checks.base import Check, NotApplicable, PartlyJudged, S, Unlisted, Violation
 from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.node import InvalidValue
 from vipcheck.parse import ParseError
@@ -82,19 +82,26 @@ def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
 
     A case that spans nodes runs on the observed ones: what they show wrong still FAILS (naming
     the nodes it could not see); a pass is not claimed for nodes nobody saw, so it ERRORS instead.
+    A node observed but lacking the check's input (PartlyJudged) is named the same way, and
+    without violations elsewhere the case SKIPS.
     """
     unobserved = facts.unobserved_nodes() if case.node is None else {}
+    unjudged = ""
     try:
         violations = case.run(facts.observed_only() if unobserved else facts, settings)
+    except PartlyJudged as partly:
+        violations, unjudged = partly.violations, str(partly)
     except (MissingInput, NotApplicable) as reason:
         return Result(case, Outcome.SKIPPED, reason=str(reason))
     except Unobserved as error:
         return Result(case, Outcome.ERROR, reason=str(error))
     except (ParseError, InvalidValue) as error:
         return Result(case, Outcome.ERROR, reason=f"cannot read {error}")
-    not_seen = "; ".join(unobserved.values())
+    not_seen = "; ".join([*unobserved.values(), *filter(None, [unjudged])])
     if unobserved and not violations:
         return Result(case, Outcome.ERROR, reason=not_seen)
+    if unjudged and not violations:
+        return Result(case, Outcome.SKIPPED, reason=not_seen)
     outcome = Outcome.FAILED if violations else Outcome.PASSED
     return Result(case, outcome, tuple(violations), reason=not_seen)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from vipcheck.checks.base import NotApplicable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
 from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
-from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
+from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import Cluster, IPAddress, Node, ProxyMode, ServicePortKey
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import Interfaces, Protocol
 
 KUBE_IPVS0 = "kube-ipvs0"
 
@@ -16,6 +19,39 @@ def require_ipvs_mode(cluster: ClusterFacts) -> None:
     config = cluster.kube_proxy_or_none
     if config is not None and config.mode is not ProxyMode.IPVS:
         raise NotApplicable(f"kube-proxy mode is {config.mode}: IPVS checks do not apply")
+
+
+@dataclass(frozen=True, slots=True)
+class NotShown:
+    """What a node's input does not show, as a paste was cut: not judged, never called missing."""
+
+    why: str
+
+
+def not_in_paste(node: NodeFacts, what: str) -> NotShown:
+    """A virtual service absent from a partial table: not in the pasted part, so not judged."""
+    return NotShown(f"{what} not in the pasted part of its IPVS table ({node.ipvs.partial})")
+
+
+def judge_each_node(
+    facts: Facts, judge: Callable[[str, NodeFacts], Iterable[Violation | NotShown]]
+) -> list[Violation]:
+    """Every node's violations; a node lacking an input or part of it is named (PartlyJudged)."""
+    violations: list[Violation] = []
+    unjudged: dict[str, str] = {}
+    for name, node in facts.nodes.items():
+        try:
+            found = list(judge(name, node))
+        except MissingInput as missing:
+            unjudged[name] = str(missing)
+            continue
+        violations += [item for item in found if isinstance(item, Violation)]
+        not_shown = [item.why for item in found if isinstance(item, NotShown)]
+        if not_shown:
+            unjudged[name] = f"{name}: " + "; ".join(not_shown)
+    if unjudged:
+        raise PartlyJudged(violations, unjudged)
+    return violations
 
 
 def restart_kube_proxy(node: str) -> str:
@@ -57,6 +93,12 @@ def node_port_candidates(node: NodeFacts, node_object: Node | None) -> tuple[IPA
         return (*node_object.internal_ips, *node_object.external_ips)
     if interfaces.addr_source is None and node_object is not None:
         return (*node_object.internal_ips, *node_object.external_ips)
+    return own_addresses(interfaces)
+
+
+def own_addresses(interfaces: Interfaces) -> tuple[IPAddress, ...]:
+    """Addresses on every interface but kube-ipvs0: kube-proxy's nodeAddressSet
+    (GetAllLocalAddressesExcept), without loopback and IPv6 link-local ones."""
     return tuple(
         address.ip
         for interface in interfaces

@@ -44,7 +44,9 @@ class SysctlEquals:
             require_ipvs_mode(cluster)
         observed = node.sysctls.int_value(self.key)
         if observed is None:
-            raise NotApplicable(f"{self.key} not in sysctl -a on {node.name} (module not loaded?)")
+            raise NotApplicable(
+                f"{self.key} not in {node.sysctls.source} (module not loaded, or an older kernel?)"
+            )
         if observed == self.value:
             return []
         return [
@@ -100,7 +102,7 @@ def check_conn_reuse_mode(
         raise NotApplicable(f"kernel {release} is older than 4.1: kube-proxy leaves it alone")
     value = node.sysctls.int_value(CONN_REUSE_MODE)
     if value is None:
-        raise NotApplicable(f"{CONN_REUSE_MODE} not in sysctl -a on {node.name}: ip_vs not loaded?")
+        raise NotApplicable(f"{CONN_REUSE_MODE} not in {node.sysctls.source}: ip_vs not loaded?")
     fixed = version >= CONN_REUSE_MODE_FIXED
     wanted = 1 if fixed else 0
     if value == wanted:
