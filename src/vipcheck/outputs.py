@@ -7,6 +7,7 @@ dashboards and `vipcheck diff` see, and no second copy of the results is kept du
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -147,7 +148,12 @@ def vipcheck_version() -> str:
 
 def _snapshot_text(options: RunOptions) -> str:
     if options.replay is not None:
-        return f"replayed from {options.replay}"
+        try:
+            meta = json.loads((options.replay / "meta.json").read_text())
+            taken = f", taken {meta['created']} by vipcheck {meta.get('vipcheck', '?')}"
+        except (OSError, ValueError, KeyError, TypeError):
+            taken = ""  # a hand-made snapshot need not have meta.json
+        return f"replayed from {options.replay}{taken}"
     if options.save_to is not None:
         return f"live, saved to {options.save_to}"
     return "live, not saved (--save-snapshot DIR keeps the evidence)"

@@ -96,6 +96,8 @@ def test_chromium_renders_a_lab_runs_report_and_finds_the_failing_cells(
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["vipcheck: HTML report: report.html"])
+    meta = json.loads((PROBED / "meta.json").read_text())
+    assert f"taken {meta['created']} by vipcheck" in (pytester.path / "report.html").read_text()
     summary = json.loads((pytester.path / "summary.json").read_text())
     failing = {
         (v["node"] or r["node"], r["check"])
