@@ -6,9 +6,10 @@ PYTHON ?= python3
 DEMO_DIR ?= .lab/demo
 DEMO_SCENARIO ?= seed-incidents
 # What the lab needs on the host: qemu (software emulation), the userland copied into the guest
-# image, ssh/ssh-keygen to reach the nodes, cpio/kmod to pack modules into the initramfs.
+# image, ssh/ssh-keygen to reach the nodes, cpio/kmod to pack modules into the initramfs;
+# chromium renders the HTML report in its test, shellcheck checks the fix script in its tests.
 APT_PACKAGES := qemu-system-x86 busybox-static bash ipvsadm openssh-server openssh-client \
-	iproute2 procps nftables kmod cpio gzip python3-venv
+	iproute2 procps nftables kmod cpio gzip python3-venv chromium shellcheck
 
 .PHONY: deps system-deps test bench demo demo-down clean
 
@@ -51,7 +52,10 @@ demo: deps
 	$(VENV)/bin/python -m fixtures.lab up --scenario $(DEMO_SCENARIO) --workdir $(DEMO_DIR)
 	$(VENV)/bin/python -m fixtures.demo --workdir $(DEMO_DIR)
 	$(VENV)/bin/vipcheck --kubeconfig $(DEMO_DIR)/kubeconfig --ssh-config $(DEMO_DIR)/ssh_config \
-		--vipcheck-json reports/demo-summary.json -rf; rc=$$?; [ $$rc -eq 1 ] || exit $$rc
+		--vipcheck-json reports/demo-summary.json --vipcheck-html reports/demo.html \
+		--vipcheck-fix-script reports/demo-fix.sh -rf; rc=$$?; [ $$rc -eq 1 ] || exit $$rc
+	@echo "Report: $(CURDIR)/reports/demo.html (opens from disk, no network)." \
+		"Fix script for review: reports/demo-fix.sh (prints what it would do; --apply runs it)."
 	@echo "The lab keeps running: ssh -F $(DEMO_DIR)/ssh_config node-1;" \
 		"kubectl --kubeconfig $(DEMO_DIR)/kubeconfig get svc -A; make demo-down stops it."
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic
 
-from vipcheck.checks.base import Check, NotApplicable, S, Unlisted, Violation
+from vipcheck.checks.base import Check, NotApplicable, PartlyJudged, S, Unlisted, Violation
 from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.node import InvalidValue
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
+from vipcheck.waivers import Waiver
 
 
 class Outcome(StrEnum):
@@ -25,6 +26,8 @@ class Outcome(StrEnum):
     FAILED = "failed"
     ERROR = "error"
     SKIPPED = "skipped"
+    WAIVED = "waived"  # failed, and a live waiver accepts it
+    KNOWN = "known"  # failed, and the --vipcheck-baseline summary already had it
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ class Result:
     outcome: Outcome
     violations: tuple[Violation, ...] = ()
     reason: str = ""
+    waiver: Waiver | None = None  # the waiver that matched, live (WAIVED) or expired (FAILED)
+    notes: tuple[str, ...] = ()  # what the gate said of it: an expired waiver, a known failure
 
 
 def cases_for(check: Check[S], facts: Facts) -> Iterator[Case[S]]:
@@ -77,19 +82,26 @@ def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
 
     A case that spans nodes runs on the observed ones: what they show wrong still FAILS (naming
     the nodes it could not see); a pass is not claimed for nodes nobody saw, so it ERRORS instead.
+    A node observed but lacking the check's input (PartlyJudged) is named the same way, and
+    without violations elsewhere the case SKIPS.
     """
     unobserved = facts.unobserved_nodes() if case.node is None else {}
+    unjudged = ""
     try:
         violations = case.run(facts.observed_only() if unobserved else facts, settings)
+    except PartlyJudged as partly:
+        violations, unjudged = partly.violations, str(partly)
     except (MissingInput, NotApplicable) as reason:
         return Result(case, Outcome.SKIPPED, reason=str(reason))
     except Unobserved as error:
         return Result(case, Outcome.ERROR, reason=str(error))
     except (ParseError, InvalidValue) as error:
         return Result(case, Outcome.ERROR, reason=f"cannot read {error}")
-    not_seen = "; ".join(unobserved.values())
+    not_seen = "; ".join([*unobserved.values(), *filter(None, [unjudged])])
     if unobserved and not violations:
         return Result(case, Outcome.ERROR, reason=not_seen)
+    if unjudged and not violations:
+        return Result(case, Outcome.SKIPPED, reason=not_seen)
     outcome = Outcome.FAILED if violations else Outcome.PASSED
     return Result(case, outcome, tuple(violations), reason=not_seen)
 
@@ -100,6 +112,7 @@ def render(result: Result) -> str:
     nodes = sorted({v.node for v in result.violations if v.node})
     where = f" on {', '.join(nodes)}" if nodes else ""
     lines = [f"{result.case.id}: {check.title} — violated{where} [{check.id}, {check.severity}]"]
+    lines.extend(f"  {note}" for note in result.notes)
     for violation in result.violations:
         prefix = f"{violation.node}: " if violation.node else ""
         lines.append(f"  {prefix}{violation.subject}: {violation.observed}")

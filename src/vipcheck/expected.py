@@ -1,4 +1,16 @@
-"""What a correct kube-proxy in IPVS mode programs on a node, computed from the API objects."""
+"""What a correct kube-proxy in IPVS mode programs on a node, computed from the API objects.
+
+The rules follow kube-proxy's own code, read in kubernetes/kubernetes:
+- pkg/proxy/ipvs/proxier.go, syncProxyRules and syncEndpoint (stored version with
+  `proxy.CategorizeEndpoints(endpoints, svcInfo, proxier.nodeName, proxier.nodeLabels)`);
+- pkg/proxy/topology.go at 008b3652959ca58af8be3fb5b6ecfe9ae7638282 (CategorizeEndpoints,
+  topologyModeFromHints, availableForTopology), and its earlier canUseTopology;
+- pkg/proxy/util/nodeport_addresses.go at 030880a5dc5449403c6d1f0aa146a7dc21d6c6dc
+  (NewNodePortAddresses).
+Where a rule changed between releases, VERSION_RULES says which release has which, and the
+kube-proxy version picks them: the kube-proxy DaemonSet's image tag, else the Node's
+status.nodeInfo.kubeProxyVersion (Cluster.kube_proxy_release).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +18,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_network
 
 from vipcheck.model.cluster import (
     SERVICE_PROXY_NAME_LABEL,
+    TOPOLOGY_AWARE_HINTS_ANNOTATION,
+    ZONE_LABEL,
     AddressType,
     Cluster,
     Endpoint,
@@ -17,6 +31,7 @@ from vipcheck.model.cluster import (
     IPAddress,
     IPNetwork,
     KubeProxyConfig,
+    KubeRelease,
     NodePortKeyword,
     ProxyExclusion,
     Service,
@@ -44,6 +59,133 @@ SCHEDULER_PROBE: _AddressKey = (Protocol.TCP, IPv4Address("198.51.100.0"), 20000
 """The VS kube-proxy's canUseIPVSProxier() creates and deletes at start-up (scheduler probe)."""
 
 
+class Rule(StrEnum):
+    """A kube-proxy rule that makes an expected VS what it is where that is not obvious."""
+
+    LOCAL_FALLBACK = "local-fallback"
+    NO_LOCAL_ENDPOINT = "no-local-endpoint"
+    TOPOLOGY = "topology"
+    TERMINATING = "terminating"
+    NO_TERMINATING = "no-terminating"
+    NODE_PORT_FAMILY_UNLISTED = "node-port-family-unlisted"
+
+
+@dataclass(frozen=True, slots=True)
+class Because:
+    """Why an expected VS is as it is: the rule, and a sentence naming its source."""
+
+    rule: Rule
+    text: str
+
+
+class TopologyGate(StrEnum):
+    """What makes kube-proxy honour EndpointSlice hints, by release (pkg/proxy/topology.go)."""
+
+    NEVER = "no topology hints (before 1.24, TopologyAwareHints off by default)"
+    AUTO_ANNOTATION = "hints only with the topology-aware-hints annotation Auto"
+    ANNOTATION = "hints only with a topology-mode (or topology-aware-hints) annotation not Disabled"
+    HINTS = "hints whenever every ready endpoint has one, whatever the Service says"
+
+
+@dataclass(frozen=True, slots=True)
+class KubeProxyRules:
+    """The version-dependent parts of kube-proxy's IPVS programming, as one release has them."""
+
+    release: KubeRelease | None
+    local_fallback: bool
+    terminating_fallback: bool
+    topology: TopologyGate
+    node_hints: bool
+
+    @property
+    def who(self) -> str:
+        """`kube-proxy 1.30`, or what is assumed without a version."""
+        if self.release is None:
+            return "kube-proxy (version unknown: the newest rules are assumed)"
+        return f"kube-proxy {self.release}"
+
+
+def _release(major: int, minor: int) -> KubeRelease:
+    return KubeRelease(major, minor)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRule:
+    """One place where the expected state depends on the kube-proxy release, for docs/checks.md."""
+
+    place: str
+    since: str
+    before: str
+    unknown: str
+    source: str
+
+
+# Every place where vipcheck's expected state depends on the kube-proxy release. Releases assume
+# kube-proxy's default feature gates; docs/checks.md is generated from this table.
+VERSION_RULES: tuple[VersionRule, ...] = (
+    VersionRule(
+        place="Local traffic policy (externalTrafficPolicy, or internalTrafficPolicy on a Service "
+        "that is also reachable from outside) on a node without a local endpoint",
+        since="from 1.21: the VS gets the cluster-wide endpoints (topology and terminating rules "
+        "applied)",
+        before="no real server",
+        unknown="the fallback (1.21 and later)",
+        source="pkg/proxy/ipvs/proxier.go syncEndpoint, kubernetes/kubernetes#97081",
+    ),
+    VersionRule(
+        place="No ready endpoint: serving and terminating endpoints",
+        since="from 1.26 (ProxyTerminatingEndpoints on by default, GA 1.28): they become real "
+        "servers, cluster-wide for Cluster policy and among local ones for Local",
+        before="no real server",
+        unknown="the fallback (1.26 and later)",
+        source="pkg/proxy/topology.go CategorizeEndpoints",
+    ),
+    VersionRule(
+        place="Topology-aware routing (zone hints)",
+        since="1.24-1.26: only with the annotation service.kubernetes.io/topology-aware-hints "
+        "Auto; 1.27-1.30: with service.kubernetes.io/topology-mode (or the old annotation) set "
+        "and not Disabled (trafficDistribution needs the ServiceTrafficDistribution gate, off "
+        "in 1.30); 1.31 and later: whenever every ready endpoint has a zone hint, whatever "
+        "the Service's annotation or trafficDistribution. In every case the node must carry "
+        "topology.kubernetes.io/zone and some endpoint must be hinted for that zone",
+        before="hints ignored (TopologyAwareHints off by default before 1.24)",
+        unknown="1.31 and later (hints whenever present)",
+        source="pkg/proxy/topology.go canUseTopology, topologyModeFromHints; KEP-2433, KEP-4444",
+    ),
+    VersionRule(
+        place="Node hints (trafficDistribution PreferSameNode)",
+        since="from 1.34 (PreferSameTrafficDistribution on by default): when every ready endpoint "
+        "has a node hint and one names this node, only those endpoints",
+        before="node hints ignored",
+        unknown="honoured (1.34 and later)",
+        source="pkg/proxy/topology.go topologyModeFromHints; KEP-3015",
+    ),
+)
+
+
+def kube_proxy_rules(release: KubeRelease | None) -> KubeProxyRules:
+    """The rules of VERSION_RULES for one release; without a release the newest ones."""
+
+    def since(major: int, minor: int) -> bool:
+        return release is None or release >= _release(major, minor)
+
+    if since(1, 31):
+        topology = TopologyGate.HINTS
+    elif since(1, 27):
+        topology = TopologyGate.ANNOTATION
+    elif since(1, 24):
+        topology = TopologyGate.AUTO_ANNOTATION
+    else:
+        topology = TopologyGate.NEVER
+    return KubeProxyRules(
+        release=release,
+        local_fallback=since(1, 21),
+        terminating_fallback=since(1, 26),
+        topology=topology,
+        node_hints=since(1, 34),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ExpectedVirtualService:
     """One VS a correct kube-proxy keeps on a node, with the real servers it needs at weight > 0."""
@@ -58,6 +200,10 @@ class ExpectedVirtualService:
     scheduler: str
     persistent_timeout: int | None
     real_servers: frozenset[HostPort]
+    because: tuple[Because, ...] = ()
+    # Every endpoint of the port in this family, usable or not, so a real server that is an
+    # endpoint kube-proxy leaves out here (unready, another zone's, not local) reads as such.
+    endpoints: frozenset[HostPort] = frozenset()
 
     @property
     def key(self) -> tuple[str, IPAddress, int]:
@@ -68,6 +214,15 @@ class ExpectedVirtualService:
     def port_key(self) -> ServicePortKey:
         """The Service port this VS serves."""
         return ServicePortKey(self.service_key, self.service_port, self.protocol)
+
+    def follows(self, rule: Rule) -> bool:
+        """Whether this rule shaped the VS (e.g. its real servers are a Local-policy fallback)."""
+        return any(because.rule is rule for because in self.because)
+
+    @property
+    def why(self) -> str:
+        """The rules that shaped this VS, as one sentence for a failure message, or ""."""
+        return "; ".join(because.text for because in self.because)
 
 
 class Explanation(StrEnum):
@@ -117,43 +272,79 @@ def expected_virtual_services(
     """Every VS a correct kube-proxy programs on the node, per Service port, family and address.
 
     node_addresses are the node's own addresses outside kube-ipvs0, the NodePort candidates.
+    The node's kube-proxy version (its Node object) picks the version-dependent rules.
     """
     config = cluster.kube_proxy or KubeProxyConfig()
     slices = _slices_by_service(cluster.endpoint_slices)
-    node_port_candidates = node_port_addresses(cluster, node, node_addresses)
+    node_object = cluster.node(node)
+    where = _Where(
+        node=node,
+        zone=None if node_object is None else node_object.zone,
+        rules=kube_proxy_rules(cluster.kube_proxy_release(node)),
+    )
+    node_ports = _node_port_selection(cluster, node, node_addresses)
     return tuple(
         expected
         for service in cluster.services
         if service.exclusion is None
         for expected in _service_virtual_services(
-            service, slices.get(service.key, ()), config.scheduler, node, node_port_candidates
+            service, slices.get(service.key, ()), config.scheduler, where, node_ports
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """The node the expected state is for: its name, zone label, and its kube-proxy's rules."""
+
+    node: str
+    zone: str | None
+    rules: KubeProxyRules
+
+
+@dataclass(frozen=True, slots=True)
+class _NodePortSelection:
+    """The node addresses that get NodePort VSs, and the families nodePortAddresses leaves open."""
+
+    addresses: tuple[IPAddress, ...]
+    unlisted_families: frozenset[int]
 
 
 def node_port_addresses(
     cluster: Cluster, node: str, node_addresses: Sequence[IPAddress]
 ) -> tuple[IPAddress, ...]:
-    """The node addresses nodePortAddresses selects; empty selects them all, primary the Node's."""
+    """The node addresses nodePortAddresses selects, per IP family as kube-proxy selects them.
+
+    Empty selects them all; `primary` the Node's primary IP of each family. A family the
+    entries name no CIDR of matches every address of that family (NewNodePortAddresses in
+    pkg/proxy/util/nodeport_addresses.go adds 0.0.0.0/0 or ::/0 for it).
+    """
+    return _node_port_selection(cluster, node, node_addresses).addresses
+
+
+def _node_port_selection(
+    cluster: Cluster, node: str, node_addresses: Sequence[IPAddress]
+) -> _NodePortSelection:
     selectors = (cluster.kube_proxy or KubeProxyConfig()).node_port_addresses
-    if not selectors:
-        return tuple(node_addresses)
     node_object = cluster.node(node)
     primary = () if node_object is None else node_object.primary_ips
-    return tuple(
-        address
-        for address in node_addresses
-        if any(_selects(selector, address, primary) for selector in selectors)
+    networks: list[IPNetwork] = []
+    for selector in selectors:
+        if selector is NodePortKeyword.PRIMARY:
+            # cmd/kube-proxy turns `primary` into the Node's primary IPs as host CIDRs.
+            networks += [ip_network(address) for address in primary]
+        else:
+            networks.append(selector)
+    listed = {network.version for network in networks}
+    return _NodePortSelection(
+        addresses=tuple(
+            address
+            for address in node_addresses
+            if address.version not in listed
+            or any(address in network for network in networks if network.version == address.version)
+        ),
+        unlisted_families=frozenset({4, 6} - listed) if selectors else frozenset(),
     )
-
-
-def _selects(
-    selector: IPNetwork | NodePortKeyword, address: IPAddress, primary: Sequence[IPAddress]
-) -> bool:
-    """Whether one nodePortAddresses entry selects the address."""
-    if selector is NodePortKeyword.PRIMARY:
-        return address in primary
-    return address.version == selector.version and address in selector
 
 
 def expected_real_servers(
@@ -164,35 +355,232 @@ def expected_real_servers(
     address_type: AddressType,
     node: str,
     policy: TrafficPolicy,
+    zone: str | None = None,
+    release: KubeRelease | None = None,
 ) -> frozenset[HostPort]:
     """The usable endpoints of a Service port and family, as kube-proxy's CategorizeEndpoints picks.
 
-    Ready endpoints; with none ready, serving+terminating ones. For policy Local the same choice is
-    made among this node's endpoints only, so a local terminating pod still serves.
+    Ready endpoints (those hinted for the node's zone when topology applies); with none ready,
+    serving+terminating ones. For policy Local the same choice is made among this node's
+    endpoints only, so a local terminating pod still serves; with no local endpoint at all the
+    cluster-wide choice stands in (kubernetes#97081).
     """
+    servers, _ = _real_servers(
+        service,
+        port,
+        slices,
+        address_type=address_type,
+        where=_Where(node, zone, kube_proxy_rules(release)),
+        policy=policy,
+        policy_field="externalTrafficPolicy",
+        uses_cluster=True,
+    )
+    return servers
+
+
+_Candidate = tuple[Endpoint, int]
+
+
+def _real_servers(
+    service: Service,
+    port: ServicePort,
+    slices: Iterable[EndpointSlice],
+    *,
+    address_type: AddressType,
+    where: _Where,
+    policy: TrafficPolicy,
+    policy_field: str,
+    uses_cluster: bool,
+) -> tuple[frozenset[HostPort], tuple[Because, ...]]:
+    """The real servers of one VS and the rules that chose them (pkg/proxy/topology.go and
+    syncEndpoint in pkg/proxy/ipvs/proxier.go)."""
+    rules = where.rules
     candidates = [
         (endpoint, endpoint_port)
         for endpoint_slice in slices
         if endpoint_slice.address_type is address_type and endpoint_slice.service_key == service.key
         for endpoint_port in _matching_ports(endpoint_slice, port)
         for endpoint in endpoint_slice.endpoints
-        if policy is TrafficPolicy.CLUSTER or endpoint.node_name == node
     ]
-    chosen = [(endpoint, number) for endpoint, number in candidates if endpoint.ready] or [
-        (endpoint, number) for endpoint, number in candidates if _serving_terminating(endpoint)
-    ]
+    because: list[Because] = []
+    terminating = [c for c in candidates if _serving_terminating(c[0])]
+    ready = [c for c in candidates if c[0].ready]
+    # Cluster endpoints: ready ones, filtered by topology; else serving+terminating anywhere.
+    topology = _topology(service, ready, where)
+    cluster = [c for c in ready if topology is None or topology.admits(c[0])]
+    if not cluster and rules.terminating_fallback:
+        cluster = terminating
+    cluster_because = [] if topology is None else [topology.because]
+    if not ready and terminating:
+        cluster_because.append(_terminating_because(rules))
+    if policy is TrafficPolicy.CLUSTER:
+        chosen, because = cluster, cluster_because
+    else:
+        local_ready = [c for c in ready if c[0].node_name == where.node]
+        local_terminating = [c for c in terminating if c[0].node_name == where.node]
+        if local_ready:
+            chosen = local_ready
+        elif local_terminating and rules.terminating_fallback:
+            chosen = local_terminating
+            because = [_terminating_because(rules, local=True)]
+        elif rules.local_fallback:
+            # Allow access from local pods even if no local endpoint exists; an external
+            # client's reply comes from the pod and is discarded (syncEndpoint, #97081).
+            # kube-proxy computes cluster endpoints only if the port UsesClusterEndpoints().
+            chosen = cluster if uses_cluster else []
+            if chosen:
+                because = [
+                    Because(
+                        Rule.LOCAL_FALLBACK,
+                        f"{rules.who} falls back to cluster endpoints here because {where.node} "
+                        f"has no local endpoint ({policy_field} Local): local pods keep access, "
+                        "an external client's reply is discarded (pkg/proxy/ipvs/proxier.go "
+                        "syncEndpoint, kubernetes/kubernetes#97081)",
+                    ),
+                    *cluster_because,
+                ]
+            elif ready or terminating:
+                because = [
+                    Because(
+                        Rule.NO_LOCAL_ENDPOINT,
+                        f"{rules.who} programs no real server here: {where.node} has no local "
+                        f"endpoint ({policy_field} Local) and the Service is not reachable from "
+                        "outside, so it has no cluster endpoints to fall back to "
+                        "(CategorizeEndpoints, UsesClusterEndpoints)",
+                    )
+                ]
+        else:
+            chosen = []
+            because = [
+                Because(
+                    Rule.NO_LOCAL_ENDPOINT,
+                    f"{rules.who} programs no real server here: {where.node} has no local "
+                    f"endpoint ({policy_field} Local), and the fallback to cluster endpoints "
+                    "came only in 1.21 (kubernetes/kubernetes#97081)",
+                )
+            ]
     # kube-proxy uses only an endpoint's first address; the API says the rest are ignored.
-    return frozenset(HostPort(endpoint.addresses[0], number) for endpoint, number in chosen)
+    servers = frozenset(HostPort(endpoint.addresses[0], number) for endpoint, number in chosen)
+    return servers, tuple(because)
 
 
-def expected_cluster_ips(services: Iterable[Service]) -> frozenset[IPAddress]:
-    """Addresses kube-proxy binds to kube-ipvs0: ClusterIPs, externalIPs, LB ingress IPs."""
+def _terminating_because(rules: KubeProxyRules, *, local: bool = False) -> Because:
+    """Why serving+terminating endpoints are (or are not) real servers."""
+    among = "this node's" if local else "the"
+    if rules.terminating_fallback:
+        return Because(
+            Rule.TERMINATING,
+            f"no endpoint is ready, so {rules.who} uses {among} serving, terminating ones "
+            "(ProxyTerminatingEndpoints; pkg/proxy/topology.go CategorizeEndpoints)",
+        )
+    return Because(
+        Rule.NO_TERMINATING,
+        f"{rules.who} does not use serving, terminating endpoints (ProxyTerminatingEndpoints is "
+        "on by default only from 1.26)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Topology:
+    """The topology filter kube-proxy applies: endpoints hinted for this node or its zone."""
+
+    zone: str | None
+    node: str | None
+    because: Because
+
+    def admits(self, endpoint: Endpoint) -> bool:
+        if self.node is not None:
+            return self.node in endpoint.node_hints
+        return self.zone in endpoint.zone_hints
+
+
+def _topology(service: Service, ready: Sequence[_Candidate], where: _Where) -> _Topology | None:
+    """kube-proxy's topology mode for these ready endpoints on this node, or None (no filter).
+
+    pkg/proxy/topology.go: topologyModeFromHints (1.31 and later) and canUseTopology (before).
+    """
+    rules = where.rules
+    if not ready or not _hints_enabled(service, rules.topology):
+        return None
+    endpoints = [endpoint for endpoint, _ in ready]
+    if (
+        rules.node_hints
+        and all(e.node_hints for e in endpoints)
+        and any(where.node in e.node_hints for e in endpoints)
+    ):
+        return _Topology(
+            zone=None,
+            node=where.node,
+            because=Because(
+                Rule.TOPOLOGY,
+                f"{rules.who} keeps only the endpoints hinted for node {where.node} "
+                "(every ready endpoint has a node hint: trafficDistribution PreferSameNode; "
+                "pkg/proxy/topology.go topologyModeFromHints)",
+            ),
+        )
+    if where.zone is None or not all(e.zone_hints for e in endpoints):
+        return None
+    if not any(where.zone in e.zone_hints for e in endpoints):
+        return None
+    annotation = service.hints_annotation
+    enabled = (
+        "whatever the Service's annotation or trafficDistribution"
+        if rules.topology is TopologyGate.HINTS
+        else f"the Service's topology annotation is {annotation!r} ({rules.topology})"
+    )
+    return _Topology(
+        zone=where.zone,
+        node=None,
+        because=Because(
+            Rule.TOPOLOGY,
+            f"{rules.who} keeps only the endpoints hinted for zone {where.zone}: {where.node} is "
+            f"labelled {ZONE_LABEL}={where.zone}, every ready endpoint has a zone hint, and "
+            f"{enabled} (pkg/proxy/topology.go)",
+        ),
+    )
+
+
+def _hints_enabled(service: Service, gate: TopologyGate) -> bool:
+    """Whether the release's gate lets this Service's hints count (canUseTopology before 1.31)."""
+    if gate is TopologyGate.AUTO_ANNOTATION:
+        # Before 1.27 kube-proxy read only the topology-aware-hints annotation, and only Auto.
+        return service.annotations.get(TOPOLOGY_AWARE_HINTS_ANNOTATION) in ("Auto", "auto")
+    if gate is TopologyGate.ANNOTATION:
+        return service.hints_annotation not in ("", "disabled", "Disabled")
+    return gate is TopologyGate.HINTS
+
+
+def expected_cluster_ips(
+    services: Iterable[Service], node_addresses: Iterable[IPAddress] = ()
+) -> frozenset[IPAddress]:
+    """Addresses kube-proxy binds to kube-ipvs0: ClusterIPs, externalIPs, LB ingress IPs.
+
+    An externalIP or LB ingress IP that is one of the node's own addresses (node_addresses,
+    outside kube-ipvs0) gets its VS but is not bound: `shouldBind := !nodeAddressSet.Has(...)`
+    in syncProxyRules (pkg/proxy/ipvs/proxier.go). ClusterIPs are always bound.
+    """
+    own = frozenset(node_addresses)
     return frozenset(
         address
         for service in services
         if service.exclusion is None and service.ports
-        for _, address in _bound_addresses(service)
+        for kind, address in _bound_addresses(service)
+        if kind is VirtualServiceKind.CLUSTER_IP or address not in own
     )
+
+
+def unbound_node_addresses(
+    services: Iterable[Service], node_addresses: Iterable[IPAddress]
+) -> dict[IPAddress, str]:
+    """Service externalIPs and LB IPs kube-proxy leaves off kube-ipvs0 as node addresses: why."""
+    own = frozenset(node_addresses)
+    return {
+        address: f"{kind} of {service.key}"
+        for service in services
+        if service.exclusion is None and service.ports
+        for kind, address in _bound_addresses(service)
+        if kind is not VirtualServiceKind.CLUSTER_IP and address in own
+    }
 
 
 def explain_virtual_services(cluster: Cluster) -> VirtualServiceExplanations:
@@ -233,8 +621,8 @@ def _service_virtual_services(
     service: Service,
     slices: Sequence[EndpointSlice],
     scheduler: str,
-    node: str,
-    node_port_candidates: Sequence[IPAddress],
+    where: _Where,
+    node_ports: _NodePortSelection,
 ) -> Iterator[ExpectedVirtualService]:
     """The VSs of one programmed Service: per port, per ClusterIP family, per address kind."""
     persistent_timeout = (
@@ -256,10 +644,43 @@ def _service_virtual_services(
                     port.node_port,
                     service.external_traffic_policy,
                 )
-                for address in node_port_candidates
+                for address in node_ports.addresses
                 if _serves_family(service, address)
             ]
         for kind, address, number, policy in listeners:
+            servers, because = _real_servers(
+                service,
+                port,
+                slices,
+                address_type=_address_type(address),
+                where=where,
+                policy=policy,
+                policy_field=(
+                    "internalTrafficPolicy"
+                    if kind is VirtualServiceKind.CLUSTER_IP
+                    else "externalTrafficPolicy"
+                ),
+                uses_cluster=kind is not VirtualServiceKind.CLUSTER_IP
+                or _externally_accessible(service, port, address.version),
+            )
+            if kind is VirtualServiceKind.NODE_PORT and address.version in (
+                node_ports.unlisted_families
+            ):
+                because += (
+                    Because(
+                        Rule.NODE_PORT_FAMILY_UNLISTED,
+                        f"nodePortAddresses lists no IPv{address.version} CIDR, so kube-proxy "
+                        f"serves NodePorts on every IPv{address.version} address of the node "
+                        "(NewNodePortAddresses, pkg/proxy/util/nodeport_addresses.go)",
+                    ),
+                )
+            endpoints = frozenset(
+                HostPort(endpoint.addresses[0], number)
+                for endpoint_slice in slices
+                if endpoint_slice.address_type is _address_type(address)
+                for number in _matching_ports(endpoint_slice, port)
+                for endpoint in endpoint_slice.endpoints
+            )
             yield ExpectedVirtualService(
                 protocol=port.protocol,
                 address=address,
@@ -270,15 +691,25 @@ def _service_virtual_services(
                 service_port=port.port,
                 scheduler=scheduler,
                 persistent_timeout=persistent_timeout,
-                real_servers=expected_real_servers(
-                    service,
-                    port,
-                    slices,
-                    address_type=_address_type(address),
-                    node=node,
-                    policy=policy,
-                ),
+                real_servers=servers,
+                because=because,
+                endpoints=endpoints,
             )
+
+
+def _externally_accessible(service: Service, port: ServicePort, family: int) -> bool:
+    """ExternallyAccessible() of one port in one family's proxier: a nodePort, externalIP or LB IP.
+
+    Only then does an internalTrafficPolicy Local port use cluster endpoints at all
+    (UsesClusterEndpoints), so only then does its ClusterIP VS fall back to them.
+    """
+    has_node_port = port.node_port is not None and service.type in (
+        ServiceType.NODE_PORT,
+        ServiceType.LOAD_BALANCER,
+    )
+    return has_node_port or any(
+        address.version == family for address in (*service.external_ips, *service.lb_ingress_ips)
+    )
 
 
 def _traffic_policy(service: Service, kind: VirtualServiceKind) -> TrafficPolicy:

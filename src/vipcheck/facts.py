@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, TypeVar
 
-from vipcheck.model.cluster import Cluster, EndpointSlice, KubeProxyConfig, Node, Service
+from vipcheck.model.cluster import (
+    Cluster,
+    EndpointSlice,
+    KubeProxyConfig,
+    KubeProxyImage,
+    Node,
+    Service,
+)
 from vipcheck.model.node import (
     Connection,
     ConnState,
@@ -24,7 +31,7 @@ from vipcheck.model.node import (
     Sysctls,
 )
 from vipcheck.model.probe import ProbeOutput, ProbePlan, ProbeRound
-from vipcheck.parse.iproute import parse_ip_json
+from vipcheck.parse.iproute import parse_interfaces
 from vipcheck.parse.ipvsadm import (
     parse_ipvsadm_connections,
     parse_ipvsadm_list,
@@ -33,12 +40,13 @@ from vipcheck.parse.ipvsadm import (
 from vipcheck.parse.kube import (
     parse_endpoint_slices,
     parse_kube_proxy_config,
+    parse_kube_proxy_daemonset,
     parse_nodes,
     parse_services,
 )
 from vipcheck.parse.probe import parse_probe_output, parse_probe_plan
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
-from vipcheck.parse.sysctl import parse_sysctl
+from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
 from vipcheck.snapshot import (
     CLUSTER_FILES,
     NODE_FILES,
@@ -71,12 +79,13 @@ SERVICES = Input(("services.json",))
 ENDPOINT_SLICES = Input(("endpointslices.json",))
 NODE_OBJECTS = Input(("nodes.json",))
 KUBE_PROXY = Input(("kube-proxy.json",))
+KUBE_PROXY_DAEMONSET = Input(("kube-proxy-daemonset.json",))
 IPVS_TABLE = Input(("ipvsadm-Ln.txt", "proc-ip_vs.txt"))
 IPVS_TIMEOUTS = Input(("ipvsadm-timeout.txt",))
 IPVS_CONNECTIONS = Input(("ip_vs_conn.txt", "ipvsadm-Lnc.txt"))
-SYSCTLS = Input(("sysctl.txt",))
-IP_ADDR = Input(("ip-addr.json",))
-IP_LINK = Input(("ip-link.json",))
+SYSCTLS = Input(("sysctl.txt", "proc-sys.txt"))
+IP_ADDR = Input(("ip-addr.json", "ip-addr.txt"))
+IP_LINK = Input(("ip-link.json", "ip-link.txt", "sys-class-net.txt"))
 KERNEL_RELEASE = Input(("uname.txt",))
 PROBE_PLAN_INPUT = Input((f"{PROBE_DIR}/{PROBE_PLAN}",))
 PROBE_VIP_OUTPUT = Input((f"{PROBE_DIR}/<vantage>/vip.error.txt", f"{PROBE_DIR}/<vantage>/vip.txt"))
@@ -208,9 +217,23 @@ class ClusterFacts:
         return self.kube_proxy if KUBE_PROXY.files[0] in self._files else None
 
     @cached_property
+    def kube_proxy_image(self) -> KubeProxyImage | None:
+        """kube-proxy's image (its tag names the release); None when the DaemonSet was not
+        gathered, as it only refines checks."""
+        if not self._gathered(KUBE_PROXY_DAEMONSET):
+            return None
+        return self._parse(KUBE_PROXY_DAEMONSET, parse_kube_proxy_daemonset)
+
+    @cached_property
     def cluster(self) -> Cluster:
         """Everything at once, for the expected-state computation, which needs it all."""
-        return Cluster(self.services, self.endpoint_slices, self.nodes, self.kube_proxy_or_none)
+        return Cluster(
+            self.services,
+            self.endpoint_slices,
+            self.nodes,
+            self.kube_proxy_or_none,
+            self.kube_proxy_image,
+        )
 
     def node(self, name: str) -> Node | None:
         """The Node object of that name, if nodes.json lists it."""
@@ -243,6 +266,13 @@ class NodeFacts:
         reasons = [self._snapshot.missing.get(name) for name in which.files]
         known = "; ".join(r for r in reasons if r) or None
         raise MissingInput(self.name, which.files, known)
+
+    def _first_or(self, which: Input, missing: MissingInput) -> _Source:
+        """The first file of which, or the given MissingInput when it has none."""
+        try:
+            return self._first(which)
+        except MissingInput:
+            raise missing from None
 
     @property
     def observed(self) -> bool:
@@ -294,13 +324,26 @@ class NodeFacts:
     @cached_property
     def sysctls(self) -> Sysctls:
         source = self._first(SYSCTLS)
-        return parse_sysctl(source.text, source.path)
+        if source.path.endswith("proc-sys.txt"):
+            return parse_proc_sys(source.text, source.path)
+        note = self._snapshot.notes.get(source.path.rpartition("/")[2])
+        path = f"{source.path} ({note})" if note else source.path
+        return replace(parse_sysctl(source.text, source.path), source=path)
 
     @cached_property
     def interfaces(self) -> Interfaces:
-        addr = self._first(IP_ADDR)
-        link = self._first(IP_LINK)
-        return parse_ip_json(addr.text, link.text, addr.path, link.path)
+        """Addresses and links from `ip -j`, `ip` text, or /sys/class/net alone (no addresses)."""
+        try:
+            addr: _Source | None = self._first(IP_ADDR)
+        except MissingInput as no_addr:
+            addr, link = None, self._first_or(IP_LINK, no_addr)
+            if not link.path.endswith("sys-class-net.txt"):
+                raise
+        else:
+            link = self._first(IP_LINK)
+        return parse_interfaces(
+            (addr.text, addr.path) if addr is not None else None, (link.text, link.path)
+        )
 
     @cached_property
     def kernel_release(self) -> str:

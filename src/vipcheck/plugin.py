@@ -12,7 +12,7 @@ import contextlib
 import copy
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,17 +20,24 @@ from typing import Any
 import pytest
 from _pytest.config.findpaths import determine_setup
 
+from vipcheck import outputs
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
-from vipcheck.checks import check_by_id
+from vipcheck.checks import CHECKS_BY_ID, check_by_id
+from vipcheck.checks.base import Severity
 from vipcheck.facts import Facts
+from vipcheck.gate import Gate
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.observe import ObserveError, observe
 from vipcheck.options import (
+    DEFAULT_HTML,
     DEFAULT_JSON,
     GATHER_PARALLEL,
+    GateOptions,
     GatherOptions,
+    OptionError,
     ProbeOptions,
     RunOptions,
+    gate_options,
 )
 from vipcheck.report import Summary
 from vipcheck.settings import DEFAULTS, Settings, setting_help
@@ -47,6 +54,10 @@ PATH_OPTIONS = (
     "kubeconfig",
     "ssh_config",
     "ssh_identity_file",
+    "vipcheck_waivers",
+    "vipcheck_baseline",
+    "vipcheck_html",
+    "vipcheck_fix_script",
 )
 
 
@@ -59,6 +70,8 @@ class VipcheckSession:
     summary: Summary = field(default_factory=Summary)
     usage_errors: list[str] = field(default_factory=list)
     tuned_gc: bool = False
+    gate: Gate = field(default_factory=Gate)
+    tally: outputs.FailureTally = field(default_factory=outputs.FailureTally)
 
 
 SESSION_KEY = pytest.StashKey[VipcheckSession]()
@@ -143,6 +156,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="time cap of the whole probe in a large cluster, whose Service ports are then "
         f"dealt across node vantage points (default {ProbeOptions().total_s}; docs/probe.md)",
     )
+    group.addoption(
+        "--vipcheck-waivers",
+        type=Path,
+        metavar="FILE",
+        help="YAML waivers (check, subject/node, reason, owner, expires): matching failures are "
+        "reported as waived until they expire (ini: vipcheck_waivers)",
+    )
+    group.addoption(
+        "--vipcheck-fail-on",
+        default=Severity.WARNING.value,
+        choices=[s.value for s in Severity],
+        help="lowest severity whose failures make the exit code 1; failures below it are shown "
+        "and counted (default warning)",
+    )
+    group.addoption(
+        "--vipcheck-baseline",
+        type=Path,
+        metavar="SUMMARY",
+        help="a JSON summary of an earlier run: fail only what is new against it",
+    )
+    group.addoption(
+        "--vipcheck-html",
+        type=Path,
+        default=DEFAULT_HTML,
+        metavar="FILE",
+        help=f"self-contained HTML report (default {DEFAULT_HTML})",
+    )
+    group.addoption(
+        "--vipcheck-fix-script",
+        type=Path,
+        metavar="FILE",
+        help="write a POSIX sh script of the failures' fix commands, for review (never run)",
+    )
+    parser.addini("vipcheck_waivers", "YAML waivers file (as --vipcheck-waivers)", default="")
     for name, text in setting_help().items():
         parser.addini(f"vipcheck_{name}", text, default=str(getattr(DEFAULTS, name)))
 
@@ -199,7 +246,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{PROBE_MARKER}: opens TCP connections to the target (deselect with -m 'not probe')",
     )
-    session = config.stash[SESSION_KEY] = VipcheckSession(_run_options(config))
+    options = _run_options(config)
+    gate = Gate(
+        waivers=options.gate.waivers,
+        baseline=options.gate.baseline,
+        baseline_source=str(options.gate.baseline_file),
+    )
+    session = config.stash[SESSION_KEY] = VipcheckSession(options, gate=gate)
     thresholds = gc.get_threshold()
     config.add_cleanup(lambda: _restore_gc(session, thresholds))
 
@@ -237,14 +290,33 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     case: Case[Any] = request.param
     session = request.config.stash[SESSION_KEY]
     assert session.facts is not None  # parametrized only once observed
-    result = run_case(case, session.facts, session.options.settings)
+    result = session.gate.judge(run_case(case, session.facts, session.options.settings))
     session.summary.add(result)
+    request.node.user_properties.extend(outputs.junit_properties(result))
+    if result.outcome in (Outcome.WAIVED, Outcome.KNOWN):
+        pytest.skip("; ".join(result.notes))
     if result.outcome is Outcome.SKIPPED:
         pytest.skip(result.reason)
     if result.outcome is Outcome.ERROR:
         # A failure during setup is reported as ERROR: "could not observe", not "observed wrong".
         pytest.fail(result.reason, pytrace=False)
     return result
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    """Waived and baseline-known items are their own category: neither passed nor skipped."""
+    category = outputs.gate_category(report)
+    return None if category is None else (category, category[0], category.upper())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, Any]:
+    """Count failures by whether their severity fails the run (--vipcheck-fail-on)."""
+    report = yield
+    if report.failed:
+        state = item.config.stash[SESSION_KEY]
+        state.tally.count(report, state.options.gate.fail_on)
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -256,6 +328,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is None or state.facts is None or session.config.option.collectonly:
         return
     state.summary.write(state.options.json_path)
+    outputs.write_reports(state.options, state.facts, state.gate)
+    if session.exitstatus == pytest.ExitCode.TESTS_FAILED and state.tally.tolerated_only:
+        session.exitstatus = pytest.ExitCode.OK
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -275,7 +350,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterat
         for line in grouped:
             terminalreporter.write_line(line)
     target, totals = state.options.json_path, state.summary.totals_text()
+    for line in outputs.gate_lines(state.options, state.gate, state.tally):
+        terminalreporter.write_line(f"vipcheck: {line}")
     terminalreporter.write_line(f"vipcheck: JSON summary: {target} ({totals})")
+    for line in outputs.written_lines(state.options):
+        terminalreporter.write_line(f"vipcheck: {line}")
 
 
 def run_options(config: pytest.Config) -> RunOptions:
@@ -323,7 +402,7 @@ def _run_options(config: pytest.Config) -> RunOptions:
         gather=GatherOptions(
             kubeconfig=config.getoption("kubeconfig"),
             context=config.getoption("context"),
-            hosts=tuple(_split_commas(config.getoption("hosts", None) or [])),
+            hosts=tuple(_split_commas(_as_list(config.getoption("hosts", None)))),
             ssh_config=config.getoption("ssh_config", None),
             ssh_identity_file=config.getoption("ssh_identity_file", None),
             sudo=bool(config.getoption("sudo", False)),
@@ -345,7 +424,33 @@ def _run_options(config: pytest.Config) -> RunOptions:
             ),
         ),
         settings=_settings(config),
+        gate=_gate_options(config),
     )
+
+
+def _gate_options(config: pytest.Config) -> GateOptions:
+    waivers: Path | None = config.getoption("vipcheck_waivers")
+    ini_waivers = str(config.getini("vipcheck_waivers") or "")
+    if waivers is None and ini_waivers:
+        waivers = (config.inipath.parent if config.inipath else config.rootpath) / ini_waivers
+    try:
+        return gate_options(
+            waivers_file=waivers,
+            fail_on=config.getoption("vipcheck_fail_on"),
+            baseline_file=config.getoption("vipcheck_baseline"),
+            html_path=config.getoption("vipcheck_html"),
+            fix_script=config.getoption("vipcheck_fix_script"),
+            known_checks=tuple(CHECKS_BY_ID),
+        )
+    except OptionError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    """testinfra's --hosts is one comma-separated string, not a list: never iterate its letters."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _split_commas(values: list[str]) -> list[str]:

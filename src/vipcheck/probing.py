@@ -19,7 +19,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from vipcheck.expected import ExpectedVirtualService, VirtualServiceKind, expected_virtual_services
+from vipcheck.expected import (
+    ExpectedVirtualService,
+    Rule,
+    VirtualServiceKind,
+    expected_virtual_services,
+)
 from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.gather.probes import VantagePoint, reread_connections, run_round
 from vipcheck.model.cluster import Cluster, IPAddress, ServicePortKey
@@ -59,6 +64,9 @@ class _Vip:
     kind: TargetKind
     expected: Mapping[str, frozenset[HostPort]]  # node -> expected real servers there
     only_node: str | None  # a NodePort is one node's address
+    # Nodes where a Local policy falls back to other nodes' endpoints (kubernetes#97081): the
+    # replies reach only the node itself and its pods, so only the node probes there.
+    fallback: frozenset[str] = frozenset()
 
 
 def _vips(cluster: Cluster) -> list[_Vip]:
@@ -81,6 +89,7 @@ def _vips(cluster: Cluster) -> list[_Vip]:
                 _KINDS[first.kind],
                 {node: vs.real_servers for node, vs in by_node.items()},
                 on,
+                frozenset(n for n, vs in by_node.items() if vs.follows(Rule.LOCAL_FALLBACK)),
             )
         )
     return sorted(vips, key=lambda v: (str(v.service), v.kind.value, str(v.address)))
@@ -101,12 +110,17 @@ def _observed_real_servers(facts: Facts, node: str, address: HostPort) -> frozen
 
 
 def _directors(vip: _Vip, vantage: Vantage) -> list[str]:
-    """Nodes whose IPVS handles this VIP for this vantage point: its own, the NodePort's, or all."""
+    """Nodes whose IPVS handles this VIP for this vantage point: its own, the NodePort's, or all.
+
+    A node whose Local policy falls back to remote endpoints answers only itself.
+    """
     if vip.only_node is not None:
-        return [vip.only_node]
-    if vantage.node is not None:
-        return [vantage.node]
-    return list(vip.expected)
+        directors = [vip.only_node]
+    elif vantage.node is not None:
+        directors = [vantage.node]
+    else:
+        directors = list(vip.expected)
+    return [n for n in directors if n not in vip.fallback or n == vantage.node]
 
 
 # Large clusters: what one vantage point may do in one round, and the whole probe's time cap.

@@ -115,7 +115,7 @@ def _named(names: list[str], first: int) -> str:
 
 def _record(result: Result) -> dict[str, Any]:
     case = result.case
-    failed = result.outcome is Outcome.FAILED
+    failed = bool(result.violations)  # failed, waived or known: the violations stay visible
     return {
         "check": case.check.id,
         "severity": case.check.severity.value,
@@ -133,7 +133,30 @@ def _record(result: Result) -> dict[str, Any]:
                 "expected": v.expected,
                 "fix": v.fix,
                 "evidence": list(v.evidence),
+                "commands": list(v.commands),
+                "cluster_commands": list(v.cluster_commands),
             }
             for v in result.violations
         ],
+        **_gate_fields(result),
     }
+
+
+def _gate_fields(result: Result) -> dict[str, Any]:
+    """The waiver that matched (live or expired) and the gate's notes, when there are any."""
+    fields: dict[str, Any] = {}
+    if result.waiver is not None:
+        waiver = result.waiver
+        fields["waiver"] = {
+            "check": waiver.check,
+            "subject": waiver.subject,
+            "node": waiver.node,
+            "reason": waiver.reason,
+            "owner": waiver.owner,
+            "expires": waiver.expires.isoformat(),
+            "expired": result.outcome is Outcome.FAILED,
+            "source": waiver.source,
+        }
+    if result.notes:
+        fields["notes"] = list(result.notes)
+    return fields

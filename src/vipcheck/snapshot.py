@@ -24,7 +24,19 @@ CLUSTER_FILES: Mapping[str, str] = {
     "endpointslices.json": "kubectl get endpointslices -A -o json",
     "nodes.json": "kubectl get nodes -o json",
     "kube-proxy.json": "kubectl -n kube-system get configmap kube-proxy -o json",
+    "kube-proxy-daemonset.json": "kubectl -n kube-system get daemonset kube-proxy -o json",
 }
+# Where a node has no `sysctl`: the keys the checks read, straight from /proc/sys.
+PROC_SYS_COMMAND = (
+    "grep -H . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/tcp_timestamps "
+    "/proc/sys/net/ipv4/tcp_tw_recycle /proc/sys/net/ipv4/conf/*/rp_filter /proc/sys/net/ipv4/vs/* "
+    "/proc/sys/net/netfilter/nf_conntrack_count /proc/sys/net/netfilter/nf_conntrack_max"
+)
+# Where a node has no `ip` at all: names, flags and kinds of its interfaces (no IPv4 addresses).
+SYS_CLASS_NET_COMMAND = (
+    "grep -H . /sys/class/net/*/ifindex /sys/class/net/*/flags /sys/class/net/*/operstate "
+    "/sys/class/net/*/type /sys/class/net/*/uevent"
+)
 # File under nodes/<node>/ -> the command that produces it, on the node, in the host netns.
 NODE_FILES: Mapping[str, str] = {
     "ipvsadm-Ln.txt": "ipvsadm -Ln --exact",
@@ -33,8 +45,12 @@ NODE_FILES: Mapping[str, str] = {
     "ip_vs_conn.txt": "cat /proc/net/ip_vs_conn",
     "ipvsadm-Lnc.txt": "ipvsadm -Lnc",
     "sysctl.txt": "sysctl -a",
+    "proc-sys.txt": PROC_SYS_COMMAND,
     "ip-addr.json": "ip -j addr",
     "ip-link.json": "ip -j -d link",
+    "ip-addr.txt": "ip addr show",
+    "ip-link.txt": "ip -d link show",
+    "sys-class-net.txt": SYS_CLASS_NET_COMMAND,
     "uname.txt": "uname -r",
 }
 # Under probes/: the handshake probe's plan and each vantage point's raw output, per round.
@@ -52,6 +68,9 @@ PROBE_FILES: Mapping[str, str] = {
 NODE_ERROR_FILE = "error.txt"
 # Written beside a node's files: `file: why it is missing` (e.g. ipvsadm not installed).
 NODE_MISSING_FILE = "missing.txt"
+# Written beside a node's files: `file: note`, for output kept from a command that failed late
+# (`sysctl -a` exiting 1 on one unreadable key).
+NODE_NOTES_FILE = "notes.txt"
 
 
 class SnapshotError(Exception):
@@ -66,6 +85,7 @@ class NodeSnapshot:
     files: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
     missing: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +127,9 @@ def save_snapshot(snapshot: Snapshot, directory: Path) -> None:
             if node.missing:
                 lines = "".join(f"{name}: {why}\n" for name, why in node.missing.items())
                 _write(directory / "nodes" / node.name / NODE_MISSING_FILE, lines)
+            if node.notes:
+                lines = "".join(f"{name}: {note}\n" for name, note in node.notes.items())
+                _write(directory / "nodes" / node.name / NODE_NOTES_FILE, lines)
     except OSError as error:
         raise SnapshotError(f"cannot write snapshot to {directory}: {error}") from error
     if snapshot.probes is not None:
@@ -149,7 +172,9 @@ def load_snapshot(directory: Path) -> Snapshot:
             node_error = _read(error_path).strip() if error_path.exists() else None
             missing_path = node_dir / NODE_MISSING_FILE
             missing = _read_missing(missing_path) if missing_path.exists() else {}
-            nodes[node_dir.name] = NodeSnapshot(node_dir.name, files, node_error, missing)
+            notes_path = node_dir / NODE_NOTES_FILE
+            notes = _read_missing(notes_path) if notes_path.exists() else {}
+            nodes[node_dir.name] = NodeSnapshot(node_dir.name, files, node_error, missing, notes)
     if not cluster and not nodes:
         raise SnapshotError(
             f"{directory}: no cluster/*.json and no nodes/<node>/ files; "
@@ -198,6 +223,7 @@ class _FilesOnDisk(Mapping[str, str]):
 
 
 def _read_missing(path: Path) -> dict[str, str]:
+    """`file: text` lines (missing.txt, notes.txt) for the files of the format."""
     missing = {}
     for line in _read(path).splitlines():
         name, _, why = line.partition(":")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,13 @@ import pytest
 from vipcheck.checks.kube_proxy import expected_for_port, node_port_candidates
 from vipcheck.expected import expected_virtual_services
 from vipcheck.facts import Facts, MissingInput, NodeFacts
+from vipcheck.model.cluster import (
+    ZONE_LABEL,
+    Cluster,
+    KubeProxyImage,
+    KubeRelease,
+    TrafficPolicy,
+)
 from vipcheck.snapshot import NodeSnapshot, load_snapshot
 
 SEED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "seed-incidents"
@@ -58,3 +66,50 @@ def test_expected_for_port_is_the_node_expected_state_of_that_port() -> None:
         for vs in every:
             found = expected_for_port(cluster, node, vs.port_key)
             assert set(found) == {other for other in every if other.port_key == vs.port_key}
+
+
+def _local_policies(cluster: Cluster) -> Cluster:
+    """Every Service Local, internally and externally: each node's real servers are its own."""
+    local = TrafficPolicy.LOCAL
+    services = tuple(
+        replace(service, external_traffic_policy=local, internal_traffic_policy=local)
+        for service in cluster.services
+    )
+    return replace(cluster, services=services)
+
+
+def _old_kube_proxy(cluster: Cluster) -> Cluster:
+    """The same objects, with a kube-proxy DaemonSet of a release that has no Local fallback."""
+    image = KubeProxyImage("registry.k8s.io/kube-proxy:v1.22.0", KubeRelease(1, 22))
+    return replace(cluster, kube_proxy_image=image)
+
+
+def _zoned(cluster: Cluster) -> Cluster:
+    """Each Node in its own zone (a label the expected state reads for topology hints)."""
+    nodes = tuple(
+        replace(node, labels={**node.labels, ZONE_LABEL: f"zone-{index}"})
+        for index, node in enumerate(cluster.nodes)
+    )
+    return replace(cluster, nodes=nodes)
+
+
+def test_expected_for_port_follows_every_input_of_the_expected_state() -> None:
+    """Per node, the index is the node's own expected state whatever changed since it was built:
+    Service policies (node-dependent real servers and reasons), the kube-proxy release, zones."""
+    facts = Facts.from_snapshot(load_snapshot(SEED))
+    seed = facts.cluster.cluster
+    local = _local_policies(seed)
+    variants = [seed, local, _old_kube_proxy(local), _zoned(local), seed]
+    differing = 0
+    for cluster in variants:
+        for name, node in facts.nodes.items():
+            every = expected_virtual_services(
+                cluster, name, node_port_candidates(node, cluster.node(name))
+            )
+            differing += every != expected_virtual_services(
+                seed, name, node_port_candidates(node, seed.node(name))
+            )
+            for vs in every:
+                found = expected_for_port(cluster, node, vs.port_key)
+                assert found == tuple(other for other in every if other.port_key == vs.port_key)
+    assert differing  # the variants do change some node's expected state

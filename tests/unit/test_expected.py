@@ -20,6 +20,7 @@ from vipcheck.expected import (
     ExpectedVirtualService,
     Explained,
     Explanation,
+    Rule,
     VirtualServiceKind,
     excluding_cidr,
     expected_cluster_ips,
@@ -35,6 +36,7 @@ from vipcheck.model.cluster import (
     EndpointSlice,
     IPAddress,
     KubeProxyConfig,
+    KubeRelease,
     Node,
     NodePortKeyword,
     Service,
@@ -47,6 +49,7 @@ from vipcheck.model.node import HostPort, Protocol
 from vipcheck.parse.kube import (
     parse_endpoint_slices,
     parse_kube_proxy_config,
+    parse_kube_release,
     parse_nodes,
     parse_services,
 )
@@ -238,14 +241,19 @@ ON_NODE_2 = endpoint("10.244.2.10", "node-2")
 NODE_1 = Node("node-1", internal_ips=(ip("192.168.58.11"),))
 
 
+def release(version: str | None) -> KubeRelease | None:
+    return None if version is None else parse_kube_release(version)
+
+
 def expected(
     services: Sequence[Service],
     slices: Sequence[EndpointSlice],
     *,
     config: KubeProxyConfig | None = None,
     addresses: Sequence[IPAddress] = (ip("192.168.58.11"),),
+    node: Node = NODE_1,
 ) -> dict[tuple[str, IPAddress, int], ExpectedVirtualService]:
-    cluster = Cluster(tuple(services), tuple(slices), (NODE_1,), config)
+    cluster = Cluster(tuple(services), tuple(slices), (node,), config)
     return by_key(expected_virtual_services(cluster, "node-1", addresses))
 
 
@@ -286,12 +294,30 @@ def test_traffic_policies(
     assert virtual_services[NODE_PORT_KEY].real_servers == node_port_servers
 
 
-def test_etp_local_without_local_endpoint_keeps_the_vs_with_no_real_server() -> None:
+@pytest.mark.parametrize(
+    ("version", "node_port_servers", "rule"),
+    [
+        pytest.param(None, rs("10.244.2.10:8080"), Rule.LOCAL_FALLBACK, id="unknown-falls-back"),
+        pytest.param("v1.21.0", rs("10.244.2.10:8080"), Rule.LOCAL_FALLBACK, id="1.21-falls-back"),
+        pytest.param("v1.20.15", frozenset(), Rule.NO_LOCAL_ENDPOINT, id="1.20-none"),
+    ],
+)
+def test_etp_local_without_local_endpoint_falls_back_to_cluster_endpoints_from_1_21(
+    version: str | None, node_port_servers: frozenset[HostPort], rule: Rule
+) -> None:
+    """syncEndpoint (kubernetes#97081): local pods keep access; 1.20 programmed no server."""
+    node = replace(NODE_1, kube_proxy_version=version, kube_proxy_release=release(version))
     virtual_services = expected(
-        [web_service(external_traffic_policy=TrafficPolicy.LOCAL)], [web_slice(ON_NODE_2)]
+        [web_service(external_traffic_policy=TrafficPolicy.LOCAL)],
+        [web_slice(ON_NODE_2)],
+        node=node,
     )
-    assert virtual_services[NODE_PORT_KEY].real_servers == frozenset()
+    node_port = virtual_services[NODE_PORT_KEY]
+    assert node_port.real_servers == node_port_servers
+    assert [because.rule for because in node_port.because] == [rule]
+    assert "node-1 has no local endpoint (externalTrafficPolicy Local)" in node_port.why
     assert virtual_services[CLUSTER_IP_KEY].real_servers == rs("10.244.2.10:8080")
+    assert virtual_services[CLUSTER_IP_KEY].because == ()
 
 
 def test_service_without_endpoints_still_gets_its_virtual_services() -> None:
@@ -505,12 +531,24 @@ def test_another_proxys_service_is_explained_not_orphaned() -> None:
     ("selectors", "selected"),
     [
         pytest.param((), ("192.168.58.11", "10.0.0.1", "fd00:58::11"), id="empty-selects-all"),
-        pytest.param((NodePortKeyword.PRIMARY,), ("192.168.58.11",), id="primary"),
-        pytest.param((ip_network("10.0.0.0/8"),), ("10.0.0.1",), id="cidr"),
-        pytest.param((ip_network("fd00::/16"),), ("fd00:58::11",), id="ipv6-cidr"),
+        # A family the entries name no CIDR of matches all its addresses (NewNodePortAddresses).
+        pytest.param(
+            (NodePortKeyword.PRIMARY,), ("192.168.58.11", "fd00:58::11"), id="primary-v6-open"
+        ),
+        pytest.param((ip_network("10.0.0.0/8"),), ("10.0.0.1", "fd00:58::11"), id="cidr-v6-open"),
+        pytest.param(
+            (ip_network("fd00::/16"),),
+            ("192.168.58.11", "10.0.0.1", "fd00:58::11"),
+            id="ipv6-cidr-v4-open",
+        ),
+        pytest.param(
+            (ip_network("10.0.0.0/8"), ip_network("fd00:99::/32")),
+            ("10.0.0.1",),
+            id="both-families-listed",
+        ),
         pytest.param(
             (NodePortKeyword.PRIMARY, ip_network("10.0.0.0/8")),
-            ("192.168.58.11", "10.0.0.1"),
+            ("192.168.58.11", "10.0.0.1", "fd00:58::11"),
             id="primary-and-cidr",
         ),
     ],

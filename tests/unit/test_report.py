@@ -62,6 +62,8 @@ def test_the_streamed_json_is_the_summary(tmp_path: Path) -> None:
         "failed": 8,
         "error": 1,
         "skipped": 0,
+        "waived": 0,
+        "known": 0,
     }
     empty = tmp_path / "empty.json"
     Summary().write(empty)

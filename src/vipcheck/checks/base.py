@@ -53,6 +53,10 @@ class Violation:
     expected: str
     fix: str
     evidence: tuple[str, ...] = ()
+    # The fix as data, for the fix script: shell commands to run on `node`, and cluster-level
+    # commands (kubectl) a person reviews and runs. `fix` stays the text a person reads.
+    commands: tuple[str, ...] = ()
+    cluster_commands: tuple[str, ...] = ()
 
 
 class Subject(Protocol):
@@ -125,3 +129,16 @@ class Check(Generic[S]):
 
 class NotApplicable(Exception):
     """The check does not apply to this subject (e.g. IPVS not in use): SKIP with this reason."""
+
+
+class PartlyJudged(Exception):
+    """A check spanning nodes judged only some: what it found there, and why each other was not.
+
+    Violations on the judged nodes FAIL the case (naming the others); without any it SKIPS, as a
+    pass is not claimed for nodes nobody judged.
+    """
+
+    def __init__(self, violations: list[Violation], unjudged: dict[str, str]) -> None:
+        self.violations = violations
+        self.unjudged = unjudged
+        super().__init__("; ".join(unjudged.values()))

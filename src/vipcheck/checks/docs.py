@@ -9,6 +9,7 @@ from typing import Any
 
 from vipcheck.checks import CATALOGUE
 from vipcheck.checks.base import Check
+from vipcheck.expected import VERSION_RULES
 from vipcheck.facts import Input
 from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES, PROBE_DIR, PROBE_FILES
 
@@ -25,9 +26,49 @@ present wins (`ipvsadm-Ln.txt` or `proc-ip_vs.txt`).
 """
 
 
+VERSIONS_HEADER = """
+## Where the expected state depends on the kube-proxy version
+
+The IPVS checks (`ipvs-real-servers-match-endpoints`, `ipvs-virtual-servers-complete`, and the
+handshake probe's plan) compare a node with what its kube-proxy programs, and a few of
+kube-proxy's rules changed between releases. vipcheck reads the release from the image tag of
+the kube-proxy DaemonSet (`cluster/kube-proxy-daemonset.json`, `registry.k8s.io/kube-proxy:v1.30.4`
+is 1.30), else from the node's `status.nodeInfo.kubeProxyVersion` in `cluster/nodes.json`
+(deprecated; newer kubelets leave it unset), and assumes the default feature gates of that
+release. Without either (no DaemonSet, a tag like `latest`, the field unset) it assumes the
+newest rules, as listed. A failure that comes from one of these rules names it and the release
+it assumed. Generated from `vipcheck.expected.VERSION_RULES`.
+"""
+
+VERSION_INDEPENDENT = """
+Rules vipcheck applies whatever the release (read in kube-proxy's
+`pkg/proxy/ipvs/proxier.go` `syncProxyRules`/`syncEndpoint` and
+`pkg/proxy/util/nodeport_addresses.go` `NewNodePortAddresses`):
+
+- an externalIP or load-balancer IP that is one of the node's own addresses (on any interface
+  but kube-ipvs0) gets its VS but is not bound to kube-ipvs0 (`shouldBind`);
+- `nodePortAddresses` is applied per IP family: a family it names no CIDR of matches every
+  address of that family (so IPv4-only CIDRs leave a dual-stack Service's IPv6 NodePorts on
+  every IPv6 node address); `primary` means the Node's primary IP of each family;
+- an internalTrafficPolicy Local ClusterIP VS falls back (as in the first row) only if the
+  Service port is also reachable from outside (a nodePort, an externalIP or a load-balancer IP
+  of that family); otherwise it has no real server on a node without a local endpoint.
+"""
+
+
 def render_catalogue() -> str:
-    """The whole page: one section per check, in catalogue order."""
-    return HEADER + "".join(_section(check) for check in CATALOGUE)
+    """The whole page: one section per check, in catalogue order, then the version rules."""
+    return (
+        HEADER
+        + "".join(_section(check) for check in CATALOGUE)
+        + VERSIONS_HEADER
+        + "".join(
+            f"\n- **{rule.place}**\n  - by release: {rule.since}\n  - earlier: {rule.before}\n"
+            f"  - version unknown: {rule.unknown}\n  - source: {rule.source}\n"
+            for rule in VERSION_RULES
+        )
+        + VERSION_INDEPENDENT
+    )
 
 
 def _section(check: Check[Any]) -> str:

@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
-from vipcheck.checks.kube_proxy import KUBE_IPVS0, require_ipvs_mode, restart_kube_proxy
+from vipcheck.checks.kube_proxy import (
+    KUBE_IPVS0,
+    own_addresses,
+    require_ipvs_mode,
+    restart_kube_proxy,
+)
 from vipcheck.checks.scopes import NODES
-from vipcheck.expected import expected_cluster_ips
+from vipcheck.expected import expected_cluster_ips, unbound_node_addresses
 from vipcheck.facts import IP_ADDR, IP_LINK, KUBE_PROXY, SERVICES, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import IPAddress
 from vipcheck.model.node import Interface, IPInterface
@@ -20,9 +25,11 @@ def check_kube_ipvs0_holds_service_ips(
     """kube-ipvs0 exists as a dummy and carries every ClusterIP, externalIP and LB IP."""
     node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
-    expected = expected_cluster_ips(cluster.services)
+    own = own_addresses(node.interfaces)
+    expected = expected_cluster_ips(cluster.services, own)
     device = node.interfaces.get(KUBE_IPVS0)
     restart = f"on {node.name}: restart kube-proxy to recreate it: {restart_kube_proxy(node.name)}"
+    source = _source(node)
     if device is None:
         return [
             Violation(
@@ -32,6 +39,7 @@ def check_kube_ipvs0_holds_service_ips(
                 observed="no kube-ipvs0 interface",
                 expected=f"a dummy kube-ipvs0 holding {_listed(expected)}",
                 fix=restart,
+                evidence=source,
             )
         ]
     violations = []
@@ -56,13 +64,15 @@ def check_kube_ipvs0_holds_service_ips(
                 node=node.name,
                 observed=f"kube-ipvs0 lacks {_listed(missing)}, so the node does not accept "
                 "traffic to them",
-                expected=f"kube-ipvs0 holds {_listed(expected)}",
+                expected=f"kube-ipvs0 holds {_listed(expected)}"
+                + _unbound_note(unbound_node_addresses(cluster.services, own)),
                 fix=f"on {node.name}: "
                 + "; ".join(
                     f"ip addr add {address}/{address.max_prefixlen} dev kube-ipvs0"
                     for address in sorted(missing, key=str)
                 )
                 + f"; then restart kube-proxy there: {restart_kube_proxy(node.name)}",
+                evidence=source,
             )
         )
     return violations
@@ -74,7 +84,9 @@ def check_kube_ipvs0_no_stale_addresses(
     """A violation per kube-ipvs0 address no Service has: the node answers it locally, to nobody."""
     node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
-    expected = expected_cluster_ips(cluster.services)
+    own = own_addresses(node.interfaces)
+    expected = expected_cluster_ips(cluster.services, own)
+    unbound = unbound_node_addresses(cluster.services, own)
     device = node.interfaces.get(KUBE_IPVS0)
     if device is None:
         return []  # kube-ipvs0-holds-service-ips reports the missing device
@@ -84,20 +96,46 @@ def check_kube_ipvs0_no_stale_addresses(
             subject=f"{KUBE_IPVS0} {address}",
             node=node.name,
             observed=f"{address} is bound to kube-ipvs0 but no Service has it: the node takes "
-            "traffic for it as local and black-holes it",
-            expected="only ClusterIPs, externalIPs and load-balancer IPs of Services",
+            "traffic for it as local and black-holes it"
+            if address.ip not in unbound
+            else f"{address} is bound to kube-ipvs0, but it is the {unbound[address.ip]} and "
+            f"also an address of {node.name} on another interface",
+            expected="only ClusterIPs, externalIPs and load-balancer IPs of Services"
+            if address.ip not in unbound
+            else f"{address.ip} off kube-ipvs0: kube-proxy does not bind an externalIP or "
+            "load-balancer IP that is one of the node's own addresses (shouldBind in "
+            "syncProxyRules, pkg/proxy/ipvs/proxier.go), so it stays where the node has it",
             fix=f"on {node.name}: ip addr del {address} dev kube-ipvs0",
+            evidence=_source(node),
         )
         for address in _addresses(device, node)
         if address.ip not in expected and not address.ip.is_link_local
     ]
 
 
+def _unbound_note(unbound: dict[IPAddress, str]) -> str:
+    """Which Service addresses are rightly absent, being the node's own (shouldBind)."""
+    if not unbound:
+        return ""
+    listed = ", ".join(f"{address} ({why})" for address, why in sorted(unbound.items(), key=str))
+    return (
+        f"; not {listed}: the node has them on another interface, and kube-proxy does not bind "
+        "those (shouldBind, pkg/proxy/ipvs/proxier.go)"
+    )
+
+
 def _addresses(device: Interface, node: NodeFacts) -> tuple[IPInterface, ...]:
-    """kube-ipvs0's addresses; without `ip -j addr` they are unknown, so the check is skipped."""
+    """kube-ipvs0's addresses; without an address listing they are unknown, so the check skips."""
     if device.addresses is None:
-        raise MissingInput(node.name, ("ip-addr.json",))
+        source = node.interfaces.link_source
+        raise MissingInput(node.name, IP_ADDR.files, f"{source} lists no IPv4 addresses")
     return device.addresses
+
+
+def _source(node: NodeFacts) -> tuple[str]:
+    """Which output the interfaces were read from, as evidence (`ip -j`, text, /sys/class/net)."""
+    interfaces = node.interfaces
+    return (f"interfaces from {interfaces.addr_source or interfaces.link_source}",)
 
 
 def _listed(addresses: Collection[IPAddress]) -> str:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from vipcheck.checks.base import NotApplicable
+from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
 from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
-from vipcheck.facts import ClusterFacts, MissingInput, NodeFacts
-from vipcheck.model.cluster import Cluster, IPAddress, Node, ProxyMode, ServicePortKey
-from vipcheck.model.node import Protocol
+from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
+from vipcheck.model.cluster import (
+    Cluster,
+    IPAddress,
+    KubeRelease,
+    Node,
+    ProxyMode,
+    ServicePortKey,
+)
+from vipcheck.model.node import Interfaces, Protocol
 
 KUBE_IPVS0 = "kube-ipvs0"
 
@@ -20,6 +27,39 @@ def require_ipvs_mode(cluster: ClusterFacts) -> None:
     config = cluster.kube_proxy_or_none
     if config is not None and config.mode is not ProxyMode.IPVS:
         raise NotApplicable(f"kube-proxy mode is {config.mode}: IPVS checks do not apply")
+
+
+@dataclass(frozen=True, slots=True)
+class NotShown:
+    """What a node's input does not show, as a paste was cut: not judged, never called missing."""
+
+    why: str
+
+
+def not_in_paste(node: NodeFacts, what: str) -> NotShown:
+    """A virtual service absent from a partial table: not in the pasted part, so not judged."""
+    return NotShown(f"{what} not in the pasted part of its IPVS table ({node.ipvs.partial})")
+
+
+def judge_each_node(
+    facts: Facts, judge: Callable[[str, NodeFacts], Iterable[Violation | NotShown]]
+) -> list[Violation]:
+    """Every node's violations; a node lacking an input or part of it is named (PartlyJudged)."""
+    violations: list[Violation] = []
+    unjudged: dict[str, str] = {}
+    for name, node in facts.nodes.items():
+        try:
+            found = list(judge(name, node))
+        except MissingInput as missing:
+            unjudged[name] = str(missing)
+            continue
+        violations += [item for item in found if isinstance(item, Violation)]
+        not_shown = [item.why for item in found if isinstance(item, NotShown)]
+        if not_shown:
+            unjudged[name] = f"{name}: " + "; ".join(not_shown)
+    if unjudged:
+        raise PartlyJudged(violations, unjudged)
+    return violations
 
 
 def restart_kube_proxy(node: str) -> str:
@@ -41,15 +81,57 @@ def expected_for_port(
     """The VSs a correct kube-proxy keeps on the node for this one Service port.
 
     The node's whole expected state is computed once and indexed by Service port: checks run
-    once per Service port, and recomputing it per call cost Services^2 x nodes.
+    once per Service port, and recomputing it per call cost Services^2 x nodes. The index is
+    keyed by everything the expected state depends on (_expected_inputs).
     """
-    # Keyed by identity: hashing a Cluster hashes every Service. Facts hand out one Cluster.
-    computed_for, by_port = node.derive(
-        ("expected-by-port", id(cluster)), lambda: (cluster, _expected_by_port(cluster, node))
+    # The Cluster by identity: hashing one hashes every Service. Facts hand out one Cluster.
+    computed_for, inputs = node.derive(
+        ("expected-inputs", id(cluster)), lambda: (cluster, _expected_inputs(cluster, node))
     )
     if computed_for is not cluster:
-        by_port = _expected_by_port(cluster, node)
+        inputs = _expected_inputs(cluster, node)
+    computed_for, by_port = node.derive(
+        ("expected-by-port", inputs), lambda: (cluster, _expected_by_port(cluster, node, inputs))
+    )
+    if computed_for is not cluster:
+        by_port = _expected_by_port(cluster, node, inputs)
     return by_port.get(subject, ())
+
+
+@dataclass(frozen=True, slots=True)
+class _ExpectedInputs:
+    """What a node's expected state depends on beyond the Cluster's Services, EndpointSlices and
+    kube-proxy config (the Cluster, by identity): the node's name, its own addresses (the NodePort
+    candidates and node-address externalIPs), its kube-proxy release (which rules apply), its
+    zone label and primary IPs (topology hints, nodePortAddresses: primary)."""
+
+    cluster: int
+    node: str
+    addresses: tuple[IPAddress, ...]
+    release: KubeRelease | None
+    zone: str | None
+    primary_ips: tuple[IPAddress, ...]
+    # Hashed once: the key is looked up once per node and Service port.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = (self.cluster, self.node, self.addresses, self.release, self.zone, self.primary_ips)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def _expected_inputs(cluster: Cluster, node: NodeFacts) -> _ExpectedInputs:
+    node_object = cluster.node(node.name)
+    return _ExpectedInputs(
+        cluster=id(cluster),
+        node=node.name,
+        addresses=node_port_candidates(node, node_object),
+        release=cluster.kube_proxy_release(node.name),
+        zone=None if node_object is None else node_object.zone,
+        primary_ips=() if node_object is None else node_object.primary_ips,
+    )
 
 
 _Expected = tuple[ExpectedVirtualService, ...]
@@ -86,10 +168,9 @@ class _NodeExpected:
         return found if found is not None else self.common.get(key, default)
 
 
-def _expected_by_port(cluster: Cluster, node: NodeFacts) -> _NodeExpected:
+def _expected_by_port(cluster: Cluster, node: NodeFacts, inputs: _ExpectedInputs) -> _NodeExpected:
     grouped: defaultdict[ServicePortKey, list[ExpectedVirtualService]] = defaultdict(list)
-    candidates = node_port_candidates(node, cluster.node(node.name))
-    for expected in expected_virtual_services(cluster, node.name, candidates):
+    for expected in expected_virtual_services(cluster, node.name, inputs.addresses):
         grouped[expected.port_key].append(expected)
     shared = _SHARED.of(cluster)
     mine = {key: shared.copies.setdefault(found, found) for key, found in _as_tuples(grouped)}
@@ -122,6 +203,12 @@ def node_port_candidates(node: NodeFacts, node_object: Node | None) -> tuple[IPA
         return (*node_object.internal_ips, *node_object.external_ips)
     if interfaces.addr_source is None and node_object is not None:
         return (*node_object.internal_ips, *node_object.external_ips)
+    return own_addresses(interfaces)
+
+
+def own_addresses(interfaces: Interfaces) -> tuple[IPAddress, ...]:
+    """Addresses on every interface but kube-ipvs0: kube-proxy's nodeAddressSet
+    (GetAllLocalAddressesExcept), without loopback and IPv6 link-local ones."""
     return tuple(
         address.ip
         for interface in interfaces

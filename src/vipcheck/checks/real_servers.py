@@ -6,8 +6,11 @@ from dataclasses import dataclass
 
 from vipcheck.checks.base import Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
+    NotShown,
     expected_for_port,
     ipvsadm_service_option,
+    judge_each_node,
+    not_in_paste,
     require_ipvs_mode,
     restart_kube_proxy,
 )
@@ -19,9 +22,11 @@ from vipcheck.facts import (
     IP_LINK,
     IPVS_TABLE,
     KUBE_PROXY,
+    KUBE_PROXY_DAEMONSET,
     NODE_OBJECTS,
     SERVICES,
     Facts,
+    NodeFacts,
 )
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort, Protocol, RealServer, VirtualService
@@ -43,12 +48,26 @@ def check_real_servers_match_endpoints(
     """A violation per node, VS and real server at weight > 0 that is not a usable endpoint."""
     require_ipvs_mode(facts.cluster)
     cluster = facts.cluster.cluster
-    violations = []
-    for name, node in facts.nodes.items():
+
+    def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
+        violations: list[Violation | NotShown] = []
+        table = node.ipvs
         for expected in expected_for_port(cluster, node, subject):
-            observed = node.ipvs.get(expected.key)
+            observed = table.get(expected.key)
             if observed is None:
+                if table.partial:
+                    vs = f"{expected.protocol.value} {_address(expected)}"
+                    violations.append(not_in_paste(node, vs))
                 continue  # ipvs-virtual-servers-complete reports a missing VS
+            mismatches = _compare(expected, observed)
+            if not table.real_servers_complete:
+                # The paste may have cut real-server lines: judge those shown, claim none missing.
+                mismatches = [
+                    m for m in mismatches if m.kind is not FindingKind.MISSING_REAL_SERVER
+                ]
+                violations.append(
+                    NotShown(f"{observed.name}: real servers may be cut ({table.partial})")
+                )
             violations += [
                 Violation(
                     kind=mismatch.kind,
@@ -59,10 +78,14 @@ def check_real_servers_match_endpoints(
                     fix=f"on {name}: {mismatch.command}; then restart kube-proxy there: "
                     f"{restart_kube_proxy(name)}",
                     evidence=tuple(_raw_lines(observed)),
+                    commands=(mismatch.command,),
+                    cluster_commands=(restart_kube_proxy(name),),
                 )
-                for mismatch in _compare(expected, observed)
+                for mismatch in mismatches
             ]
-    return violations
+        return violations
+
+    return judge_each_node(facts, judge)
 
 
 def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list[_Mismatch]:
@@ -113,7 +136,13 @@ def _stale_text(rs: RealServer, expected: ExpectedVirtualService) -> str:
     ports = sorted(e.port for e in expected.real_servers if e.address == rs.address)
     weight = f" (weight {rs.weight})" if rs.weight == 0 else ""
     text = f"stale: {rs.name}{weight} is not an endpoint"
-    if ports:
+    if HostPort(*rs.key) in expected.endpoints:
+        text = (
+            f"stale: {rs.name}{weight} is an endpoint, but not one kube-proxy uses for this VS "
+            "(unready, on another node under a Local policy, or left out by a rule the expected "
+            "state names)"
+        )
+    elif ports:
         text += f" (the EndpointSlice port is {', '.join(map(str, ports))})"
     if rs.weight == 0:
         text += f"; kube-proxy deletes {expected.protocol.value} real servers at once (#76664)"
@@ -121,10 +150,12 @@ def _stale_text(rs: RealServer, expected: ExpectedVirtualService) -> str:
 
 
 def _expected_text(vs: ExpectedVirtualService) -> str:
-    """The VS with the real servers it should have at weight > 0."""
-    return f"{vs.protocol.value} {_address(vs)}: weight > 0 on exactly " + (
-        ", ".join(sorted(map(str, vs.real_servers))) or "none (no usable endpoint)"
+    """The VS with the real servers it should have at weight > 0, and the rule behind them."""
+    servers = ", ".join(sorted(map(str, vs.real_servers))) or (
+        "none" if vs.because else "none (no usable endpoint)"
     )
+    text = f"{vs.protocol.value} {_address(vs)}: weight > 0 on exactly {servers}"
+    return f"{text}, because {vs.why}" if vs.why else text
 
 
 def _address(vs: ExpectedVirtualService) -> HostPort:
@@ -154,6 +185,15 @@ REAL_SERVERS_MATCH_ENDPOINTS = Check(
     ),
     severity=Severity.CRITICAL,
     scope=SERVICE_PORTS,
-    inputs=(SERVICES, ENDPOINT_SLICES, NODE_OBJECTS, KUBE_PROXY, IPVS_TABLE, IP_ADDR, IP_LINK),
+    inputs=(
+        SERVICES,
+        ENDPOINT_SLICES,
+        NODE_OBJECTS,
+        KUBE_PROXY,
+        KUBE_PROXY_DAEMONSET,
+        IPVS_TABLE,
+        IP_ADDR,
+        IP_LINK,
+    ),
     run=check_real_servers_match_endpoints,
 )

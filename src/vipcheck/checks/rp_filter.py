@@ -29,15 +29,21 @@ def rp_filter_interfaces(node: NodeFacts, cluster: ClusterFacts) -> list[str]:
     """Interfaces where strict rp_filter drops service traffic: tunnels and the node's own NIC.
 
     The NIC is the one holding the Node's InternalIP; without one, every non-virtual interface
-    with a global address. lo, kube-ipvs0 and pod-side veths are never chosen.
+    with a global address; where addresses are unknown (/sys/class/net alone), every interface
+    that is up and neither a dummy nor a tunnel. lo, kube-ipvs0 and pod-side veths never are.
     """
-    candidates = [interface for interface in node.interfaces if not _never_filtered(interface)]
+    interfaces = node.interfaces
+    candidates = [interface for interface in interfaces if not _never_filtered(interface)]
     internal_ips = set(_internal_ips(node.name, cluster))
     nics = [
         interface
         for interface in candidates
         if any(address.ip in internal_ips for address in interface.addresses or ())
     ] or [interface for interface in candidates if _has_global_address(interface)]
+    if interfaces.addr_source is None:
+        nics = [
+            i for i in candidates if "UP" in i.flags and i.kind != "dummy" and not _is_tunnel(i)
+        ]
     chosen = {interface.name for interface in (*filter(_is_tunnel, candidates), *nics)}
     return [interface.name for interface in candidates if interface.name in chosen]
 
@@ -86,7 +92,7 @@ def check_rp_filter(subject: InterfaceSubject, facts: Facts, settings: Settings)
     values = {name: node.sysctls.int_value(key) for name, key in keys.items()}
     absent = [keys[name] for name, value in values.items() if value is None]
     if absent:
-        raise NotApplicable(f"{', '.join(absent)} not in sysctl -a on {node.name}")
+        raise NotApplicable(f"{', '.join(absent)} not in {node.sysctls.source}")
     effective = max(value for value in values.values() if value is not None)
     if effective != STRICT:
         return []
@@ -105,7 +111,11 @@ def check_rp_filter(subject: InterfaceSubject, facts: Facts, settings: Settings)
             f"/etc/sysctl.d/90-rp-filter.conf ("
             + "; ".join(f"{key} = 2" for key in strict)
             + "); use 0 instead of 2 where Calico's Felix refuses loose mode",
-            evidence=tuple(f"{key} = {values[name]}" for name, key in keys.items()),
+            evidence=(
+                *(f"{key} = {values[name]}" for name, key in keys.items()),
+                f"interfaces from {node.interfaces.link_source or node.interfaces.addr_source}",
+            ),
+            commands=tuple(f"sysctl -w {key}=2" for key in strict),
         )
     ]
 

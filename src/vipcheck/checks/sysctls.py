@@ -44,7 +44,9 @@ class SysctlEquals:
             require_ipvs_mode(cluster)
         observed = node.sysctls.int_value(self.key)
         if observed is None:
-            raise NotApplicable(f"{self.key} not in sysctl -a on {node.name} (module not loaded?)")
+            raise NotApplicable(
+                f"{self.key} not in {node.sysctls.source} (module not loaded, or an older kernel?)"
+            )
         if observed == self.value:
             return []
         return [
@@ -57,6 +59,8 @@ class SysctlEquals:
                 fix=f"on {node.name}: sysctl -w {self.key}={self.value}, persist it in "
                 f"/etc/sysctl.d/, then restart kube-proxy there: {restart_kube_proxy(node.name)}",
                 evidence=(f"{self.key} = {observed}",),
+                commands=(f"sysctl -w {self.key}={self.value}",),
+                cluster_commands=(restart_kube_proxy(node.name),),
             )
         ]
 
@@ -81,6 +85,7 @@ def check_tcp_tw_recycle_off(
             fix=f"on {node.name}: sysctl -w {TW_RECYCLE}=0, and delete it from /etc/sysctl.conf "
             f"and /etc/sysctl.d/*.conf (grep -r tcp_tw_recycle /etc/sysctl.conf /etc/sysctl.d)",
             evidence=(f"{TW_RECYCLE} = {value}",),
+            commands=(f"sysctl -w {TW_RECYCLE}=0",),
         )
     ]
 
@@ -97,7 +102,7 @@ def check_conn_reuse_mode(
         raise NotApplicable(f"kernel {release} is older than 4.1: kube-proxy leaves it alone")
     value = node.sysctls.int_value(CONN_REUSE_MODE)
     if value is None:
-        raise NotApplicable(f"{CONN_REUSE_MODE} not in sysctl -a on {node.name}: ip_vs not loaded?")
+        raise NotApplicable(f"{CONN_REUSE_MODE} not in {node.sysctls.source}: ip_vs not loaded?")
     fixed = version >= CONN_REUSE_MODE_FIXED
     wanted = 1 if fixed else 0
     if value == wanted:

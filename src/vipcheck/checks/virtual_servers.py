@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
 from vipcheck.checks.kube_proxy import (
+    NotShown,
     expected_for_port,
     ipvsadm_service_option,
+    judge_each_node,
+    not_in_paste,
     require_ipvs_mode,
     restart_kube_proxy,
 )
 from vipcheck.checks.scopes import NODES, SERVICE_PORTS
-from vipcheck.expected import ExpectedVirtualService, explain_virtual_services
+from vipcheck.expected import ExpectedVirtualService, Rule, explain_virtual_services
 from vipcheck.facts import (
     ENDPOINT_SLICES,
     IP_ADDR,
     IP_LINK,
     IPVS_TABLE,
     KUBE_PROXY,
+    KUBE_PROXY_DAEMONSET,
     NODE_OBJECTS,
     SERVICES,
     Facts,
+    NodeFacts,
 )
 from vipcheck.model.cluster import Cluster, ServicePortKey
 from vipcheck.model.node import HostPort, VirtualService
@@ -32,13 +37,18 @@ def check_virtual_servers_complete(
     """A violation per node and VS of the port: missing, or wrong persistence or scheduler."""
     require_ipvs_mode(facts.cluster)
     cluster = facts.cluster.cluster
-    violations = []
-    for name, node in facts.nodes.items():
+
+    def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
+        violations: list[Violation | NotShown] = []
+        table = node.ipvs
         for expected in expected_for_port(cluster, node, subject):
-            observed = node.ipvs.get(expected.key)
+            observed = table.get(expected.key)
             wrong = [] if observed is None else _attribute_mismatches(expected, observed)
             if observed is not None and not wrong:
                 continue  # the common case, decided before any message is formatted
+            if observed is None and table.partial:
+                violations.append(not_in_paste(node, _name(expected)))
+                continue
             restart = (
                 f"restart kube-proxy there and read its log for bind or ipset errors: "
                 f"{restart_kube_proxy(name)}"
@@ -67,7 +77,9 @@ def check_virtual_servers_complete(
                         evidence=(observed.raw,),
                     )
                 )
-    return violations
+        return violations
+
+    return judge_each_node(facts, judge)
 
 
 def _attribute_mismatches(expected: ExpectedVirtualService, observed: VirtualService) -> list[str]:
@@ -104,7 +116,13 @@ def _name(expected: ExpectedVirtualService) -> str:
 
 def _expected_text(expected: ExpectedVirtualService) -> str:
     """One expected VS with its scheduler and persistence, in ipvsadm's words."""
-    return f"{_name(expected)} {expected.scheduler} {_persistence(expected.persistent_timeout)}"
+    text = f"{_name(expected)} {expected.scheduler} {_persistence(expected.persistent_timeout)}"
+    # Only the rules that decide where a VS exists; the others are about its real servers.
+    why = "; ".join(b.text for b in expected.because if b.rule in _ADDRESS_RULES)
+    return f"{text}, because {why}" if why else text
+
+
+_ADDRESS_RULES = frozenset({Rule.NODE_PORT_FAMILY_UNLISTED})
 
 
 def check_no_orphan_virtual_servers(
@@ -163,7 +181,16 @@ VIRTUAL_SERVERS_COMPLETE = Check(
     ),
     severity=Severity.CRITICAL,
     scope=SERVICE_PORTS,
-    inputs=(SERVICES, ENDPOINT_SLICES, NODE_OBJECTS, KUBE_PROXY, IPVS_TABLE, IP_ADDR, IP_LINK),
+    inputs=(
+        SERVICES,
+        ENDPOINT_SLICES,
+        NODE_OBJECTS,
+        KUBE_PROXY,
+        KUBE_PROXY_DAEMONSET,
+        IPVS_TABLE,
+        IP_ADDR,
+        IP_LINK,
+    ),
     run=check_virtual_servers_complete,
 )
 

@@ -1,4 +1,4 @@
-"""Read what the cluster says: one paginated LIST per kind and the kube-proxy ConfigMap, raw.
+"""Read what the cluster says: one paginated LIST per kind, kube-proxy's ConfigMap and DaemonSet.
 
 The only module that imports kubernetes. Configuration is found as kubectl finds it: --kubeconfig,
 else $KUBECONFIG (a path list, merged), else ~/.kube/config, else the in-cluster service account
@@ -64,7 +64,7 @@ def gather_cluster(
             document = _list_all(lister, server, name)
             files[name] = _dump(document)
             progress(f"cluster: {name}: {len(document['items'])} items")
-        config_map = _read_kube_proxy(core, server)
+        config_map = _read_kube_proxy(core.read_namespaced_config_map, server, "ConfigMap")
         if config_map is None:
             namespace, name = KUBE_PROXY
             progress(
@@ -74,6 +74,18 @@ def gather_cluster(
         else:
             files["kube-proxy.json"] = _dump(config_map)
             progress("cluster: kube-proxy.json: ConfigMap kube-system/kube-proxy")
+        # Its image tag is the kube-proxy version, which some expected state depends on.
+        daemon_set = _read_kube_proxy(
+            client.AppsV1Api(api_client).read_namespaced_daemon_set, server, "DaemonSet"
+        )
+        if daemon_set is None:
+            progress(
+                "cluster: no DaemonSet kube-system/kube-proxy (404): the kube-proxy version "
+                "comes from the Nodes' kubeProxyVersion, if set"
+            )
+        else:
+            files["kube-proxy-daemonset.json"] = _dump(daemon_set)
+            progress("cluster: kube-proxy-daemonset.json: DaemonSet kube-system/kube-proxy")
     return files
 
 
@@ -173,14 +185,11 @@ def _list_all(lister: Lister, server: str, name: str) -> dict[str, Any]:
     return document
 
 
-def _read_kube_proxy(core: Any, server: str) -> dict[str, Any] | None:
-    """The kube-proxy ConfigMap, or None when the cluster has none (404 is an answer)."""
+def _read_kube_proxy(read: Lister, server: str, kind: str) -> dict[str, Any] | None:
+    """kube-system/kube-proxy of this kind, or None when the cluster has none (404 is an answer)."""
     namespace, name = KUBE_PROXY
     try:
-        read = core.read_namespaced_config_map
-        return _get_json(
-            server, f"ConfigMap {namespace}/{name}", read, name=name, namespace=namespace
-        )
+        return _get_json(server, f"{kind} {namespace}/{name}", read, name=name, namespace=namespace)
     except ClusterError as error:
         if error.status == 404:
             return None

@@ -11,14 +11,24 @@ prints it (the connection table can be large), framed so it comes back byte for 
 The newline before `===vipcheck:error` / `===vipcheck:rc` belongs to the frame, not the output.
 What the node cannot produce is one line, `===vipcheck:missing=<name>:<why>`. ipvsadm is not run
 when /proc/net/ip_vs is absent: it would load the ip_vs module, and gathering only reads.
+
+Old and small nodes get fallbacks, each run only where the preferred command cannot: `ip addr show`
+and `ip -d link show` text where `ip -j` is unknown (iproute2 before 4.14, busybox; busybox's `ip`
+has no `-d` either, so plain `ip link show`), /sys/class/net where there is no `ip`, /proc/sys
+where there is no `sysctl`. `sysctl -a` that fails on one unreadable key keeps what it printed,
+with a note naming its exit status and first error line.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from vipcheck.snapshot import NODE_FILES
+
+# Files whose output is kept when the command fails after printing it, with a note.
+KEEPS_PARTIAL_OUTPUT = frozenset({"sysctl.txt"})
 
 PREFIX = "===vipcheck:"
 FILE = PREFIX + "file="
@@ -32,7 +42,7 @@ _PREAMBLE = """\
 exec 3>&1
 LC_ALL=C
 export LC_ALL
-PATH="$PATH:/usr/sbin:/sbin"
+PATH="$PATH{path_suffix}"
 export PATH
 vipcheck_nl='
 '
@@ -51,13 +61,75 @@ vipcheck_run() {
 vipcheck_missing() {
     printf '===vipcheck:missing=%s:%s\\n' "$1" "$2"
 }
+# Whether `ip` speaks JSON (iproute2 >= 4.14), asked once.
+vipcheck_ip_json() {
+    if [ -z "${vipcheck_ip_json_known-}" ]; then
+        if ip -j link show lo >/dev/null 2>&1; then
+            vipcheck_ip_json_known=yes
+        else
+            vipcheck_ip_json_known=no
+        fi
+    fi
+    [ "$vipcheck_ip_json_known" = yes ]
+}
+# `ip -d link show`, or `ip link show` where -d is unknown (busybox).
+vipcheck_ip_link_text() {
+    if ip -d link show lo >/dev/null 2>&1; then
+        ip -d link show
+    else
+        ip link show
+    fi
+}
+# Each readable file's lines as `grep -H .` prints them (PATH:LINE), with no grep needed.
+vipcheck_grep_h() {
+    for vipcheck_path in "$@"; do
+        [ -f "$vipcheck_path" ] || continue
+        { while IFS= read -r vipcheck_line || [ -n "$vipcheck_line" ]; do
+            [ -n "$vipcheck_line" ] && printf '%s:%s\\n' "$vipcheck_path" "$vipcheck_line"
+        done <"$vipcheck_path"; } 2>/dev/null
+    done
+    return 0
+}
 """
 _IP_VS = "/proc/net/ip_vs"
 _NO_IP_VS = f"{_IP_VS} absent: ip_vs module not loaded"
 
 
-def _guards(command: str) -> list[tuple[str, str]]:
+# Files the script produces with a function of its own rather than the documented command.
+_SCRIPT_COMMANDS = {
+    "ip-link.txt": "vipcheck_ip_link_text",
+    "proc-sys.txt": "vipcheck_grep_h " + NODE_FILES["proc-sys.txt"].removeprefix("grep -H . "),
+    "sys-class-net.txt": "vipcheck_grep_h "
+    + NODE_FILES["sys-class-net.txt"].removeprefix("grep -H . "),
+}
+_HAS_IP = "command -v ip >/dev/null 2>&1"
+_IP_WITHOUT_JSON = (
+    "`ip -j` unknown (iproute2 before 4.14, or busybox): ip-addr.txt and ip-link.txt hold the text"
+)
+# Fallbacks: (sh test, why) guards before the usual ones; why None means skip in silence, as
+# the preferred file was produced.
+_FALLBACK_GUARDS: dict[str, list[tuple[str, str | None]]] = {
+    "ip-addr.json": [(_HAS_IP, "ip not installed"), ("vipcheck_ip_json", _IP_WITHOUT_JSON)],
+    "ip-link.json": [(_HAS_IP, "ip not installed"), ("vipcheck_ip_json", _IP_WITHOUT_JSON)],
+    "ip-addr.txt": [(_HAS_IP, "ip not installed"), ("{ ! vipcheck_ip_json; }", None)],
+    "ip-link.txt": [(_HAS_IP, "ip not installed"), ("{ ! vipcheck_ip_json; }", None)],
+    "sys-class-net.txt": [
+        (f"{{ ! {_HAS_IP}; }}", None),
+        ("[ -d /sys/class/net ]", "/sys/class/net absent"),
+    ],
+    "proc-sys.txt": [("{ ! command -v sysctl >/dev/null 2>&1; }", None)],
+}
+
+# Files produced only where the preferred one cannot be: neither gathered nor missing elsewhere.
+FALLBACK_FILES = frozenset(
+    name for name, guards in _FALLBACK_GUARDS.items() if any(why is None for _, why in guards)
+)
+
+
+def _guards(name: str, command: str, documented: bool) -> list[tuple[str, str | None]]:
     """Preconditions as (sh test, why the file is missing when it fails), checked in order."""
+    if documented and name in _FALLBACK_GUARDS:
+        return _FALLBACK_GUARDS[name]
     words = command.split()
     if words[0] == "cat":
         path = words[1]
@@ -70,16 +142,34 @@ def _guards(command: str) -> list[tuple[str, str]]:
     return [(tool_present, f"{words[0]} not installed")]
 
 
-def build_node_script(files: Mapping[str, str] = NODE_FILES) -> str:
-    """The script for a table of file name -> command (plain words, as NODE_FILES holds)."""
-    parts = [_PREAMBLE]
+def build_node_script(
+    files: Mapping[str, str] = NODE_FILES,
+    *,
+    path_suffix: str = ":/usr/sbin:/sbin",
+    fallbacks: bool = True,
+) -> str:
+    """The script for a table of file name -> command (plain words, as NODE_FILES holds).
+
+    path_suffix is appended to the login's PATH, where ipvsadm, sysctl and ip usually live.
+    With fallbacks, the files of FALLBACK_FILES are produced only where the preferred ones cannot
+    be; without, every command runs as given (to record them all).
+    """
+    parts = [_PREAMBLE.replace("{path_suffix}", path_suffix)]
     for name, command in files.items():
         quoted = shlex.quote(name)
-        run = f"vipcheck_run {quoted} {' '.join(shlex.quote(w) for w in command.split())}"
-        for index, (test, why) in enumerate(_guards(command)):
+        documented = fallbacks and NODE_FILES.get(name) == command
+        script_command = _SCRIPT_COMMANDS.get(name, command) if documented else command
+        words = script_command.split()
+        # Globs (/proc/sys/net/ipv4/conf/*/rp_filter) are left for the shell to expand.
+        run = f"vipcheck_run {quoted} " + " ".join(
+            word if "*" in word else shlex.quote(word) for word in words
+        )
+        for index, (test, why) in enumerate(_guards(name, command, documented)):
             keyword = "if" if index == 0 else "elif"
             parts.append(f"{keyword} ! {test}; then\n")
-            parts.append(f"    vipcheck_missing {quoted} {shlex.quote(why)}\n")
+            parts.append(
+                "    :\n" if why is None else f"    vipcheck_missing {quoted} {shlex.quote(why)}\n"
+            )
         parts.append(f"else\n    {run}\nfi\n")
     parts.append("exit 0\n")
     return "".join(parts)
@@ -88,10 +178,25 @@ def build_node_script(files: Mapping[str, str] = NODE_FILES) -> str:
 NODE_SCRIPT = build_node_script()
 
 
+@dataclass(frozen=True, slots=True)
+class NodeFrames:
+    """The script's output cut back into files, why each missing one is missing, and notes."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
 def split_node_output(stdout: str) -> tuple[dict[str, str], dict[str, str]]:
     """Cut the script's output back into files, and why each missing one is missing."""
-    files: dict[str, str] = {}
-    missing: dict[str, str] = {}
+    frames = split_node_frames(stdout)
+    return frames.files, frames.missing
+
+
+def split_node_frames(stdout: str) -> NodeFrames:
+    """Cut the script's output back into files, missing reasons and notes on partial outputs."""
+    frames = NodeFrames()
+    files, missing = frames.files, frames.missing
     position = 0
     while position < len(stdout):
         line_end = _line_end(stdout, position)
@@ -112,9 +217,14 @@ def split_node_output(stdout: str) -> tuple[dict[str, str], dict[str, str]]:
                 files[name] = content
             elif rc is None:
                 missing[name] = "output cut off before its exit status (connection lost?)"
+            elif name in KEEPS_PARTIAL_OUTPUT and content.strip():
+                files[name] = content
+                frames.notes[name] = f"exited {rc} after printing what it could: " + (
+                    error or "no message"
+                )
             else:
                 missing[name] = error or f"exited {rc} without a message"
-    return files, missing
+    return frames
 
 
 def _trailer(stdout: str, position: int) -> tuple[int, str | None, str | None]:

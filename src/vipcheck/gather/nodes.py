@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from vipcheck.gather.node_script import NODE_SCRIPT, split_node_output
+from vipcheck.gather.node_script import NODE_SCRIPT, split_node_frames
 from vipcheck.options import GATHER_PARALLEL
 from vipcheck.snapshot import NodeSnapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, TransportError
@@ -45,7 +45,8 @@ def gather_node(
     except TransportError as error:
         progress(f"{target.node}: not observed: {error}")
         return NodeSnapshot(target.node, error=str(error))
-    files, missing = split_node_output(result.stdout)
+    frames = split_node_frames(result.stdout)
+    files, missing = frames.files, frames.missing
     elapsed = time.monotonic() - started
     if result.rc != 0 or not (files or missing):
         stderr = [line.strip() for line in result.stderr.splitlines() if line.strip()]
@@ -55,4 +56,4 @@ def gather_node(
         return NodeSnapshot(target.node, error=failure)
     note = f", {len(missing)} missing ({', '.join(missing)})" if missing else ""
     progress(f"{target.node}: gathered {len(files)} files in {elapsed:.1f} s{note}")
-    return NodeSnapshot(target.node, files, None, missing)
+    return NodeSnapshot(target.node, files, None, missing, frames.notes)

@@ -16,6 +16,9 @@ IPNetwork: TypeAlias = IPv4Network | IPv6Network
 
 SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+TOPOLOGY_MODE_ANNOTATION = "service.kubernetes.io/topology-mode"
+TOPOLOGY_AWARE_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"
 DEFAULT_AFFINITY_TIMEOUT = 10800
 DEFAULT_SCHEDULER = "rr"
 DEFAULT_SYNC_PERIOD = 30.0
@@ -82,6 +85,18 @@ class ProxyExclusion(StrEnum):
     OTHER_PROXY = f"labelled {SERVICE_PROXY_NAME_LABEL} (another proxy owns it)"
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class KubeRelease:
+    """A Kubernetes minor release (v1.30.4 is 1.30): the unit kube-proxy's behaviour changes by."""
+
+    major: int
+    minor: int
+
+    def __str__(self) -> str:
+        """`1.30`, as release notes name it."""
+        return f"{self.major}.{self.minor}"
+
+
 @dataclass(frozen=True, slots=True)
 class ServicePortKey:
     """A Service port's identity, as kube-proxy programs it and messages name it."""
@@ -134,11 +149,20 @@ class Service:
     internal_traffic_policy: TrafficPolicy = TrafficPolicy.CLUSTER
     labels: Mapping[str, str] = field(default_factory=_no_labels, hash=False)
     resource_version: str = ""
+    annotations: Mapping[str, str] = field(default_factory=_no_labels, hash=False)
+    traffic_distribution: str | None = None
 
     @property
     def key(self) -> str:
         """namespace/name, the subject every message about this Service starts with."""
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def hints_annotation(self) -> str:
+        """kube-proxy's HintsAnnotation(): topology-mode, else the older topology-aware-hints."""
+        return self.annotations.get(TOPOLOGY_MODE_ANNOTATION) or self.annotations.get(
+            TOPOLOGY_AWARE_HINTS_ANNOTATION, ""
+        )
 
     @property
     def exclusion(self) -> ProxyExclusion | None:
@@ -154,13 +178,18 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One EndpointSlice endpoint; conditions as kube-proxy reads them (unset ready = ready)."""
+    """One EndpointSlice endpoint; conditions as kube-proxy reads them (unset ready = ready).
+
+    zone_hints and node_hints are hints.forZones[].name and hints.forNodes[].name.
+    """
 
     addresses: tuple[IPAddress, ...]
     ready: bool = True
     serving: bool = True
     terminating: bool = False
     node_name: str | None = None
+    zone_hints: tuple[str, ...] = ()
+    node_hints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +229,13 @@ class Node:
     pod_cidrs: tuple[IPNetwork, ...] = ()
     kernel_version: str | None = None
     kube_proxy_version: str | None = None
+    kube_proxy_release: KubeRelease | None = None
+    labels: Mapping[str, str] = field(default_factory=_no_labels, hash=False)
+
+    @property
+    def zone(self) -> str | None:
+        """The topology.kubernetes.io/zone label, which topology-aware routing keys on."""
+        return self.labels.get(ZONE_LABEL) or None
 
     @property
     def primary_ips(self) -> tuple[IPAddress, ...]:
@@ -228,6 +264,14 @@ class KubeProxyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KubeProxyImage:
+    """The kube-proxy DaemonSet's container image, and the release its tag names (if any)."""
+
+    image: str
+    release: KubeRelease | None
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """Everything read from the API, the input of the expected-state computation."""
 
@@ -235,7 +279,17 @@ class Cluster:
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     nodes: tuple[Node, ...] = ()
     kube_proxy: KubeProxyConfig | None = None
+    kube_proxy_image: KubeProxyImage | None = None
 
     def node(self, name: str) -> Node | None:
         """The Node object of that name, if the API listed it."""
         return next((node for node in self.nodes if node.name == name), None)
+
+    def kube_proxy_release(self, node: str) -> KubeRelease | None:
+        """The release kube-proxy runs on the node: its DaemonSet's image tag, else the Node's
+        status.nodeInfo.kubeProxyVersion (deprecated, and unset by newer kubelets); None if
+        neither says."""
+        if self.kube_proxy_image is not None and self.kube_proxy_image.release is not None:
+            return self.kube_proxy_image.release
+        node_object = self.node(node)
+        return None if node_object is None else node_object.kube_proxy_release

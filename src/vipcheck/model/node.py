@@ -181,11 +181,18 @@ class VirtualService:
 
 @dataclass(frozen=True, slots=True)
 class IpvsTable:
-    """One node's IPVS table; the version line is absent from single-service listings."""
+    """One node's IPVS table; the version line is absent from single-service listings.
+
+    partial says why a paste shows only part of the table (a grep, `-t VIP:PORT`, a gap), so a
+    service not shown is not known to be missing; real_servers_complete whether each service
+    shown has all its real servers (a single-service listing does, a grep may cut them).
+    """
 
     version: str | None
     conn_table_size: int | None
     services: tuple[VirtualService, ...]
+    partial: str | None = None
+    real_servers_complete: bool = True
     _by_key: Mapping[VirtualServiceKey, VirtualService] = field(
         init=False, repr=False, compare=False
     )
@@ -280,13 +287,17 @@ class Sysctls:
 
 @dataclass(frozen=True, slots=True)
 class Interface:
-    """A network interface; kind is linkinfo.info_kind, None for physical devices or no details."""
+    """A network interface; kind is linkinfo.info_kind, None for physical devices or no details.
+
+    operstate is None where the source does not print it (busybox `ip`); addresses are None
+    where they are unknown (no address listing, or /sys/class/net alone, which has no IPv4).
+    """
 
     name: str
     index: int
     kind: str | None
     flags: tuple[str, ...]
-    operstate: OperState
+    operstate: OperState | None
     addresses: tuple[IPInterface, ...] | None
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+import shlex
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,21 +44,54 @@ _LIST_HINT = "use `ipvsadm -Ln` (numeric): without -n, names replace addresses a
 _CONN_HINT = "use `ipvsadm -Lnc` (numeric): without -n, names replace addresses and ports"
 
 
+# A line naming ipvsadm (or /proc/net/ip_vs*, or `ip addr`/`ip link`) before any output is the
+# command that was run:
+# `sudo ipvsadm -ln | grep 30530`, `ansible all -b -a 'ipvsadm -Ln -t VIP:PORT'`, a shell loop.
+_COMMAND = re.compile(
+    r"(?:^|[\s'\"/;|(`])(?:ipvsadm(?:-save)?(?=[\s'\";|`)]|$)|cat\s+/proc/net/ip_vs"
+    r"|ip(?:\s+-\S+)*\s+(?:a|addr|address|l|link)\b)"
+)
+# Options of ipvsadm that list one service, and tools that cut a listing when piped into.
+_ONE_SERVICE = frozenset(
+    {"-t", "-u", "-f", "--tcp-service", "--udp-service", "--sctp-service", "--fwmark-service"}
+)
+_CUTTERS = frozenset({"grep", "egrep", "fgrep", "rg", "head", "tail", "awk", "sed", "cut"})
+_SEPARATORS = frozenset({"|", "||", ";", "&&", "&"})
+
+
+@dataclass(slots=True)
+class Paste:
+    """What a pasted file holds: its output lines, the command lines around them, and gaps."""
+
+    lines: list[tuple[int, str]] = field(default_factory=list)
+    commands: list[tuple[int, str]] = field(default_factory=list)
+    gaps: list[int] = field(default_factory=list)  # elisions (`...`, grep's `--`) within output
+
+
 def _maybe_prompt(stripped: str) -> bool:
     """Whether the prompt pattern could match: it needs a `#`, `$` or `%` (a cheap test first)."""
     return "#" in stripped or "$" in stripped or "%" in stripped
 
 
-def significant_lines(text: str, source: str) -> Iterator[tuple[int, str]]:
-    """Yields (line number, line) for output lines, skipping the prompts and gaps of pastes."""
+def read_paste(text: str, source: str) -> Paste:
+    """Output lines, skipping the prompts, commands, banners and gaps of pastes, which it keeps."""
+    paste = Paste()
     banner_host: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
-        if (
-            not stripped
-            or stripped in _ELISION
-            or (_maybe_prompt(stripped) and _PROMPT.match(stripped))
-        ):
+        if not stripped:
+            continue
+        if stripped in _ELISION:
+            if paste.lines:
+                paste.gaps.append(number)
+            continue
+        prompt = _PROMPT.match(stripped) if _maybe_prompt(stripped) else None
+        if prompt is not None:
+            if stripped[prompt.end() :].strip():
+                paste.commands.append((number, stripped[prompt.end() :].strip()))
+            continue
+        if not paste.lines and _COMMAND.search(stripped):
+            paste.commands.append((number, stripped))
             continue
         banner = _ANSIBLE_BANNER.fullmatch(stripped) if " | " in stripped else None
         if banner:
@@ -70,7 +104,62 @@ def significant_lines(text: str, source: str) -> Iterator[tuple[int, str]]:
                 )
             banner_host = banner["host"]
             continue
-        yield number, line.rstrip()
+        paste.lines.append((number, line.rstrip()))
+    return paste
+
+
+def significant_lines(text: str, source: str) -> Iterator[tuple[int, str]]:
+    """Yields (line number, line) for output lines, skipping the prompts and gaps of pastes."""
+    yield from read_paste(text, source).lines
+
+
+def _command_words(command: str) -> list[str]:
+    """A command line's words, quoted arguments (`-a 'ipvsadm -Ln'`) split again, pipes apart."""
+    try:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = list(lexer)
+    except ValueError:  # an unbalanced quote in a paste
+        words = command.replace("|", " | ").replace(";", " ; ").split()
+    flat: list[str] = []
+    for word in words:
+        flat.extend(_command_words(word) if " " in word.strip() else [word])
+    return flat
+
+
+def _lists_ipvs(word: str) -> bool:
+    """ipvsadm (any path), ipvsadm-save, or a /proc/net/ip_vs file."""
+    return word.rsplit("/", 1)[-1] in ("ipvsadm", "ipvsadm-save") or word.startswith(
+        "/proc/net/ip_vs"
+    )
+
+
+def paste_partial(paste: Paste, version_seen: bool) -> tuple[str | None, bool]:
+    """Why a paste shows only part of the table, and whether its services' real servers are whole.
+
+    A cut (grep, head) in the command line, or a gap without the version line, may drop any line;
+    `-t VIP:PORT` lists one whole service.
+    """
+    for number, command in paste.commands:
+        words = _command_words(command)
+        starts = [i for i, word in enumerate(words) if _lists_ipvs(word)]
+        if not starts:
+            continue
+        after = words[starts[0] + 1 :]
+        for position, word in enumerate(after[:-1]):
+            if word == "|" and after[position + 1] in _CUTTERS:
+                cut = " ".join(after[position + 1 :])
+                return f"cut by `{cut}` in the command on line {number}", False
+        arguments = after[: next((i for i, w in enumerate(after) if w in _SEPARATORS), None)]
+        for word in arguments:
+            one_service = word in _ONE_SERVICE or (
+                re.fullmatch(r"-[A-Za-z]+", word) is not None and bool(set(word[1:]) & set("tuf"))
+            )
+            if one_service:
+                return f"one service listed by `{command}` on line {number}", True
+    if not version_seen and paste.gaps:
+        return f"no version line and a gap at line {paste.gaps[0]}", False
+    return None, True
 
 
 def parse_host_port(token: str, source: str, line: int, hint: str) -> HostPort:
@@ -335,15 +424,23 @@ def _plain_real_server(line: str) -> RealServer | None:
 
 
 def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
-    """The table from `ipvsadm -Ln` in any list format, refusing pastes of two nodes."""
+    """The table from `ipvsadm -Ln` in any list format, or `ipvsadm -S -n`, as printed or pasted.
+
+    Pastes of two nodes are refused; a paste showing only part of the table is marked partial.
+    """
     version: tuple[str, int] | None = None
     layout = _Layout.UNKNOWN
     services: list[PendingService] = []
+    rules: dict[VirtualServiceKey, PendingService] = {}
+    paste = read_paste(text, source)
     saw_output = False
-    for number, line in significant_lines(text, source):
+    for number, line in paste.lines:
         saw_output = True
         stripped = line.strip()
         words = stripped.split()
+        if words[0] in ("-A", "-a"):
+            _rule_line(number, words, source, services, rules)
+            continue
         version_match = VERSION_LINE.fullmatch(stripped) if stripped[0] == "I" else None
         if version_match:
             this = (version_match["version"], int(version_match["size"]))
@@ -377,11 +474,120 @@ def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
             raise ParseError(source, number, f"not a line of `ipvsadm -Ln` output: {stripped!r}")
     if not saw_output:
         raise ParseError(source, None, "empty: expected the output of `ipvsadm -Ln`")
+    partial, real_servers_complete = paste_partial(paste, version is not None)
     return IpvsTable(
         version=version[0] if version else None,
         conn_table_size=version[1] if version else None,
         services=build_services(services, source),
+        partial=partial,
+        real_servers_complete=real_servers_complete,
     )
+
+
+_RULE_HINT = "use `ipvsadm -S -n` (numeric): without -n, names replace addresses and ports"
+_RULE_PROTOCOLS = {"-t": Protocol.TCP, "-u": Protocol.UDP, "--sctp-service": Protocol.SCTP}
+_RULE_FORWARD = {"-m": FwdMethod.MASQ, "-i": FwdMethod.TUNNEL, "-g": FwdMethod.ROUTE}
+# Real-server options of `ipvsadm -S` taking a value, and flags, that the model does not keep.
+_RULE_IGNORED_VALUES = frozenset({"-x", "-y", "--tun-type", "--tun-port"})
+_RULE_IGNORED_FLAGS = frozenset({"--tun-nocsum", "--tun-csum", "--tun-remcsum"})
+
+
+def _rule_service(number: int, words: list[str], source: str) -> tuple[PendingService, list[str]]:
+    """`-t ADDR:PORT`, `-f MARK [-6]` after -A/-a: the service and the words after it."""
+    if len(words) < 2:
+        raise ParseError(source, number, f"expected a service after {words[0]}")
+    option, value, rest = words[0], words[1], words[2:]
+    line = " ".join(words)
+    if option in _RULE_PROTOCOLS:
+        host_port = parse_host_port(value, source, number, _RULE_HINT)
+        af = socket.AF_INET6 if host_port.address.version == 6 else socket.AF_INET
+        return PendingService(
+            number, line, _RULE_PROTOCOLS[option], host_port, None, af, None
+        ), rest
+    if option == "-f" and value.isdigit():
+        ipv6 = rest[:1] == ["-6"]
+        af = socket.AF_INET6 if ipv6 else socket.AF_INET
+        return PendingService(number, line, None, None, int(value), af, None), rest[ipv6:]
+    raise ParseError(
+        source, number, f"expected -t/-u/--sctp-service ADDR:PORT or -f MARK, got {option!r}"
+    )
+
+
+def _rule_line(
+    number: int,
+    words: list[str],
+    source: str,
+    services: list[PendingService],
+    rules: dict[VirtualServiceKey, PendingService],
+) -> None:
+    """One line of `ipvsadm -S -n`: `-A SERVICE -s SCHED ...` or `-a SERVICE -r RS -m -w N`."""
+    service, rest = _rule_service(number, words[1:], source)
+    service.raw = " ".join(words)
+    key = service.build(source).key
+    if words[0] == "-A":
+        if key in rules:
+            raise ParseError(source, number, f"{service.build(source).name} is added twice")
+        _rule_service_options(service, iter(rest), source, number)
+        rules[key] = service
+        services.append(service)
+        return
+    owner = rules.get(key)
+    if owner is None:
+        raise ParseError(
+            source, number, f"a real server of {service.build(source).name}, not added by -A before"
+        )
+    owner.real_servers.append(_rule_real_server(iter(rest), source, number, " ".join(words)))
+
+
+def _rule_service_options(
+    service: PendingService, options: Iterator[str], source: str, number: int
+) -> None:
+    """`-s SCHED [-p TIMEOUT [-M MASK]] [--pe NAME] [-o] [-b FLAGS]` of `ipvsadm -A`."""
+    for option in options:
+        if option == "-s":
+            service.scheduler = next(options, None)
+        elif option == "-p":
+            timeout = _value(option, options, source, number)
+            service.persistent_timeout = _integer(timeout, "-p", source, number)
+        elif option == "-M":
+            service.netmask = next(options, None)
+        elif option in ("--pe", "pe"):  # ipvsadm <= 1.26 printed ` pe NAME` and ` ops` bare
+            service.pe_name = next(options, None)
+        elif option in ("-o", "ops"):
+            service.flags.append("ops")
+        elif option == "-b":
+            service.flags.extend(_value(option, options, source, number).split(","))
+        else:
+            raise ParseError(source, number, f"unknown option {option!r} of `ipvsadm -A`")
+
+
+def _rule_real_server(options: Iterator[str], source: str, number: int, raw: str) -> RealServer:
+    """`-r ADDR:PORT -m|-i|-g -w WEIGHT [-x U] [-y L] [--tun-...]` of `ipvsadm -a`."""
+    address: HostPort | None = None
+    forward, weight = None, None
+    for option in options:
+        if option == "-r":
+            address = parse_host_port(
+                _value(option, options, source, number), source, number, _RULE_HINT
+            )
+        elif option in _RULE_FORWARD:
+            forward = _RULE_FORWARD[option]
+        elif option == "-w":
+            weight = _integer(_value(option, options, source, number), "-w", source, number)
+        elif option in _RULE_IGNORED_VALUES:
+            _value(option, options, source, number)
+        elif option not in _RULE_IGNORED_FLAGS:
+            raise ParseError(source, number, f"unknown option {option!r} of `ipvsadm -a`")
+    if address is None:
+        raise ParseError(source, number, "expected -r ADDR:PORT in `ipvsadm -a`")
+    return RealServer(address.address, address.port, forward, weight, None, None, raw=raw)
+
+
+def _value(option: str, options: Iterator[str], source: str, number: int) -> str:
+    value = next(options, None)
+    if value is None:
+        raise ParseError(source, number, f"expected a value after {option}")
+    return value
 
 
 def parse_ipvsadm_timeout(text: str, source: str) -> IpvsTimeouts:

@@ -26,6 +26,8 @@ from vipcheck.model.cluster import (
     IPFamily,
     IPNetwork,
     KubeProxyConfig,
+    KubeProxyImage,
+    KubeRelease,
     Node,
     NodePortKeyword,
     ProxyMode,
@@ -53,6 +55,8 @@ _GO_DURATION_UNITS = {
     "h": 3600.0,
 }
 _GO_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# v1.30.4, 1.30, v1.30.4-eks-a737599, v1.31.0+k3s1: the major and minor release are what matter.
+_KUBE_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +153,21 @@ class _Reader:
         except ValueError:
             raise self.error(path, f"not a CIDR: {text!r}") from None
 
-    def labels(self, metadata: Mapping[str, object]) -> Mapping[str, str]:
-        """metadata.labels as an immutable mapping."""
-        labels = self.mapping(metadata.get("labels"), "metadata.labels")
+    def labels(self, metadata: Mapping[str, object], key: str = "labels") -> Mapping[str, str]:
+        """metadata.labels (or metadata.annotations) as an immutable mapping."""
+        labels = self.mapping(metadata.get(key), f"metadata.{key}")
         return MappingProxyType(
             {
-                key: self.string(value, f"metadata.labels[{key}]", "")
-                for key, value in labels.items()
+                name: self.string(value, f"metadata.{key}[{name}]", "")
+                for name, value in labels.items()
             }
+        )
+
+    def names(self, value: object, path: str) -> tuple[str, ...]:
+        """The name of each item of a list of {name: ...} objects (EndpointSlice hints)."""
+        return tuple(
+            self.string(self.mapping(item, item_path).get("name"), f"{item_path}.name")
+            for item_path, item in self.items(value, path)
         )
 
 
@@ -200,6 +211,46 @@ def parse_kube_proxy_config(text: str, source: str) -> KubeProxyConfig:
             message=f"expected a kube-proxy ConfigMap or KubeProxyConfiguration, got kind {kind!r}",
         )
     return _parse_kube_proxy_configuration(reader, root)
+
+
+def parse_kube_proxy_daemonset(text: str, source: str) -> KubeProxyImage:
+    """The image of the kube-proxy DaemonSet's kube-proxy container (else its first container).
+
+    The tag of `registry.k8s.io/kube-proxy:v1.30.4` (a digest after it ignored) names the
+    release; a tag that names none (`latest`) leaves the release unknown.
+    """
+    document = _load_json(text, source)
+    reader = _Reader(source, "kube-proxy DaemonSet")
+    root = reader.mapping(document, "(document)")
+    if root.get("kind") not in (None, "DaemonSet"):
+        raise ParseError(
+            source=source, line=None, message=f"expected a DaemonSet, got kind {root.get('kind')!r}"
+        )
+    reader = _Reader(source, _subject(root, "DaemonSet"))
+    spec = reader.mapping(root.get("spec"), "spec")
+    template = reader.mapping(spec.get("template"), "spec.template")
+    pod_spec = reader.mapping(template.get("spec"), "spec.template.spec")
+    containers = [
+        (path, reader.mapping(item, path))
+        for path, item in reader.items(pod_spec.get("containers"), "spec.template.spec.containers")
+    ]
+    if not containers:
+        raise reader.error("spec.template.spec.containers", "missing")
+    path, container = next(
+        ((p, c) for p, c in containers if c.get("name") == "kube-proxy"), containers[0]
+    )
+    image = reader.string(container.get("image"), f"{path}.image")
+    reference = image.split("@", 1)[0]
+    tag = reference.rpartition(":")[2] if ":" in reference.rpartition("/")[2] else ""
+    return KubeProxyImage(image=image, release=parse_kube_release(tag) if tag else None)
+
+
+def parse_kube_release(text: str) -> KubeRelease | None:
+    """The release of a Kubernetes version string (v1.30.4 is 1.30); None if it names none."""
+    match = _KUBE_VERSION.fullmatch(text.strip())
+    if match is None:
+        return None
+    return KubeRelease(int(match.group(1)), int(match.group(2)))
 
 
 def parse_go_duration(text: str) -> float:
@@ -362,6 +413,10 @@ def _parse_service(reader: _Reader, item: Mapping[str, object]) -> Service:
         resource_version=reader.string(
             metadata.get("resourceVersion"), "metadata.resourceVersion", ""
         ),
+        annotations=reader.labels(metadata, "annotations"),
+        traffic_distribution=reader.optional_string(
+            spec.get("trafficDistribution"), "spec.trafficDistribution"
+        ),
     )
 
 
@@ -442,6 +497,7 @@ def _endpoint(reader: _Reader, value: object, path: str) -> Endpoint:
     if not addresses:
         raise reader.error(f"{path}.addresses", "missing")
     conditions = reader.mapping(endpoint.get("conditions"), f"{path}.conditions")
+    hints = reader.mapping(endpoint.get("hints"), f"{path}.hints")
     return Endpoint(
         addresses=addresses,
         ready=reader.boolean(conditions.get("ready"), f"{path}.conditions.ready", default=True),
@@ -452,6 +508,8 @@ def _endpoint(reader: _Reader, value: object, path: str) -> Endpoint:
             conditions.get("terminating"), f"{path}.conditions.terminating", default=False
         ),
         node_name=reader.optional_string(endpoint.get("nodeName"), f"{path}.nodeName"),
+        zone_hints=reader.names(hints.get("forZones"), f"{path}.hints.forZones"),
+        node_hints=reader.names(hints.get("forNodes"), f"{path}.hints.forNodes"),
     )
 
 
@@ -483,6 +541,15 @@ def _parse_node(reader: _Reader, item: Mapping[str, object]) -> Node:
         pod_cidrs = [("spec.podCIDR", spec.get("podCIDR"))]
     node_info = reader.mapping(status.get("nodeInfo"), "status.nodeInfo")
     hostnames = addresses.get("Hostname", [])
+    kube_proxy_version = reader.optional_string(
+        node_info.get("kubeProxyVersion"), "status.nodeInfo.kubeProxyVersion"
+    )
+    release = None if kube_proxy_version is None else parse_kube_release(kube_proxy_version)
+    if kube_proxy_version is not None and release is None:
+        raise reader.error(
+            "status.nodeInfo.kubeProxyVersion",
+            f"not a Kubernetes version (like v1.30.4): {kube_proxy_version!r}",
+        )
     return Node(
         name=name,
         internal_ips=_node_ips(reader, addresses.get("InternalIP", []), "InternalIP"),
@@ -492,9 +559,9 @@ def _parse_node(reader: _Reader, item: Mapping[str, object]) -> Node:
         kernel_version=reader.optional_string(
             node_info.get("kernelVersion"), "status.nodeInfo.kernelVersion"
         ),
-        kube_proxy_version=reader.optional_string(
-            node_info.get("kubeProxyVersion"), "status.nodeInfo.kubeProxyVersion"
-        ),
+        kube_proxy_version=kube_proxy_version,
+        kube_proxy_release=release,
+        labels=reader.labels(reader.mapping(item.get("metadata"), "metadata")),
     )
 
 

@@ -22,6 +22,8 @@ from vipcheck.parse.ipvsadm import (
     VERSION_LINE,
     PendingService,
     build_services,
+    paste_partial,
+    read_paste,
     significant_lines,
 )
 
@@ -128,7 +130,8 @@ def parse_proc_ip_vs(text: str, source: str) -> IpvsTable:
     version: tuple[str, int] | None = None
     services: list[tuple[PendingService, int | None]] = []
     saw_output = False
-    for number, line in significant_lines(text, source):
+    paste = read_paste(text, source)
+    for number, line in paste.lines:
         saw_output = True
         stripped = line.strip()
         words = stripped.split()
@@ -161,10 +164,13 @@ def parse_proc_ip_vs(text: str, source: str) -> IpvsTable:
             service.af = socket.AF_INET6  # only tunnels may cross families
         if mask is not None:
             service.netmask = _netmask(mask, service.af)
+    partial, real_servers_complete = paste_partial(paste, version is not None)
     return IpvsTable(
         version=version[0] if version else None,
         conn_table_size=version[1] if version else None,
         services=build_services([service for service, _ in services], source),
+        partial=partial,
+        real_servers_complete=real_servers_complete,
     )
 
 

@@ -17,6 +17,7 @@ from vipcheck.checks.base import (
     InterfaceSubject,
     NodeSubject,
     NotApplicable,
+    PartlyJudged,
     Violation,
 )
 from vipcheck.checks.docs import main, render_catalogue
@@ -603,8 +604,10 @@ def test_ipvs_present_fails_when_the_gatherer_found_no_ipvs() -> None:
     )
     assert "/proc/net/ip_vs: No such file or directory" in violation.observed
     assert "modprobe -a ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh nf_conntrack" in violation.fix
-    with pytest.raises(MissingInput):
+    # The Service port is judged on the nodes that have a table; node-3 is named, not the item.
+    with pytest.raises(PartlyJudged) as partly:
         only(snapshot, "ipvs-real-servers-match-endpoints", REDIS)
+    assert (partly.value.violations, list(partly.value.unjudged)) == ([], ["node-3"])
 
 
 def test_ipvs_present_skips_when_the_files_were_simply_not_gathered() -> None:

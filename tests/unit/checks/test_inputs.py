@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.lab.objects import kube_proxy_daemon_set
 from vipcheck.cases import cases_for, run_case
 from vipcheck.checks import CATALOGUE
 from vipcheck.checks.base import Check
@@ -21,6 +23,8 @@ from vipcheck.snapshot import Snapshot, load_snapshot
 ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "fixtures" / "recorded" / "seed-incidents"
 PROBED = ROOT / "fixtures" / "snapshots" / "seed-incidents-probed"
+# node-2 with busybox's ip and sysctl and no ipvsadm: text interfaces, /proc/net/ip_vs.
+OLD_NODE = ROOT / "fixtures" / "recorded" / "seed-incidents-old-node"
 # The first of each pair of alternatives: removing it makes the facts read the second.
 PRIMARIES = ("ipvsadm-Ln.txt", "ip_vs_conn.txt")
 
@@ -32,6 +36,21 @@ def without_primaries(snapshot: Snapshot) -> Snapshot:
         for name, node in snapshot.nodes.items()
     }
     return replace(snapshot, nodes=nodes)
+
+
+def without_ip_or_sysctl(snapshot: Snapshot) -> Snapshot:
+    """Nodes with neither `ip` nor `sysctl`: /sys/class/net and /proc/sys stand in."""
+    gone = {"ip-addr.json", "ip-link.json", "ip-addr.txt", "ip-link.txt", "sysctl.txt"}
+    nodes = {
+        name: replace(node, files={k: v for k, v in node.files.items() if k not in gone})
+        for name, node in snapshot.nodes.items()
+    }
+    return replace(snapshot, nodes=nodes)
+
+
+def with_nodes_of(snapshot: Snapshot, other: Snapshot) -> Snapshot:
+    """The snapshot's probes over another recording's nodes (the same scenario, old node-2)."""
+    return replace(snapshot, nodes=other.nodes)
 
 
 def without_connections_after_probing(snapshot: Snapshot) -> Snapshot:
@@ -49,11 +68,19 @@ def with_vantage_errors(snapshot: Snapshot) -> Snapshot:
     return replace(snapshot, probes=probes)
 
 
+def with_kube_proxy_daemon_set(snapshot: Snapshot) -> Snapshot:
+    """The recorded lab predates gathering the kube-proxy DaemonSet: add the lab's."""
+    daemon_set = json.dumps(kube_proxy_daemon_set())
+    return replace(snapshot, cluster={**snapshot.cluster, "kube-proxy-daemonset.json": daemon_set})
+
+
 @cache
 def variants() -> dict[str, Snapshot]:
-    seed, probed = load_snapshot(SEED), load_snapshot(PROBED)
+    seed, probed, old = load_snapshot(SEED), load_snapshot(PROBED), load_snapshot(OLD_NODE)
     return {
         "seed": seed,
+        "old node": old,
+        "old node without ip or sysctl": without_ip_or_sysctl(old),
         "seed without primaries": without_primaries(seed),
         "probed": probed,
         "probed without after": without_connections_after_probing(probed),
@@ -61,6 +88,10 @@ def variants() -> dict[str, Snapshot]:
             without_connections_after_probing(probed)
         ),
         "probed with vantage errors": with_vantage_errors(probed),
+        "seed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(seed),
+        "probed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(probed),
+        "probed on an old node": with_nodes_of(probed, old),
+        "probed without ip or sysctl": without_ip_or_sysctl(with_nodes_of(probed, old)),
     }
 
 

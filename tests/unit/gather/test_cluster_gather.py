@@ -97,7 +97,7 @@ def sorted_items(items: list[dict[str, Any]]) -> list[str]:
 def test_lists_are_raw_and_complete(api: Api) -> None:
     lines: list[str] = []
     files = gather_cluster(str(api.kubeconfig), None, lines.append)
-    assert sorted(files) == sorted([*LISTS, "kube-proxy.json"])
+    assert sorted(files) == sorted([*LISTS, "kube-proxy.json", "kube-proxy-daemonset.json"])
     for name, (plural, kind, api_version) in LISTS.items():
         document = json.loads(files[name])
         assert (document["kind"], document["apiVersion"]) == (kind, api_version)
@@ -108,6 +108,9 @@ def test_lists_are_raw_and_complete(api: Api) -> None:
             {**item, "apiVersion": api_version, "kind": kind.removesuffix("List")}
             for item in served
         ]
+    daemon_set = json.loads(files["kube-proxy-daemonset.json"])
+    assert daemon_set["kind"] == "DaemonSet"
+    assert daemon_set["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v1.30.4")
     config_map = json.loads(files["kube-proxy.json"])
     assert config_map["metadata"]["name"] == "kube-proxy"
     assert "mode: ipvs" in config_map["data"]["config.conf"]
@@ -210,4 +213,18 @@ def test_missing_kube_proxy_config_map_is_not_an_error(tmp_path: Path) -> None:
     assert "nodes.json" in files
     assert (
         "cluster: no ConfigMap kube-system/kube-proxy (404): kube-proxy configuration not gathered"
+    ) in lines
+
+
+def test_missing_kube_proxy_daemon_set_is_not_an_error(tmp_path: Path) -> None:
+    objects = api_objects(load_scenario("healthy"))
+    objects["daemonsets"] = []
+    lines: list[str] = []
+    with serving(tmp_path / "api", objects) as running:
+        files = gather_cluster(str(running.kubeconfig), None, lines.append)
+    assert "kube-proxy-daemonset.json" not in files
+    assert "kube-proxy.json" in files
+    assert (
+        "cluster: no DaemonSet kube-system/kube-proxy (404): the kube-proxy version comes from "
+        "the Nodes' kubeProxyVersion, if set"
     ) in lines

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.gather.node_script import NODE_SCRIPT, build_node_script, split_node_output
+from vipcheck.gather.node_script import (
+    FALLBACK_FILES,
+    NODE_SCRIPT,
+    build_node_script,
+    split_node_frames,
+    split_node_output,
+)
 from vipcheck.snapshot import NODE_FILES
 
 SHELLS = [
@@ -134,7 +140,7 @@ def test_script_on_this_machine(shell: list[str], bin_without_ipvsadm: str) -> N
     result = run_script(shell, NODE_SCRIPT, bin_without_ipvsadm)
     assert result.returncode == 0, result.stderr
     files, missing = split_node_output(result.stdout)
-    assert set(files) | set(missing) == set(NODE_FILES)
+    assert set(files) | set(missing) == set(NODE_FILES) - FALLBACK_FILES
     assert {"sysctl.txt", "ip-addr.json", "ip-link.json", "uname.txt"} <= set(files)
     assert "net.ipv4.ip_forward = " in files["sysctl.txt"]
     assert files["ip-addr.json"].lstrip().startswith("[")
@@ -154,9 +160,10 @@ def test_script_under_busybox_gives_every_file_or_a_reason(bin_without_ipvsadm: 
     result = run_script(["busybox", "sh"], NODE_SCRIPT, bin_without_ipvsadm)
     assert result.returncode == 0, result.stderr
     files, missing = split_node_output(result.stdout)
-    assert set(files) | set(missing) == set(NODE_FILES)
+    # busybox's ip has no -j: the text files stand in for the JSON ones, which say why.
+    assert set(files) | set(missing) == set(NODE_FILES) - {"sys-class-net.txt", "proc-sys.txt"}
     assert all(why for why in missing.values())
-    assert "uname.txt" in files
+    assert {"uname.txt", "ip-addr.txt", "ip-link.txt"} <= set(files)
 
 
 def fake_tool(directory: Path, name: str, body: str) -> None:
@@ -195,3 +202,74 @@ def test_outputs_come_back_exactly(shell: list[str], tmp_path: Path) -> None:
             "absent.txt": "/nonexistent/vipcheck absent",
         },
     )
+
+
+def old_node_bin(tmp_path: Path, *busybox_applets: str) -> str:
+    """A PATH like an old node's: uname and cat, and busybox applets standing in for tools."""
+    directory = tmp_path / "old-bin"
+    directory.mkdir()
+    for tool in ("uname", "cat"):
+        found = shutil.which(tool)
+        assert found is not None
+        (directory / tool).symlink_to(found)
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed")
+    for applet in busybox_applets:
+        (directory / applet).symlink_to(busybox)
+    return str(directory)
+
+
+def run_old_node(
+    shell: list[str], path: str
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    result = run_script(shell, build_node_script(path_suffix=""), path)
+    assert result.returncode == 0, result.stderr
+    frames = split_node_frames(result.stdout)
+    return frames.files, frames.missing, frames.notes
+
+
+@pytest.mark.parametrize("shell", SHELLS[:2])
+def test_busybox_ip_and_sysctl_give_the_text_files(shell: list[str], tmp_path: Path) -> None:
+    files, missing, notes = run_old_node(shell, old_node_bin(tmp_path, "ip", "sysctl"))
+    assert "ip-addr.json" not in files
+    assert missing["ip-addr.json"].startswith("`ip -j` unknown (iproute2 before 4.14, or busybox)")
+    assert files["ip-addr.txt"].startswith("1: lo: <LOOPBACK")
+    assert "    link/loopback " in files["ip-link.txt"]
+    # busybox's ip has no -d: plain `ip link show` stands in.
+    assert "inet " not in files["ip-link.txt"]
+    assert "net.ipv4.ip_forward = " in files["sysctl.txt"]
+    assert {"sys-class-net.txt", "proc-sys.txt"}.isdisjoint(files.keys() | missing.keys())
+    # busybox's sysctl -a exits 1 on a key it cannot read: the output is kept, with a note.
+    if "sysctl.txt" in notes:
+        assert notes["sysctl.txt"].startswith("exited 1 after printing what it could: sysctl: ")
+
+
+# Not under busybox sh, whose own applets (ip, sysctl) run whatever PATH says.
+@pytest.mark.parametrize("shell", SHELLS[:2])
+def test_without_ip_and_sysctl_the_kernel_files_stand_in(shell: list[str], tmp_path: Path) -> None:
+    files, missing, notes = run_old_node(shell, old_node_bin(tmp_path))
+    assert (missing["ip-addr.txt"], missing["sysctl.txt"]) == (
+        "ip not installed",
+        "sysctl not installed",
+    )
+    assert "/sys/class/net/lo/ifindex:1\n" in files["sys-class-net.txt"]
+    assert "/sys/class/net/lo/type:772\n" in files["sys-class-net.txt"]
+    assert "/proc/sys/net/ipv4/conf/all/rp_filter:" in files["proc-sys.txt"]
+    assert notes == {}
+
+
+def test_a_failing_command_keeps_its_output_only_where_partial_output_is_kept() -> None:
+    stdout = (
+        "===vipcheck:file=sysctl.txt\nnet.ipv4.ip_forward = 1\n"
+        "\n===vipcheck:error=sysctl: error reading key 'net.ipv6.conf.all.stable_secret': "
+        "Input/output error\n===vipcheck:rc=1\n"
+        "===vipcheck:file=uname.txt\n6.1.0\n\n===vipcheck:error=boom\n===vipcheck:rc=1\n"
+    )
+    frames = split_node_frames(stdout)
+    assert frames.files == {"sysctl.txt": "net.ipv4.ip_forward = 1\n"}
+    assert frames.missing == {"uname.txt": "boom"}
+    assert frames.notes == {
+        "sysctl.txt": "exited 1 after printing what it could: sysctl: error reading key "
+        "'net.ipv6.conf.all.stable_secret': Input/output error"
+    }

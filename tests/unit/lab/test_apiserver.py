@@ -362,7 +362,7 @@ def test_post_is_refused_as_read_only(lab: Lab) -> None:
         ("/api/v1/pods", 404, "NotFound"),
         ("/api/v1/namespaces/default/nodes", 404, "NotFound"),
         ("/api/v1/services/redis", 404, "NotFound"),
-        ("/apis/apps/v1", 404, "NotFound"),
+        ("/apis/batch/v1", 404, "NotFound"),
         ("/api/v1/services?limit=1&continue=bm9wZQ", 400, "BadRequest"),
         ("/api/v1/services?labelSelector=app+in+(a,b)", 400, "BadRequest"),
         ("/api/v1/services?fieldSelector=spec.type%3DNodePort", 400, "BadRequest"),
@@ -377,7 +377,10 @@ def test_discovery(lab: Lab) -> None:
     assert _raw(lab, "GET", "/version")[1]["gitVersion"] == "v1.31.0-lab"
     assert _raw(lab, "GET", "/api")[1]["versions"] == ["v1"]
     groups = _raw(lab, "GET", "/apis")[1]["groups"]
-    assert [g["preferredVersion"]["groupVersion"] for g in groups] == ["discovery.k8s.io/v1"]
+    assert [g["preferredVersion"]["groupVersion"] for g in groups] == [
+        "apps/v1",
+        "discovery.k8s.io/v1",
+    ]
     core = {r["name"]: r for r in _raw(lab, "GET", "/api/v1")[1]["resources"]}
     assert sorted(core) == ["configmaps", "nodes", "services"]
     assert core["services"]["shortNames"] == ["svc"]

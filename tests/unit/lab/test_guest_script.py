@@ -22,7 +22,7 @@ from fixtures.lab.guest_script import (
     setup_script,
     ssh_addresses,
 )
-from fixtures.lab.scenario import TrafficPolicy, load_scenario, scenario_names
+from fixtures.lab.scenario import TrafficPolicy, Userland, load_scenario, scenario_names
 
 NODES = ("node-1", "node-2", "node-3")
 
@@ -58,8 +58,11 @@ def test_script_shape(name: str) -> None:
     assert "set -euo pipefail\n" in script
     assert script.rstrip().endswith("main")
     assert step(script, "main").rstrip().endswith("log ready")
+    scenario = load_scenario(name)
+    old = {node.name for node in scenario.nodes if node.userland is Userland.OLD}
     for host in (*NODES, "client"):
-        assert f"start_sshd {host} {host}\n" in script
+        start = "start_old_sshd" if host in old else "start_sshd"
+        assert f"    {start} {host} {host}\n" in script
 
 
 def heredoc(script: str, command: str) -> list[str]:
@@ -270,7 +273,17 @@ def test_expected_real_servers_honour_local_traffic_policy() -> None:
     assert expected_real_servers(scenario, local, port, node_1, VirtualServiceKind.NODE_PORT) == (
         RealServer(IPv4Address("10.244.1.10"), 8080),
     )
-    assert expected_real_servers(scenario, local, port, node_2, VirtualServiceKind.NODE_PORT) == ()
+    # No web pod on node-2: kube-proxy falls back to the cluster's (kubernetes#97081).
+    assert (
+        expected_real_servers(scenario, local, port, node_2, VirtualServiceKind.NODE_PORT) == both
+    )
+    # internalTrafficPolicy Local on a ClusterIP-only Service has nothing to fall back to.
+    redis = scenario.service("default", "redis")
+    itp_local = dataclasses.replace(redis, internal_traffic_policy=TrafficPolicy.LOCAL)
+    assert expected_real_servers(scenario, itp_local, redis.ports[0], node_2) == ()
+    assert expected_real_servers(scenario, itp_local, redis.ports[0], scenario.node("node-3")) == (
+        RealServer(IPv4Address("10.244.3.10"), 6379),
+    )
 
 
 def test_ssh_addresses() -> None:
@@ -279,4 +292,26 @@ def test_ssh_addresses() -> None:
         "node-2": "192.168.58.12",
         "node-3": "192.168.58.13",
         "client": "192.168.58.30",
+    }
+
+
+def test_an_old_node_gets_busybox_tools_and_no_ipvsadm() -> None:
+    scenario = load_scenario("seed-incidents-old-node")
+    assert [node.userland for node in scenario.nodes] == [
+        Userland.MODERN,
+        Userland.OLD,
+        Userland.MODERN,
+    ]
+    script = setup_script(scenario)
+    helper = script[script.index("start_old_sshd() {") :]
+    helper = helper[: helper.index("\n}\n")]
+    assert "rm -f /lab-old/sbin/ipvsadm /lab-old/sbin/sysctl" in helper
+    assert "ln -s /usr/bin/busybox /lab-old/sbin/sysctl" in helper
+    assert "mount -o bind /usr/bin/busybox /usr/bin/ip" in helper
+    # The same cluster otherwise: only the way node-2's sshd starts differs.
+    modern = setup_script(load_scenario("seed-incidents"))
+    changed = set(script.splitlines()) ^ set(modern.splitlines())
+    assert {line for line in changed if "sshd node-2" in line} == {
+        "    start_old_sshd node-2 node-2",
+        "    start_sshd node-2 node-2",
     }

@@ -35,6 +35,7 @@ def test_resources_and_kinds(healthy: dict[str, list[dict[str, Any]]]) -> None:
         "endpointslices": {"EndpointSlice"},
         "nodes": {"Node"},
         "configmaps": {"ConfigMap"},
+        "daemonsets": {"DaemonSet"},
     }
 
 

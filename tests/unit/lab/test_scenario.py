@@ -21,7 +21,16 @@ from fixtures.lab.scenario import (
     scenario_names,
 )
 
-SHIPPED = ["healthy", "rp-filter-strict", "seed-incidents", "stale-real-server", "tcpfin-default"]
+SHIPPED = [
+    "healthy",
+    "healthy-old-node",
+    "kube-proxy-rules",
+    "rp-filter-strict",
+    "seed-incidents",
+    "seed-incidents-old-node",
+    "stale-real-server",
+    "tcpfin-default",
+]
 
 BASE = """\
 description: a small cluster
@@ -123,8 +132,19 @@ def test_incident_scenarios_extend_healthy_with_their_fault() -> None:
     assert len(load_scenario("seed-incidents").faults) == 3
 
 
+def test_bad_userland_names_file_line_and_choices(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "    podCIDR: 10.244.2.0/24\n", "    podCIDR: 10.244.2.0/24\n    userland: centos7\n"
+    )
+    path = write(tmp_path, "bad", text)
+    assert error_for(path).startswith(
+        f"{path}:{line_of(text, 'userland')}: nodes[1].userland: expected one of modern, old"
+    )
+
+
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(ScenarioError, match=r"unknown scenario 'nope' .*healthy, rp-filter-strict"):
+    known = r".*healthy, healthy-old-node, kube-proxy-rules, rp-filter-strict"
+    with pytest.raises(ScenarioError, match=rf"unknown scenario 'nope' {known}"):
         load_scenario("nope")
 
 

@@ -15,6 +15,7 @@ from vipcheck.model.cluster import (
     EndpointPort,
     IPFamily,
     KubeProxyConfig,
+    KubeRelease,
     NodePortKeyword,
     ProxyExclusion,
     ProxyMode,
@@ -259,6 +260,47 @@ def test_slice_without_service_label() -> None:
     (parsed,) = parse_endpoint_slices(json.dumps(document), "eps.json")
     assert parsed.service_name is None
     assert parsed.service_key is None
+
+
+def test_topology_fields_kube_proxy_reads() -> None:
+    """Zone and node hints (hints.forZones/forNodes), the topology annotations, the field."""
+    slice_document = endpoint_slice(
+        endpoints=[
+            {
+                "addresses": ["10.244.3.10"],
+                "hints": {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node-3"}]},
+            },
+            {"addresses": ["10.244.3.11"], "hints": {}},
+        ]
+    )
+    (parsed,) = parse_endpoint_slices(json.dumps(slice_document), "eps.json")
+    assert [(e.zone_hints, e.node_hints) for e in parsed.endpoints] == [
+        (("zone-a",), ("node-3",)),
+        ((), ()),
+    ]
+    document = service(trafficDistribution="PreferClose")
+    document["metadata"]["annotations"] = {"service.kubernetes.io/topology-aware-hints": "Auto"}
+    (parsed_service,) = parse_services(json.dumps(document), "svc.json")
+    assert parsed_service.traffic_distribution == "PreferClose"
+    assert parsed_service.hints_annotation == "Auto"
+    document["metadata"]["annotations"]["service.kubernetes.io/topology-mode"] = "Disabled"
+    (parsed_service,) = parse_services(json.dumps(document), "svc.json")
+    assert parsed_service.hints_annotation == "Disabled"  # topology-mode wins, as in 1.27+
+
+
+def test_node_zone_label_and_kube_proxy_release() -> None:
+    document = {
+        "kind": "Node",
+        "metadata": {"name": "node-9", "labels": {"topology.kubernetes.io/zone": "zone-b"}},
+        "status": {"nodeInfo": {"kubeProxyVersion": "v1.29.3-eks-ae9a62a"}},
+    }
+    (node,) = parse_nodes(json.dumps(document), "nodes.json")
+    assert node.zone == "zone-b"
+    assert node.kube_proxy_version == "v1.29.3-eks-ae9a62a"
+    assert node.kube_proxy_release == KubeRelease(1, 29)
+    document["status"] = {}
+    (node,) = parse_nodes(json.dumps(document), "nodes.json")
+    assert (node.kube_proxy_release, node.zone) == (None, "zone-b")
 
 
 # --- Node fields --------------------------------------------------------------------------------
@@ -566,6 +608,31 @@ def without(document: dict[str, Any], *path: str | int) -> dict[str, Any]:
             None,
             "expected a kube-proxy ConfigMap or KubeProxyConfiguration, got kind 'NodeList'",
             id="wrong-kind-config",
+        ),
+        pytest.param(
+            parse_nodes,
+            json.dumps(
+                {
+                    "kind": "Node",
+                    "metadata": {"name": "node-9"},
+                    "status": {"nodeInfo": {"kubeProxyVersion": "latest"}},
+                }
+            ),
+            "nodes.json",
+            None,
+            "node-9: status.nodeInfo.kubeProxyVersion: not a Kubernetes version (like v1.30.4): "
+            "'latest'",
+            id="kube-proxy-version",
+        ),
+        pytest.param(
+            parse_endpoint_slices,
+            json.dumps(
+                endpoint_slice(endpoints=[{"addresses": ["10.0.0.1"], "hints": {"forZones": [{}]}}])
+            ),
+            "eps.json",
+            None,
+            "default/redis-abcde: endpoints[0].hints.forZones[0].name: missing",
+            id="zone-hint-without-name",
         ),
     ],
 )

@@ -26,8 +26,9 @@ from vipcheck.parse.ipvsadm import (
 )
 
 RECORDED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded"
-NODE_DIRS = sorted(RECORDED.glob("*/nodes/*"))
-LIST_FILES = sorted(RECORDED.glob("*/nodes/*/ipvsadm-Ln*.txt"))
+# Nodes recorded by `python -m fixtures.lab record`, every list format of ipvsadm included.
+NODE_DIRS = sorted(path.parent for path in RECORDED.glob("*/nodes/*/ipvsadm-Ln-exact.txt"))
+LIST_FILES = sorted(path for d in NODE_DIRS for path in d.glob("ipvsadm-Ln*.txt"))
 LIST_FILES = [path for path in LIST_FILES if path.name != "ipvsadm-Lnc.txt"]
 
 

@@ -15,7 +15,8 @@ from vipcheck.parse.ipvsadm import parse_ipvsadm_connections, parse_ipvsadm_list
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 
 RECORDED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded"
-NODE_DIRS = sorted(RECORDED.glob("*/nodes/*"))
+# Nodes recorded with ipvsadm beside procfs (an old node has no ipvsadm).
+NODE_DIRS = sorted(path.parent for path in RECORDED.glob("*/nodes/*/ipvsadm-Lnc.txt"))
 
 HEADER = """\
 IP Virtual Server version 1.2.1 (size=4096)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vipcheck.parse import ParseError
-from vipcheck.parse.sysctl import parse_sysctl
+from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
 
 RECORDED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded"
 NODE_DIRS = sorted(RECORDED.glob("*/nodes/*"))
@@ -104,3 +104,56 @@ def test_seed_incidents_rp_filter(name: str, expected: dict[str, int]) -> None:
     sysctls = parse_sysctl(path.read_text(), path.name)
     observed = {iface: sysctls.int_value(f"net.ipv4.conf.{iface}.rp_filter") for iface in expected}
     assert observed == expected
+
+
+OLD_NODE = RECORDED / "seed-incidents-old-node" / "nodes"
+
+
+@pytest.mark.parametrize("name", ["node-1", "node-2", "node-3"])
+def test_proc_sys_reads_as_sysctl_a(name: str) -> None:
+    # Both recorded from the same lab node: `sysctl -a` (busybox's on node-2) and the
+    # `grep -H .` lines of /proc/sys that stand in where sysctl is missing.
+    folder = OLD_NODE / name
+    proc = parse_proc_sys((folder / "proc-sys.txt").read_text(), "proc-sys.txt")
+    sysctl = parse_sysctl((folder / "sysctl.txt").read_text(), "sysctl.txt")
+    assert len(proc) >= 20
+    for key, value in proc.values.items():
+        if key != "net.netfilter.nf_conntrack_count":  # it moves between the two reads
+            assert sysctl.get(key) == value, key
+    assert proc.int_value("net.ipv4.conf.all.rp_filter") == (1 if name == "node-2" else 2)
+    assert proc.get("net.ipv4.tcp_tw_recycle") is None  # removed in Linux 4.12
+
+
+def test_proc_sys_swaps_dots_and_slashes_as_sysctl_does() -> None:
+    text = (
+        "/proc/sys/net/ipv4/conf/eth0.100/rp_filter:2\n"
+        "/proc/sys/net/ipv4/ip_local_port_range:1\t2\n"
+    )
+    sysctls = parse_proc_sys(text, "proc-sys.txt")
+    assert dict(sysctls.values) == {
+        "net.ipv4.conf.eth0/100.rp_filter": "2",
+        "net.ipv4.ip_local_port_range": "1\t2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("net.ipv4.ip_forward = 1\n", 1, "expected `/proc/sys/PATH:VALUE`"),
+        ("/proc/sys/a/b:1\n/proc/sys/a/b:1\n", 2, "a.b appears twice"),
+        ("\n", None, "empty"),
+    ],
+)
+def test_parse_proc_sys_refuses(text: str, line: int | None, message: str) -> None:
+    with pytest.raises(ParseError) as raised:
+        parse_proc_sys(text, "nodes/node-2/proc-sys.txt")
+    assert (raised.value.source, raised.value.line) == ("nodes/node-2/proc-sys.txt", line)
+    assert message in raised.value.message
+
+
+def test_busybox_sysctl_errors_pasted_in_are_not_values() -> None:
+    text = (
+        "net.ipv4.ip_forward = 1\n"
+        "sysctl: error reading key 'net.ipv6.conf.all.stable_secret': Input/output error\n"
+    )
+    assert dict(parse_sysctl(text, "sysctl.txt").values) == {"net.ipv4.ip_forward": "1"}

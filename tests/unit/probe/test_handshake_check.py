@@ -257,3 +257,28 @@ def test_plan_attribution_probes_expected_and_ipvs_servers_here_and_on_their_nod
         ("client", "10.244.3.10:80", RealServerOrigin.IPVS, "node-3"),
         ("node-3", "10.244.3.10:80", RealServerOrigin.IPVS, "node-3"),
     }
+
+
+def test_plan_probes_a_local_fallback_node_port_only_from_its_own_node() -> None:
+    """web with externalTrafficPolicy Local: node-2 has no web pod, so kube-proxy gives its
+    NodePort the other nodes' pods (kubernetes#97081) unmasqueraded; replies reach only node-2."""
+    snapshot = load_snapshot(SEED)
+    services = snapshot.cluster["services.json"]
+    cluster_policy = '"externalTrafficPolicy": "Cluster"'
+    assert services.count(cluster_policy) == 1
+    local = services.replace(cluster_policy, '"externalTrafficPolicy": "Local"')
+    facts = Facts.from_snapshot(
+        replace(snapshot, cluster={**snapshot.cluster, "services.json": local})
+    )
+    targets = plan_vips(facts, VANTAGES, ProbeSettings())
+    probed_from = {
+        str(t.address): sorted(x.vantage for x in targets if x.address == t.address)
+        for t in targets
+        if t.kind is TargetKind.NODE_PORT
+    }
+    everyone = ["client", "node-1", "node-2", "node-3"]
+    assert probed_from == {
+        "192.168.58.11:30080": everyone,  # web-1 is local there
+        "192.168.58.12:30080": ["node-2"],  # the fallback: only node-2 gets the replies
+        "192.168.58.13:30080": everyone,  # web-2 is local there
+    }
