@@ -21,6 +21,7 @@ from _pytest.config.findpaths import determine_setup
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
 from vipcheck.checks import check_by_id
 from vipcheck.facts import Facts
+from vipcheck.kind import valid_kind_name
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.observe import ObserveError, observe
 from vipcheck.options import DEFAULT_JSON, GatherOptions, ProbeOptions, RunOptions
@@ -59,6 +60,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vipcheck", "vipcheck: kube-proxy IPVS datapath conformance")
     group.addoption("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
     group.addoption("--context", help="kubeconfig context to use (default: the current one)")
+    group.addoption(
+        "--kind",
+        metavar="NAME",
+        type=_kind_name,
+        help="a kind cluster: context kind-NAME, nodes its Docker containers (docker exec; "
+        "DOCKER_HOST and DOCKER_CONTEXT honoured)",
+    )
     group.addoption(
         "--vipcheck-node",
         action="append",
@@ -268,6 +276,7 @@ def _run_options(config: pytest.Config) -> RunOptions:
             ssh_identity_file=config.getoption("ssh_identity_file", None),
             sudo=bool(config.getoption("sudo", False)),
             connection=config.getoption("connection", None),
+            kind=_kind_option(config),
             node_map=dict(config.getoption("vipcheck_node")),
             timeout_s=config.getoption("vipcheck_timeout"),
         ),
@@ -300,6 +309,27 @@ def _settings(config: pytest.Config) -> Settings:
             message = f"ini option vipcheck_{name}: not an integer: {raw!r}"
             raise pytest.UsageError(message) from None
     return Settings(**values)
+
+
+def _kind_name(text: str) -> str:
+    why = valid_kind_name(text)
+    if why is not None:
+        raise pytest.UsageError(f"--kind {why}")
+    return text
+
+
+def _kind_option(config: pytest.Config) -> str | None:
+    """--kind NAME, which names the context and the nodes itself."""
+    name: str | None = config.getoption("kind")
+    if name is None:
+        return None
+    for option, given in (
+        ("--context", config.getoption("context")),
+        ("--ssh-config", config.getoption("ssh_config", None)),
+    ):
+        if given:
+            raise pytest.UsageError(f"--kind {name} and {option} exclude each other")
+    return name
 
 
 def _node_mapping(text: str) -> tuple[str, str]:
