@@ -271,7 +271,7 @@ def _run_options(config: pytest.Config) -> RunOptions:
         gather=GatherOptions(
             kubeconfig=config.getoption("kubeconfig"),
             context=config.getoption("context"),
-            hosts=tuple(_split_commas(config.getoption("hosts", None) or [])),
+            hosts=tuple(_split_commas(_given_hosts(config))),
             ssh_config=config.getoption("ssh_config", None),
             ssh_identity_file=config.getoption("ssh_identity_file", None),
             sudo=bool(config.getoption("sudo", False)),
@@ -293,6 +293,12 @@ def _run_options(config: pytest.Config) -> RunOptions:
         ),
         settings=_settings(config),
     )
+
+
+def _given_hosts(config: pytest.Config) -> list[str]:
+    """testinfra's --hosts: one comma-separated string, not a list of specs."""
+    given: str | list[str] | None = config.getoption("hosts", None)
+    return [given] if isinstance(given, str) else list(given or [])
 
 
 def _split_commas(values: list[str]) -> list[str]:
@@ -323,12 +329,8 @@ def _kind_option(config: pytest.Config) -> str | None:
     name: str | None = config.getoption("kind")
     if name is None:
         return None
-    for option, given in (
-        ("--context", config.getoption("context")),
-        ("--ssh-config", config.getoption("ssh_config", None)),
-    ):
-        if given:
-            raise pytest.UsageError(f"--kind {name} and {option} exclude each other")
+    if config.getoption("context"):
+        raise pytest.UsageError(f"--kind {name} and --context exclude each other")
     return name
 
 

@@ -242,3 +242,12 @@ def test_kind_usage_errors_are_one_line_and_exit_4(
     errors = [text for text in result.stderr.lines if text.strip()]
     assert len(errors) == 1, result.stderr.lines
     result.stderr.fnmatch_lines([f"ERROR: {line}"])
+
+
+def test_hosts_beside_kind_stay_whole_specs(pytester: pytest.Pytester, fake_docker: Path) -> None:
+    """--hosts is one string: each spec is kept whole, an outside host beside the kind nodes."""
+    config = kubeconfig(pytester.path / "kubeconfig", "other")
+    result = run_kind(
+        pytester, "--kind", "lab", "--hosts", "ssh://client,local://", "--kubeconfig", str(config)
+    )
+    result.stdout.fnmatch_lines(["vipcheck target: *kind cluster lab, hosts ssh://client,local://"])
