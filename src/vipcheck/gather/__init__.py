@@ -8,6 +8,7 @@ cannot be reached, or that no spec names, is kept with the reason, never dropped
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from vipcheck.gather.cluster import ClusterError, gather_cluster
@@ -72,6 +73,10 @@ def resolve(options: GatherOptions, nodes_json: str | None) -> tuple[list[str], 
         sudo=options.sudo,
         connection=options.connection,
     )
+    if options.kind is not None and resolution.not_given:
+        reason = f"not given: no Docker container of kind cluster {options.kind} is named so"
+        reasons = {**resolution.reasons, **dict.fromkeys(resolution.not_given, reason)}
+        resolution = replace(resolution, reasons=reasons)
     return names, resolution
 
 

@@ -251,3 +251,17 @@ def test_hosts_beside_kind_stay_whole_specs(pytester: pytest.Pytester, fake_dock
         pytester, "--kind", "lab", "--hosts", "ssh://client,local://", "--kubeconfig", str(config)
     )
     result.stdout.fnmatch_lines(["vipcheck target: *kind cluster lab, hosts ssh://client,local://"])
+
+
+def test_an_api_node_without_a_container_says_so(fake_docker: Path) -> None:
+    options = GatherOptions(kind="lab", hosts=("docker://lab-control-plane",), timeout_s=20)
+
+    def read_cluster(
+        kubeconfig: str | None, context: str | None, progress: object
+    ) -> dict[str, str]:
+        return {"nodes.json": node_list("lab-control-plane", "lab-worker")}
+
+    snapshot = gather(options, lambda line: None, read_cluster=read_cluster)
+    assert snapshot.nodes["lab-worker"].error == (
+        "not given: no Docker container of kind cluster lab is named so"
+    )
