@@ -32,6 +32,7 @@ class GatherOptions:
     ssh_identity_file: str | None = None
     sudo: bool = False
     connection: str | None = None
+    kind: str | None = None  # a kind cluster's name: its context and node containers
     node_map: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 60.0
     parallel: int = GATHER_PARALLEL
@@ -39,6 +40,8 @@ class GatherOptions:
     def describe(self) -> str:
         """Which cluster and which inventory, for meta.json and the report header."""
         parts = [f"kubeconfig {self.kubeconfig or '(default)'}"]
+        if self.kind:
+            parts.append(f"kind cluster {self.kind}")
         if self.context:
             parts.append(f"context {self.context}")
         if self.hosts:

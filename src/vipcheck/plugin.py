@@ -26,6 +26,7 @@ from vipcheck.checks import CHECKS_BY_ID, check_by_id
 from vipcheck.checks.base import Severity
 from vipcheck.facts import Facts
 from vipcheck.gate import Gate
+from vipcheck.kind import valid_kind_name
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.observe import ObserveError, observe
 from vipcheck.options import (
@@ -81,6 +82,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vipcheck", "vipcheck: kube-proxy IPVS datapath conformance")
     group.addoption("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
     group.addoption("--context", help="kubeconfig context to use (default: the current one)")
+    group.addoption(
+        "--kind",
+        metavar="NAME",
+        type=_kind_name,
+        help="a kind cluster: context kind-NAME, nodes its Docker containers (docker exec; "
+        "DOCKER_HOST and DOCKER_CONTEXT honoured)",
+    )
     group.addoption(
         "--vipcheck-node",
         action="append",
@@ -402,11 +410,12 @@ def _run_options(config: pytest.Config) -> RunOptions:
         gather=GatherOptions(
             kubeconfig=config.getoption("kubeconfig"),
             context=config.getoption("context"),
-            hosts=tuple(_split_commas(_as_list(config.getoption("hosts", None)))),
+            hosts=tuple(_split_commas(_given_hosts(config))),
             ssh_config=config.getoption("ssh_config", None),
             ssh_identity_file=config.getoption("ssh_identity_file", None),
             sudo=bool(config.getoption("sudo", False)),
             connection=config.getoption("connection", None),
+            kind=_kind_option(config),
             node_map=dict(config.getoption("vipcheck_node")),
             timeout_s=config.getoption("vipcheck_timeout"),
             parallel=config.getoption("vipcheck_parallel"),
@@ -446,11 +455,10 @@ def _gate_options(config: pytest.Config) -> GateOptions:
         raise pytest.UsageError(str(error)) from None
 
 
-def _as_list(value: str | list[str] | None) -> list[str]:
-    """testinfra's --hosts is one comma-separated string, not a list: never iterate its letters."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
+def _given_hosts(config: pytest.Config) -> list[str]:
+    """testinfra's --hosts: one comma-separated string, not a list of specs."""
+    given: str | list[str] | None = config.getoption("hosts", None)
+    return [given] if isinstance(given, str) else list(given or [])
 
 
 def _split_commas(values: list[str]) -> list[str]:
@@ -467,6 +475,23 @@ def _settings(config: pytest.Config) -> Settings:
             message = f"ini option vipcheck_{name}: not an integer: {raw!r}"
             raise pytest.UsageError(message) from None
     return Settings(**values)
+
+
+def _kind_name(text: str) -> str:
+    why = valid_kind_name(text)
+    if why is not None:
+        raise pytest.UsageError(f"--kind {why}")
+    return text
+
+
+def _kind_option(config: pytest.Config) -> str | None:
+    """--kind NAME, which names the context and the nodes itself."""
+    name: str | None = config.getoption("kind")
+    if name is None:
+        return None
+    if config.getoption("context"):
+        raise pytest.UsageError(f"--kind {name} and --context exclude each other")
+    return name
 
 
 def _node_mapping(text: str) -> tuple[str, str]:

@@ -119,6 +119,10 @@ def resolve(options: GatherOptions, nodes_json: str | None) -> tuple[list[str], 
         sudo=options.sudo,
         connection=options.connection,
     )
+    if options.kind is not None and resolution.not_given:
+        reason = f"not given: no Docker container of kind cluster {options.kind} is named so"
+        reasons = {**resolution.reasons, **dict.fromkeys(resolution.not_given, reason)}
+        resolution = replace(resolution, reasons=reasons)
     return names, resolution
 
 
