@@ -5,14 +5,24 @@ VENV := .venv
 PYTHON ?= python3
 DEMO_DIR ?= .lab/demo
 DEMO_SCENARIO ?= seed-incidents
+DEMO_KIND_DIR ?= .lab/demo-kind
+KIND_CLUSTER ?= lab
 # What the lab needs on the host: qemu (software emulation), the userland copied into the guest
-# image, ssh/ssh-keygen to reach the nodes, cpio/kmod to pack modules into the initramfs.
+# image, ssh/ssh-keygen to reach the nodes, cpio/kmod to pack modules into the initramfs;
+# chromium renders the HTML report in its test, shellcheck checks the fix script in its tests.
 APT_PACKAGES := qemu-system-x86 busybox-static bash ipvsadm openssh-server openssh-client \
-	iproute2 procps nftables kmod cpio gzip python3-venv
+	iproute2 procps nftables kmod cpio gzip python3-venv chromium shellcheck \
+	dash libdevmapper1.02.1 libseccomp2
+# The kind-shaped lab's dockerd runs only inside the VM, from Debian's docker.io unpacked into its
+# image (libdevmapper and libseccomp above are the host libraries copied in with it). The host
+# needs only a docker CLI: Debian 12 has no client-only package, so when `docker` is missing its
+# client binary is unpacked from docker.io's .deb; nothing is installed that could start a daemon.
+DOCKER_CLI_PACKAGE := docker.io
+DOCKER_CLI_DIR ?= /usr/local/bin
 
-.PHONY: deps system-deps test fuzz demo demo-down clean
+.PHONY: deps system-deps docker-cli test bench fuzz demo demo-down demo-kind demo-kind-down clean
 
-deps: system-deps $(VENV)/.installed
+deps: system-deps docker-cli $(VENV)/.installed
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -22,6 +32,16 @@ system-deps:
 		echo "deps: apt-get install $$missing"; \
 		apt-get update -q >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+
+docker-cli:
+	@if ! command -v docker >/dev/null; then \
+		echo "deps: docker CLI from $(DOCKER_CLI_PACKAGE) (the client binary only)"; \
+		scratch=$$(mktemp -d) && cd "$$scratch" && \
+		apt-get download -q $(DOCKER_CLI_PACKAGE) >/dev/null 2>&1 && \
+		dpkg-deb -x $(DOCKER_CLI_PACKAGE)_*.deb root && \
+		install -m 0755 root/usr/bin/docker $(DOCKER_CLI_DIR)/docker && \
+		cd / && rm -rf "$$scratch"; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +60,10 @@ test: deps
 	$(VENV)/bin/pytest tests -m "not lab"
 	$(VENV)/bin/pytest tests -m lab
 
+# Scale: replay synthetic snapshots up to 100 nodes x 5,000 Services against the targets (bench/).
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m bench
+
 # The parsers' fuzzing with the long hypothesis profile (`make test` runs the quick one).
 fuzz: deps
 	VIPCHECK_HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest tests/unit/parse/test_fuzz.py -p no:cacheprovider
@@ -51,12 +75,32 @@ demo: deps
 	$(VENV)/bin/python -m fixtures.lab up --scenario $(DEMO_SCENARIO) --workdir $(DEMO_DIR)
 	$(VENV)/bin/python -m fixtures.demo --workdir $(DEMO_DIR)
 	$(VENV)/bin/vipcheck --kubeconfig $(DEMO_DIR)/kubeconfig --ssh-config $(DEMO_DIR)/ssh_config \
-		--vipcheck-json reports/demo-summary.json -rf; rc=$$?; [ $$rc -eq 1 ] || exit $$rc
+		--vipcheck-json reports/demo-summary.json --vipcheck-html reports/demo.html \
+		--vipcheck-fix-script reports/demo-fix.sh -rf; rc=$$?; [ $$rc -eq 1 ] || exit $$rc
+	@echo "Report: $(CURDIR)/reports/demo.html (opens from disk, no network)." \
+		"Fix script for review: reports/demo-fix.sh (prints what it would do; --apply runs it)."
 	@echo "The lab keeps running: ssh -F $(DEMO_DIR)/ssh_config node-1;" \
 		"kubectl --kubeconfig $(DEMO_DIR)/kubeconfig get svc -A; make demo-down stops it."
 
 demo-down:
 	$(VENV)/bin/python -m fixtures.lab down --workdir $(DEMO_DIR)
 
+# The same demo on the kind-shaped lab: dockerd in the VM, each node a kind-named container that
+# vipcheck reaches with docker exec (DOCKER_HOST from the lab); the client probes from outside.
+demo-kind: deps
+	$(VENV)/bin/python -m fixtures.lab down --workdir $(DEMO_KIND_DIR) 2>/dev/null || true
+	$(VENV)/bin/python -m fixtures.lab up --runtime docker --cluster $(KIND_CLUSTER) \
+		--scenario $(DEMO_SCENARIO) --workdir $(DEMO_KIND_DIR)
+	$(VENV)/bin/python -m fixtures.demo --workdir $(DEMO_KIND_DIR)
+	DOCKER_HOST=$$(cat $(DEMO_KIND_DIR)/docker_host) $(VENV)/bin/vipcheck --kind $(KIND_CLUSTER) \
+		--kubeconfig $(DEMO_KIND_DIR)/kubeconfig \
+		--hosts ssh://client --ssh-config $(DEMO_KIND_DIR)/ssh_config \
+		--vipcheck-json reports/demo-kind-summary.json -rf; rc=$$?; [ $$rc -eq 1 ] || exit $$rc
+	@echo "The lab keeps running: DOCKER_HOST=$$(cat $(DEMO_KIND_DIR)/docker_host) docker ps;" \
+		"docker exec $(KIND_CLUSTER)-worker ip addr; make demo-kind-down stops it."
+
+demo-kind-down:
+	$(VENV)/bin/python -m fixtures.lab down --workdir $(DEMO_KIND_DIR)
+
 clean:
-	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .bench .hypothesis

@@ -17,6 +17,7 @@ from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.node import InvalidValue
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
+from vipcheck.waivers import Waiver
 
 
 class Outcome(StrEnum):
@@ -26,6 +27,8 @@ class Outcome(StrEnum):
     FAILED = "failed"
     ERROR = "error"
     SKIPPED = "skipped"
+    WAIVED = "waived"  # failed, and a live waiver accepts it
+    KNOWN = "known"  # failed, and the --vipcheck-baseline summary already had it
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,8 @@ class Result:
     violations: tuple[Violation, ...] = ()
     reason: str = ""
     unseen: tuple[str, ...] = ()  # nodes not observed, so not judged by this case
+    waiver: Waiver | None = None  # the waiver that matched, live (WAIVED) or expired (FAILED)
+    notes: tuple[str, ...] = ()  # what the gate said of it: an expired waiver, a known failure
 
 
 def cases_for(check: Check[S], facts: Facts) -> Iterator[Case[S]]:
@@ -119,6 +124,7 @@ def render(result: Result) -> str:
     nodes = sorted({v.node for v in result.violations if v.node})
     where = f" on {', '.join(nodes)}" if nodes else ""
     lines = [f"{result.case.id}: {check.title} — violated{where} [{check.id}, {check.severity}]"]
+    lines.extend(f"  {note}" for note in result.notes)
     for violation in result.violations:
         prefix = f"{violation.node}: " if violation.node else ""
         lines.append(f"  {prefix}{violation.subject}: {violation.observed}")

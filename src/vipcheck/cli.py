@@ -1,12 +1,17 @@
-"""`vipcheck [pytest options]`: run the installed suites with pytest, whatever the directory."""
+"""`vipcheck [pytest options]`: run the installed suites with pytest, whatever the directory.
+
+`vipcheck diff BEFORE AFTER` compares two runs instead (vipcheck.diff); nothing else is ours.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from importlib.metadata import entry_points
 from importlib.resources import files
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -27,6 +32,8 @@ class _Header:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["diff"]:
+        return diff_main(args[1:])
     # Pinned, so the directory it runs from changes nothing: rootdir is the suites, no config file
     # is read (os.devnull; a -c or --rootdir of the user's comes later and wins), and vipcheck and
     # testinfra load before the command line is read, so an option's value is never taken for a
@@ -45,6 +52,44 @@ def main(argv: list[str] | None = None) -> int:
         "ignore::pytest.PytestAssertRewriteWarning",
     ]
     return int(pytest.main([*pinned, *args], plugins=[*_entry_point_names(PLUGINS), _Header()]))
+
+
+class _DiffParser(argparse.ArgumentParser):
+    """Bad arguments are a usage error, exit 4, as for every vipcheck run."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(int(pytest.ExitCode.USAGE_ERROR), f"{self.prog}: error: {message}\n")
+
+
+def diff_main(argv: list[str]) -> int:
+    """`vipcheck diff BEFORE AFTER [--json FILE]`: exit 1 when anything is new, 4 on bad input."""
+    from vipcheck.diff import compare, load_side, write_json  # noqa: PLC0415
+    from vipcheck.summaries import SummaryError  # noqa: PLC0415
+
+    parser = _DiffParser(
+        prog="vipcheck diff",
+        description="Compare two runs: new, resolved, unchanged and incomparable failures. Each "
+        "side is a JSON summary (--vipcheck-json) or a snapshot directory (its checks are run).",
+    )
+    parser.add_argument("before", type=Path, help="summary.json or snapshot directory")
+    parser.add_argument("after", type=Path, help="summary.json or snapshot directory")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the diff as JSON")
+    args = parser.parse_args(argv)
+    progress = lambda line: print(f"vipcheck: {line}", file=sys.stderr)  # noqa: E731
+    try:
+        before = load_side(args.before, progress)
+        after = load_side(args.after, progress)
+    except SummaryError as error:
+        print(f"vipcheck diff: error: {error}", file=sys.stderr)
+        return int(pytest.ExitCode.USAGE_ERROR)
+    diff = compare(before, after, (str(args.before), str(args.after)))
+    for line in diff.lines():
+        print(line)
+    if args.json is not None:
+        write_json(diff, args.json)
+        print(f"vipcheck diff: JSON: {args.json}")
+    return diff.exit_code
 
 
 def _entry_point_names(modules: tuple[str, ...]) -> list[str]:

@@ -9,10 +9,10 @@ InputObserver is told every file a fact reads, so tests can hold those declarati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vipcheck.model.cluster import (
     Cluster,
@@ -22,7 +22,14 @@ from vipcheck.model.cluster import (
     Node,
     Service,
 )
-from vipcheck.model.node import Connection, Interfaces, IpvsTable, IpvsTimeouts, Sysctls
+from vipcheck.model.node import (
+    Connection,
+    ConnState,
+    Interfaces,
+    IpvsTable,
+    IpvsTimeouts,
+    Sysctls,
+)
 from vipcheck.model.probe import ProbeOutput, ProbePlan, ProbeRound
 from vipcheck.parse.iproute import parse_interfaces
 from vipcheck.parse.ipvsadm import (
@@ -51,6 +58,7 @@ from vipcheck.snapshot import (
 )
 
 T = TypeVar("T")
+SYN_RECV = ConnState.SYN_RECV.value
 
 InputObserver = Callable[[str], None]
 """Told the path of each snapshot file a fact reads (`cluster/`, `nodes/<node>/`, `probes/`)."""
@@ -129,6 +137,32 @@ class _Source:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A derived value whose computation raised: the error, to raise again."""
+
+    error: Exception
+
+
+class _Derived:
+    """Values computed once; a failure is kept too (re-raised without its old traceback), so an
+    unreadable input costs one parse, not one per item."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        if key not in self._values:
+            try:
+                self._values[key] = compute()
+            except Exception as error:
+                self._values[key] = _Failed(error)
+        value = self._values[key]
+        if isinstance(value, _Failed):
+            raise value.error.with_traceback(None)
+        return value  # type: ignore[no-any-return]
+
+
 class ClusterFacts:
     """What the API says, parsed from cluster/*.json, each object kind on its own."""
 
@@ -141,6 +175,11 @@ class ClusterFacts:
         self._files = files
         self._error = error
         self._observer = observer
+        self._derived = _Derived()
+
+    def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value computed once from the cluster's facts, e.g. an index each node's check reads."""
+        return self._derived.get(key, compute)
 
     def _parse(self, which: Input, parser: Callable[[str, str], T]) -> T:
         [name] = which.files
@@ -208,6 +247,13 @@ class NodeFacts:
         self.name = snapshot.name
         self._snapshot = snapshot
         self._observer = observer
+        self._derived = _Derived()
+
+    def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value computed once from this node's facts (and the cluster's), e.g. its expected
+        state indexed by Service port, so checks called per Service port do not redo it per call.
+        """
+        return self._derived.get(key, compute)
 
     def _first(self, which: Input) -> _Source:
         if self._snapshot.error:
@@ -262,6 +308,24 @@ class NodeFacts:
         if source.path.endswith("ip_vs_conn.txt"):
             return parse_proc_ip_vs_conn(source.text, source.path)
         return parse_ipvsadm_connections(source.text, source.path)
+
+    @cached_property
+    def syn_recv_connections(self) -> tuple[Connection, ...]:
+        """The table's SYN_RECV entries, all that the checks read of it.
+
+        A busy director lists a million entries; parsing each into a Connection took 20 s and
+        600 MiB, so only the rows naming SYN_RECV are parsed (the others are blanked, which keeps
+        line numbers, and are not validated). An empty file is still refused as empty.
+        """
+        source = self._first(IPVS_CONNECTIONS)
+        text = source.text
+        if text.strip():
+            text = "\n".join(line if SYN_RECV in line else "" for line in text.split("\n"))
+            if not text.strip():
+                return ()
+        if source.path.endswith("ip_vs_conn.txt"):
+            return parse_proc_ip_vs_conn(text, source.path)
+        return parse_ipvsadm_connections(text, source.path)
 
     @cached_property
     def sysctls(self) -> Sysctls:

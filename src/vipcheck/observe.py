@@ -7,6 +7,7 @@ scripts or tests may call it directly. Only reads: the probes open and close TCP
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from vipcheck.facts import Facts, NotProbed, ProbeLoader
 from vipcheck.options import RunOptions
@@ -26,6 +27,8 @@ def observe(options: RunOptions, progress: Progress) -> Facts:
             progress(f"replaying snapshot {options.replay}")
             snapshot = load_snapshot(options.replay)
             return Facts.from_snapshot(snapshot, _replayed_probes(options, snapshot))
+        if options.gather.kind is not None:
+            options = _with_kind_nodes(options, progress)
         snapshot = _gather(options, progress)
         if options.save_to is not None:
             save_snapshot(snapshot, options.save_to)
@@ -33,6 +36,29 @@ def observe(options: RunOptions, progress: Progress) -> Facts:
     except SnapshotError as error:
         raise ObserveError(str(error)) from None
     return _with_live_probes(options, snapshot, progress)
+
+
+def _with_kind_nodes(options: RunOptions, progress: Progress) -> RunOptions:
+    """--kind NAME: the context kind-NAME, and a docker:// spec per node container.
+
+    Other --hosts specs stay: they name no node, so they are outside hosts (`local://`, the Docker
+    host) that probe from outside the cluster.
+    """
+    from vipcheck.kind import find_kind_cluster  # noqa: PLC0415
+    from vipcheck.transport import TargetError  # noqa: PLC0415
+
+    assert options.gather.kind is not None
+    try:
+        cluster = find_kind_cluster(options.gather.kind)
+    except TargetError as error:
+        raise ObserveError(str(error)) from None
+    progress(f"kind cluster {cluster.name}: nodes {', '.join(cluster.nodes)} (docker exec)")
+    gather = replace(
+        options.gather,
+        context=cluster.context,
+        hosts=(*cluster.specs, *options.gather.hosts),
+    )
+    return replace(options, gather=gather)
 
 
 def _gather(options: RunOptions, progress: Progress) -> Snapshot:
@@ -43,7 +69,11 @@ def _gather(options: RunOptions, progress: Progress) -> Snapshot:
 
     try:
         return gather(options.gather, progress)
-    except (ClusterConfigError, TargetError) as error:
+    except ClusterConfigError as error:
+        if options.gather.kind is not None:
+            raise ObserveError(f"--kind {options.gather.kind}: {error}") from None
+        raise ObserveError(str(error)) from None
+    except TargetError as error:
         raise ObserveError(str(error)) from None
 
 
@@ -80,7 +110,9 @@ def _with_live_probes(options: RunOptions, snapshot: Snapshot, progress: Progres
             progress(f"not probing from {', '.join(sorted(unseen))}: not observed")
         names = ", ".join(p.vantage.name for p in usable) or "nowhere"
         progress(f"probing from {names}")
-        files = run_probes(facts, usable, options.probes.settings, progress)
+        files = run_probes(
+            facts, usable, options.probes.settings, progress, total_cap_s=options.probes.total_s
+        )
         if options.save_to is not None:
             try:
                 save_probes(files, options.save_to)

@@ -10,10 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from vipcheck.checks.base import Severity
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.settings import Settings
+from vipcheck.summaries import FindingKey, SummaryError, failure_keys, load_summary
+from vipcheck.waivers import Waiver, WaiverError, load_waivers
 
 DEFAULT_JSON = Path("reports") / "summary.json"
+DEFAULT_HTML = Path("reports") / "vipcheck.html"
 GATHER_PARALLEL = 32  # nodes gathered at once
 
 
@@ -28,6 +32,7 @@ class GatherOptions:
     ssh_identity_file: str | None = None
     sudo: bool = False
     connection: str | None = None
+    kind: str | None = None  # a kind cluster's name: its context and node containers
     node_map: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 60.0
     parallel: int = GATHER_PARALLEL
@@ -35,6 +40,8 @@ class GatherOptions:
     def describe(self) -> str:
         """Which cluster and which inventory, for meta.json and the report header."""
         parts = [f"kubeconfig {self.kubeconfig or '(default)'}"]
+        if self.kind:
+            parts.append(f"kind cluster {self.kind}")
         if self.context:
             parts.append(f"context {self.context}")
         if self.hosts:
@@ -51,6 +58,55 @@ class ProbeOptions:
     enabled: bool = True
     probe_from: tuple[str, ...] = ()
     settings: ProbeSettings = field(default_factory=ProbeSettings)
+    total_s: int = 600  # the whole probe's time cap (vipcheck.probing.TOTAL_CAP_S)
+
+
+class OptionError(Exception):
+    """An option whose value cannot be used: a usage error, in one line naming what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class GateOptions:
+    """What a failure means for the run, and the reports for people beside the JSON summary."""
+
+    waivers: tuple[Waiver, ...] = ()
+    waivers_file: Path | None = None
+    fail_on: Severity = Severity.WARNING
+    baseline: frozenset[FindingKey] | None = None
+    baseline_file: Path | None = None
+    html_path: Path = DEFAULT_HTML
+    fix_script: Path | None = None
+
+
+def gate_options(
+    *,
+    waivers_file: Path | None,
+    fail_on: str,
+    baseline_file: Path | None,
+    html_path: Path,
+    fix_script: Path | None,
+    known_checks: tuple[str, ...],
+) -> GateOptions:
+    """Validate the gate's options, reading the waivers and the baseline now, before any item."""
+    try:
+        severity = Severity(fail_on)
+    except ValueError:
+        choices = "|".join(s.value for s in Severity)
+        raise OptionError(f"--vipcheck-fail-on {fail_on!r}: expected {choices}") from None
+    try:
+        waivers = () if waivers_file is None else load_waivers(waivers_file, known_checks)
+        baseline = None if baseline_file is None else failure_keys(load_summary(baseline_file))
+    except (WaiverError, SummaryError) as error:
+        raise OptionError(str(error)) from None
+    return GateOptions(
+        waivers=waivers,
+        waivers_file=waivers_file,
+        fail_on=severity,
+        baseline=baseline,
+        baseline_file=baseline_file,
+        html_path=html_path,
+        fix_script=fix_script,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +119,7 @@ class RunOptions:
     json_path: Path = DEFAULT_JSON
     probes: ProbeOptions = field(default_factory=ProbeOptions)
     settings: Settings = field(default_factory=Settings)
+    gate: GateOptions = field(default_factory=GateOptions)
 
     def header(self) -> list[str]:
         """The run in three lines for the top of a report: target, thresholds, probes."""
@@ -88,5 +145,6 @@ class RunOptions:
         settings = self.probes.settings
         return (
             f"from {where}, {settings.timeout_s} s per connection, "
-            f"at most {settings.budget_s} s per vantage point and round"
+            f"at most {settings.budget_s} s per vantage point and round "
+            f"({self.probes.total_s} s in all for a large cluster)"
         )

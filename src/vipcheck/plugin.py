@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import sys
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,26 @@ from typing import Any
 import pytest
 from _pytest.config.findpaths import determine_setup
 
+from vipcheck import outputs
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
-from vipcheck.checks import check_by_id
+from vipcheck.checks import CHECKS_BY_ID, check_by_id
+from vipcheck.checks.base import Severity
 from vipcheck.facts import Facts
+from vipcheck.gate import Gate
+from vipcheck.kind import valid_kind_name
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.observe import ObserveError, observe
-from vipcheck.options import DEFAULT_JSON, GatherOptions, ProbeOptions, RunOptions
+from vipcheck.options import (
+    DEFAULT_HTML,
+    DEFAULT_JSON,
+    GATHER_PARALLEL,
+    GateOptions,
+    GatherOptions,
+    OptionError,
+    ProbeOptions,
+    RunOptions,
+    gate_options,
+)
 from vipcheck.report import Summary
 from vipcheck.settings import DEFAULTS, Settings, setting_help
 
@@ -39,6 +55,10 @@ PATH_OPTIONS = (
     "kubeconfig",
     "ssh_config",
     "ssh_identity_file",
+    "vipcheck_waivers",
+    "vipcheck_baseline",
+    "vipcheck_html",
+    "vipcheck_fix_script",
 )
 
 
@@ -50,6 +70,9 @@ class VipcheckSession:
     facts: Facts | None = None
     summary: Summary = field(default_factory=Summary)
     usage_errors: list[str] = field(default_factory=list)
+    tuned_gc: bool = False
+    gate: Gate = field(default_factory=Gate)
+    tally: outputs.FailureTally = field(default_factory=outputs.FailureTally)
 
 
 SESSION_KEY = pytest.StashKey[VipcheckSession]()
@@ -59,6 +82,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vipcheck", "vipcheck: kube-proxy IPVS datapath conformance")
     group.addoption("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
     group.addoption("--context", help="kubeconfig context to use (default: the current one)")
+    group.addoption(
+        "--kind",
+        metavar="NAME",
+        type=_kind_name,
+        help="a kind cluster: context kind-NAME, nodes its Docker containers (docker exec; "
+        "DOCKER_HOST and DOCKER_CONTEXT honoured)",
+    )
     group.addoption(
         "--vipcheck-node",
         action="append",
@@ -73,6 +103,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=60.0,
         metavar="SECONDS",
         help="per-node gathering timeout (default 60)",
+    )
+    group.addoption(
+        "--vipcheck-parallel",
+        type=_positive_count,
+        default=GATHER_PARALLEL,
+        metavar="N",
+        help=f"nodes gathered at once (default {GATHER_PARALLEL}); each has its own timeout",
     )
     group.addoption(
         "--save-snapshot", type=Path, metavar="DIR", help="also write what was gathered to DIR"
@@ -119,6 +156,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="time cap of one vantage point's probes per round; attempts past it are not made "
         f"(default {PROBE_DEFAULTS.budget_s})",
     )
+    group.addoption(
+        "--probe-total",
+        type=_positive_int,
+        default=ProbeOptions().total_s,
+        metavar="SECONDS",
+        help="time cap of the whole probe in a large cluster, whose Service ports are then "
+        f"dealt across node vantage points (default {ProbeOptions().total_s}; docs/probe.md)",
+    )
+    group.addoption(
+        "--vipcheck-waivers",
+        type=Path,
+        metavar="FILE",
+        help="YAML waivers (check, subject/node, reason, owner, expires): matching failures are "
+        "reported as waived until they expire (ini: vipcheck_waivers)",
+    )
+    group.addoption(
+        "--vipcheck-fail-on",
+        default=Severity.WARNING.value,
+        choices=[s.value for s in Severity],
+        help="lowest severity whose failures make the exit code 1; failures below it are shown "
+        "and counted (default warning)",
+    )
+    group.addoption(
+        "--vipcheck-baseline",
+        type=Path,
+        metavar="SUMMARY",
+        help="a JSON summary of an earlier run: fail only what is new against it",
+    )
+    group.addoption(
+        "--vipcheck-html",
+        type=Path,
+        default=DEFAULT_HTML,
+        metavar="FILE",
+        help=f"self-contained HTML report (default {DEFAULT_HTML})",
+    )
+    group.addoption(
+        "--vipcheck-fix-script",
+        type=Path,
+        metavar="FILE",
+        help="write a POSIX sh script of the failures' fix commands, for review (never run)",
+    )
+    parser.addini("vipcheck_waivers", "YAML waivers file (as --vipcheck-waivers)", default="")
     for name, text in setting_help().items():
         parser.addini(f"vipcheck_{name}", text, default=str(getattr(DEFAULTS, name)))
 
@@ -175,7 +254,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{PROBE_MARKER}: opens TCP connections to the target (deselect with -m 'not probe')",
     )
-    config.stash[SESSION_KEY] = VipcheckSession(_run_options(config))
+    options = _run_options(config)
+    gate = Gate(
+        waivers=options.gate.waivers,
+        baseline=options.gate.baseline,
+        baseline_source=str(options.gate.baseline_file),
+    )
+    session = config.stash[SESSION_KEY] = VipcheckSession(options, gate=gate)
+    thresholds = gc.get_threshold()
+    config.add_cleanup(lambda: _restore_gc(session, thresholds))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -211,8 +298,11 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     case: Case[Any] = request.param
     session = request.config.stash[SESSION_KEY]
     assert session.facts is not None  # parametrized only once observed
-    result = run_case(case, session.facts, session.options.settings)
+    result = session.gate.judge(run_case(case, session.facts, session.options.settings))
     session.summary.add(result)
+    request.node.user_properties.extend(outputs.junit_properties(result))
+    if result.outcome in (Outcome.WAIVED, Outcome.KNOWN):
+        pytest.skip("; ".join(result.notes))
     if result.outcome is Outcome.SKIPPED:
         pytest.skip(result.reason)
     if result.outcome is Outcome.ERROR:
@@ -221,24 +311,61 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     return result
 
 
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    """Waived and baseline-known items are their own category: neither passed nor skipped."""
+    category = outputs.gate_category(report)
+    return None if category is None else (category, category[0], category.upper())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, Any]:
+    """Count failures by whether their severity fails the run (--vipcheck-fail-on)."""
+    report = yield
+    if report.failed:
+        state = item.config.stash[SESSION_KEY]
+        state.tally.count(report, state.options.gate.fail_on)
+    return report
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Write the JSON summary of a session that ran suite tests (not of --collect-only)."""
     state = session.config.stash.get(SESSION_KEY, None)
+    if state is not None and state.tuned_gc:
+        # The parsed facts live until exit: spare them pytest's closing full collection.
+        gc.freeze()
     if state is None or state.facts is None or session.config.option.collectonly:
         return
     state.summary.write(state.options.json_path)
+    outputs.write_reports(state.options, state.facts, state.gate)
+    if session.exitstatus == pytest.ExitCode.TESTS_FAILED and state.tally.tolerated_only:
+        session.exitstatus = pytest.ExitCode.OK
     if state.facts.unobserved_nodes() and session.exitstatus == pytest.ExitCode.OK:
         # Never exit 0 with a node nobody saw, even when -k left out its node-observed item.
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say where the JSON summary went, after pytest's own summary."""
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """After pytest's own summary: failures grouped by check, and where the JSON went.
+
+    A run of 20,000 items can fail thousands; counted per check with the first few named, the
+    end of the output still says what is wrong where.
+    """
+    yield
     state = terminalreporter.config.stash.get(SESSION_KEY, None)
     if state is None or state.facts is None or terminalreporter.config.option.collectonly:
         return
+    grouped = state.summary.by_check()
+    if grouped:
+        terminalreporter.write_sep("=", "vipcheck: failures by check")
+        for line in grouped:
+            terminalreporter.write_line(line)
     target, totals = state.options.json_path, state.summary.totals_text()
+    for line in outputs.gate_lines(state.options, state.gate, state.tally):
+        terminalreporter.write_line(f"vipcheck: {line}")
     terminalreporter.write_line(f"vipcheck: JSON summary: {target} ({totals})")
+    for line in outputs.written_lines(state.options):
+        terminalreporter.write_line(f"vipcheck: {line}")
     unseen = sorted(state.facts.unobserved_nodes())
     if unseen:
         partial = sum(1 for r in state.summary.results if r.unseen and r.outcome is Outcome.PASSED)
@@ -256,11 +383,31 @@ def run_options(config: pytest.Config) -> RunOptions:
 def _observed(config: pytest.Config, session: VipcheckSession) -> Facts | None:
     """The session's facts, observed on first call; None once observing has failed."""
     if session.facts is None and not session.usage_errors:
+        _collect_garbage_rarely(config)
         try:
             session.facts = observe(session.options, lambda line: _print(config, line))
         except ObserveError as error:
             session.usage_errors.append(str(error))
     return session.facts
+
+
+# Parsed facts of a big cluster are millions of long-lived, acyclic objects: with the default
+# thresholds every full collection walks them all again, a third of a 20 x 1,000 replay.
+GC_THRESHOLDS = (100_000, 50, 1_000)
+
+
+def _collect_garbage_rarely(config: pytest.Config) -> None:
+    """Raise the collector's thresholds for this session (a vipcheck one); restored at its end."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    config.stash[SESSION_KEY].tuned_gc = True
+
+
+def _restore_gc(session: VipcheckSession, thresholds: tuple[int, int, int]) -> None:
+    """Undo _collect_garbage_rarely and the freeze at session finish, after pytest's own last
+    collection (this cleanup is registered in pytest_configure, before pytest's, so runs after)."""
+    if session.tuned_gc:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def _run_options(config: pytest.Config) -> RunOptions:
@@ -273,13 +420,15 @@ def _run_options(config: pytest.Config) -> RunOptions:
         gather=GatherOptions(
             kubeconfig=config.getoption("kubeconfig"),
             context=config.getoption("context"),
-            hosts=tuple(_split_commas(_hosts_given(config))),
+            hosts=tuple(_split_commas(_given_hosts(config))),
             ssh_config=config.getoption("ssh_config", None),
             ssh_identity_file=config.getoption("ssh_identity_file", None),
             sudo=bool(config.getoption("sudo", False)),
             connection=config.getoption("connection", None),
+            kind=_kind_option(config),
             node_map=dict(config.getoption("vipcheck_node")),
             timeout_s=config.getoption("vipcheck_timeout"),
+            parallel=config.getoption("vipcheck_parallel"),
         ),
         replay=replay,
         save_to=save_to,
@@ -287,19 +436,39 @@ def _run_options(config: pytest.Config) -> RunOptions:
         probes=ProbeOptions(
             enabled=not config.getoption("no_probe"),
             probe_from=tuple(_split_commas(config.getoption("probe_from"))),
+            total_s=config.getoption("probe_total"),
             settings=ProbeSettings(
                 timeout_s=config.getoption("probe_timeout"),
                 budget_s=config.getoption("probe_budget"),
             ),
         ),
         settings=_settings(config),
+        gate=_gate_options(config),
     )
 
 
-def _hosts_given(config: pytest.Config) -> list[str]:
-    """testinfra's --hosts: one comma-separated string (a list only if some plugin appends)."""
-    hosts: str | list[str] | None = config.getoption("hosts", None)
-    return [hosts] if isinstance(hosts, str) else list(hosts or [])
+def _gate_options(config: pytest.Config) -> GateOptions:
+    waivers: Path | None = config.getoption("vipcheck_waivers")
+    ini_waivers = str(config.getini("vipcheck_waivers") or "")
+    if waivers is None and ini_waivers:
+        waivers = (config.inipath.parent if config.inipath else config.rootpath) / ini_waivers
+    try:
+        return gate_options(
+            waivers_file=waivers,
+            fail_on=config.getoption("vipcheck_fail_on"),
+            baseline_file=config.getoption("vipcheck_baseline"),
+            html_path=config.getoption("vipcheck_html"),
+            fix_script=config.getoption("vipcheck_fix_script"),
+            known_checks=tuple(CHECKS_BY_ID),
+        )
+    except OptionError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def _given_hosts(config: pytest.Config) -> list[str]:
+    """testinfra's --hosts: one comma-separated string, not a list of specs."""
+    given: str | list[str] | None = config.getoption("hosts", None)
+    return [given] if isinstance(given, str) else list(given or [])
 
 
 def _split_commas(values: list[str]) -> list[str]:
@@ -318,6 +487,23 @@ def _settings(config: pytest.Config) -> Settings:
     return Settings(**values)
 
 
+def _kind_name(text: str) -> str:
+    why = valid_kind_name(text)
+    if why is not None:
+        raise pytest.UsageError(f"--kind {why}")
+    return text
+
+
+def _kind_option(config: pytest.Config) -> str | None:
+    """--kind NAME, which names the context and the nodes itself."""
+    name: str | None = config.getoption("kind")
+    if name is None:
+        return None
+    if config.getoption("context"):
+        raise pytest.UsageError(f"--kind {name} and --context exclude each other")
+    return name
+
+
 def _node_mapping(text: str) -> tuple[str, str]:
     host, sep, node = text.partition("=")
     if not sep or not host or not node:
@@ -333,6 +519,12 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise pytest.UsageError(f"must be more than 0 seconds: {text!r}")
     return value
+
+
+def _positive_count(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise pytest.UsageError(f"expected a whole number above 0: {text!r}")
+    return int(text)
 
 
 def _positive_int(text: str) -> int:

@@ -13,10 +13,11 @@ gathering layer's (vipcheck.gather.probes). Rounds:
 
 from __future__ import annotations
 
+import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vipcheck.expected import (
     ExpectedVirtualService,
@@ -122,22 +123,47 @@ def _directors(vip: _Vip, vantage: Vantage) -> list[str]:
     return [n for n in directors if n not in vip.fallback or n == vantage.node]
 
 
+# Large clusters: what one vantage point may do in one round, and the whole probe's time cap.
+CONNECT_S = 0.01  # a LAN connect, for the pace estimate: one attempt takes delay_s + CONNECT_S
+TOTAL_CAP_S = 600
+MAX_PARALLEL = 128  # vantage points probing at once in a large cluster: all of a 100-node one
+
+
+def connection_limit(settings: ProbeSettings) -> int:
+    """Connections one vantage point makes within its time cap at the probe's pace."""
+    return max(1, int(settings.budget_s / (settings.delay_s + CONNECT_S)))
+
+
 def plan_vips(
     facts: Facts, vantages: Iterable[Vantage], settings: ProbeSettings
 ) -> list[ProbeTarget]:
-    """Round 1: each vantage point to each VIP that has usable endpoints where it is handled."""
+    """Round 1: each vantage point to each VIP that has usable endpoints where it is handled.
+
+    When that is more than a vantage point can do within its time cap (a large cluster), the
+    budget policy applies instead (docs/probe.md): each Service port is dealt to one node
+    vantage point, which probes it fully (its NodePort on its own address), and every outside
+    host probes every Service port once per address (NodePorts at the dealt node's address),
+    with fewer attempts where its share would not fit.
+    """
     cluster = facts.cluster.cluster
-    targets = []
     vips = _vips(cluster)
+    vantages = list(vantages)
+    limit = connection_limit(settings)
+    large = len(vips) * MIN_ATTEMPTS > limit
+    keep = _dealt(vips, vantages, cluster) if large else None
+    targets = []
     for vantage in vantages:
+        mine = []
         for vip in vips:
+            if keep is not None and not keep(vantage, vip):
+                continue
             directors = _directors(vip, vantage)
             expected = frozenset().union(*(vip.expected.get(n, frozenset()) for n in directors))
             if not expected:
                 continue  # nothing should answer (no endpoints, or Local policy elsewhere)
             observed = [_observed_real_servers(facts, n, vip.address) for n in directors]
             count = max(len(expected), *(len(o) for o in observed)) if observed else len(expected)
-            targets.append(
+            mine.append(
                 ProbeTarget(
                     ProbeRound.VIP,
                     vantage.name,
@@ -147,7 +173,57 @@ def plan_vips(
                     vip.kind,
                 )
             )
+        targets += _within(mine, limit) if large else mine
     return targets
+
+
+def _dealt(
+    vips: Sequence[_Vip], vantages: Sequence[Vantage], cluster: Cluster
+) -> Callable[[Vantage, _Vip], bool]:
+    """Which (vantage point, VIP) pairs a large cluster probes: ports dealt round robin."""
+    ports = sorted({vip.service for vip in vips}, key=str)
+    nodes = [v.node for v in vantages if v.node is not None] or sorted(
+        n.name for n in cluster.nodes
+    )
+    owner = {port: nodes[i % len(nodes)] for i, port in enumerate(ports)} if nodes else {}
+
+    def keep(vantage: Vantage, vip: _Vip) -> bool:
+        dealt = owner.get(vip.service)
+        if vantage.node is not None and vantage.node != dealt:
+            return False
+        return vip.only_node is None or vip.only_node == dealt
+
+    return keep
+
+
+def _within(targets: list[ProbeTarget], limit: int) -> list[ProbeTarget]:
+    """A vantage point's targets with attempts scaled down to its connection limit, at least one
+    each: every VIP is still proven once, and the round's time cap grows to fit (probe_settings)."""
+    total = sum(t.attempts for t in targets)
+    if total <= limit:
+        return targets
+    return [replace(t, attempts=max(1, t.attempts * limit // total)) for t in targets]
+
+
+def round_settings(
+    targets: Sequence[ProbeTarget], settings: ProbeSettings, total_cap_s: int = TOTAL_CAP_S
+) -> ProbeSettings:
+    """The settings the VIP round runs with: as given, unless a vantage point's share needs more
+    time than its cap (a large cluster): then every vantage point runs at once, each capped by
+    what the largest share needs, within the total cap less one ordinary round (attribution's)."""
+    per_vantage: Counter[str] = Counter()
+    for target in targets:
+        per_vantage[target.vantage] += target.attempts
+    if not per_vantage or max(per_vantage.values()) <= connection_limit(settings):
+        return settings
+    parallel = max(settings.parallel, min(len(per_vantage), MAX_PARALLEL))
+    waves = math.ceil(len(per_vantage) / parallel)
+    needed = math.ceil(max(per_vantage.values()) * (settings.delay_s + CONNECT_S))
+    return replace(
+        settings,
+        budget_s=max(settings.budget_s, min(needed, (total_cap_s - settings.budget_s) // waves)),
+        parallel=parallel,
+    )
 
 
 def plan_real_servers(
@@ -219,6 +295,7 @@ def run_probes(
     progress: Progress,
     *,
     runner: NodeRunner = HOST_SPEC_RUNNER,
+    total_cap_s: int = TOTAL_CAP_S,
 ) -> dict[str, str]:
     """Probe the VIPs, then real servers behind failures, then re-read connection tables."""
     started = time.monotonic()
@@ -226,7 +303,10 @@ def run_probes(
     reach = {point.vantage.name: point.target for point in points}
     files: dict[str, str] = {}
     vip_targets = plan_vips(facts, vantages, settings)
-    files.update(run_round(ProbeRound.VIP, vip_targets, reach, settings, progress, runner=runner))
+    vip_settings = round_settings(vip_targets, settings, total_cap_s)
+    files.update(
+        run_round(ProbeRound.VIP, vip_targets, reach, vip_settings, progress, runner=runner)
+    )
     failed = failed_vip_targets(vip_targets, files)
     rs_targets = plan_real_servers(facts, vantages, failed)
     if rs_targets:
@@ -237,7 +317,7 @@ def run_probes(
         nodes = [point.target for point in points if point.vantage.node is not None]
         files.update(reread_connections(nodes, settings, progress, runner=runner))
     elapsed = round(time.monotonic() - started, 1)
-    plan = ProbePlan(tuple(vantages), (*vip_targets, *rs_targets), settings, elapsed)
+    plan = ProbePlan(tuple(vantages), (*vip_targets, *rs_targets), vip_settings, elapsed)
     files[PROBE_PLAN] = plan_as_json(plan)
     made = sum(
         line.startswith("ATTEMPT ") for name, text in files.items() if not name.startswith("after/")

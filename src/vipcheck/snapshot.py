@@ -8,7 +8,7 @@ the checks that need it, naming the file and the command that produces it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,10 +195,31 @@ def _read_probes(directory: Path) -> dict[str, str] | None:
     }
 
 
-def _read_known(directory: Path, known: Mapping[str, str]) -> dict[str, str]:
+def _read_known(directory: Path, known: Mapping[str, str]) -> Mapping[str, str]:
     if not directory.is_dir():
         return {}
-    return {name: _read(directory / name) for name in known if (directory / name).is_file()}
+    return _FilesOnDisk({name: directory / name for name in known if (directory / name).is_file()})
+
+
+class _FilesOnDisk(Mapping[str, str]):
+    """A snapshot directory's files, read when a fact parses them and not kept: at 100 nodes the
+    raw text alone was hundreds of MB beside the parsed facts. A file that vanished since the
+    snapshot was loaded raises SnapshotError then."""
+
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self._paths = dict(paths)
+
+    def __getitem__(self, name: str) -> str:
+        return _read(self._paths[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._paths
 
 
 def _read_missing(path: Path) -> dict[str, str]:

@@ -40,6 +40,17 @@ _COMMAND_BACKENDS = frozenset(
 # safe-ssh captures output in mktemp files on the node; gathering never writes there.
 _WRITING_BACKENDS = frozenset({"safe-ssh"})
 _SSH_CONNECT_TIMEOUT_S = 10
+# What `docker exec` itself prints when it could not run the script (exit 1, 126 or 127; on stdout
+# or stderr by version): a missing or stopped container, no /bin/sh, an unreachable daemon.
+_CONTAINER_BACKENDS = frozenset({"docker", "podman"})
+_EXEC_FAILURES = (
+    "Error response from daemon",
+    "Error: No such container",
+    "Error: no container with name",
+    "OCI runtime exec failed",
+    "Cannot connect to the Docker daemon",
+    "error during connect",
+)
 _HOST_KEYWORD = re.compile(r"^\s*host(?:\s*=\s*|\s+)(?P<patterns>.+?)\s*$", re.IGNORECASE)
 
 
@@ -227,7 +238,23 @@ def run_on(target: NodeTarget, script: str, timeout_s: float) -> RunResult:
     except OSError as error:
         raise TransportError(f"{target.describe()}: {error}") from None
     rc: int = result.rc
-    return RunResult(rc, _decode(result.stdout_bytes), _decode(result.stderr_bytes))
+    stdout, stderr = _decode(result.stdout_bytes), _decode(result.stderr_bytes)
+    if name in _CONTAINER_BACKENDS and rc != 0:
+        _raise_exec_failure(target, name, rc, stdout, stderr)
+    return RunResult(rc, stdout, stderr)
+
+
+def _raise_exec_failure(
+    target: NodeTarget, backend: str, rc: int, stdout: str, stderr: str
+) -> None:
+    """A container that could not run the script errors its node with the CLI's reason."""
+    for line in (*stderr.splitlines(), *stdout.splitlines()):
+        if any(mark in line for mark in (*_EXEC_FAILURES, f"{backend}: not found")):
+            reason = line.strip()
+            if "/bin/sh" in reason and "no such file" in reason:
+                reason = f"the container has no /bin/sh: {reason}"
+            message = f"{backend} exec failed (exit {rc}): {reason}"
+            raise TransportError(f"{target.describe()}: {message}")
 
 
 def _backend(target: NodeTarget, timeout_s: float) -> Any:

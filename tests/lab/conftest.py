@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 
 from fixtures.lab.errors import LabError
+from fixtures.lab.guest_script import Runtime
 from fixtures.lab.running import LabPool, RunningLab
 
 
 class FailingPool(LabPool):
     """A pool whose boot failures fail the asking test with the lab's own message."""
 
-    def get(self, scenario: str) -> RunningLab:
+    def get(self, scenario: str, runtime: Runtime = Runtime.SSH) -> RunningLab:
         try:
-            return super().get(scenario)
+            return super().get(scenario, runtime)
         except LabError as error:
             pytest.fail(f"lab {scenario} did not come up: {error}", pytrace=False)
 

@@ -13,11 +13,13 @@ import pytest
 
 from fixtures.lab.running import LabPool, RunningLab
 from vipcheck.gather import gather
+from vipcheck.gather.node_script import FALLBACK_FILES
 from vipcheck.options import GatherOptions
-from vipcheck.snapshot import NODE_FILES, Snapshot
+from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES, Snapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeTarget, RunResult
 
 NODES = ("node-1", "node-2", "node-3")
+MODERN_FILES = sorted(set(NODE_FILES) - FALLBACK_FILES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +80,7 @@ def gathered(lab: RunningLab) -> Gathered:
 def test_cluster_files_are_the_api_lists(gathered: Gathered, lab: RunningLab) -> None:
     snapshot = gathered.snapshot
     assert snapshot.cluster_error is None
-    assert sorted(snapshot.cluster) == sorted(
-        ["services.json", "endpointslices.json", "nodes.json", "kube-proxy.json"]
-    )
+    assert sorted(snapshot.cluster) == sorted(CLUSTER_FILES)
     services = json.loads(snapshot.cluster["services.json"])
     assert services["kind"] == "ServiceList"
     api = lab.api_get("/api/v1/services")
@@ -99,7 +99,8 @@ def test_every_node_gives_every_file(gathered: Gathered) -> None:
         observed = snapshot.nodes[node]
         assert observed.error is None, observed.error
         assert observed.missing == {}
-        assert sorted(observed.files) == sorted(NODE_FILES)
+        # A modern node needs no fallback: it gives every file the node script asks first.
+        assert sorted(observed.files) == sorted(MODERN_FILES)
         assert "TCP" in observed.files["ipvsadm-Ln.txt"]
         assert observed.files["proc-ip_vs.txt"].startswith("IP Virtual Server version")
         assert "net.ipv4.vs.conntrack" in observed.files["sysctl.txt"]
@@ -111,7 +112,7 @@ def test_one_round_trip_per_node(gathered: Gathered) -> None:
     assert gathered.round_trips == dict.fromkeys(NODES, 1)
     gathered_lines = [line for line in gathered.progress if ": gathered " in line]
     assert len(gathered_lines) == len(NODES)
-    assert all(f"gathered {len(NODE_FILES)} files in " in line for line in gathered_lines)
+    assert all(f"gathered {len(MODERN_FILES)} files in " in line for line in gathered_lines)
 
 
 def test_gathering_changes_nothing_on_the_node(gathered: Gathered) -> None:

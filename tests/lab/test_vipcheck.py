@@ -38,6 +38,8 @@ def run_vipcheck(lab: RunningLab, out: Path, *extra: str) -> tuple[int, dict[str
             "--kubeconfig", str(lab.workdir / "kubeconfig"),
             "--ssh-config", str(extra[0] if extra else lab.workdir / "ssh_config"),
             "--vipcheck-json", str(summary),
+            # The lab runs under software emulation: a 2 s connect timeout flakes on a busy host.
+            "--probe-timeout", "5",
             "-q", "-rfE",
         ],
         capture_output=True, text=True, timeout=300, check=False, cwd=out,

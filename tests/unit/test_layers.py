@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "vipcheck"
-LOWER = sorted([*(SRC / "gather").rglob("*.py"), SRC / "transport.py"])
+LOWER = sorted([*(SRC / "gather").rglob("*.py"), SRC / "transport.py", SRC / "kind.py"])
 ABOVE = (
     "vipcheck.facts",
     "vipcheck.expected",

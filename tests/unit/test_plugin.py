@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -229,3 +230,52 @@ def test_handshake_test_names_carry_the_topic_word(pytester: pytest.Pytester) ->
     lines = [line for line in result.outlines if "::" in line]
     assert len(lines) == HANDSHAKES
     assert all("test_handshake_through_vip[" in line for line in lines)
+
+
+def test_the_run_ends_with_failures_grouped_by_check(pytester: pytest.Pytester) -> None:
+    result = run_suites(pytester, "--from-snapshot", str(RECORDED), "-q", "--tb=no")
+    grouped = result.outlines.index(next(line for line in result.outlines if "by check" in line))
+    short = next(i for i, line in enumerate(result.outlines) if "short test summary" in line)
+    assert grouped > short  # after pytest's own list, so the end of the output says it
+    result.stdout.fnmatch_lines(
+        [
+            "*vipcheck: failures by check*",
+            "ipvs-real-servers-match-endpoints ?critical?: 1 failed of * service port item(s), "
+            "on 3 nodes (node-1, node-2, node-3)",
+            "    failed: default/redis:6379/TCP",
+            "ipvs-tcpfin-timeout ?warning?: 3 failed of 3 node item(s), on 3 nodes "
+            "(node-1, node-2, node-3)",
+        ]
+    )
+
+
+def test_vipcheck_parallel_bounds_gathering_and_is_validated(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "from vipcheck.plugin import run_options\n\n"
+        "def pytest_report_header(config):\n"
+        "    return f'gather parallel {run_options(config).gather.parallel}'\n"
+    )
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    given = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--vipcheck-parallel", "3")
+    given.stdout.fnmatch_lines(["gather parallel 3"])
+    default = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    default.stdout.fnmatch_lines(["gather parallel 32"])
+    for bad in ("0", "-2", "many"):
+        refused = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--vipcheck-parallel", bad
+        )
+        assert refused.ret == pytest.ExitCode.USAGE_ERROR
+        refused.stderr.fnmatch_lines([f"*whole number above 0: '{bad}'*"])
+
+
+def test_a_session_leaves_the_garbage_collector_as_it_found_it(pytester: pytest.Pytester) -> None:
+    before = gc.get_threshold()
+    summary = pytester.path / "summary.json"
+    result = pytester.runpytest_inprocess(
+        str(SUITES_DIR), "-p", "no:cacheprovider", "--from-snapshot", str(RECORDED), "-q",
+        "--vipcheck-json", str(summary),
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert summary.exists()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

@@ -53,6 +53,10 @@ class Violation:
     expected: str
     fix: str
     evidence: tuple[str, ...] = ()
+    # The fix as data, for the fix script: shell commands to run on `node`, and cluster-level
+    # commands (kubectl) a person reviews and runs. `fix` stays the text a person reads.
+    commands: tuple[str, ...] = ()
+    cluster_commands: tuple[str, ...] = ()
 
 
 class Subject(Protocol):

@@ -28,7 +28,7 @@ def check_no_stuck_syn_recv(
     node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
     stuck: defaultdict[tuple[HostPort, HostPort], list[Connection]] = defaultdict(list)
-    for connection in node.connections:
+    for connection in node.syn_recv_connections:
         if connection.protocol == "TCP" and connection.state is ConnState.SYN_RECV:
             stuck[connection.virtual, connection.destination].append(connection)
     violations = []

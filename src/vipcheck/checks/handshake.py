@@ -283,7 +283,7 @@ def _syn_recv(vip: HostPort, facts: Facts) -> list[str]:
     for name, node in facts.nodes.items():
         try:
             after = facts.probes.connections_after(name)
-            table: Iterable[Connection] = after if after is not None else node.connections
+            table: Iterable[Connection] = after if after is not None else node.syn_recv_connections
             when = "after probing" if after is not None else "when gathered"
             stuck = [
                 c

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
 from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
-from vipcheck.model.cluster import Cluster, IPAddress, Node, ProxyMode, ServicePortKey
+from vipcheck.model.cluster import (
+    Cluster,
+    IPAddress,
+    KubeRelease,
+    Node,
+    ProxyMode,
+    ServicePortKey,
+)
 from vipcheck.model.node import Interfaces, Protocol
 
 KUBE_IPVS0 = "kube-ipvs0"
@@ -69,15 +77,117 @@ def ipvsadm_service_option(protocol: Protocol) -> str:
 
 def expected_for_port(
     cluster: Cluster, node: NodeFacts, subject: ServicePortKey
-) -> list[ExpectedVirtualService]:
-    """The VSs a correct kube-proxy keeps on the node for this one Service port."""
-    return [
-        expected
-        for expected in expected_virtual_services(
-            cluster, node.name, node_port_candidates(node, cluster.node(node.name))
-        )
-        if expected.port_key == subject
-    ]
+) -> tuple[ExpectedVirtualService, ...]:
+    """The VSs a correct kube-proxy keeps on the node for this one Service port.
+
+    The node's whole expected state is computed once and indexed by Service port: checks run
+    once per Service port, and recomputing it per call cost Services^2 x nodes. The index is
+    keyed by everything the expected state depends on (_expected_inputs).
+    """
+    # The Cluster by identity: hashing one hashes every Service. Facts hand out one Cluster.
+    computed_for, inputs = node.derive(
+        ("expected-inputs", id(cluster)), lambda: (cluster, _expected_inputs(cluster, node))
+    )
+    if computed_for is not cluster:
+        inputs = _expected_inputs(cluster, node)
+    computed_for, by_port = node.derive(
+        ("expected-by-port", inputs), lambda: (cluster, _expected_by_port(cluster, node, inputs))
+    )
+    if computed_for is not cluster:
+        by_port = _expected_by_port(cluster, node, inputs)
+    return by_port.get(subject, ())
+
+
+@dataclass(frozen=True, slots=True)
+class _ExpectedInputs:
+    """What a node's expected state depends on beyond the Cluster's Services, EndpointSlices and
+    kube-proxy config (the Cluster, by identity): the node's name, its own addresses (the NodePort
+    candidates and node-address externalIPs), its kube-proxy release (which rules apply), its
+    zone label and primary IPs (topology hints, nodePortAddresses: primary)."""
+
+    cluster: int
+    node: str
+    addresses: tuple[IPAddress, ...]
+    release: KubeRelease | None
+    zone: str | None
+    primary_ips: tuple[IPAddress, ...]
+    # Hashed once: the key is looked up once per node and Service port.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = (self.cluster, self.node, self.addresses, self.release, self.zone, self.primary_ips)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def _expected_inputs(cluster: Cluster, node: NodeFacts) -> _ExpectedInputs:
+    node_object = cluster.node(node.name)
+    return _ExpectedInputs(
+        cluster=id(cluster),
+        node=node.name,
+        addresses=node_port_candidates(node, node_object),
+        release=cluster.kube_proxy_release(node.name),
+        zone=None if node_object is None else node_object.zone,
+        primary_ips=() if node_object is None else node_object.primary_ips,
+    )
+
+
+_Expected = tuple[ExpectedVirtualService, ...]
+
+
+@dataclass
+class _Shared:
+    """For the last Cluster seen (by identity): one copy of each port's expected VSs, and the
+    first node's index, which the other nodes share where they agree (ClusterIPs under policy
+    Cluster: nearly every port), keeping only where they differ (their NodePorts)."""
+
+    cluster: Cluster | None = None
+    copies: dict[_Expected, _Expected] = field(default_factory=dict)
+    common: dict[ServicePortKey, _Expected] = field(default_factory=dict)
+
+    def of(self, cluster: Cluster) -> _Shared:
+        if self.cluster is not cluster:
+            self.cluster, self.copies, self.common = cluster, {}, {}
+        return self
+
+
+_SHARED = _Shared()
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeExpected:
+    """One node's expected VSs per Service port: its own where it differs, else the common."""
+
+    own: Mapping[ServicePortKey, _Expected]
+    common: Mapping[ServicePortKey, _Expected]
+
+    def get(self, key: ServicePortKey, default: _Expected) -> _Expected:
+        found = self.own.get(key)
+        return found if found is not None else self.common.get(key, default)
+
+
+def _expected_by_port(cluster: Cluster, node: NodeFacts, inputs: _ExpectedInputs) -> _NodeExpected:
+    grouped: defaultdict[ServicePortKey, list[ExpectedVirtualService]] = defaultdict(list)
+    for expected in expected_virtual_services(cluster, node.name, inputs.addresses):
+        grouped[expected.port_key].append(expected)
+    shared = _SHARED.of(cluster)
+    mine = {key: shared.copies.setdefault(found, found) for key, found in _as_tuples(grouped)}
+    if not shared.common:
+        shared.common = mine
+        return _NodeExpected({}, mine)
+    if mine.keys() != shared.common.keys():
+        return _NodeExpected(mine, {})  # other ports than the first node: nothing to share
+    own = {key: found for key, found in mine.items() if shared.common[key] is not found}
+    return _NodeExpected(own, shared.common)
+
+
+def _as_tuples(
+    grouped: Mapping[ServicePortKey, list[ExpectedVirtualService]],
+) -> Iterator[tuple[ServicePortKey, tuple[ExpectedVirtualService, ...]]]:
+    for key, found in grouped.items():
+        yield key, tuple(found)
 
 
 def node_port_candidates(node: NodeFacts, node_object: Node | None) -> tuple[IPAddress, ...]:

@@ -78,6 +78,8 @@ def check_real_servers_match_endpoints(
                     fix=f"on {name}: {mismatch.command}; then restart kube-proxy there: "
                     f"{restart_kube_proxy(name)}",
                     evidence=tuple(_raw_lines(observed)),
+                    commands=(mismatch.command,),
+                    cluster_commands=(restart_kube_proxy(name),),
                 )
                 for mismatch in mismatches
             ]
@@ -88,9 +90,11 @@ def check_real_servers_match_endpoints(
 
 def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list[_Mismatch]:
     """What is wrong with one VS's real servers, each with the command that repairs it."""
+    present = {HostPort(rs.address, rs.port) for rs in observed.real_servers}
+    if present == expected.real_servers and all(rs.weight for rs in observed.real_servers):
+        return []  # the common case, decided before any message is formatted
     mismatches: list[_Mismatch] = []
     service = f"{ipvsadm_service_option(expected.protocol)} {_address(expected)}"
-    present = {HostPort(*rs.key) for rs in observed.real_servers}
     for rs in observed.real_servers:
         endpoint = HostPort(*rs.key)
         if endpoint in expected.real_servers:

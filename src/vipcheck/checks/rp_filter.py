@@ -115,6 +115,7 @@ def check_rp_filter(subject: InterfaceSubject, facts: Facts, settings: Settings)
                 *(f"{key} = {values[name]}" for name, key in keys.items()),
                 f"interfaces from {node.interfaces.link_source or node.interfaces.addr_source}",
             ),
+            commands=tuple(f"sysctl -w {key}=2" for key in strict),
         )
     ]
 

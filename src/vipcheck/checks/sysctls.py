@@ -59,6 +59,8 @@ class SysctlEquals:
                 fix=f"on {node.name}: sysctl -w {self.key}={self.value}, persist it in "
                 f"/etc/sysctl.d/, then restart kube-proxy there: {restart_kube_proxy(node.name)}",
                 evidence=(f"{self.key} = {observed}",),
+                commands=(f"sysctl -w {self.key}={self.value}",),
+                cluster_commands=(restart_kube_proxy(node.name),),
             )
         ]
 
@@ -83,6 +85,7 @@ def check_tcp_tw_recycle_off(
             fix=f"on {node.name}: sysctl -w {TW_RECYCLE}=0, and delete it from /etc/sysctl.conf "
             f"and /etc/sysctl.d/*.conf (grep -r tcp_tw_recycle /etc/sysctl.conf /etc/sysctl.d)",
             evidence=(f"{TW_RECYCLE} = {value}",),
+            commands=(f"sysctl -w {TW_RECYCLE}=0",),
         )
     ]
 

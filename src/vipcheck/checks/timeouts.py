@@ -39,6 +39,8 @@ def check_tcpfin_timeout(subject: NodeSubject, facts: Facts, settings: Settings)
             f"and restart kube-proxy on {node.name}: {restart_kube_proxy(node.name)}; stop-gap "
             f"on {node.name}: ipvsadm --set 0 {limit} 0 (0 leaves tcp and udp unchanged)",
             evidence=(_timeout_line(timeouts),),
+            commands=(f"ipvsadm --set 0 {limit} 0",),
+            cluster_commands=(EDIT_CONFIG, restart_kube_proxy(node.name)),
         )
     ]
 
@@ -78,6 +80,8 @@ def check_timeouts_match_kube_proxy_config(
             "(0 leaves a value unchanged); then find what changed them (keepalived lvs_timeouts, "
             "a cron ipvsadm --set, a module reload)",
             evidence=(_timeout_line(timeouts),),
+            commands=(f"ipvsadm --set {set_args}",),
+            cluster_commands=(restart_kube_proxy(node.name),),
         )
     ]
 

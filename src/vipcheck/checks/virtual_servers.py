@@ -40,15 +40,19 @@ def check_virtual_servers_complete(
 
     def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
         violations: list[Violation | NotShown] = []
-        restart = (
-            f"restart kube-proxy there and read its log for bind or ipset errors: "
-            f"{restart_kube_proxy(name)}"
-        )
+        table = node.ipvs
         for expected in expected_for_port(cluster, node, subject):
-            observed = node.ipvs.get(expected.key)
-            if observed is None and node.ipvs.partial:
+            observed = table.get(expected.key)
+            wrong = [] if observed is None else _attribute_mismatches(expected, observed)
+            if observed is not None and not wrong:
+                continue  # the common case, decided before any message is formatted
+            if observed is None and table.partial:
                 violations.append(not_in_paste(node, _name(expected)))
                 continue
+            restart = (
+                f"restart kube-proxy there and read its log for bind or ipset errors: "
+                f"{restart_kube_proxy(name)}"
+            )
             if observed is None:
                 violations.append(
                     Violation(
@@ -61,7 +65,6 @@ def check_virtual_servers_complete(
                     )
                 )
                 continue
-            wrong = _attribute_mismatches(expected, observed)
             if wrong:
                 violations.append(
                     Violation(
@@ -129,8 +132,11 @@ def check_no_orphan_virtual_servers(
     node = facts.nodes[subject.node]
     require_ipvs_mode(facts.cluster)
     # Services and kube-proxy's excludeCIDRs explain a VS; endpoints and Nodes need not be read.
-    explanations = explain_virtual_services(
-        Cluster(services=facts.cluster.services, kube_proxy=facts.cluster.kube_proxy_or_none)
+    explanations = facts.cluster.derive(
+        "virtual-service-explanations",
+        lambda: explain_virtual_services(
+            Cluster(services=facts.cluster.services, kube_proxy=facts.cluster.kube_proxy_or_none)
+        ),
     )
     violations = []
     for service in node.ipvs.services:

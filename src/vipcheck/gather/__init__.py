@@ -7,7 +7,9 @@ cannot be reached, or that no spec names, is kept with the reason, never dropped
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Protocol
 
 from vipcheck.gather.cluster import ClusterError, gather_cluster
@@ -16,7 +18,14 @@ from vipcheck.options import GatherOptions
 from vipcheck.parse import ParseError
 from vipcheck.parse.kube import parse_nodes
 from vipcheck.snapshot import NodeSnapshot, Snapshot, new_meta
-from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, Resolution, resolve_targets
+from vipcheck.transport import (
+    HOST_SPEC_RUNNER,
+    NodeRunner,
+    NodeTarget,
+    Resolution,
+    TargetError,
+    resolve_targets,
+)
 
 Progress = Callable[[str], None]
 
@@ -36,19 +45,28 @@ def gather(
     runner: NodeRunner = HOST_SPEC_RUNNER,
     read_cluster: ClusterReader = gather_cluster,
 ) -> Snapshot:
-    """Observe the cluster, then its nodes; an unreadable API still lets the given hosts be read."""
-    cluster: dict[str, str] = {}
-    cluster_error = None
-    try:
-        cluster = read_cluster(options.kubeconfig, options.context, progress)
-    except ClusterError as error:
-        cluster_error = str(error)
-        progress(f"cluster not read: {cluster_error}")
+    """Observe the cluster and its nodes; an unreadable API still lets the given hosts be read.
+
+    With --hosts the specs are known before the API answers, so they are gathered while it is
+    listed, and paired with nodes afterwards (a spec that is no node was read for nothing and is
+    dropped); otherwise the API's node list says which nodes to gather, so it comes first.
+    """
+    early = _early_targets(options)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipcheck-api") as api:
+        listing = api.submit(_read_cluster, read_cluster, options, progress)
+        gathered = _gather(early, options, progress, runner)
+        cluster, cluster_error = listing.result()
     names, resolution = resolve(options, cluster.get("nodes.json"))
     _report_unpaired(resolution, names, progress)
-    observed = gather_nodes(
-        resolution.targets, options.timeout_s, progress, parallel=options.parallel, runner=runner
-    )
+    by_spec = {target.spec: gathered[target.node] for target in early}
+    later = [target for target in resolution.targets if target.spec not in by_spec]
+    observed = _gather(later, options, progress, runner)
+    observed |= {
+        target.node: replace(by_spec[target.spec], name=target.node)
+        for target in resolution.targets
+        if target.spec in by_spec
+    }
+    observed = {t.node: observed[t.node] for t in resolution.targets}
     nodes = {
         name: observed.get(name) or NodeSnapshot(name, error=resolution.reasons[name])
         for name in (*names, *(n for n in observed if n not in names))
@@ -57,6 +75,35 @@ def gather(
     if resolution.unknown:
         meta["unknown_hosts"] = list(resolution.unknown)
     return Snapshot(cluster, nodes, meta, cluster_error)
+
+
+def _read_cluster(
+    read_cluster: ClusterReader, options: GatherOptions, progress: Progress
+) -> tuple[dict[str, str], str | None]:
+    """The cluster files, or none and why the API could not be read."""
+    try:
+        return read_cluster(options.kubeconfig, options.context, progress), None
+    except ClusterError as error:
+        progress(f"cluster not read: {error}")
+        return {}, str(error)
+
+
+def _early_targets(options: GatherOptions) -> tuple[NodeTarget, ...]:
+    """The --hosts specs, named provisionally (mapped name or host), to gather before pairing."""
+    if not options.hosts:
+        return ()
+    try:
+        return resolve(options, None)[1].targets
+    except TargetError:
+        return ()  # two specs for one host: pairing with the API's nodes reports it
+
+
+def _gather(
+    targets: Sequence[NodeTarget], options: GatherOptions, progress: Progress, runner: NodeRunner
+) -> dict[str, NodeSnapshot]:
+    return gather_nodes(
+        targets, options.timeout_s, progress, parallel=options.parallel, runner=runner
+    )
 
 
 def resolve(options: GatherOptions, nodes_json: str | None) -> tuple[list[str], Resolution]:
@@ -72,6 +119,10 @@ def resolve(options: GatherOptions, nodes_json: str | None) -> tuple[list[str], 
         sudo=options.sudo,
         connection=options.connection,
     )
+    if options.kind is not None and resolution.not_given:
+        reason = f"not given: no Docker container of kind cluster {options.kind} is named so"
+        reasons = {**resolution.reasons, **dict.fromkeys(resolution.not_given, reason)}
+        resolution = replace(resolution, reasons=reasons)
     return names, resolution
 
 

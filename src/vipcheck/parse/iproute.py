@@ -10,6 +10,7 @@ Four sources, each read into the same records and merged by name:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -87,6 +88,13 @@ def _json_kind(item: Mapping[str, object]) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _interface(text: str) -> IPInterface:
+    """Cached: every node's kube-ipvs0 holds the same thousands of Service addresses, and an
+    interface address object (with its network) is several hundred bytes."""
+    return ip_interface(text)
+
+
 def _json_addresses(item: Mapping[str, object], source: str) -> list[IPInterface]:
     """The inet/inet6 addresses with prefix, e.g. 10.96.0.20/32 on kube-ipvs0."""
     entries = item.get("addr_info", [])
@@ -97,7 +105,7 @@ def _json_addresses(item: Mapping[str, object], source: str) -> list[IPInterface
         if not isinstance(entry, dict) or "local" not in entry:
             continue
         try:
-            addresses.append(ip_interface(f"{entry['local']}/{entry.get('prefixlen')}"))
+            addresses.append(_interface(f"{entry['local']}/{entry.get('prefixlen')}"))
         except ValueError as error:
             raise ParseError(source, None, f"{item['ifname']}: {error}") from None
     return addresses
@@ -226,7 +234,7 @@ def _text_address(words: list[str], source: str, line: int) -> IPInterface:
         prefix = peer.partition("/")[2]
         local = f"{local}/{prefix}" if prefix else local
     try:
-        return ip_interface(local)
+        return _interface(local)
     except ValueError as error:
         raise ParseError(source, line, f"{words[1]!r} is not an address: {error}") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import shlex
 import socket
@@ -31,12 +32,14 @@ VERSION_LINE = re.compile(r"IP Virtual Server version (?P<version>\S+) \(size=(?
 _HOST_PORT = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>\d{1,3}(?:\.\d{1,3}){3})):(?P<port>\d{1,5})"
 )
+_INTEGER = re.compile(r"-?\d+")
 _NUMBER = re.compile(r"\d+[KMGT]?")  # print_largenum() abbreviates unless --exact
 _SCHEDULER = re.compile(r"[a-z][a-z0-9_]*")
 _TIMEOUT = re.compile(r"Timeout \(tcp tcpfin udp\): (?P<tcp>\d+) (?P<fin>\d+) (?P<udp>\d+)")
 _EXPIRE = re.compile(r"(?P<minutes>\d+):(?P<seconds>[0-5]\d)")
 CONNECTION_PROTOCOL = re.compile(r"TCP|UDP|SCTP|IP|ICMP|ICMPv6|IP_\d+")  # ip_vs_proto_name()
 _FWD_NAMES = frozenset(method.value for method in FwdMethod)
+_FWD_BY_NAME = {method.value: method for method in FwdMethod}
 _LIST_HINT = "use `ipvsadm -Ln` (numeric): without -n, names replace addresses and ports"
 _CONN_HINT = "use `ipvsadm -Lnc` (numeric): without -n, names replace addresses and ports"
 
@@ -65,6 +68,11 @@ class Paste:
     gaps: list[int] = field(default_factory=list)  # elisions (`...`, grep's `--`) within output
 
 
+def _maybe_prompt(stripped: str) -> bool:
+    """Whether the prompt pattern could match: it needs a `#`, `$` or `%` (a cheap test first)."""
+    return "#" in stripped or "$" in stripped or "%" in stripped
+
+
 def read_paste(text: str, source: str) -> Paste:
     """Output lines, skipping the prompts, commands, banners and gaps of pastes, which it keeps."""
     paste = Paste()
@@ -77,7 +85,7 @@ def read_paste(text: str, source: str) -> Paste:
             if paste.lines:
                 paste.gaps.append(number)
             continue
-        prompt = _PROMPT.match(stripped)
+        prompt = _PROMPT.match(stripped) if _maybe_prompt(stripped) else None
         if prompt is not None:
             if stripped[prompt.end() :].strip():
                 paste.commands.append((number, stripped[prompt.end() :].strip()))
@@ -85,7 +93,7 @@ def read_paste(text: str, source: str) -> Paste:
         if not paste.lines and _COMMAND.search(stripped):
             paste.commands.append((number, stripped))
             continue
-        banner = _ANSIBLE_BANNER.fullmatch(stripped)
+        banner = _ANSIBLE_BANNER.fullmatch(stripped) if " | " in stripped else None
         if banner:
             if banner_host is not None and banner["host"] != banner_host:
                 raise ParseError(
@@ -156,17 +164,25 @@ def paste_partial(paste: Paste, version_seen: bool) -> tuple[str | None, bool]:
 
 def parse_host_port(token: str, source: str, line: int, hint: str) -> HostPort:
     """`10.96.0.20:6379` or `[fd00::1]:80`; anything else is non-numeric output, refused."""
-    match = _HOST_PORT.fullmatch(token)
-    if match is None:
-        raise ParseError(source, line, f"{token!r} is not a numeric address:port; {hint}")
     try:
-        address = ip_address(match["v6"] or match["v4"])
+        host_port = _numeric_host_port(token)
     except ValueError as error:
         raise ParseError(source, line, f"{token!r}: {error}") from None
-    port = int(match["port"])
-    if port > 65535:
-        raise ParseError(source, line, f"{token!r}: port {port} is out of range")
-    return HostPort(address, port)
+    if host_port is None:
+        raise ParseError(source, line, f"{token!r} is not a numeric address:port; {hint}")
+    if host_port.port > 65535:
+        raise ParseError(source, line, f"{token!r}: port {host_port.port} is out of range")
+    return host_port
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _numeric_host_port(token: str) -> HostPort | None:
+    """The address:port a token names, or None; cached, as every node lists the same endpoints,
+    which then share one HostPort (and one address object) across nodes."""
+    match = _HOST_PORT.fullmatch(token)
+    if match is None:
+        return None
+    return HostPort(ip_address(match["v6"] or match["v4"]), int(match["port"]))
 
 
 class _Layout(enum.Enum):
@@ -177,6 +193,9 @@ class _Layout(enum.Enum):
     COUNTERS = "--stats or --rate counters"
     THRESHOLDS = "Uthreshold Lthreshold ActiveConn InActConn"
     PERSISTENT_CONN = "Weight PersistConn ActiveConn InActConn"
+
+
+_COLUMNS_NEEDED = {_Layout.NORMAL: 4, _Layout.THRESHOLDS: 4, _Layout.PERSISTENT_CONN: 4}
 
 
 def _title_layout(words: list[str]) -> _Layout | None:
@@ -321,14 +340,22 @@ def _service_options(service: PendingService, words: list[str]) -> None:
 
 def _integer(word: str, column: str, source: str, number: int) -> int:
     """One integer column, or a ParseError naming the column."""
-    if not re.fullmatch(r"-?\d+", word):
+    if word.isascii() and word.isdigit():
+        return int(word)
+    if not _INTEGER.fullmatch(word):
         raise ParseError(source, number, f"expected {column} to be an integer, got {word!r}")
     return int(word)
 
 
-def _real_server(number: int, line: str, layout: _Layout, source: str) -> RealServer:
+def _real_server(
+    number: int, line: str, layout: _Layout, source: str, split: list[str] | None = None
+) -> RealServer:
     """Parses `  -> 10.244.3.10:6379  Masq 1 0 5` in whichever layout the title announced."""
-    words = line.split()[1:]
+    if layout is _Layout.NORMAL:
+        fast = _plain_real_server(line)
+        if fast is not None:
+            return fast
+    words = (split or line.split())[1:]
     if not words:
         raise ParseError(source, number, "expected an address after `->`")
     host_port = parse_host_port(words[0], source, number, _LIST_HINT)
@@ -336,7 +363,7 @@ def _real_server(number: int, line: str, layout: _Layout, source: str) -> RealSe
     if layout is _Layout.UNKNOWN:
         counters = bool(columns) and _NUMBER.fullmatch(columns[0]) is not None
         layout = _Layout.COUNTERS if counters else _Layout.NORMAL
-    needed = {_Layout.NORMAL: 4, _Layout.THRESHOLDS: 4, _Layout.PERSISTENT_CONN: 4}.get(layout, 1)
+    needed = _COLUMNS_NEEDED.get(layout, 1)
     if len(columns) < needed:
         raise ParseError(source, number, f"expected {layout.value} after {words[0]}: {line!r}")
     fwd_method = weight = active = inactive = None
@@ -345,7 +372,7 @@ def _real_server(number: int, line: str, layout: _Layout, source: str) -> RealSe
             raise ParseError(
                 source, number, f"unknown forward method {columns[0]!r}, expected Masq/Local/..."
             )
-        fwd_method = FwdMethod(columns[0])
+        fwd_method = _FWD_BY_NAME[columns[0]]
         weight = _integer(columns[1], "Weight", source, number)
     elif layout is _Layout.PERSISTENT_CONN:
         weight = _integer(columns[0], "Weight", source, number)
@@ -361,6 +388,37 @@ def _real_server(number: int, line: str, layout: _Layout, source: str) -> RealSe
         weight=weight,
         active_conns=active,
         inact_conns=inactive,
+        raw=line,
+    )
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _plain_real_server(line: str) -> RealServer | None:
+    """The common line, `-> ADDR:PORT Masq 1 0 5` with plain numbers, without the general path
+    (a 100-node table is millions of them); None sends anything else down the general path.
+
+    Cached by line: nodes list the same real servers, idle ones with the same `0 0` counters,
+    so identical lines across nodes become one (immutable) RealServer.
+    """
+    words = line.split()[1:]
+    if len(words) != 5:
+        return None
+    host_port = _numeric_host_port(words[0])
+    method = _FWD_BY_NAME.get(words[1])
+    if host_port is None or method is None or host_port.port > 65535:
+        return None
+    weight, active, inactive = words[2], words[3], words[4]
+    if not (weight.isdigit() and active.isdigit() and inactive.isdigit()):
+        return None
+    if not (weight.isascii() and active.isascii() and inactive.isascii()):
+        return None
+    return RealServer(
+        address=host_port.address,
+        port=host_port.port,
+        fwd_method=method,
+        weight=int(weight),
+        active_conns=int(active),
+        inact_conns=int(inactive),
         raw=line,
     )
 
@@ -383,7 +441,7 @@ def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
         if words[0] in ("-A", "-a"):
             _rule_line(number, words, source, services, rules)
             continue
-        version_match = VERSION_LINE.fullmatch(stripped)
+        version_match = VERSION_LINE.fullmatch(stripped) if stripped[0] == "I" else None
         if version_match:
             this = (version_match["version"], int(version_match["size"]))
             if version is not None and this != version:
@@ -408,7 +466,7 @@ def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
         elif words[0] == "->":
             if not services:
                 raise ParseError(source, number, "a real-server line before any service line")
-            services[-1].real_servers.append(_real_server(number, line, layout, source))
+            services[-1].real_servers.append(_real_server(number, line, layout, source, words))
         elif words[0] in {"TCP", "UDP", "SCTP", "FWM"}:
             service, layout = _service_line(number, line, layout, source)
             services.append(service)

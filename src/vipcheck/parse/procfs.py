@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 from ipaddress import IPv4Address, IPv6Address
@@ -37,9 +38,15 @@ _ALL_ONES_V4 = 0xFFFFFFFF
 def _address(text: str, source: str, line: int) -> IPAddress:
     """`0A600014` (IPv4, host order) or `fd00:0000:...` (%pI6, uncompressed)."""
     try:
-        return IPv4Address(int(text, 16)) if ":" not in text else IPv6Address(text)
+        return _hex_address(text)
     except ValueError as error:
         raise ParseError(source, line, f"{text!r} is not an address: {error}") from None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _hex_address(text: str) -> IPAddress:
+    """Cached: a connection table names the same VIPs and pods over and over."""
+    return IPv4Address(int(text, 16)) if ":" not in text else IPv6Address(text)
 
 
 def _host_port(token: str, source: str, line: int) -> HostPort:

@@ -18,11 +18,12 @@ def parse_sysctl(text: str, source: str) -> Sysctls:
     values: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or _IGNORED.fullmatch(line.strip()):
+        stripped = line.strip()
+        if not stripped or (stripped[0] == "s" and _IGNORED.fullmatch(stripped)):
             continue
         key, equals, value = line.partition("=")
         key = key.strip()
-        if not equals or not key or any(blank in key for blank in " \t"):
+        if not equals or not key or " " in key or "\t" in key:
             raise ParseError(
                 source, number, f"expected `key = value` from `sysctl -a`, got {line!r}"
             )

@@ -167,7 +167,39 @@ def test_gather_reports_nodes_not_given(fake: FakeNodes) -> None:
     assert snapshot.meta["unknown_hosts"] == ["ssh://stray"]
     assert snapshot.meta["target"] == "kubeconfig kc, hosts ssh://10.0.0.11,ssh://stray"
     assert any(line.startswith("--hosts ssh://stray: matches no node") for line in lines)
-    assert fake.calls == {"node-1": 1}
+    # Every spec is gathered while the API is listed, under its host name until paired.
+    assert fake.calls == {"10.0.0.11": 1, "stray": 1}
+
+
+def test_hosts_are_gathered_while_the_api_is_listed(fake: FakeNodes) -> None:
+    cluster = {"nodes.json": nodes_json(("node-1", "10.0.0.11"), ("node-4", "10.0.0.14"))}
+    gathered = threading.Event()
+
+    class Watching(FakeNodes):
+        def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+            result = super().run(target, script, timeout_s)
+            gathered.set()
+            return result
+
+    def slow_api(*_args: object) -> dict[str, str]:
+        assert gathered.wait(5), "no node was gathered while the API was being listed"
+        return cluster
+
+    options = GatherOptions(hosts=("ssh://10.0.0.11", "ssh://10.0.0.14"))
+    snapshot = gather(options, lambda _line: None, runner=Watching(), read_cluster=slow_api)
+    assert list(snapshot.nodes) == ["node-1", "node-4"]
+    assert snapshot.nodes["node-4"].name == "node-4"
+    assert snapshot.nodes["node-4"].files == {"uname.txt": "6.1.0-25-amd64\n"}
+
+
+def test_without_hosts_the_api_says_which_nodes_to_gather(fake: FakeNodes, tmp_path: Any) -> None:
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host node-*\n  User root\nHost client\n")
+    cluster = {"nodes.json": nodes_json(("node-1", "10.0.0.11"))}
+    options = GatherOptions(ssh_config=str(ssh_config))
+    snapshot = gather(options, lambda _line: None, runner=fake, read_cluster=lambda *_a: cluster)
+    assert list(snapshot.nodes) == ["node-1"]
+    assert fake.calls == {"node-1": 1}  # not the client, which is no node
 
 
 def test_unreadable_cluster_still_gathers_the_hosts(fake: FakeNodes) -> None:

@@ -1,0 +1,334 @@
+"""`make bench`: replay synthetic snapshots of growing size and check the scale targets.
+
+Each replay is the public command in its own process (`vipcheck --from-snapshot DIR`), measured
+for wall time and peak RSS (os.wait4's rusage of that child), beside a floor measured in the same
+run on the same files (bench.floor: read every file, split every line). Absolute limits leave
+headroom for a shared 2-core machine; the ratios are what noise does not move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench.synth import Shape, expected_failures, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = ((5, 300), (20, 1000), (50, 2500), (100, 5000))
+MILLION = 1_000_000
+MILLION_BASE = (20, 1000)
+GIB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """The issue's targets, for the largest size unless said otherwise."""
+
+    wall_s: float = 60.0
+    floor_ratio: float = 25.0
+    peak_rss: int = GIB
+    exponent: float = 1.15
+    million_added_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One process: wall and CPU seconds, peak RSS in bytes, exit status (None: timed out)."""
+
+    wall_s: float
+    peak_rss: int
+    rc: int | None
+    cpu_s: float = 0.0
+
+
+@dataclass
+class Row:
+    """One replay beside its floor, and whether exactly the injected faults failed."""
+
+    shape: Shape
+    service_ports: int
+    replay: Measured
+    floor: Measured
+    items: int = 0
+    failed: set[tuple[str, str]] = field(default_factory=set)
+    expected: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def work(self) -> int:
+        return self.shape.nodes * self.service_ports
+
+    @property
+    def ratio(self) -> float:
+        return self.replay.wall_s / self.floor.wall_s
+
+    @property
+    def cpu_ratio(self) -> float:
+        """The same ratio in CPU seconds: what the shared machine's load moves least."""
+        return self.replay.cpu_s / max(self.floor.cpu_s, 0.01)
+
+    @property
+    def faults_ok(self) -> bool:
+        return self.replay.rc == 1 and self.failed == self.expected
+
+
+def measure(argv: list[str], log: Path, timeout_s: float) -> Measured:
+    """Run argv with its output to log; wall time and the child's own peak RSS."""
+    started = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                wall = time.monotonic() - started
+                process.returncode = os.waitstatus_to_exitcode(status)
+                # ru_maxrss is in KiB on Linux.
+                cpu = usage.ru_utime + usage.ru_stime
+                return Measured(wall, usage.ru_maxrss * 1024, process.returncode, cpu)
+            if time.monotonic() - started > timeout_s:
+                os.killpg(process.pid, signal.SIGKILL)
+                _, _, usage = os.wait4(process.pid, 0)
+                process.returncode = -9
+                return Measured(time.monotonic() - started, usage.ru_maxrss * 1024, None)
+            time.sleep(0.02)
+
+
+def snapshot(shape: Shape, workdir: Path, progress: bool = True) -> Path:
+    """The shape's snapshot, generated once and kept under workdir/snapshots."""
+    directory = workdir / "snapshots" / shape.name
+    done = directory.with_suffix(".done")
+    if not done.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        if progress:
+            print(f"bench: generating {shape.nodes} x {shape.services} ({directory})", flush=True)
+        generate(shape, directory)
+        done.touch()
+    return directory
+
+
+def service_ports(shape: Shape) -> int:
+    """Service ports of the shape (every Service one, a two_port_share of them two)."""
+    return shape.services + int(shape.services * shape.two_port_share)
+
+
+def run_shape(shape: Shape, workdir: Path, timeout_s: float) -> Row:
+    directory = snapshot(shape, workdir)
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    floor = measure(
+        [sys.executable, "-m", "bench.floor", str(directory)], logs / f"{shape.name}.floor", 600
+    )
+    summary = workdir / "summaries" / f"{shape.name}.json"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.unlink(missing_ok=True)
+    vipcheck = Path(sys.executable).with_name("vipcheck")
+    argv = [
+        str(vipcheck),
+        "--from-snapshot",
+        str(directory),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--vipcheck-json",
+        str(summary),
+    ]
+    replay = measure(argv, logs / f"{shape.name}.replay", timeout_s)
+    row = Row(shape, service_ports(shape), replay, floor, expected=expected_failures(shape))
+    if summary.exists():
+        document = json.loads(summary.read_text())
+        row.items = sum(document["totals"].values())
+        row.failed = {
+            (result["check"], result["subject"])
+            for result in document["results"]
+            if result["outcome"] == "failed"
+        }
+    return row
+
+
+SELECTIONS = (
+    ("-k node-001", ["-k", "node-001"]),
+    ('-m "not probe" -k tcpfin', ["-m", "not probe", "-k", "tcpfin"]),
+)
+
+
+def select(shape: Shape, workdir: Path, timeout_s: float) -> list[tuple[str, Measured]]:
+    """Replays of a few items out of the largest size's: what -k and -m cost at 20,000 items."""
+    directory = snapshot(shape, workdir)
+    vipcheck = Path(sys.executable).with_name("vipcheck")
+    measured = []
+    for index, (text, options) in enumerate(SELECTIONS):
+        argv = [str(vipcheck), "--from-snapshot", str(directory), "-p", "no:cacheprovider", "-q"]
+        argv += [*options, "--vipcheck-json", str(workdir / "summaries" / f"select-{index}.json")]
+        measured.append((text, measure(argv, workdir / "logs" / f"select-{index}", timeout_s)))
+    return measured
+
+
+def exponent(smaller: Row, larger: Row) -> float:
+    """Growth of wall time against nodes x Service ports between two sizes."""
+    return math.log(larger.replay.wall_s / smaller.replay.wall_s) / math.log(
+        larger.work / smaller.work
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.0f} MiB"
+
+
+def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -> list[str]:
+    """Print the table and return the targets missed."""
+    print()
+    header = (
+        f"{'nodes x Services':>17} {'ports':>6} {'items':>6} {'wall':>8} {'cpu':>7} "
+        f"{'peak RSS':>9} {'floor':>7} {'ratio':>6} {'cpu ratio':>9} {'exp':>5}  faults"
+    )
+    print(header)
+    missed = []
+    previous = None
+    for row in rows:
+        shown = f"{row.shape.nodes} x {row.shape.services}"
+        grow = f"{exponent(previous, row):5.2f}" if previous and row.replay.rc is not None else ""
+        wall = f"{row.replay.wall_s:7.1f}s" if row.replay.rc is not None else "timeout"
+        faults = "exact" if row.faults_ok else _fault_text(row)
+        print(
+            f"{shown:>17} {row.service_ports:>6} {row.items:>6} {wall:>8} "
+            f"{row.replay.cpu_s:6.1f}s {_mib(row.replay.peak_rss):>9} {row.floor.wall_s:6.1f}s "
+            f"{row.ratio:6.1f} {row.cpu_ratio:9.1f} {grow:>5}  {faults}"
+        )
+        if not row.faults_ok:
+            missed.append(f"{shown}: not exactly the injected faults failed ({faults})")
+        if previous is not None and row.replay.rc is not None:
+            growth = exponent(previous, row)
+            if growth > targets.exponent:
+                missed.append(f"{shown}: growth exponent {growth:.2f} > {targets.exponent}")
+        previous = row
+    largest = rows[-1] if rows else None
+    if largest is not None:
+        shown = f"{largest.shape.nodes} x {largest.shape.services}"
+        checks = (
+            (largest.replay.wall_s <= targets.wall_s, f"wall <= {targets.wall_s:.0f} s"),
+            (largest.ratio <= targets.floor_ratio, f"<= {targets.floor_ratio:.0f}x the floor"),
+            (largest.replay.peak_rss <= targets.peak_rss, f"peak RSS <= {_mib(targets.peak_rss)}"),
+        )
+        for ok, text in checks:
+            print(f"target {shown}: {text}: {'met' if ok else 'MISSED'}")
+            if not ok:
+                missed.append(f"{shown}: {text}")
+    if million is not None:
+        base, big = million
+        added = big.replay.wall_s - base.replay.wall_s
+        ok = big.replay.rc is not None and added <= targets.million_added_s and big.faults_ok
+        print(
+            f"target one node with {MILLION:,} connection entries ({base.shape.nodes} x "
+            f"{base.shape.services}): {big.replay.wall_s:.1f} s against "
+            f"{base.replay.wall_s:.1f} s, "
+            f"adds {added:.1f} s (<= {targets.million_added_s:.0f} s), peak "
+            f"{_mib(big.replay.peak_rss)}: {'met' if ok else 'MISSED'}"
+        )
+        if not ok:
+            missed.append(f"a million connection entries add {added:.1f} s")
+    return missed
+
+
+def _fault_text(row: Row) -> str:
+    if row.replay.rc is None:
+        return "not finished"
+    extra = sorted(row.failed - row.expected)
+    lost = sorted(row.expected - row.failed)
+    return f"rc {row.replay.rc}; unexpected {extra[:3]}; not failed {lost[:3]}"
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    pairs = []
+    for item in text.split(","):
+        nodes, _, services = item.partition("x")
+        pairs.append((int(nodes), int(services)))
+    return tuple(pairs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".bench")
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=SIZES,
+        help="NODESxSERVICES[,...] (default: 5x300,20x1000,50x2500,100x5000)",
+    )
+    parser.add_argument("--timeout", type=float, default=900.0, help="per replay, seconds")
+    parser.add_argument(
+        "--no-million", action="store_true", help="skip the million-connection replay"
+    )
+    parser.add_argument(
+        "--no-selection", action="store_true", help="skip the -k/-m replays of the largest size"
+    )
+    args = parser.parse_args(argv)
+    targets = Targets()
+    rows = []
+    for nodes, services in args.sizes:
+        shape = Shape(nodes, services)
+        print(f"bench: replaying {nodes} x {services}", flush=True)
+        rows.append(run_shape(shape, args.workdir, args.timeout))
+    million = None
+    if not args.no_million:
+        base = next((r for r in rows if (r.shape.nodes, r.shape.services) == MILLION_BASE), None)
+        if base is None:
+            base = run_shape(Shape(*MILLION_BASE), args.workdir, args.timeout)
+        shape = replace(base.shape, big_table_node=0, big_table=MILLION)
+        print(f"bench: replaying {shape.nodes} x {shape.services}, one node with {MILLION:,} "
+              "connection entries", flush=True)  # fmt: skip
+        million = (base, run_shape(shape, args.workdir, args.timeout))
+    selection = None
+    if rows and not args.no_selection:
+        largest = rows[-1]
+        print(f"bench: selecting with -k and -m in {largest.shape.nodes} x "
+              f"{largest.shape.services}", flush=True)  # fmt: skip
+        selection = select(largest.shape, args.workdir, args.timeout)
+    missed = report(rows, million, targets)
+    if selection is not None:
+        for text, measured in selection:
+            print(
+                f"selection {text}: {measured.wall_s:.1f} s, {_mib(measured.peak_rss)} "
+                f"(the full replay: {rows[-1].replay.wall_s:.1f} s)"
+            )
+    results: dict[str, Any] = {
+        "rows": [
+            {
+                "nodes": r.shape.nodes,
+                "services": r.shape.services,
+                "service_ports": r.service_ports,
+                "items": r.items,
+                "wall_s": round(r.replay.wall_s, 2),
+                "peak_rss": r.replay.peak_rss,
+                "floor_s": round(r.floor.wall_s, 2),
+                "ratio": round(r.ratio, 2),
+                "cpu_s": round(r.replay.cpu_s, 2),
+                "floor_cpu_s": round(r.floor.cpu_s, 2),
+                "cpu_ratio": round(r.cpu_ratio, 2),
+                "faults_exact": r.faults_ok,
+            }
+            for r in rows
+        ],
+        "missed": missed,
+    }
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    (args.workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if missed:
+        print("bench: targets missed:\n  " + "\n  ".join(missed))
+        return 1
+    print("bench: every target met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

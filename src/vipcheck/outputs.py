@@ -1,0 +1,174 @@
+"""What the plugin's hooks hand over at the end of a run: JUnit properties, the gate's terminal
+lines, the exit-code tally, and the HTML report and fix script written from the JSON summary.
+
+The reports are rendered from the JSON summary as written (read back), so they show exactly what
+dashboards and `vipcheck diff` see, and no second copy of the results is kept during the run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from vipcheck.cases import Outcome, Result
+from vipcheck.checks.base import Severity
+from vipcheck.fix_script import reach_targets, render_fix_script
+from vipcheck.gate import Gate, blocks
+from vipcheck.html_report import ReportContext, render_html
+from vipcheck.summaries import load_summary
+
+if TYPE_CHECKING:
+    import pytest
+
+    from vipcheck.facts import Facts
+    from vipcheck.options import RunOptions
+
+GATE_CATEGORIES = (Outcome.WAIVED.value, Outcome.KNOWN.value)
+SHOWN_WAIVED = 20  # waived items listed in the terminal; the rest are in the JSON and HTML
+
+
+def junit_properties(result: Result) -> list[tuple[str, str]]:
+    """The result's check, severity and outcome, and its waiver: JUnit <properties> per test."""
+    check = result.case.check
+    properties = [
+        ("vipcheck_check", check.id),
+        ("vipcheck_severity", check.severity.value),
+        ("vipcheck_outcome", result.outcome.value),
+    ]
+    if result.waiver is not None:
+        waiver = result.waiver
+        properties += [
+            ("vipcheck_waiver_reason", waiver.reason),
+            ("vipcheck_waiver_owner", waiver.owner),
+            ("vipcheck_waiver_expires", waiver.expires.isoformat()),
+            ("vipcheck_waiver_source", waiver.source),
+        ]
+    properties += [("vipcheck_note", note) for note in result.notes]
+    return properties
+
+
+def gate_category(report: pytest.TestReport) -> str | None:
+    """`waived` or `known` for the skip the gate made of a failure; None for anything else."""
+    if not report.skipped:
+        return None
+    outcome = dict(report.user_properties).get("vipcheck_outcome")
+    return outcome if outcome in GATE_CATEGORIES else None
+
+
+@dataclass
+class FailureTally:
+    """Failed reports: those that fail the run, and those below --vipcheck-fail-on, by severity."""
+
+    blocking: int = 0
+    tolerated: Counter[str] = field(default_factory=Counter)
+
+    def count(self, report: pytest.TestReport, fail_on: Severity) -> None:
+        severity = dict(report.user_properties).get("vipcheck_severity")
+        # Only a check's own failure (call phase) can be tolerated; an ERROR never is.
+        if report.when == "call" and severity and not blocks(Severity(str(severity)), fail_on):
+            self.tolerated[str(severity)] += 1
+        else:
+            self.blocking += 1
+
+    @property
+    def tolerated_only(self) -> bool:
+        return self.blocking == 0 and sum(self.tolerated.values()) > 0
+
+
+def gate_lines(options: RunOptions, gate: Gate, tally: FailureTally) -> Iterator[str]:
+    """What the gate did, for the end of the terminal output."""
+    for check, subject, waiver in gate.waived[:SHOWN_WAIVED]:
+        yield (
+            f"waived: {check} {subject}: {waiver.reason} "
+            f"({waiver.owner}, until {waiver.expires.isoformat()})"
+        )
+    if len(gate.waived) > SHOWN_WAIVED:
+        yield f"... and {len(gate.waived) - SHOWN_WAIVED} more waived (see the JSON summary)"
+    for waiver in gate.unmatched():
+        state = "expired, " if not waiver.live(gate.today) else ""
+        yield f"waiver matched nothing in this run ({state}remove it?): {waiver.describe()}"
+    if gate.baseline is not None:
+        yield (
+            f"baseline {options.gate.baseline_file}: carried {gate.carried} known "
+            f"failure(s); only new failures fail"
+        )
+    if tally.tolerated:
+        counts = ", ".join(f"{n} {severity}" for severity, n in sorted(tally.tolerated.items()))
+        yield (
+            f"{sum(tally.tolerated.values())} failure(s) below --vipcheck-fail-on="
+            f"{options.gate.fail_on} ({counts}): shown and counted, not failing the run"
+        )
+
+
+def written_lines(options: RunOptions) -> Iterator[str]:
+    yield f"HTML report: {options.gate.html_path}"
+    if options.gate.fix_script is not None:
+        yield (
+            f"fix script: {options.gate.fix_script} (review it; it prints what it would do, "
+            "and runs the node commands only with --apply)"
+        )
+
+
+def write_reports(options: RunOptions, facts: Facts, gate: Gate) -> None:
+    """The HTML report, and the fix script when asked, from the JSON summary just written."""
+    summary = load_summary(options.json_path)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    context = ReportContext(
+        target=options.header()[0].removeprefix("vipcheck target: "),
+        created=now,
+        version=vipcheck_version(),
+        snapshot=_snapshot_text(options),
+        fail_on=options.gate.fail_on.value,
+        unmatched_waivers=tuple(w.describe() for w in gate.unmatched()),
+        baseline=None if options.gate.baseline_file is None else str(options.gate.baseline_file),
+    )
+    html_path = options.gate.html_path
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(render_html(summary, context))
+    script = options.gate.fix_script
+    if script is not None:
+        targets = reach_targets(options.gather, _node_addresses(facts))
+        text = render_fix_script(summary, targets, generated=now, target=context.target)
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(text)
+        script.chmod(0o755)
+
+
+def vipcheck_version() -> str:
+    try:
+        return version("vipcheck")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _snapshot_text(options: RunOptions) -> str:
+    if options.replay is not None:
+        try:
+            meta = json.loads((options.replay / "meta.json").read_text())
+            taken = f", taken {meta['created']} by vipcheck {meta.get('vipcheck', '?')}"
+        except (OSError, ValueError, KeyError, TypeError):
+            taken = ""  # a hand-made snapshot need not have meta.json
+        return f"replayed from {options.replay}{taken}"
+    if options.save_to is not None:
+        return f"live, saved to {options.save_to}"
+    return "live, not saved (--save-snapshot DIR keeps the evidence)"
+
+
+def _node_addresses(facts: Facts) -> dict[str, list[str]]:
+    """Each node's InternalIPs and hostname, to pair --hosts specs with nodes as gathering did."""
+    try:
+        nodes = facts.cluster.nodes
+    except Exception:
+        return {name: [] for name in facts.nodes}
+    addresses = {
+        node.name: [*(str(ip) for ip in node.internal_ips), *filter(None, [node.hostname])]
+        for node in nodes
+    }
+    for name in facts.nodes:
+        addresses.setdefault(name, [])
+    return addresses

@@ -1,0 +1,149 @@
+"""vipcheck --kind on the kind-shaped lab: nodes are containers under dockerd, reached with
+docker exec; the failures are the SSH form's, and broken containers error their nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from fixtures.lab.connect import connect_attempts
+from fixtures.lab.guest_script import Runtime
+from fixtures.lab.running import KIND_CLUSTER, LabPool, RunningLab
+from tests.lab.test_vipcheck import EXPECTED_FAILURES, TCPFIN, outcomes
+
+Failures = set[tuple[str, str, str | None]]
+# The docker exec wrapper: logs which container ran what kind of script, then runs the real CLI.
+COUNTING_DOCKER = """#!/bin/sh
+case "$1 $*" in
+exec*uname.txt*) echo "gather $2" >> "$DOCKER_CALLS" ;;
+exec*) echo "other $2" >> "$DOCKER_CALLS" ;;
+esac
+exec {docker} "$@"
+"""
+
+
+@pytest.fixture(scope="module")
+def docker_cli() -> str:
+    docker = shutil.which("docker")
+    if docker is None:
+        if os.environ.get("VIPCHECK_REQUIRE_LAB"):
+            pytest.fail("VIPCHECK_REQUIRE_LAB is set but there is no docker CLI (make deps)")
+        pytest.skip("the kind-shaped lab needs a docker CLI (make deps installs one)")
+    return docker
+
+
+def kind_names(lab: RunningLab) -> dict[str, str]:
+    """SSH-form node names (node-1, ...) to this lab's kind names, in scenario order."""
+    return {f"node-{i}": node.name for i, node in enumerate(lab.scenario.nodes, start=1)}
+
+
+def run_kind(
+    lab: RunningLab, out: Path, docker: str, *extra: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], str, list[str]]:
+    """vipcheck --kind with the lab's DOCKER_HOST, through a docker that counts its execs."""
+    bin_dir = out / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "docker"
+    wrapper.write_text(COUNTING_DOCKER.format(docker=docker))
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    calls = out / "docker-calls"
+    calls.unlink(missing_ok=True)
+    summary = out / "summary.json"
+    environment = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "DOCKER_HOST": lab.docker_host,
+        "DOCKER_CALLS": str(calls),
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "vipcheck.cli",
+            "--kind", KIND_CLUSTER,
+            "--kubeconfig", str(lab.workdir / "kubeconfig"),
+            "--vipcheck-json", str(summary),
+            "-q", "-rfE", *extra,
+        ],
+        capture_output=True, text=True, timeout=300, check=False, cwd=out, env=environment,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    loaded = json.loads(summary.read_text()) if summary.exists() else {}
+    logged = calls.read_text().splitlines() if calls.exists() else []
+    return result.returncode, loaded, output, logged
+
+
+@pytest.mark.parametrize("scenario", ["seed-incidents", "healthy"])
+def test_kind_nodes_fail_as_ssh_nodes_do(
+    labs: LabPool, docker_cli: str, scenario: str, tmp_path: Path
+) -> None:
+    lab = labs.get(scenario, Runtime.DOCKER)
+    names = kind_names(lab)
+    api = lab.scenario.service("default", "api")
+    # As in the SSH form: the client's handshakes leave SYN_RECV where rp_filter drops them.
+    connect_attempts(lab.workdir / "ssh_config", "client", str(api.cluster_ip), 80, count=2)
+    code, summary, output, calls = run_kind(
+        lab, tmp_path, docker_cli,
+        "--hosts", "ssh://client", "--ssh-config", str(lab.workdir / "ssh_config"),
+    )  # fmt: skip
+    # A kind node image has no ipvsadm: the IPVS timeouts cannot be read there, so the tcpfin
+    # items skip naming it, and every other failure is the SSH form's, on the same nodes.
+    expected = {
+        (check, subject.replace(node, names[node]) if node else subject, names.get(node or ""))
+        for check, subject, node in cast(Failures, EXPECTED_FAILURES[scenario]) - TCPFIN
+    }
+    assert outcomes(summary, "failed") == expected, output
+    assert outcomes(summary, "error") == set(), output
+    tcpfin = [r for r in summary["results"] if r["check"] == "ipvs-tcpfin-timeout"]
+    assert tcpfin, output
+    assert all(r["outcome"] == "skipped" and "ipvsadm" in r["message"] for r in tcpfin), tcpfin
+    assert code == (1 if expected else 0), output
+    # Gathering is one docker exec per node; probing adds its own rounds.
+    assert sorted(line for line in calls if line.startswith("gather ")) == sorted(
+        f"gather {node.name}" for node in lab.scenario.nodes
+    ), calls
+
+
+def test_broken_containers_error_their_nodes_and_bad_targets_exit_4(
+    labs: LabPool, docker_cli: str, tmp_path: Path
+) -> None:
+    lab = labs.get("healthy", Runtime.DOCKER)
+    control_plane, worker, worker2 = (node.name for node in lab.scenario.nodes)
+    env = {**os.environ, "DOCKER_HOST": lab.docker_host}
+    # Runs last on this lab (it breaks two of its nodes): one loses /bin/sh, one stops.
+    for command in (
+        ["exec", worker2, "/usr/bin/dash", "-c", "rm /bin/sh"],
+        ["stop", "-t", "1", worker],
+    ):
+        subprocess.run([docker_cli, *command], env=env, check=True, capture_output=True)
+    code, summary, output, _ = run_kind(lab, tmp_path, docker_cli, "--no-probe")
+    assert code == 1, output
+    errors: dict[str | None, list[str]] = {}
+    for result in summary["results"]:
+        if result["outcome"] == "error":
+            errors.setdefault(result["node"], []).append(result["message"])
+    # Node items error on the broken nodes; Service items (node None) name them both.
+    assert set(errors) == {worker, worker2, None}, output
+    no_shell = "docker exec failed (exit 126): the container has no /bin/sh"
+    stopped = "docker exec failed (exit 1): Error response from daemon: Container "
+    assert all(no_shell in message for message in errors[worker2]), errors[worker2]
+    assert all(stopped in m and "is not running" in m for m in errors[worker]), errors[worker]
+    assert outcomes(summary, "failed") == set(), output
+    assert any(r["node"] == control_plane and r["outcome"] == "passed" for r in summary["results"])
+    assert "Traceback" not in output
+
+    unreachable = {"DOCKER_HOST": "tcp://127.0.0.1:9"}
+    for extra, docker_env, line in (
+        ((), unreachable, "--kind lab: Docker daemon unreachable (DOCKER_HOST=tcp://127.0.0.1:9)"),
+        (("--kind", "nope"), {}, "--kind nope: no Docker containers labelled"),
+    ):
+        code, _, output, _ = run_kind(lab, tmp_path, docker_cli, *extra, env=docker_env)
+        assert code == 4, output
+        assert line in output, output
