@@ -129,12 +129,18 @@ def test_broken_containers_error_their_nodes_and_bad_targets_exit_4(
     for result in summary["results"]:
         if result["outcome"] == "error":
             errors.setdefault(result["node"], []).append(result["message"])
-    # Node items error on the broken nodes; Service items (node None) name them both.
-    assert set(errors) == {worker, worker2, None}, output
+    # Each broken node is one problem, its node-observed item, with docker's own reason.
+    assert {node: len(messages) for node, messages in errors.items()} == {worker: 1, worker2: 1}
+    observed = {r["node"]: r["check"] for r in summary["results"] if r["outcome"] == "error"}
+    assert set(observed.values()) == {"node-observed"}, output
     no_shell = "docker exec failed (exit 126): the container has no /bin/sh"
     stopped = "docker exec failed (exit 1): Error response from daemon: Container "
     assert all(no_shell in message for message in errors[worker2]), errors[worker2]
     assert all(stopped in m and "is not running" in m for m in errors[worker]), errors[worker]
+    # The Service-port items judge the node that was seen and name the two that were not.
+    unseen = [r for r in summary["results"] if r["node"] is None and r.get("unseen_nodes")]
+    assert unseen, output
+    assert all(set(r["unseen_nodes"]) == {worker, worker2} for r in unseen), output
     assert outcomes(summary, "failed") == set(), output
     assert any(r["node"] == control_plane and r["outcome"] == "passed" for r in summary["results"])
     assert "Traceback" not in output
