@@ -10,7 +10,9 @@ prints it (the connection table can be large), framed so it comes back byte for 
 
 The newline before `===vipcheck:error` / `===vipcheck:rc` belongs to the frame, not the output.
 What the node cannot produce is one line, `===vipcheck:missing=<name>:<why>`. ipvsadm is not run
-when /proc/net/ip_vs is absent: it would load the ip_vs module, and gathering only reads.
+when /proc/net/ip_vs is absent: it would load the ip_vs module, and gathering only reads. The
+script's last line is `===vipcheck:end`: an output without it was cut off, even exactly between
+two frames, where every frame read is whole and nothing else would tell.
 
 Old and small nodes get fallbacks, each run only where the preferred command cannot: `ip addr show`
 and `ip -d link show` text where `ip -j` is unknown (iproute2 before 4.14, busybox; busybox's `ip`
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vipcheck.snapshot import NODE_FILES
 
@@ -35,6 +37,7 @@ FILE = PREFIX + "file="
 ERROR = PREFIX + "error="
 RC = PREFIX + "rc="
 MISSING = PREFIX + "missing="
+END = PREFIX + "end"
 _FRAME_END = "\n" + PREFIX
 
 _PREAMBLE = """\
@@ -171,7 +174,7 @@ def build_node_script(
                 "    :\n" if why is None else f"    vipcheck_missing {quoted} {shlex.quote(why)}\n"
             )
         parts.append(f"else\n    {run}\nfi\n")
-    parts.append("exit 0\n")
+    parts.append(f"printf '%s\\n' {shlex.quote(END)}\nexit 0\n")
     return "".join(parts)
 
 
@@ -185,6 +188,9 @@ class NodeFrames:
     files: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    # Whether the script's end marker was read: without it the output was cut somewhere.
+    complete: bool = False
+    last: str | None = None  # the last file named, whole or not, where a cut output stops
 
 
 def split_node_output(stdout: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -200,16 +206,19 @@ def split_node_frames(stdout: str) -> NodeFrames:
     """Cut the script's output back into files, missing reasons and notes on partial outputs."""
     frames = NodeFrames()
     files, missing = frames.files, frames.missing
-    position = 0
+    position, last = 0, None
     while position < len(stdout):
         line_end = _line_end(stdout, position)
         line = stdout[position:line_end]
         position = line_end + 1
+        if line == END and line_end < len(stdout):
+            return replace(frames, complete=True, last=last)
         if line.startswith(MISSING):
             name, _, why = line.removeprefix(MISSING).partition(":")
             missing[name] = why
+            last = name
         elif line.startswith(FILE):
-            name = line.removeprefix(FILE)
+            name = last = line.removeprefix(FILE)
             end = stdout.find(_FRAME_END, position)
             if end < 0:
                 missing[name] = f"{CUT_OFF} before its end (connection lost?)"
@@ -227,7 +236,7 @@ def split_node_frames(stdout: str) -> NodeFrames:
                 )
             else:
                 missing[name] = error or f"exited {rc} without a message"
-    return frames
+    return replace(frames, last=last)
 
 
 def _trailer(stdout: str, position: int) -> tuple[int, str | None, str | None]:

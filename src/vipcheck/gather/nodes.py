@@ -60,6 +60,15 @@ def gather_node(
         failure = f"{target.describe()}: output truncated: {cut[0]}: {missing[cut[0]]}"
         progress(f"{target.node}: not observed: {failure}")
         return NodeSnapshot(target.node, error=failure)
+    if not frames.complete:
+        # Cut exactly between two frames: what was read is whole, but the files after it are not
+        # missing, they were never sent; only the end marker's absence tells.
+        failure = (
+            f"{target.describe()}: output truncated: {CUT_OFF} after {frames.last}, "
+            "before the end marker (connection lost?)"
+        )
+        progress(f"{target.node}: not observed: {failure}")
+        return NodeSnapshot(target.node, error=failure)
     note = f", {len(missing)} missing ({', '.join(missing)})" if missing else ""
     progress(f"{target.node}: gathered {len(files)} files in {elapsed:.1f} s{note}")
     return NodeSnapshot(target.node, files, None, missing, frames.notes)

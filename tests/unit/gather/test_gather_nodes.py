@@ -12,7 +12,7 @@ import pytest
 
 from vipcheck.gather import gather, node_inventory
 from vipcheck.gather.cluster import ClusterError
-from vipcheck.gather.node_script import FALLBACK_FILES
+from vipcheck.gather.node_script import END, FALLBACK_FILES
 from vipcheck.gather.nodes import gather_nodes
 from vipcheck.options import GatherOptions
 from vipcheck.snapshot import NODE_FILES
@@ -21,6 +21,7 @@ from vipcheck.transport import NodeTarget, RunResult, TransportError
 FRAMES = (
     "===vipcheck:file=uname.txt\n6.1.0-25-amd64\n\n===vipcheck:rc=0\n"
     "===vipcheck:missing=ipvsadm-Ln.txt:ipvsadm not installed\n"
+    "===vipcheck:end\n"
 )
 
 
@@ -223,9 +224,27 @@ class CutOutput:
     """A NodeRunner whose node's output stops mid-file, as when the connection drops."""
 
     def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        whole = FRAMES.removesuffix(END + "\n")
         return RunResult(
-            0, FRAMES + "===vipcheck:file=sysctl.txt\nnet.ipv4.ip_forward = 1\nnet.", ""
+            0, whole + "===vipcheck:file=sysctl.txt\nnet.ipv4.ip_forward = 1\nnet.", ""
         )
+
+
+class Answers:
+    """A NodeRunner answering with the given output and exit status 0, as `head -c N` does."""
+
+    def __init__(self, stdout: str) -> None:
+        self.stdout = stdout
+
+    def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        return RunResult(0, self.stdout, "")
+
+
+def gather_one(stdout: str) -> tuple[Any, list[str]]:
+    lines: list[str] = []
+    target = NodeTarget("node-1", "ssh://node-1")
+    [node] = gather_nodes([target], 5, lines.append, runner=Answers(stdout)).values()
+    return node, lines
 
 
 def test_a_cut_output_is_never_parsed_as_whole() -> None:
@@ -239,3 +258,28 @@ def test_a_cut_output_is_never_parsed_as_whole() -> None:
         "(connection lost?)"
     )
     assert lines == [f"node-1: not observed: {node.error}"]
+
+
+@pytest.mark.parametrize(
+    ("stdout", "last"),
+    [
+        pytest.param(FRAMES.partition("===vipcheck:missing")[0], "uname.txt", id="after-a-file"),
+        pytest.param(FRAMES.removesuffix(END + "\n"), "ipvsadm-Ln.txt", id="after-missing"),
+        pytest.param(FRAMES.removesuffix("\n"), "ipvsadm-Ln.txt", id="inside-the-end-marker"),
+    ],
+)
+def test_an_output_cut_exactly_between_frames_is_truncated(stdout: str, last: str) -> None:
+    # Every frame read is whole; only the end marker's absence tells the rest was never sent.
+    node, lines = gather_one(stdout)
+    assert node.files == {}
+    assert node.error == (
+        f"node-1 (ssh://node-1): output truncated: output cut off after {last}, "
+        "before the end marker (connection lost?)"
+    )
+    assert lines == [f"node-1: not observed: {node.error}"]
+
+
+def test_a_whole_output_ends_with_the_marker_and_is_observed() -> None:
+    node, _ = gather_one(FRAMES + "logout banner after the script\n")
+    assert node.error is None
+    assert node.files == {"uname.txt": "6.1.0-25-amd64\n"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,9 @@ from vipcheck.gather.node_script import (
     split_node_frames,
     split_node_output,
 )
+from vipcheck.gather.nodes import gather_node
 from vipcheck.snapshot import NODE_FILES
+from vipcheck.transport import NodeTarget, RunResult
 
 SHELLS = [
     pytest.param(["sh"], id="sh"),
@@ -88,6 +91,21 @@ PROC_FILES = {"proc-ip_vs.txt", "ip_vs_conn.txt"}
 )
 def test_split_node_output(stdout: str, files: dict[str, str], missing: dict[str, str]) -> None:
     assert split_node_output(stdout) == (files, missing)
+
+
+@pytest.mark.parametrize(
+    ("stdout", "complete"),
+    [
+        pytest.param("===vipcheck:file=a.txt\nx\n\n===vipcheck:rc=0\n===vipcheck:end\n", True),
+        pytest.param("===vipcheck:missing=a.txt:why\n===vipcheck:end\nlogout\n", True),
+        pytest.param("===vipcheck:file=a.txt\nx\n\n===vipcheck:rc=0\n", False),
+        pytest.param("===vipcheck:file=a.txt\nx\n\n===vipcheck:rc=0\n===vipcheck:end", False),
+        pytest.param("===vipcheck:file=a.txt\nx\n\n===vipcheck:rc=0\n===vipcheck:e", False),
+        pytest.param("", False),
+    ],
+)
+def test_only_the_end_marker_makes_an_output_complete(stdout: str, complete: bool) -> None:
+    assert split_node_frames(stdout).complete is complete
 
 
 def shell_or_skip(shell: list[str]) -> list[str]:
@@ -273,3 +291,33 @@ def test_a_failing_command_keeps_its_output_only_where_partial_output_is_kept() 
         "sysctl.txt": "exited 1 after printing what it could: sysctl: error reading key "
         "'net.ipv6.conf.all.stable_secret': Input/output error"
     }
+
+
+class Cut:
+    """A NodeRunner whose output is the first n bytes of a whole one: the lab's cut-output
+    fault is `head -c N`, which may stop anywhere, exactly between two frames too."""
+
+    def __init__(self, stdout: bytes, size: int) -> None:
+        self.text = stdout[:size].decode(errors="replace")
+
+    def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        return RunResult(0, self.text, "")
+
+
+def test_the_real_output_cut_at_any_frame_boundary_or_inside_is_truncated(
+    bin_without_ipvsadm: str,
+) -> None:
+    whole = run_script(["sh"], NODE_SCRIPT, bin_without_ipvsadm).stdout.encode()
+    target = NodeTarget("node-1", "ssh://node-1")
+    node = gather_node(target, 5, lambda _line: None, runner=Cut(whole, len(whole)))
+    assert node.error is None
+    assert whole.endswith(b"===vipcheck:end\n")
+    # Right after each frame's rc line and each missing line, and inside the end marker.
+    frame_ends = [m.end() for m in re.finditer(rb"^===vipcheck:(rc=\d+|missing=.*)\n", whole, re.M)]
+    assert len(frame_ends) >= len(set(NODE_FILES) - FALLBACK_FILES)
+    sizes = [*frame_ends, len(whole) - 1, len(whole) - 5, *range(1, len(whole), 4099)]
+    for size in sizes:
+        node = gather_node(target, 5, lambda _line: None, runner=Cut(whole, size))
+        assert node.error is not None, f"cut after {size} of {len(whole)} bytes read as whole"
+        assert "output truncated" in node.error or "no output vipcheck can read" in node.error
+        assert node.files == {}
