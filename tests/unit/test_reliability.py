@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fixtures.lab.objects import api_objects
 from fixtures.lab.scenario import load_scenario
 from fixtures.lab.serve_api import ServedApi, serve_api
+from tests.secrets import leaks, new_identity_file, with_secrets
+from tests.secrets import vipcheck_vv as vipcheck
 from vipcheck.transport import NodeTarget, _backend
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "reliability-token-7c3e91d04a2b"  # noqa: S105 (a test token for a throwaway server)
-EXEC_SECRET = "exec-plugin-secret-4f18b2"  # noqa: S105
 WRONG_TOKEN = "expired-token-0a9d6e17c5"  # noqa: S105
 REQUEST = re.compile(r"^([A-Z]+) (\S+) (\d+)$")
 
@@ -32,24 +28,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApi]:
         yield running
 
 
-def vipcheck(out: Path, *args: str) -> str:
-    """Run vipcheck into out/ (JSON, JUnit XML, snapshot), with -vv; its terminal output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "VIPCHECK"))}
-    env["HOME"] = str(out)
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "vipcheck.cli", *args, "-vv", "-rA",
-            "--vipcheck-json", str(out / "summary.json"),
-            "--junitxml", str(out / "junit.xml"),
-            "--save-snapshot", str(out / "snapshot"),
-        ],
-        capture_output=True, text=True, timeout=120, check=False, cwd=out, env=env,
-    )  # fmt: skip
-    assert result.returncode in (0, 1), result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    return result.stdout + result.stderr
-
-
 def test_a_full_run_sends_only_gets(api: ServedApi, tmp_path: Path) -> None:
     before = len(api.requests())
     vipcheck(tmp_path, "--kubeconfig", str(api.kubeconfig), "--hosts", "local://")
@@ -59,48 +37,11 @@ def test_a_full_run_sends_only_gets(api: ServedApi, tmp_path: Path) -> None:
     assert len(made) >= 5  # Services, EndpointSlices, Nodes, ConfigMap, DaemonSet
 
 
-def secret_kubeconfig(api: ServedApi, tmp_path: Path, token: str) -> tuple[Path, list[str]]:
+def secret_kubeconfig(api: ServedApi, out: Path, token: str) -> tuple[Path, list[str]]:
     """The served kubeconfig with a client key and an unused exec-plugin user; its secrets."""
-    config = yaml.safe_load(api.kubeconfig.read_text())
     key_pem = api.tls.server_key.read_bytes()
     cert_pem = api.tls.server_cert.read_bytes()
-    user = config["users"][0]["user"]
-    user["token"] = token
-    user["client-key-data"] = base64.b64encode(key_pem).decode()
-    user["client-certificate-data"] = base64.b64encode(cert_pem).decode()
-    exec_user = {
-        "command": "true",
-        "apiVersion": "client.authentication.k8s.io/v1",
-        "env": [{"name": "SECRET", "value": EXEC_SECRET}],
-        "args": [EXEC_SECRET],
-    }
-    config["users"].append({"name": "exec-user", "user": {"exec": exec_user}})
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    key_lines = [line for line in key_pem.decode().splitlines() if "-----" not in line]
-    return path, [token, EXEC_SECRET, user["client-key-data"], *key_lines]
-
-
-def identity_file(tmp_path: Path) -> tuple[Path, list[str]]:
-    path = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    lines = [line for line in path.read_text().splitlines() if "-----" not in line]
-    return path, lines
-
-
-def leaks(out: Path, terminal: str, secrets: list[str]) -> dict[str, list[str]]:
-    """Where each secret shows: every file under out/ (HTML too, when made) and the terminal."""
-    texts = {"terminal": terminal}
-    texts |= {
-        str(p.relative_to(out)): p.read_bytes().decode("utf-8", "replace")
-        for p in out.rglob("*")
-        if p.is_file() and p.name not in {"kubeconfig", "id_ed25519", "id_ed25519.pub"}
-    }
-    return {
-        name: [s[:12] for s in secrets if s in text]
-        for name, text in texts.items()
-        if any(s in text for s in secrets)
-    }
+    return with_secrets(api.kubeconfig, out, token, key_pem, cert_pem)
 
 
 @pytest.mark.parametrize("token", [TOKEN, WRONG_TOKEN], ids=["success", "failed-auth"])
@@ -108,7 +49,7 @@ def test_no_secret_reaches_any_output(api: ServedApi, tmp_path: Path, token: str
     out = tmp_path / "out"
     out.mkdir()
     kubeconfig, kube_secrets = secret_kubeconfig(api, out, token)
-    identity, key_lines = identity_file(out)
+    identity, key_lines = new_identity_file(out)
     terminal = vipcheck(
         out,
         *("--kubeconfig", str(kubeconfig), "--ssh-identity-file", str(identity)),
@@ -116,6 +57,7 @@ def test_no_secret_reaches_any_output(api: ServedApi, tmp_path: Path, token: str
     )
     assert (out / "summary.json").is_file()
     assert (out / "junit.xml").is_file()
+    assert (out / "report.html").is_file()
     assert (out / "snapshot" / "nodes").is_dir()
     if token == WRONG_TOKEN:
         assert "401 Unauthorized" in terminal, terminal
