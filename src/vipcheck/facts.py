@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from vipcheck.model.cluster import (
     Cluster,
@@ -31,6 +31,7 @@ from vipcheck.model.node import (
     Sysctls,
 )
 from vipcheck.model.probe import ProbeOutput, ProbePlan, ProbeRound
+from vipcheck.parse import ParseError
 from vipcheck.parse.iproute import parse_interfaces
 from vipcheck.parse.ipvsadm import (
     parse_ipvsadm_connections,
@@ -55,6 +56,8 @@ from vipcheck.snapshot import (
     PROBE_PLAN,
     NodeSnapshot,
     Snapshot,
+    SnapshotLineError,
+    lines_with,
 )
 
 T = TypeVar("T")
@@ -163,6 +166,37 @@ class _Derived:
         return value  # type: ignore[no-any-return]
 
 
+class _fact(Generic[T]):
+    """cached_property that keeps a failure too (re-raised without its old traceback): a file
+    that does not parse is read and parsed once, not once per check that reads it (a 100 MB
+    one was read ten times at 5 x 300). A value is kept under the fact's own name, so later
+    reads find it as they would a cached_property's; a failure beside it."""
+
+    def __init__(self, compute: Callable[[Any], T]) -> None:
+        self._compute = compute
+        self._name = compute.__name__
+        self._failure = f"_{compute.__name__}_failure"
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> _fact[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any]) -> T: ...
+    def __get__(self, instance: object | None, owner: type[Any]) -> T | _fact[T]:
+        if instance is None:
+            return self
+        cache: dict[str, Any] = instance.__dict__
+        failure = cache.get(self._failure)
+        if failure is not None:
+            raise failure.with_traceback(None)
+        try:
+            value = self._compute(instance)
+        except Exception as error:
+            cache[self._failure] = error
+            raise
+        cache[self._name] = value
+        return value
+
+
 class ClusterFacts:
     """What the API says, parsed from cluster/*.json, each object kind on its own."""
 
@@ -256,13 +290,18 @@ class NodeFacts:
         return self._derived.get(key, compute)
 
     def _first(self, which: Input) -> _Source:
+        name, path = self._first_name(which)
+        return _Source(path, self._snapshot.files[name])
+
+    def _first_name(self, which: Input) -> tuple[str, str]:
+        """The name and snapshot path of the first file of which present, not yet read."""
         if self._snapshot.error:
             raise Unobserved(self.unobserved_reason)
         for name in which.files:
             if name in self._snapshot.files:
                 path = f"nodes/{self.name}/{name}"
                 self._observer(path)
-                return _Source(path, self._snapshot.files[name])
+                return name, path
         reasons = [self._snapshot.missing.get(name) for name in which.files]
         known = "; ".join(r for r in reasons if r) or None
         raise MissingInput(self.name, which.files, known)
@@ -290,7 +329,7 @@ class NodeFacts:
         reason = self._snapshot.missing.get("proc-ip_vs.txt")
         return reason if reason and "ip_vs module not loaded" in reason else None
 
-    @cached_property
+    @_fact
     def ipvs(self) -> IpvsTable:
         source = self._first(IPVS_TABLE)
         if source.path.endswith("proc-ip_vs.txt"):
@@ -302,32 +341,31 @@ class NodeFacts:
         source = self._first(IPVS_TIMEOUTS)
         return parse_ipvsadm_timeout(source.text, source.path)
 
-    @cached_property
+    @_fact
     def connections(self) -> tuple[Connection, ...]:
         source = self._first(IPVS_CONNECTIONS)
         if source.path.endswith("ip_vs_conn.txt"):
             return parse_proc_ip_vs_conn(source.text, source.path)
         return parse_ipvsadm_connections(source.text, source.path)
 
-    @cached_property
+    @_fact
     def syn_recv_connections(self) -> tuple[Connection, ...]:
         """The table's SYN_RECV entries, all that the checks read of it.
 
         A busy director lists a million entries; parsing each into a Connection took 20 s and
         600 MiB, so only the rows naming SYN_RECV are parsed (the others are blanked, which keeps
-        line numbers, and are not validated). An empty file is still refused as empty.
+        line numbers, and are not validated); a snapshot's table is streamed, never read whole
+        (vipcheck.snapshot.lines_with). An empty file is still refused as empty.
         """
-        source = self._first(IPVS_CONNECTIONS)
-        text = source.text
-        if text.strip():
-            text = "\n".join(line if SYN_RECV in line else "" for line in text.split("\n"))
-            if not text.strip():
-                return ()
-        if source.path.endswith("ip_vs_conn.txt"):
-            return parse_proc_ip_vs_conn(text, source.path)
-        return parse_ipvsadm_connections(text, source.path)
+        name, path = self._first_name(IPVS_CONNECTIONS)
+        text, nonblank = _syn_recv_lines(self._snapshot.files, name, path)
+        if nonblank and not text.strip():
+            return ()
+        if path.endswith("ip_vs_conn.txt"):
+            return parse_proc_ip_vs_conn(text, path)
+        return parse_ipvsadm_connections(text, path)
 
-    @cached_property
+    @_fact
     def sysctls(self) -> Sysctls:
         source = self._first(SYSCTLS)
         if source.path.endswith("proc-sys.txt"):
@@ -336,7 +374,7 @@ class NodeFacts:
         path = f"{source.path} ({note})" if note else source.path
         return replace(parse_sysctl(source.text, source.path), source=path)
 
-    @cached_property
+    @_fact
     def interfaces(self) -> Interfaces:
         """Addresses and links from `ip -j`, `ip` text, or /sys/class/net alone (no addresses)."""
         try:
@@ -404,10 +442,24 @@ class ProbeFacts:
         return None if text is None else parse_probe_output(text, f"{PROBE_DIR}/{name}")
 
     def connections_after(self, node: str) -> tuple[Connection, ...] | None:
-        """A node's IPVS connection table re-read after the probes, if it was."""
+        """The SYN_RECV entries of a node's IPVS connection table re-read after the probes, if
+        it was (all that is read of it; streamed as syn_recv_connections is)."""
         name = f"after/{node}/ip_vs_conn.txt"
-        text = self._read(name)
-        return None if text is None else parse_proc_ip_vs_conn(text, f"{PROBE_DIR}/{name}")
+        if name not in self._files:
+            return None
+        path = f"{PROBE_DIR}/{name}"
+        self._observer(path)
+        text, nonblank = _syn_recv_lines(self._files, name, path)
+        return () if nonblank and not text.strip() else parse_proc_ip_vs_conn(text, path)
+
+
+def _syn_recv_lines(files: Mapping[str, str], name: str, path: str) -> tuple[str, bool]:
+    """A connection table's SYN_RECV lines in place (lines_with); a line too long for a table
+    is a ParseError naming it."""
+    try:
+        return lines_with(files, name, SYN_RECV)
+    except SnapshotLineError as error:
+        raise ParseError(path, error.line, error.reason) from None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def observe(options: RunOptions, progress: Progress) -> Facts:
     try:
         if options.replay is not None:
             progress(f"replaying snapshot {options.replay}")
-            snapshot = load_snapshot(options.replay)
+            snapshot = load_snapshot(options.replay, options.max_file_bytes)
             return Facts.from_snapshot(snapshot, _replayed_probes(options, snapshot))
         if options.gather.kind is not None:
             options = _with_kind_nodes(options, progress)

@@ -13,6 +13,7 @@ from pathlib import Path
 from vipcheck.checks.base import Severity
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.settings import Settings
+from vipcheck.snapshot import MAX_FILE_BYTES
 from vipcheck.summaries import FindingKey, SummaryError, failure_keys, load_summary
 from vipcheck.waivers import Waiver, WaiverError, load_waivers
 
@@ -117,6 +118,7 @@ class RunOptions:
     replay: Path | None = None
     save_to: Path | None = None
     json_path: Path = DEFAULT_JSON
+    max_file_bytes: int = MAX_FILE_BYTES  # a replayed snapshot's files, connection tables aside
     probes: ProbeOptions = field(default_factory=ProbeOptions)
     settings: Settings = field(default_factory=Settings)
     gate: GateOptions = field(default_factory=GateOptions)

@@ -42,6 +42,7 @@ from vipcheck.options import (
 )
 from vipcheck.report import Summary
 from vipcheck.settings import DEFAULTS, Settings, setting_help
+from vipcheck.snapshot import MAX_FILE_BYTES, parse_size
 
 MARKER = "vipcheck_check"
 PROBE_MARKER = "probe"
@@ -119,6 +120,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=_snapshot_dir,
         metavar="DIR",
         help="replay a snapshot directory: no cluster and no nodes are contacted",
+    )
+    group.addoption(
+        "--vipcheck-max-file-size",
+        type=_file_size,
+        default=MAX_FILE_BYTES,
+        metavar="SIZE",
+        help=f"largest snapshot file --from-snapshot reads whole, e.g. 256M or 1G (default "
+        f"{MAX_FILE_BYTES >> 20}M; connection tables are streamed, not limited)",
     )
     group.addoption(
         "--vipcheck-json",
@@ -432,6 +441,7 @@ def _run_options(config: pytest.Config) -> RunOptions:
         ),
         replay=replay,
         save_to=save_to,
+        max_file_bytes=config.getoption("vipcheck_max_file_size"),
         json_path=config.getoption("vipcheck_json"),
         probes=ProbeOptions(
             enabled=not config.getoption("no_probe"),
@@ -531,6 +541,13 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise pytest.UsageError(f"expected a whole number of seconds above 0: {text!r}")
     return int(text)
+
+
+def _file_size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise pytest.UsageError(f"--vipcheck-max-file-size: {error}") from None
 
 
 def _snapshot_dir(text: str) -> Path:

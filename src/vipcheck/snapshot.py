@@ -64,6 +64,17 @@ PROBE_FILES: Mapping[str, str] = {
     "<vantage>/real-server.error.txt": "vipcheck, when it could not probe the real servers: why",
     "after/<node>/ip_vs_conn.txt": "cat /proc/net/ip_vs_conn, after the probes",
 }
+# The connection tables: a busy director's reach a million lines (100+ MB). They are never read
+# whole from disk: only the lines a fact needs are kept (lines_with), so no size limit applies.
+STREAMED_FILES = frozenset({"ip_vs_conn.txt", "ipvsadm-Lnc.txt"})
+# Any other snapshot file is read whole, once, when a fact first needs it: one larger than this is
+# refused when the snapshot is loaded (--vipcheck-max-file-size raises it). The largest at 100
+# nodes x 5,000 Services, endpointslices.json, is 16 MB.
+MAX_FILE_BYTES = 64 << 20
+# A streamed file's line longer than this is no connection table line (those are ~100 bytes).
+MAX_STREAMED_LINE = 64 << 10
+_CHUNK = 1 << 20
+
 # Written beside a node's files when it could not be observed; its text says why.
 NODE_ERROR_FILE = "error.txt"
 # Written beside a node's files: `file: why it is missing` (e.g. ipvsadm not installed).
@@ -149,10 +160,15 @@ def save_probes(probes: Mapping[str, str], directory: Path) -> None:
         raise SnapshotError(f"cannot write probes to {root}: {error}") from error
 
 
-def load_snapshot(directory: Path) -> Snapshot:
-    """Read a snapshot directory; files not in the format are ignored, missing ones are absent."""
+def load_snapshot(directory: Path, max_file_bytes: int = MAX_FILE_BYTES) -> Snapshot:
+    """Read a snapshot directory; files not in the format are ignored, missing ones are absent.
+
+    Files are read when a fact needs them; one larger than max_file_bytes (a connection table
+    excepted, as it is streamed) is refused here, before anything is read.
+    """
     if not directory.is_dir():
         raise SnapshotError(f"{directory}: not a snapshot directory")
+    _refuse_oversized(directory, max_file_bytes)
     meta: dict[str, Any] = {}
     meta_path = directory / "meta.json"
     if meta_path.exists():
@@ -183,16 +199,122 @@ def load_snapshot(directory: Path) -> Snapshot:
     return Snapshot(cluster, nodes, meta, meta.get("cluster_error"), _read_probes(directory))
 
 
-def _read_probes(directory: Path) -> dict[str, str] | None:
-    """Every file under probes/, by relative path; None when the run did not probe."""
+def _refuse_oversized(directory: Path, limit: int) -> None:
+    """SnapshotError naming the first file over the limit, what it is, and what to do."""
+    for path in _snapshot_files(directory):
+        if path.name in STREAMED_FILES or not path.is_file():
+            continue
+        try:
+            size = path.stat().st_size
+        except OSError as error:
+            raise SnapshotError(f"{path}: {error}") from error
+        if size > limit:
+            raise SnapshotError(
+                f"{path}: {_size(size)}, more than the {_size(limit)} a snapshot file may hold "
+                f"(it would be read whole into memory); check that it is the output of "
+                f"`{_command_of(path)}`, or raise the limit with --vipcheck-max-file-size "
+                f"{_size(2 * size, unit=True)}"
+            )
+
+
+def _snapshot_files(directory: Path) -> Iterator[Path]:
+    """Every file load_snapshot may read: meta.json, cluster/*, nodes/*/*, probes/**."""
+    yield directory / "meta.json"
+    for name in CLUSTER_FILES:
+        yield directory / "cluster" / name
+    nodes_dir = directory / "nodes"
+    if nodes_dir.is_dir():
+        for node_dir in sorted(p for p in nodes_dir.iterdir() if p.is_dir()):
+            for name in (*NODE_FILES, NODE_ERROR_FILE, NODE_MISSING_FILE, NODE_NOTES_FILE):
+                yield node_dir / name
+    probes = directory / PROBE_DIR
+    if probes.is_dir():
+        yield from sorted(probes.rglob("*"))
+
+
+def _command_of(path: Path) -> str:
+    return NODE_FILES.get(path.name) or CLUSTER_FILES.get(path.name) or "the command that wrote it"
+
+
+def _size(size: int, *, unit: bool = False) -> str:
+    """Bytes in MiB, or KiB below one, rounded up (`65 MiB`); unit=True: as the option takes it."""
+    shift, name = (20, "M") if size >= 1 << 20 else (10, "K")
+    rounded = -(-size // (1 << shift))
+    return f"{rounded}{name}" if unit else f"{rounded} {name}iB"
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes from `64M`, `1G`, `512K` or a plain number of bytes (for the option)."""
+    number, unit = text.strip(), ""
+    if number[-1:].upper() in ("K", "M", "G"):
+        number, unit = number[:-1], number[-1].upper()
+    if not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"expected a size above 0 such as 64M, 1G or 512K: {text!r}")
+    return int(number) << {"": 0, "K": 10, "M": 20, "G": 30}[unit]
+
+
+def lines_with(files: Mapping[str, str], name: str, needle: str) -> tuple[str, bool]:
+    """The file's text with every line not containing needle blanked (line numbers are kept),
+    and whether the file held anything but whitespace; for the connection tables, of which the
+    checks read only the SYN_RECV rows.
+
+    A file on disk is streamed in chunks, never held whole: memory stays within a chunk, the
+    longest line (at most MAX_STREAMED_LINE, else SnapshotLineError) and the lines kept.
+    """
+    if isinstance(files, _FilesOnDisk):
+        return files.lines_with(name, needle)
+    return _kept_lines_of_text(files[name], needle)
+
+
+class SnapshotLineError(SnapshotError):
+    """A streamed file's line too long to be what the format says: the 1-based line number."""
+
+    def __init__(self, path: Path, line: int, limit: int) -> None:
+        self.line = line
+        self.reason = f"a line longer than {limit:,} bytes: not a line of `{_command_of(path)}`"
+        super().__init__(f"{path}:{line}: {self.reason}")
+
+
+def _kept_lines_of_text(text: str, needle: str) -> tuple[str, bool]:
+    """lines_with for text already in memory (a live run's): only the kept lines are copied."""
+    if not text or text.isspace():  # not strip(): no copy of a 100 MB table
+        return "", False
+    kept: list[tuple[int, str]] = []
+    line, position = 1, 0  # the line number at `position`, which starts a line
+    start = text.find(needle)
+    while start >= 0:
+        newline = text.rfind("\n", position, start)
+        line_start = position if newline < 0 else newline + 1
+        line += text.count("\n", position, line_start)
+        line_end = text.find("\n", start)
+        line_end = len(text) if line_end < 0 else line_end
+        kept.append((line, text[line_start:line_end]))
+        position, line = line_end + 1, line + 1
+        start = text.find(needle, position)
+    return _blanked(kept), True
+
+
+def _blanked(kept: list[tuple[int, str]]) -> str:
+    """Text holding each (line number, line) at its number, every other line empty."""
+    parts, current = [], 1
+    for number, line in kept:
+        parts += ["\n" * (number - current), line]
+        current = number
+    return "".join(parts) + "\n"
+
+
+def _read_probes(directory: Path) -> Mapping[str, str] | None:
+    """Every file under probes/, by relative path, read on first use; None when not probed."""
     root = directory / PROBE_DIR
     if not (root / PROBE_PLAN).is_file():
         return None
-    return {
-        path.relative_to(root).as_posix(): _read(path)
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
+    return _FilesOnDisk(
+        {
+            path.relative_to(root).as_posix(): path
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        }
+    )
 
 
 def _read_known(directory: Path, known: Mapping[str, str]) -> Mapping[str, str]:
@@ -220,6 +342,39 @@ class _FilesOnDisk(Mapping[str, str]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._paths
+
+    def lines_with(self, name: str, needle: str) -> tuple[str, bool]:
+        """lines_with, streamed: the file is read in chunks and never held whole."""
+        path = self._paths[name]
+        want = needle.encode()
+        kept: list[tuple[int, str]] = []
+        nonblank, line, pending = False, 1, b""  # line: the number of pending's first line
+        try:
+            with path.open("rb") as stream:
+                while chunk := stream.read(_CHUNK):
+                    nonblank = nonblank or not chunk.isspace()
+                    buffer = pending + chunk if pending else chunk
+                    cut = buffer.rfind(b"\n") + 1
+                    whole, pending = buffer[:cut], buffer[cut:]
+                    lines = whole.split(b"\n")[:-1]
+                    if len(pending) > MAX_STREAMED_LINE:
+                        raise SnapshotLineError(path, line + len(lines), MAX_STREAMED_LINE)
+                    if lines and max(map(len, lines)) > MAX_STREAMED_LINE:
+                        index = next(i for i, x in enumerate(lines) if len(x) > MAX_STREAMED_LINE)
+                        raise SnapshotLineError(path, line + index, MAX_STREAMED_LINE)
+                    if want in whole:
+                        kept += [(line + i, _text(x)) for i, x in enumerate(lines) if want in x]
+                    line += len(lines)
+        except OSError as error:
+            raise SnapshotError(f"{path}: {error}") from error
+        if want in pending:
+            kept.append((line, _text(pending)))
+        return (_blanked(kept), True) if nonblank else ("", False)
+
+
+def _text(line: bytes) -> str:
+    """A streamed line as read_text would give it (a CRLF file's CR dropped)."""
+    return line.removesuffix(b"\r").decode(errors="replace")
 
 
 def _read_missing(path: Path) -> dict[str, str]:

@@ -118,6 +118,18 @@ def _snapshot_binary_garbage(place: Place) -> list[str]:
     return ["--from-snapshot", str(snapshot_with(place, "cluster/services.json", garbage))]
 
 
+def _snapshot_oversized_file(place: Place) -> list[str]:
+    # The limit is lowered rather than the file made huge (bench --oversized does 400 MB).
+    data = b"net.ipv4.ip_forward = 1\n" * 4000
+    snapshot = snapshot_with(place, "nodes/node-1/sysctl.txt", data)
+    return ["--from-snapshot", str(snapshot), "--vipcheck-max-file-size", "64K"]
+
+
+def _snapshot_long_line(place: Place) -> list[str]:
+    data = b"TCP 0A0A0024 9CB8 " + b"x" * 70_000 + b" SYN_RECV 51\n"
+    return ["--from-snapshot", str(snapshot_with(place, "nodes/node-1/ip_vs_conn.txt", data))]
+
+
 @dataclass(frozen=True, slots=True)
 class BadInput:
     """One kind of bad input: how to make it, the exit code, and the line that names it."""
@@ -166,6 +178,17 @@ BAD_INPUTS = (
     BadInput("snapshot-binary-garbage", "a snapshot file of binary garbage",
              _snapshot_binary_garbage, FOUND,
              r"^cannot read cluster/services\.json:1: .*$"),
+    BadInput("snapshot-oversized-file",
+             "a snapshot file over --vipcheck-max-file-size (64M), one long line too",
+             _snapshot_oversized_file, USAGE,
+             r"^ERROR: \S+/nodes/node-1/sysctl\.txt: 94 KiB, more than the 64 KiB a snapshot "
+             r"file may hold .*; check that it is the output of `sysctl -a`, or raise the limit "
+             r"with --vipcheck-max-file-size 188K$"),
+    BadInput("snapshot-long-line-in-a-table",
+             "a connection table (streamed, not limited) with a line over 64 KiB",
+             _snapshot_long_line, FOUND,
+             r"^cannot read nodes/node-1/ip_vs_conn\.txt:1: a line longer than 65,536 bytes: "
+             r"not a line of `cat /proc/net/ip_vs_conn`$"),
 )  # fmt: skip
 
 
