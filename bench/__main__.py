@@ -21,12 +21,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.oversized import run_oversized
 from bench.synth import Shape, expected_failures, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ((5, 300), (20, 1000), (50, 2500), (100, 5000))
 MILLION = 1_000_000
 MILLION_BASE = (20, 1000)
+OVERSIZED_BASE = (5, 300)
 GIB = 1 << 30
 
 
@@ -272,7 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-selection", action="store_true", help="skip the -k/-m replays of the largest size"
     )
+    parser.add_argument(
+        "--oversized",
+        action="store_true",
+        help="only the oversized-input replays: 400 MB files, 100 MB lines (bench.oversized)",
+    )
     args = parser.parse_args(argv)
+    if args.oversized:
+        small = snapshot(Shape(*OVERSIZED_BASE), args.workdir)
+        missed = run_oversized(small, args.workdir, measure, args.timeout)
+        print("bench: targets missed:\n  " + "\n  ".join(missed) if missed else "bench: met")
+        return 1 if missed else 0
     targets = Targets()
     rows = []
     for nodes, services in args.sizes:
