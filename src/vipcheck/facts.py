@@ -309,18 +309,25 @@ class NodeFacts:
             return parse_proc_ip_vs_conn(source.text, source.path)
         return parse_ipvsadm_connections(source.text, source.path)
 
-    @cached_property
+    @property
     def syn_recv_connections(self) -> tuple[Connection, ...]:
-        """The table's SYN_RECV entries, all that the checks read of it.
+        """The table's SYN_RECV entries, all that the handshake checks read of it."""
+        return self.connections_in(SYN_RECV)
+
+    def connections_in(self, state: str) -> tuple[Connection, ...]:
+        """The table's entries in one state (e.g. SYN_RECV, FIN_WAIT), parsed once per state.
 
         A busy director lists a million entries; parsing each into a Connection took 20 s and
-        600 MiB, so only the rows naming SYN_RECV are parsed (the others are blanked, which keeps
-        line numbers, and are not validated). An empty file is still refused as empty.
+        600 MiB, so only the rows naming the state are parsed (the others are blanked, which
+        keeps line numbers, and are not validated). An empty file is still refused as empty.
         """
+        return self.derive(("connections in", state), lambda: self._parse_connections_in(state))
+
+    def _parse_connections_in(self, state: str) -> tuple[Connection, ...]:
         source = self._first(IPVS_CONNECTIONS)
         text = source.text
         if text.strip():
-            text = "\n".join(line if SYN_RECV in line else "" for line in text.split("\n"))
+            text = "\n".join(line if state in line else "" for line in text.split("\n"))
             if not text.strip():
                 return ()
         if source.path.endswith("ip_vs_conn.txt"):
