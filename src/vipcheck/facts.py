@@ -348,17 +348,24 @@ class NodeFacts:
             return parse_proc_ip_vs_conn(source.text, source.path)
         return parse_ipvsadm_connections(source.text, source.path)
 
-    @_fact
+    @property
     def syn_recv_connections(self) -> tuple[Connection, ...]:
-        """The table's SYN_RECV entries, all that the checks read of it.
+        """The table's SYN_RECV entries, all that the handshake checks read of it."""
+        return self.connections_in(SYN_RECV)
+
+    def connections_in(self, state: str) -> tuple[Connection, ...]:
+        """The table's entries in one state (e.g. SYN_RECV, FIN_WAIT), parsed once per state.
 
         A busy director lists a million entries; parsing each into a Connection took 20 s and
-        600 MiB, so only the rows naming SYN_RECV are parsed (the others are blanked, which keeps
-        line numbers, and are not validated); a snapshot's table is streamed, never read whole
-        (vipcheck.snapshot.lines_with). An empty file is still refused as empty.
+        600 MiB, so only the rows naming the state are parsed (the others are blanked, which
+        keeps line numbers, and are not validated); a snapshot's table is streamed, never read
+        whole (vipcheck.snapshot.lines_with). An empty file is still refused as empty.
         """
+        return self.derive(("connections in", state), lambda: self._parse_connections_in(state))
+
+    def _parse_connections_in(self, state: str) -> tuple[Connection, ...]:
         name, path = self._first_name(IPVS_CONNECTIONS)
-        text, nonblank = _syn_recv_lines(self._snapshot.files, name, path)
+        text, nonblank = _lines_in(self._snapshot.files, name, path, state)
         if nonblank and not text.strip():
             return ()
         if path.endswith("ip_vs_conn.txt"):
@@ -449,15 +456,15 @@ class ProbeFacts:
             return None
         path = f"{PROBE_DIR}/{name}"
         self._observer(path)
-        text, nonblank = _syn_recv_lines(self._files, name, path)
+        text, nonblank = _lines_in(self._files, name, path, SYN_RECV)
         return () if nonblank and not text.strip() else parse_proc_ip_vs_conn(text, path)
 
 
-def _syn_recv_lines(files: Mapping[str, str], name: str, path: str) -> tuple[str, bool]:
-    """A connection table's SYN_RECV lines in place (lines_with); a line too long for a table
-    is a ParseError naming it."""
+def _lines_in(files: Mapping[str, str], name: str, path: str, state: str) -> tuple[str, bool]:
+    """A connection table's lines naming state, in place (lines_with); a line too long for a
+    table is a ParseError naming it."""
     try:
-        return lines_with(files, name, SYN_RECV)
+        return lines_with(files, name, state)
     except SnapshotLineError as error:
         raise ParseError(path, error.line, error.reason) from None
 

@@ -21,8 +21,10 @@ from tests.lab.test_vipcheck import (
     outcomes,
 )
 
-# Only ipvsadm shows IPVS timeouts (no /proc file has them): without it these skip on node-2.
-NEEDS_IPVSADM = {"ipvs-tcpfin-timeout", "ipvs-timeouts-match-kube-proxy-config"}
+# Only ipvsadm shows IPVS timeouts (no /proc file has them): without it these cannot compare
+# node-2's with kube-proxy's config, and tcpfin is judged from that config alone.
+COMPARED = "ipvs-timeouts-match-kube-proxy-config"
+TCPFIN_CHECK = "ipvs-tcpfin-timeout"
 
 
 def run_vipcheck(lab: RunningLab, out: Path) -> tuple[int, dict[str, Any], str]:
@@ -64,17 +66,18 @@ def test_seed_incidents_with_an_old_node_fail_as_with_modern_ones(
     )
     assert all(a.outcome is Outcome.TIMEOUT for a in attempts), attempts
     code, summary, output = run_vipcheck(lab, tmp_path)
-    # What test_vipcheck.py demands of seed-incidents on modern nodes, but node-2's tcpfin timer.
+    # What test_vipcheck.py demands of seed-incidents on modern nodes.
     modern = {STALE, RP_FILTER, SYN_RECV, REDIS_HANDSHAKE, API_HANDSHAKE} | TCPFIN
     assert modern == EXPECTED_FAILURES["seed-incidents"]
-    assert outcomes(summary, "failed") == modern - {("ipvs-tcpfin-timeout", "node-2", "node-2")}
+    assert outcomes(summary, "failed") == modern
     assert outcomes(summary, "error") == set(), output
     assert code == 1, output
     by_item = {(r["check"], r["subject"]): r for r in summary["results"]}
-    for check in NEEDS_IPVSADM:
-        skipped = by_item[(check, "node-2")]
-        assert skipped["outcome"] == "skipped"
-        assert "ipvsadm not installed" in skipped["message"]
+    skipped = by_item[(COMPARED, "node-2")]
+    assert skipped["outcome"] == "skipped"
+    assert "ipvsadm not installed" in skipped["message"]
+    [tcpfin] = by_item[(TCPFIN_CHECK, "node-2")]["violations"]
+    assert "not read on node-2: kube-proxy's ipvs.tcpFinTimeout 0s" in tcpfin["observed"]
     [violation] = by_item[("rp-filter-not-strict", "node-2/tunl0")]["violations"]
     assert violation["evidence"][-1] == "interfaces from nodes/node-2/ip-link.txt"
 
@@ -86,5 +89,6 @@ def test_healthy_with_an_old_node_passes(labs: LabPool, tmp_path: Path) -> None:
     assert outcomes(summary, "error") == set(), output
     assert code == 0, output
     skipped = {(r["check"], r["subject"]) for r in summary["results"] if r["outcome"] == "skipped"}
-    assert {(check, "node-2") for check in NEEDS_IPVSADM} <= skipped
+    # healthy's tcpFinTimeout 30s is within the limit, but unread on node-2: not a pass.
+    assert {(COMPARED, "node-2"), (TCPFIN_CHECK, "node-2")} <= skipped
     assert summary["totals"]["passed"] > 20

@@ -108,7 +108,7 @@ def test_missing_file_skips_naming_file_and_command(pytester: pytest.Pytester) -
     shutil.copytree(RECORDED, snapshot)
     (snapshot / "nodes" / "node-3" / "ipvsadm-timeout.txt").unlink()
     result = run_suites(
-        pytester, "--from-snapshot", str(snapshot), "-k", "tcpfin and node-3", "-rs"
+        pytester, "--from-snapshot", str(snapshot), "-k", "kube_proxy_config and node-3", "-rs"
     )
     result.stdout.fnmatch_lines(["*ipvsadm-timeout.txt*ipvsadm -L --timeout*"])
     assert result.parseoutcomes().get("skipped") == 1

@@ -27,6 +27,7 @@ PROBED = ROOT / "fixtures" / "snapshots" / "seed-incidents-probed"
 OLD_NODE = ROOT / "fixtures" / "recorded" / "seed-incidents-old-node"
 # The first of each pair of alternatives: removing it makes the facts read the second.
 PRIMARIES = ("ipvsadm-Ln.txt", "ip_vs_conn.txt")
+TIMEOUTS = "ipvsadm-timeout.txt"
 
 
 def without_primaries(snapshot: Snapshot) -> Snapshot:
@@ -43,6 +44,16 @@ def without_ip_or_sysctl(snapshot: Snapshot) -> Snapshot:
     gone = {"ip-addr.json", "ip-link.json", "ip-addr.txt", "ip-link.txt", "sysctl.txt"}
     nodes = {
         name: replace(node, files={k: v for k, v in node.files.items() if k not in gone})
+        for name, node in snapshot.nodes.items()
+    }
+    return replace(snapshot, nodes=nodes)
+
+
+def without_timeouts(snapshot: Snapshot) -> Snapshot:
+    """Evidence without `ipvsadm -L --timeout` (not pasted, or no ipvsadm): tcpfin reads the
+    connection table and the kube-proxy config instead."""
+    nodes = {
+        name: replace(node, files={k: v for k, v in node.files.items() if k != TIMEOUTS})
         for name, node in snapshot.nodes.items()
     }
     return replace(snapshot, nodes=nodes)
@@ -82,6 +93,7 @@ def variants() -> dict[str, Snapshot]:
         "old node": old,
         "old node without ip or sysctl": without_ip_or_sysctl(old),
         "seed without primaries": without_primaries(seed),
+        "seed without timeouts or primaries": without_timeouts(without_primaries(seed)),
         "probed": probed,
         "probed without after": without_connections_after_probing(probed),
         "probed without after or primaries": without_primaries(

@@ -16,8 +16,6 @@ RECORDED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded"
 # and no ipvsadm.
 MODERN = RECORDED / "seed-incidents"
 OLD_NODE = RECORDED / "seed-incidents-old-node"
-# What only ipvsadm shows (there is no /proc file for IPVS timeouts).
-NEEDS_IPVSADM = {"ipvs-tcpfin-timeout", "ipvs-timeouts-match-kube-proxy-config"}
 
 
 def results(snapshot: Snapshot) -> dict[tuple[str, str], Result]:
@@ -49,15 +47,80 @@ def failed(found: dict[tuple[str, str], Result]) -> set[tuple[str, str]]:
 
 def test_an_old_node_fails_what_a_modern_one_fails() -> None:
     modern, old = results(load_snapshot(MODERN)), results(load_snapshot(OLD_NODE))
-    only_ipvsadm = {("ipvs-tcpfin-timeout", "node-2")}
-    assert failed(old) == failed(modern) - only_ipvsadm
-    assert failed(modern) >= only_ipvsadm | {("rp-filter-not-strict", "node-2/tunl0")}
-    for check in NEEDS_IPVSADM:
-        result = old[(check, "node-2")]
-        assert result.outcome is Outcome.SKIPPED
-        assert "ipvsadm-timeout.txt" in result.reason
-        assert "ipvsadm not installed" in result.reason
+    assert failed(old) == failed(modern)
+    assert failed(modern) >= {
+        ("ipvs-tcpfin-timeout", "node-2"),
+        ("rp-filter-not-strict", "node-2/tunl0"),
+    }
+    # Only ipvsadm shows the timeouts; kube-proxy's tcpFinTimeout 0s says what tcpfin is.
+    [violation] = old[("ipvs-tcpfin-timeout", "node-2")].violations
+    assert violation.observed == (
+        "tcpfin 120 s, not read on node-2: kube-proxy's ipvs.tcpFinTimeout 0s leaves the "
+        "kernel's timer, 120 s unless something else set it"
+    )
+    assert violation.evidence[0] == "ipvs.tcpFinTimeout: 0s (cluster/kube-proxy.json)"
+    assert "ipvsadm not installed" in violation.evidence[1]
+    assert violation.commands == ()  # no ipvsadm there for the stop-gap
+    compared = old[("ipvs-timeouts-match-kube-proxy-config", "node-2")]
+    assert compared.outcome is Outcome.SKIPPED
+    assert "ipvsadm-timeout.txt" in compared.reason
+    assert "ipvsadm not installed" in compared.reason
     assert with_outcome(old, Outcome.ERROR) == set()
+
+
+def with_kube_proxy(snapshot: Snapshot, old: str, new: str) -> Snapshot:
+    config = snapshot.cluster["kube-proxy.json"]
+    assert old in config
+    return replace(
+        snapshot, cluster={**snapshot.cluster, "kube-proxy.json": config.replace(old, new)}
+    )
+
+
+def with_connection(snapshot: Snapshot, node: str, row: str) -> Snapshot:
+    files = dict(snapshot.nodes[node].files)
+    files["ip_vs_conn.txt"] += row + "\n"
+    return replace(
+        snapshot, nodes={**snapshot.nodes, node: replace(snapshot.nodes[node], files=files)}
+    )
+
+
+def tcpfin_on_node_2(snapshot: Snapshot) -> Result:
+    return results(snapshot)[("ipvs-tcpfin-timeout", "node-2")]
+
+
+def test_a_long_fin_wait_entry_proves_tcpfin_long_without_ipvsadm() -> None:
+    row = "TCP 0A0A0024 9EDC 0A60001E 0050 0AF4010A 1F90 FIN_WAIT        97"
+    configured = with_kube_proxy(load_snapshot(OLD_NODE), "tcpFinTimeout: 0s", "tcpFinTimeout: 30s")
+    result = tcpfin_on_node_2(with_connection(configured, "node-2", row))
+    [violation] = result.violations
+    assert violation.observed.startswith("tcpfin at least 97 s: an IPVS entry in FIN_WAIT")
+    assert violation.evidence[0] == row
+
+
+def test_a_short_fin_wait_entry_and_a_short_config_are_not_a_pass_without_ipvsadm() -> None:
+    row = "TCP 0A0A0024 9EDC 0A60001E 0050 0AF4010A 1F90 FIN_WAIT        25"
+    configured = with_kube_proxy(load_snapshot(OLD_NODE), "tcpFinTimeout: 0s", "tcpFinTimeout: 30s")
+    result = tcpfin_on_node_2(with_connection(configured, "node-2", row))
+    assert result.outcome is Outcome.SKIPPED
+    assert "sets tcpFinTimeout 30s at its start, which node-2 cannot confirm" in result.reason
+    assert "ipvsadm not installed" in result.reason
+
+
+def test_a_configured_tcpfin_above_the_limit_fails_without_ipvsadm() -> None:
+    configured = with_kube_proxy(load_snapshot(OLD_NODE), "tcpFinTimeout: 0s", "tcpFinTimeout: 1m")
+    [violation] = tcpfin_on_node_2(configured).violations
+    assert violation.observed == (
+        "tcpfin 60 s, not read on node-2: "
+        "kube-proxy's ipvs.tcpFinTimeout 60s, which it sets at start"
+    )
+
+
+def test_without_timeouts_or_kube_proxy_config_tcpfin_skips() -> None:
+    snapshot = load_snapshot(OLD_NODE)
+    cluster = {k: v for k, v in snapshot.cluster.items() if k != "kube-proxy.json"}
+    result = tcpfin_on_node_2(replace(snapshot, cluster=cluster))
+    assert result.outcome is Outcome.SKIPPED
+    assert "ipvsadm-timeout.txt" in result.reason
 
 
 def test_strict_rp_filter_on_the_old_node_names_the_text_source() -> None:

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +12,11 @@ import pytest
 from fixtures.lab.apiserver import write_kubeconfig
 from fixtures.lab.objects import api_objects
 from fixtures.lab.scenario import load_scenario
-from fixtures.lab.tls import TlsFiles, make_tls
+from fixtures.lab.serve_api import ServedApi, serve_api
 from vipcheck.gather import cluster
 from vipcheck.gather.cluster import ClusterConfigError, ClusterError, gather_cluster
 
-REPO = Path(__file__).resolve().parents[3]
 TOKEN = "gather-token-0123456789abcdef"  # noqa: S105 (a test token for a throwaway server)
-REQUEST = re.compile(r"^[A-Z]+ /")
 LISTS = {
     "services.json": ("services", "ServiceList", "v1"),
     "endpointslices.json": ("endpointslices", "EndpointSliceList", "discovery.k8s.io/v1"),
@@ -33,52 +24,13 @@ LISTS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Api:
-    url: str
-    kubeconfig: Path
-    tls: TlsFiles
-    log: Path
-    objects: dict[str, list[dict[str, Any]]]
-
-    def requests(self) -> list[str]:
-        """Every request the server logged so far: `METHOD PATH STATUS`."""
-        return [line for line in self.log.read_text().splitlines() if REQUEST.match(line)]
-
-
-@contextmanager
-def serving(directory: Path, objects: dict[str, list[dict[str, Any]]]) -> Iterator[Api]:
-    directory.mkdir(parents=True, exist_ok=True)
-    tls = make_tls(directory / "tls")
-    (directory / "objects.json").write_text(json.dumps(objects))
-    (directory / "token").write_text(TOKEN + "\n")
-    ready, log = directory / "ready", directory / "stderr"
-    command = [
-        *(sys.executable, "-m", "fixtures.lab.apiserver"),
-        *("--objects", str(directory / "objects.json")),
-        *("--cert", str(tls.server_cert), "--key", str(tls.server_key)),
-        *("--token-file", str(directory / "token"), "--ready-file", str(ready), "--port", "0"),
-    ]
-    with log.open("w") as stderr:
-        server = subprocess.Popen(command, cwd=REPO, stderr=stderr)
-        try:
-            deadline = time.monotonic() + 20
-            while not ready.exists():
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"apiserver did not get ready: {log.read_text()}")
-                time.sleep(0.05)
-            url = ready.read_text().strip()
-            write_kubeconfig(directory / "kubeconfig", url, tls.ca_cert, TOKEN)
-            yield Api(url, directory / "kubeconfig", tls, log, objects)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=10)
+def healthy_objects() -> dict[str, list[dict[str, Any]]]:
+    return api_objects(load_scenario("healthy"))
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    objects = api_objects(load_scenario("healthy"))
-    with serving(tmp_path_factory.mktemp("apiserver"), objects) as running:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApi]:
+    with serve_api(tmp_path_factory.mktemp("apiserver"), healthy_objects(), TOKEN) as running:
         yield running
 
 
@@ -94,7 +46,7 @@ def sorted_items(items: list[dict[str, Any]]) -> list[str]:
     return [f"{i['metadata'].get('namespace', '')}/{i['metadata']['name']}" for i in items]
 
 
-def test_lists_are_raw_and_complete(api: Api) -> None:
+def test_lists_are_raw_and_complete(api: ServedApi) -> None:
     lines: list[str] = []
     files = gather_cluster(str(api.kubeconfig), None, lines.append)
     assert sorted(files) == sorted([*LISTS, "kube-proxy.json", "kube-proxy-daemonset.json"])
@@ -102,7 +54,7 @@ def test_lists_are_raw_and_complete(api: Api) -> None:
         document = json.loads(files[name])
         assert (document["kind"], document["apiVersion"]) == (kind, api_version)
         assert "continue" not in document["metadata"]
-        served = sorted(api.objects[plural], key=lambda i: sorted_items([i]))
+        served = sorted(healthy_objects()[plural], key=lambda i: sorted_items([i]))
         assert sorted_items(document["items"]) == sorted_items(served)
         assert document["items"] == [
             {**item, "apiVersion": api_version, "kind": kind.removesuffix("List")}
@@ -117,33 +69,33 @@ def test_lists_are_raw_and_complete(api: Api) -> None:
     assert lines[0] == f"cluster: reading {api.url} (kubeconfig {api.kubeconfig})"
 
 
-def test_nothing_but_gets(api: Api) -> None:
+def test_nothing_but_gets(api: ServedApi) -> None:
     gather_cluster(str(api.kubeconfig), None, lambda _line: None)
     requests = api.requests()
     assert len(requests) >= len(LISTS) + 1
     assert all(line.startswith("GET ") for line in requests), requests
 
 
-def test_lists_are_read_in_pages(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lists_are_read_in_pages(api: ServedApi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cluster, "PAGE_SIZE", 2)
     seen = len(api.requests())
     files = gather_cluster(str(api.kubeconfig), None, lambda _line: None)
     services = json.loads(files["services.json"])
-    assert len(services["items"]) == len(api.objects["services"]) > 2
+    assert len(services["items"]) == len(healthy_objects()["services"]) > 2
     assert "remainingItemCount" not in services["metadata"]
     service_requests = [r for r in api.requests()[seen:] if r.startswith("GET /api/v1/services?")]
-    assert len(service_requests) == -(-len(api.objects["services"]) // 2)
+    assert len(service_requests) == -(-len(healthy_objects()["services"]) // 2)
     assert all("limit=2" in r for r in service_requests)
     assert sum("continue=" in r for r in service_requests) == len(service_requests) - 1
 
 
-def test_kubeconfig_from_the_environment(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kubeconfig_from_the_environment(api: ServedApi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", f"/nonexistent/kubeconfig:{api.kubeconfig}")
     files = gather_cluster(None, "vipcheck-lab", lambda _line: None)
     assert "nodes.json" in files
 
 
-def test_unknown_context_names_the_available_ones(api: Api) -> None:
+def test_unknown_context_names_the_available_ones(api: ServedApi) -> None:
     with pytest.raises(ClusterConfigError) as raised:
         gather_cluster(str(api.kubeconfig), "prod", lambda _line: None)
     assert str(raised.value) == (
@@ -183,7 +135,7 @@ def test_in_cluster_without_a_service_account(monkeypatch: pytest.MonkeyPatch) -
         gather_cluster(None, None, lambda _line: None)
 
 
-def test_wrong_token_is_401_naming_the_server(api: Api, tmp_path: Path) -> None:
+def test_wrong_token_is_401_naming_the_server(api: ServedApi, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     write_kubeconfig(kubeconfig, api.url, api.tls.ca_cert, "not-the-token")
     with pytest.raises(ClusterError) as raised:
@@ -192,7 +144,7 @@ def test_wrong_token_is_401_naming_the_server(api: Api, tmp_path: Path) -> None:
     assert raised.value.status == 401
 
 
-def test_refused_connection_names_the_server(api: Api, tmp_path: Path) -> None:
+def test_refused_connection_names_the_server(api: ServedApi, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     write_kubeconfig(kubeconfig, "https://127.0.0.1:1", api.tls.ca_cert, TOKEN)
     with pytest.raises(ClusterError) as raised:
@@ -204,10 +156,10 @@ def test_refused_connection_names_the_server(api: Api, tmp_path: Path) -> None:
 
 
 def test_missing_kube_proxy_config_map_is_not_an_error(tmp_path: Path) -> None:
-    objects = api_objects(load_scenario("healthy"))
+    objects = healthy_objects()
     objects["configmaps"] = []
     lines: list[str] = []
-    with serving(tmp_path / "api", objects) as running:
+    with serve_api(tmp_path / "api", objects, TOKEN) as running:
         files = gather_cluster(str(running.kubeconfig), None, lines.append)
     assert "kube-proxy.json" not in files
     assert "nodes.json" in files
@@ -217,10 +169,10 @@ def test_missing_kube_proxy_config_map_is_not_an_error(tmp_path: Path) -> None:
 
 
 def test_missing_kube_proxy_daemon_set_is_not_an_error(tmp_path: Path) -> None:
-    objects = api_objects(load_scenario("healthy"))
+    objects = healthy_objects()
     objects["daemonsets"] = []
     lines: list[str] = []
-    with serving(tmp_path / "api", objects) as running:
+    with serve_api(tmp_path / "api", objects, TOKEN) as running:
         files = gather_cluster(str(running.kubeconfig), None, lines.append)
     assert "kube-proxy-daemonset.json" not in files
     assert "kube-proxy.json" in files
