@@ -420,6 +420,7 @@ class ProbeFacts:
     ) -> None:
         self._load = load
         self._observer = observer
+        self._after: dict[str, tuple[Connection, ...] | None] = {}
 
     @cached_property
     def _files(self) -> Mapping[str, str]:
@@ -450,7 +451,12 @@ class ProbeFacts:
 
     def connections_after(self, node: str) -> tuple[Connection, ...] | None:
         """The SYN_RECV entries of a node's IPVS connection table re-read after the probes, if
-        it was (all that is read of it; streamed as syn_recv_connections is)."""
+        it was (all that is read of it; streamed as syn_recv_connections is, once per node)."""
+        if node not in self._after:
+            self._after[node] = self._syn_recv_after(node)
+        return self._after[node]
+
+    def _syn_recv_after(self, node: str) -> tuple[Connection, ...] | None:
         name = f"after/{node}/ip_vs_conn.txt"
         if name not in self._files:
             return None

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from vipcheck import snapshot as snapshot_module
-from vipcheck.facts import Facts, NodeFacts
+from vipcheck.facts import Facts, NodeFacts, ProbeFacts
 from vipcheck.parse import ParseError
 from vipcheck.snapshot import (
     MAX_STREAMED_LINE,
@@ -255,3 +255,11 @@ def test_a_file_that_does_not_parse_is_read_and_parsed_once() -> None:
         with pytest.raises(ParseError, match=r"sysctl\.txt:2"):
             node.sysctls  # noqa: B018
     assert files.reads == {"ipvsadm-Ln.txt": 1, "sysctl.txt": 1}
+
+
+def test_the_after_probe_table_is_read_once_per_node_not_once_per_failing_vip() -> None:
+    files = CountingFiles({"plan.json": "{}", "after/node-1/ip_vs_conn.txt": TABLE})
+    probes = ProbeFacts(lambda: files)
+    for _ in range(3):
+        assert [c.expires_s for c in probes.connections_after("node-1") or ()] == [51, 40]
+    assert files.reads == {"after/node-1/ip_vs_conn.txt": 1}
