@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench import lab
 from bench.synth import Shape, expected_failures, generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,7 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-selection", action="store_true", help="skip the -k/-m replays of the largest size"
     )
+    parser.add_argument(
+        "--lab",
+        action="store_true",
+        help="instead: the live path on the lab's big scenario, vipcheck --no-probe against a "
+        "raw gather (bench/lab.py; boots and stops a VM)",
+    )
+    parser.add_argument(
+        "--lab-rounds", type=int, default=lab.ROUNDS, help="timed rounds of each (default 5)"
+    )
     args = parser.parse_args(argv)
+    if args.lab:
+        return lab.main(args.workdir, args.lab_rounds)
     targets = Targets()
     rows = []
     for nodes, services in args.sizes:
