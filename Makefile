@@ -20,7 +20,7 @@ APT_PACKAGES := qemu-system-x86 busybox-static bash ipvsadm openssh-server opens
 DOCKER_CLI_PACKAGE := docker.io
 DOCKER_CLI_DIR ?= /usr/local/bin
 
-.PHONY: deps system-deps docker-cli test bench fuzz demo demo-down demo-kind demo-kind-down clean
+.PHONY: deps system-deps docker-cli test bench bench-lab fuzz demo demo-down demo-kind demo-kind-down clean
 
 deps: system-deps docker-cli $(VENV)/.installed
 
@@ -63,6 +63,11 @@ test: deps
 # Scale: replay synthetic snapshots up to 100 nodes x 5,000 Services against the targets (bench/).
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m bench
+
+# The live path: boot the lab's big scenario (3 nodes, 2,000 Services), time vipcheck --no-probe
+# against a raw gather of the same nodes, alternating, and check the ratio (bench/lab.py).
+bench-lab: deps
+	$(VENV)/bin/python -m bench --lab
 
 # The parsers' fuzzing with the long hypothesis profile (`make test` runs the quick one).
 fuzz: deps

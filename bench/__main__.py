@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench import lab
 from bench.oversized import run_oversized
 from bench.synth import Shape, expected_failures, generate
 
@@ -279,12 +280,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the oversized-input replays: 400 MB files, 100 MB lines (bench.oversized)",
     )
+    parser.add_argument(
+        "--lab",
+        action="store_true",
+        help="instead: the live path on the lab's big scenario, vipcheck --no-probe against a "
+        "raw gather (bench/lab.py; boots and stops a VM)",
+    )
+    parser.add_argument(
+        "--lab-rounds", type=int, default=lab.ROUNDS, help="timed rounds of each (default 5)"
+    )
     args = parser.parse_args(argv)
     if args.oversized:
         small = snapshot(Shape(*OVERSIZED_BASE), args.workdir)
         missed = run_oversized(small, args.workdir, measure, args.timeout)
         print("bench: targets missed:\n  " + "\n  ".join(missed) if missed else "bench: met")
         return 1 if missed else 0
+    if args.lab:
+        return lab.main(args.workdir, args.lab_rounds)
     targets = Targets()
     rows = []
     for nodes, services in args.sizes:

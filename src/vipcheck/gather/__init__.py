@@ -1,16 +1,17 @@
 """Gathering: observe a live cluster and its nodes, read-only, into a Snapshot.
 
-The cluster is read first, because its Nodes say which nodes exist and by which addresses a host
-spec finds its node; then every node is observed in parallel, one round trip each. A node that
+The cluster's Nodes are listed first, because they say which nodes exist and by which addresses a
+host spec finds its node; then every node is observed in parallel, one round trip each, while the
+rest of the API (Services, EndpointSlices: most of a big cluster's listing) is read. A node that
 cannot be reached, or that no spec names, is kept with the reason, never dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from vipcheck.gather.cluster import ClusterError, gather_cluster
 from vipcheck.gather.nodes import gather_nodes
@@ -31,10 +32,18 @@ Progress = Callable[[str], None]
 
 
 class ClusterReader(Protocol):
-    """Reads the API's lists into cluster files, so gathering runs against a fake API in tests."""
+    """Reads the API's lists into cluster files, so gathering runs against a fake API in tests.
+
+    A reader may call nodes_listed with nodes.json as soon as it has it (before the rest).
+    """
 
     def __call__(
-        self, kubeconfig: str | None, context: str | None, progress: Progress, /
+        self,
+        kubeconfig: str | None,
+        context: str | None,
+        progress: Progress,
+        nodes_listed: Callable[[str], None],
+        /,
     ) -> dict[str, str]: ...
 
 
@@ -49,11 +58,18 @@ def gather(
 
     With --hosts the specs are known before the API answers, so they are gathered while it is
     listed, and paired with nodes afterwards (a spec that is no node was read for nothing and is
-    dropped); otherwise the API's node list says which nodes to gather, so it comes first.
+    dropped); otherwise the API's node list says which nodes to gather: they are gathered as soon
+    as it is listed, while the rest of the API (Services, EndpointSlices) is.
     """
     early = _early_targets(options)
+    nodes_listed: Future[str] = Future()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipcheck-api") as api:
-        listing = api.submit(_read_cluster, read_cluster, options, progress)
+        listing = api.submit(_read_cluster, read_cluster, options, progress, nodes_listed)
+        if not early:
+            either: list[Future[Any]] = [nodes_listed, listing]
+            wait(either, return_when=FIRST_COMPLETED)
+            if nodes_listed.done():
+                early = _listed_targets(options, nodes_listed.result())
         gathered = _gather(early, options, progress, runner)
         cluster, cluster_error = listing.result()
     names, resolution = resolve(options, cluster.get("nodes.json"))
@@ -78,14 +94,30 @@ def gather(
 
 
 def _read_cluster(
-    read_cluster: ClusterReader, options: GatherOptions, progress: Progress
+    read_cluster: ClusterReader,
+    options: GatherOptions,
+    progress: Progress,
+    nodes_listed: Future[str],
 ) -> tuple[dict[str, str], str | None]:
     """The cluster files, or none and why the API could not be read."""
+
+    def listed(nodes_json: str) -> None:
+        if not nodes_listed.done():
+            nodes_listed.set_result(nodes_json)
+
     try:
-        return read_cluster(options.kubeconfig, options.context, progress), None
+        return read_cluster(options.kubeconfig, options.context, progress, listed), None
     except ClusterError as error:
         progress(f"cluster not read: {error}")
         return {}, str(error)
+
+
+def _listed_targets(options: GatherOptions, nodes_json: str) -> tuple[NodeTarget, ...]:
+    """The targets of the nodes listed so far, gathered while the API listing goes on."""
+    try:
+        return resolve(options, nodes_json)[1].targets
+    except TargetError:
+        return ()  # reported when the whole listing is paired
 
 
 def _early_targets(options: GatherOptions) -> tuple[NodeTarget, ...]:

@@ -140,7 +140,7 @@ def test_wrong_token_is_401_naming_the_server(api: ServedApi, tmp_path: Path) ->
     write_kubeconfig(kubeconfig, api.url, api.tls.ca_cert, "not-the-token")
     with pytest.raises(ClusterError) as raised:
         gather_cluster(str(kubeconfig), None, lambda _line: None)
-    assert str(raised.value) == f"{api.url}: services.json: 401 Unauthorized: Unauthorized"
+    assert str(raised.value) == f"{api.url}: nodes.json: 401 Unauthorized: Unauthorized"
     assert raised.value.status == 401
 
 
@@ -150,7 +150,7 @@ def test_refused_connection_names_the_server(api: ServedApi, tmp_path: Path) -> 
     with pytest.raises(ClusterError) as raised:
         gather_cluster(str(kubeconfig), None, lambda _line: None)
     message = str(raised.value)
-    assert message.startswith("https://127.0.0.1:1: cannot connect for services.json: ")
+    assert message.startswith("https://127.0.0.1:1: cannot connect for nodes.json: ")
     assert "refused" in message
     assert "\n" not in message
 

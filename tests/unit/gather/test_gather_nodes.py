@@ -283,3 +283,31 @@ def test_a_whole_output_ends_with_the_marker_and_is_observed() -> None:
     node, _ = gather_one(FRAMES + "logout banner after the script\n")
     assert node.error is None
     assert node.files == {"uname.txt": "6.1.0-25-amd64\n"}
+
+
+def test_without_hosts_nodes_are_gathered_once_listed_while_the_rest_is(
+    fake: FakeNodes, tmp_path: Any
+) -> None:
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host node-*\n  User root\n")
+    nodes = nodes_json(("node-1", "10.0.0.11"), ("node-4", "10.0.0.14"))
+    gathered = threading.Event()
+
+    class Watching(FakeNodes):
+        def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+            result = super().run(target, script, timeout_s)
+            gathered.set()
+            return result
+
+    def api(_kubeconfig: object, _context: object, _progress: object, listed: Any) -> Any:
+        listed(nodes)  # the Nodes first; the Services and EndpointSlices take longer
+        assert gathered.wait(5), "no node was gathered while the Services were being listed"
+        return {"nodes.json": nodes, "services.json": "{}"}
+
+    options = GatherOptions(ssh_config=str(ssh_config))
+    watching = Watching()
+    snapshot = gather(options, lambda _line: None, runner=watching, read_cluster=api)
+    assert list(snapshot.nodes) == ["node-1", "node-4"]
+    assert snapshot.nodes["node-4"].files == {"uname.txt": "6.1.0-25-amd64\n"}
+    assert snapshot.cluster["services.json"] == "{}"
+    assert watching.calls == {"node-1": 1, "node-4": 1}  # gathered once, not again when paired

@@ -182,7 +182,7 @@ def test_gathering_kind_nodes_keeps_each_containers_failure_on_its_node(
     options = GatherOptions(hosts=tuple(f"docker://{n}" for n in names), timeout_s=20)
 
     def read_cluster(
-        kubeconfig: str | None, context: str | None, progress: object
+        kubeconfig: str | None, context: str | None, progress: object, listed: object
     ) -> dict[str, str]:
         return {"nodes.json": node_list(*names)}
 
@@ -257,7 +257,7 @@ def test_an_api_node_without_a_container_says_so(fake_docker: Path) -> None:
     options = GatherOptions(kind="lab", hosts=("docker://lab-control-plane",), timeout_s=20)
 
     def read_cluster(
-        kubeconfig: str | None, context: str | None, progress: object
+        kubeconfig: str | None, context: str | None, progress: object, listed: object
     ) -> dict[str, str]:
         return {"nodes.json": node_list("lab-control-plane", "lab-worker")}
 

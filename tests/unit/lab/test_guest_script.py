@@ -180,6 +180,21 @@ def test_traffic_only_where_declared() -> None:
     assert "short_connections client" not in setup_script(load_scenario("healthy"))
 
 
+def test_big_programs_every_generated_service_in_one_ipvsadm_and_one_ip_batch_per_node() -> None:
+    """2,000 Services cost no process each: one ipvsadm -R, one ip -batch (kube-ipvs0) per node."""
+    script = setup_script(load_scenario("big"))
+    program = step(script, "program_kube_proxy")
+    assert program.count("ipvsadm -R <<'EOF'") == 3
+    rules = heredoc(script, "ip netns exec node-2 ipvsadm -R")
+    assert sum(rule.startswith("-A ") for rule in rules) == 2104  # 2,004 ClusterIPs, 100 NodePorts
+    assert sum(rule.startswith("-a ") for rule in rules) == 4206  # web-1, web-2 behind bulk VSs
+    assert "-A -u 10.102.0.1:53 -s rr" in rules
+    node = heredoc(script, "ip -n node-2 -batch -")
+    assert sum(line.startswith("addr add") and "kube-ipvs0" in line for line in node) == 2003
+    # The connection entries: datagrams from one bash in the client, not a process each.
+    assert "    udp_datagrams client 10.102.0.1 53 3000\n" in step(script, "send_traffic")
+
+
 def test_topology_lines() -> None:
     script = setup_script(load_scenario("healthy"))
     root = commands(heredoc(script, "ip -batch -"))

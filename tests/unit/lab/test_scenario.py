@@ -22,6 +22,7 @@ from fixtures.lab.scenario import (
 )
 
 SHIPPED = [
+    "big",
     "faulty-nodes",
     "healthy",
     "healthy-old-node",
@@ -367,4 +368,174 @@ def test_bad_fault_names_file_line_and_choices(tmp_path: Path) -> None:
     assert error_for(path).startswith(
         f"{path}:{line_of(text, 'fault')}: nodes[1].fault: expected one of sshd-hang, "
         "port-closed, cut-output, no-ipvs, sudo-password"
+    )
+
+
+# --- bulk: generated Services (the big scenario) -------------------------------------------------
+
+BULK = """\
+bulk:
+  - count: 3
+    namespace: default
+    name: app
+    clusterIPs: 10.100.0.0/29
+    selector: {app: redis}
+    ports: [{name: redis, port: 6379}]
+  - count: 2
+    namespace: default
+    name: edge
+    type: NodePort
+    firstNodePort: 31000
+    clusterIPs: 10.101.0.0/29
+    selector: {app: redis}
+    ports: [{name: a, port: 80, targetPort: 6379}, {name: b, port: 53, protocol: UDP}]
+"""
+
+
+def test_bulk_generates_numbered_services_after_the_written_ones(tmp_path: Path) -> None:
+    scenario = load_scenario(str(write(tmp_path, "bulk", BASE + BULK)))
+    names = [f"{s.namespace}/{s.name}" for s in scenario.services]
+    assert names == [
+        "default/redis",
+        "default/app-1",
+        "default/app-2",
+        "default/app-3",
+        "default/edge-1",
+        "default/edge-2",
+    ]
+    assert [s.cluster_ip for s in scenario.services[1:4]] == [
+        IPv4Address("10.100.0.1"),
+        IPv4Address("10.100.0.2"),
+        IPv4Address("10.100.0.3"),
+    ]
+    edge = scenario.service("default", "edge-2")
+    assert edge.type is ServiceType.NODE_PORT
+    assert [(p.port, p.protocol, p.node_port) for p in edge.ports] == [
+        (80, Protocol.TCP, 31002),
+        (53, Protocol.UDP, 31003),
+    ]
+    assert scenario.service("default", "app-1").ports[0].node_port is None
+
+
+def test_big_is_healthy_with_two_thousand_services_and_udp_traffic() -> None:
+    big, healthy = load_scenario("big"), load_scenario("healthy")
+    generated = big.services[len(healthy.services) :]
+    assert big.services[: len(healthy.services)] == healthy.services
+    assert len(generated) == 2000
+    assert big.nodes == healthy.nodes
+    assert big.pods == healthy.pods
+    assert big.faults == ()
+    assert {s.name.rsplit("-", 1)[0] for s in generated} == {"app", "edge", "dns"}
+    assert big.service("default", "app-0001").cluster_ip == IPv4Address("10.100.0.1")
+    node_ports = [p.node_port for s in generated for p in s.ports if p.node_port is not None]
+    assert node_ports == list(range(31000, 31100))
+    assert big.traffic == (Traffic("client", "default", "dns-001", 53, 3000, Protocol.UDP),)
+    assert big.kube_proxy.udp_timeout == 900  # UDP entries outlive a bench run
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "expected"),
+    [
+        pytest.param(
+            "  - count: 3\n",
+            "  - count: 5001\n",
+            "count: 5001",
+            r"bulk\[0\]\.count: expected an integer 1-5000 \(got 5001\)",
+            id="count-too-large",
+        ),
+        pytest.param(
+            "    clusterIPs: 10.100.0.0/29\n",
+            "    clusterIPs: 10.100.0.0/31\n",
+            "clusterIPs: 10.100.0.0/31",
+            r"bulk\[0\]\.clusterIPs: has 2 host addresses, fewer than count 3",
+            id="too-few-cluster-ips",
+        ),
+        pytest.param(
+            "  - count: 3\n    namespace: default\n    name: app\n    clusterIPs: 10.100.0.0/29\n",
+            "  - count: 30\n    namespace: default\n    name: app\n    clusterIPs: 10.96.0.0/24\n",
+            "clusterIPs: 10.96.0.0/24",
+            r"bulk\[0\]\.clusterIPs: address already used by services\[0\]\.clusterIP",
+            id="cluster-ip-taken",
+        ),
+        pytest.param(
+            "    clusterIPs: 10.101.0.0/29\n",
+            "    clusterIPs: 10.100.0.0/29  # overlaps\n",
+            "# overlaps",
+            r"bulk\[1\]\.clusterIPs: address already used by bulk\[0\]\.clusterIPs",
+            id="groups-overlap",
+        ),
+        pytest.param(
+            "    name: edge\n",
+            "    name: app  # again\n",
+            "# again",
+            r"bulk\[1\]\.name: default/app-1 is already defined at bulk\[0\]",
+            id="name-taken",
+        ),
+        pytest.param(
+            "    ports: [{name: redis, port: 6379}]\n",
+            "    ports: [{name: redis, port: 6379, nodePort: 30001}]\n",
+            "nodePort: 30001",
+            r"bulk\[0\]\.ports\[0\]\.nodePort: a bulk group's nodePorts are allocated from",
+            id="node-port-written",
+        ),
+        pytest.param(
+            "    name: app\n",
+            "    name: app\n    firstNodePort: 30500\n",
+            "firstNodePort: 30500",
+            r"bulk\[0\]\.firstNodePort: only a NodePort group has nodePorts",
+            id="first-node-port-on-cluster-ip",
+        ),
+        pytest.param(
+            "    firstNodePort: 31000\n",
+            "    firstNodePort: 32765\n",
+            "firstNodePort: 32765",
+            r"bulk\[1\]\.firstNodePort: 4 nodePorts from 32765 run past 32767",
+            id="node-ports-overflow",
+        ),
+        pytest.param(
+            "    type: NodePort\n",
+            "    type: LoadBalancer\n",
+            "type: LoadBalancer",
+            r"bulk\[1\]\.type: expected one of ClusterIP, NodePort",
+            id="bad-type",
+        ),
+        pytest.param(
+            "    selector: {app: redis}\n",
+            "    selecter: {app: redis}\n",
+            "selecter",
+            r"bulk\[0\]\.selecter: unknown key \(expected one of: count, namespace, name",
+            id="unknown-key",
+        ),
+    ],
+)
+def test_bulk_errors_name_file_line_and_field(
+    tmp_path: Path, old: str, new: str, needle: str, expected: str
+) -> None:
+    assert old in BULK
+    text = BASE + BULK.replace(old, new, 1)
+    path = write(tmp_path, "bad", text)
+    message = error_for(path)
+    assert message.startswith(f"{path}:{line_of(text, needle)}: "), message
+    assert re.search(expected, message), message
+
+
+def test_bulk_node_ports_cannot_reuse_a_written_one(tmp_path: Path) -> None:
+    text = BASE.replace(
+        "    clusterIP: 10.96.0.20\n", "    type: NodePort\n    clusterIP: 10.96.0.20\n"
+    ).replace("        port: 6379\n", "        port: 6379\n        nodePort: 31002\n")
+    text += BULK
+    path = write(tmp_path, "bad", text)
+    assert error_for(path) == (
+        f"{path}:{line_of(text, 'firstNodePort')}: bulk[1].firstNodePort: default/edge-2 would"
+        " get nodePort 31002, already used by services[0].ports[0].nodePort (got 31000)"
+    )
+
+
+def test_traffic_protocol_is_tcp_or_udp(tmp_path: Path) -> None:
+    text = BASE + "traffic:\n  - {from: client, to: default/redis:6379, protocol: SCTP,"
+    text += " connections: 3}\n"
+    path = write(tmp_path, "bad", text)
+    assert error_for(path) == (
+        f"{path}:{len(text.splitlines())}: traffic[0].protocol: expected one of TCP, UDP"
+        " (got 'SCTP')"
     )
