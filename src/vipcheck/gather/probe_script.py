@@ -31,6 +31,7 @@ vp_nl='
 vp_start=$(date +%s)
 vp_nc_z=
 vp_nc_e=
+vp_spent=
 vp_py='
 import socket, sys, time
 a, p, t = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -111,11 +112,16 @@ vp_connect() {
 }
 
 vp_probe() {
-    # $1 address, $2 port, $3 attempts
+    # $1 address, $2 port, $3 attempts. Once the cap is reached (vp_spent), every later target
+    # is only listed: no `date` per target, which on a slow host with thousands of targets took
+    # longer than the slack the caller allows past the cap, losing the whole round's output.
     vp_i=1
     while [ "$vp_i" -le "$3" ]; do
-        vp_elapsed=$(( $(date +%s) - vp_start ))
-        if [ $((vp_elapsed + vp_timeout)) -gt "$vp_budget" ]; then
+        if [ -z "$vp_spent" ] && [ $(( $(date +%s) - vp_start + vp_timeout )) -gt "$vp_budget" ]
+        then
+            vp_spent=1
+        fi
+        if [ -n "$vp_spent" ]; then
             echo "BUDGET $1 $2 $(( $3 - vp_i + 1 ))"
             return
         fi

@@ -120,6 +120,23 @@ def test_time_cap_stops_attempts_that_could_end_past_it(closed: HostPort) -> Non
     assert output.not_attempted == {closed: 3}
 
 
+def test_past_the_cap_the_rest_is_listed_without_a_clock_read_per_target(
+    closed: HostPort, tmp_path: Path
+) -> None:
+    # bench --lab's big scenario: thousands of targets on a slow host ran `date` once each after
+    # the cap, past the caller's slack, and the killed round lost all it had probed.
+    calls = tmp_path / "date-calls"
+    (tmp_path / "date").write_text(f'#!/bin/sh\necho >> {calls}\nexec /bin/date "$@"\n')
+    (tmp_path / "date").chmod(0o755)
+    targets = [(HostPort(LOCAL, port), 2) for port in range(1, 3001)]
+    script = build_probe_script(targets, ProbeSettings(timeout_s=2, budget_s=1))
+    output = parse_probe_output(run(f'PATH="{tmp_path}:$PATH"\n{script}'), "test")
+    assert output.error is None
+    assert output.attempts == ()
+    assert output.not_attempted == {address: 2 for address, _ in targets}
+    assert len(calls.read_text().splitlines()) == 2  # the start, and the first target's check
+
+
 def test_unknown_tool_is_refused() -> None:
     with pytest.raises(ValueError, match="probe tools"):
         build_probe_script([], ProbeSettings(), ("perl",))
