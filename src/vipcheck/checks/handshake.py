@@ -11,6 +11,7 @@ from vipcheck.checks.base import (
     FindingKind,
     InterfaceSubject,
     NotApplicable,
+    PartlyJudged,
     Severity,
     Violation,
 )
@@ -81,6 +82,7 @@ def check_vip_handshake(
         )
     violations = []
     unobserved: list[str] = []
+    capped: dict[str, str] = {}
     for target in mine:
         output = facts.probes.output(target.vantage, ProbeRound.VIP)
         if output is None or output.error:
@@ -91,11 +93,22 @@ def check_vip_handshake(
         skipped = output.not_attempted.get(target.address, 0)
         if attempts and _all_connected(attempts) and not skipped:
             continue
+        if _all_connected(attempts) and skipped:
+            # Nothing failed, but the time cap cut the attempts that would reach every real
+            # server: not judged from there, never a pass (nor a failure).
+            made = f"{len(attempts)} completed, " if attempts else ""
+            capped[f"{target.vantage} {target.address}"] = (
+                f"{target.address} from {target.vantage}: {made}{skipped} not attempted within "
+                "the probe's time cap (--probe-total)"
+            )
+            continue
         violations.append(
             _violation(subject, target, attempts, skipped=skipped, facts=facts, settings=settings)
         )
     if unobserved and not violations:
         raise Unobserved(f"{subject}: could not probe from {'; '.join(sorted(set(unobserved)))}")
+    if capped:
+        raise PartlyJudged(violations, capped)
     return violations
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.checks.base import NotApplicable, Violation
-from vipcheck.checks.handshake import check_vip_handshake
+from vipcheck.cases import Case, Outcome, run_case
+from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
+from vipcheck.checks.handshake import VIP_HANDSHAKE, check_vip_handshake
 from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort, Protocol
@@ -210,11 +211,30 @@ def test_every_handshake_connected_passes() -> None:
     assert check_vip_handshake(WEB, probed, DEFAULTS) == []
 
 
-def test_attempts_cut_by_the_time_cap_fail_the_item() -> None:
+def test_attempts_cut_by_the_time_cap_are_not_judged_never_passed() -> None:
+    # bench --lab's big scenario: 1,518 healthy Service ports failed as "0 of 1 handshakes
+    # failed (1 not attempted (time cap))"; a cut is no failure, and no pass either.
     targets = [vip("node-1", "10.96.0.30:80", "default/web:80/TCP", 8)]
     output = lines("10.96.0.30:80", *[CONNECTED] * 5) + "BUDGET 10.96.0.30 80 3\n"
+    with pytest.raises(PartlyJudged) as cut:
+        check_vip_handshake(WEB, facts(targets, {"node-1/vip.txt": output}), DEFAULTS)
+    assert cut.value.violations == []
+    assert str(cut.value) == (
+        "10.96.0.30:80 from node-1: 5 completed, 3 not attempted within the probe's time cap "
+        "(--probe-total)"
+    )
+    result = run_case(
+        Case(VIP_HANDSHAKE, WEB), facts(targets, {"node-1/vip.txt": output}), DEFAULTS
+    )
+    assert result.outcome is Outcome.SKIPPED
+
+
+def test_a_failed_attempt_before_the_time_cap_still_fails() -> None:
+    targets = [vip("node-1", "10.96.0.30:80", "default/web:80/TCP", 8)]
+    output = lines("10.96.0.30:80", CONNECTED, REFUSED) + "BUDGET 10.96.0.30 80 6\n"
     [violation] = check_vip_handshake(WEB, facts(targets, {"node-1/vip.txt": output}), DEFAULTS)
-    assert "3 not attempted (time cap)" in violation.observed
+    assert "1 of 8 handshakes failed" in violation.observed
+    assert "6 not attempted (time cap)" in violation.observed
 
 
 def test_a_vantage_point_that_could_not_probe_errors_the_item() -> None:
