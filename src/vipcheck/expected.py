@@ -266,13 +266,23 @@ class VirtualServiceExplanations:
         return None
 
 
+SameOnEveryNode = dict[KubeProxyRules, dict[int, tuple[ExpectedVirtualService, ...]]]
+"""The VSs of Services that are the same on every node (_same_on_every_node), by kube-proxy rules
+and the Service's identity: valid for one Cluster, whose Services they are."""
+
+
 def expected_virtual_services(
-    cluster: Cluster, node: str, node_addresses: Sequence[IPAddress]
+    cluster: Cluster,
+    node: str,
+    node_addresses: Sequence[IPAddress],
+    same_on_every_node: SameOnEveryNode | None = None,
 ) -> tuple[ExpectedVirtualService, ...]:
     """Every VS a correct kube-proxy programs on the node, per Service port, family and address.
 
     node_addresses are the node's own addresses outside kube-ipvs0, the NodePort candidates.
     The node's kube-proxy version (its Node object) picks the version-dependent rules.
+    same_on_every_node, kept by the caller for this cluster's nodes, spares the other nodes
+    computing again the VSs of a Service that does not depend on the node (most of them).
     """
     config = cluster.kube_proxy or KubeProxyConfig()
     slices = _slices_by_service(cluster.endpoint_slices)
@@ -283,13 +293,39 @@ def expected_virtual_services(
         rules=kube_proxy_rules(cluster.kube_proxy_release(node)),
     )
     node_ports = _node_port_selection(cluster, node, node_addresses)
-    return tuple(
-        expected
-        for service in cluster.services
-        if service.exclusion is None
-        for expected in _service_virtual_services(
-            service, slices.get(service.key, ()), config.scheduler, where, node_ports
-        )
+    known = {} if same_on_every_node is None else same_on_every_node.setdefault(where.rules, {})
+    expected: list[ExpectedVirtualService] = []
+    for service in cluster.services:
+        if service.exclusion is not None:
+            continue
+        found = known.get(id(service))
+        if found is None:
+            service_slices = slices.get(service.key, ())
+            found = tuple(
+                _service_virtual_services(
+                    service, service_slices, config.scheduler, where, node_ports
+                )
+            )
+            if _same_on_every_node(service, service_slices):
+                known[id(service)] = found
+        expected += found
+    return tuple(expected)
+
+
+def _same_on_every_node(service: Service, slices: Sequence[EndpointSlice]) -> bool:
+    """Whether a Service's VSs are the same on every node of one kube-proxy release: it has no
+    nodePort (served on the node's addresses), no Local policy (the node's own endpoints) and no
+    topology hint (endpoints picked by node or zone)."""
+    if TrafficPolicy.LOCAL in (service.internal_traffic_policy, service.external_traffic_policy):
+        return False
+    if service.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER) and any(
+        port.node_port is not None for port in service.ports
+    ):
+        return False
+    return not any(
+        endpoint.zone_hints or endpoint.node_hints
+        for endpoint_slice in slices
+        for endpoint in endpoint_slice.endpoints
     )
 
 

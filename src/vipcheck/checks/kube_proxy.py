@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
-from vipcheck.expected import ExpectedVirtualService, expected_virtual_services
+from vipcheck.expected import ExpectedVirtualService, SameOnEveryNode, expected_virtual_services
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import (
     Cluster,
@@ -186,17 +186,20 @@ _Expected = tuple[ExpectedVirtualService, ...]
 
 @dataclass
 class _Shared:
-    """For the last Cluster seen (by identity): one copy of each port's expected VSs, and the
-    first node's index, which the other nodes share where they agree (ClusterIPs under policy
-    Cluster: nearly every port), keeping only where they differ (their NodePorts)."""
+    """For the last Cluster seen (by identity): the VSs of the Services that are the same on
+    every node, computed for the first; one copy of each port's expected VSs (by the identities
+    of its VSs, which that copy keeps alive), and the first node's index, which the other nodes
+    share where they agree (ClusterIPs under policy Cluster: nearly every port), keeping only
+    where they differ (their NodePorts)."""
 
     cluster: Cluster | None = None
-    copies: dict[_Expected, _Expected] = field(default_factory=dict)
+    same_on_every_node: SameOnEveryNode = field(default_factory=dict)
+    copies: dict[tuple[int, ...], _Expected] = field(default_factory=dict)
     common: dict[ServicePortKey, _Expected] = field(default_factory=dict)
 
     def of(self, cluster: Cluster) -> _Shared:
         if self.cluster is not cluster:
-            self.cluster, self.copies, self.common = cluster, {}, {}
+            self.cluster, self.same_on_every_node, self.copies, self.common = cluster, {}, {}, {}
         return self
 
 
@@ -223,11 +226,17 @@ class _NodeExpected:
 
 
 def _expected_by_port(cluster: Cluster, node: NodeFacts, inputs: _ExpectedInputs) -> _NodeExpected:
-    grouped: defaultdict[ServicePortKey, list[ExpectedVirtualService]] = defaultdict(list)
-    for expected in expected_virtual_services(cluster, node.name, inputs.addresses):
-        grouped[expected.port_key].append(expected)
     shared = _SHARED.of(cluster)
-    mine = {key: shared.copies.setdefault(found, found) for key, found in _as_tuples(grouped)}
+    grouped: defaultdict[ServicePortKey, list[ExpectedVirtualService]] = defaultdict(list)
+    every = expected_virtual_services(
+        cluster, node.name, inputs.addresses, shared.same_on_every_node
+    )
+    for expected in every:
+        grouped[expected.port_key].append(expected)
+    mine = {
+        key: shared.copies.setdefault(tuple(map(id, found)), found)
+        for key, found in _as_tuples(grouped)
+    }
     if not shared.common:
         shared.common = mine
         return _NodeExpected({}, mine)
