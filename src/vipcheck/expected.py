@@ -595,28 +595,50 @@ def expected_cluster_ips(
     outside kube-ipvs0) gets its VS but is not bound: `shouldBind := !nodeAddressSet.Has(...)`
     in syncProxyRules (pkg/proxy/ipvs/proxier.go). ClusterIPs are always bound.
     """
-    own = frozenset(node_addresses)
-    return frozenset(
-        address
-        for service in services
-        if service.exclusion is None and service.ports
-        for kind, address in _bound_addresses(service)
-        if kind is VirtualServiceKind.CLUSTER_IP or address not in own
-    )
+    return ServiceAddresses.of(services).bound(node_addresses)
 
 
 def unbound_node_addresses(
     services: Iterable[Service], node_addresses: Iterable[IPAddress]
 ) -> dict[IPAddress, str]:
     """Service externalIPs and LB IPs kube-proxy leaves off kube-ipvs0 as node addresses: why."""
-    own = frozenset(node_addresses)
-    return {
-        address: f"{kind} of {service.key}"
-        for service in services
-        if service.exclusion is None and service.ports
-        for kind, address in _bound_addresses(service)
-        if kind is not VirtualServiceKind.CLUSTER_IP and address in own
-    }
+    return ServiceAddresses.of(services).unbound(node_addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAddresses:
+    """The addresses of the programmed Services, gathered once for every node: the ClusterIPs,
+    always bound, and the externalIPs and LB IPs, bound unless the node has them itself."""
+
+    cluster_ips: frozenset[IPAddress]
+    others: tuple[tuple[VirtualServiceKind, IPAddress, str], ...]  # kind, address, Service key
+
+    @classmethod
+    def of(cls, services: Iterable[Service]) -> ServiceAddresses:
+        bound = [
+            (kind, address, service.key)
+            for service in services
+            if service.exclusion is None and service.ports
+            for kind, address in _bound_addresses(service)
+        ]
+        return cls(
+            frozenset(a for kind, a, _ in bound if kind is VirtualServiceKind.CLUSTER_IP),
+            tuple(item for item in bound if item[0] is not VirtualServiceKind.CLUSTER_IP),
+        )
+
+    def bound(self, node_addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
+        """What kube-proxy binds to kube-ipvs0 on a node with these addresses."""
+        own = frozenset(node_addresses)
+        return self.cluster_ips | {address for _, address, _ in self.others if address not in own}
+
+    def unbound(self, node_addresses: Iterable[IPAddress]) -> dict[IPAddress, str]:
+        """What it leaves off kube-ipvs0 there, being the node's own, and whose it is."""
+        own = frozenset(node_addresses)
+        return {
+            address: f"{kind} of {service}"
+            for kind, address, service in self.others
+            if address in own
+        }
 
 
 def explain_virtual_services(cluster: Cluster) -> VirtualServiceExplanations:
