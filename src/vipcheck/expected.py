@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_network
 
@@ -204,16 +204,24 @@ class ExpectedVirtualService:
     # Every endpoint of the port in this family, usable or not, so a real server that is an
     # endpoint kube-proxy leaves out here (unready, another zone's, not local) reads as such.
     endpoints: frozenset[HostPort] = frozenset()
+    # Computed once: every node's table is looked up by the key, its state indexed by port_key.
+    _key: tuple[str, IPAddress, int] = field(init=False, repr=False, compare=False)
+    _port_key: ServicePortKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", (self.protocol.value, self.address, self.port))
+        port_key = ServicePortKey(self.service_key, self.service_port, self.protocol)
+        object.__setattr__(self, "_port_key", port_key)
 
     @property
     def key(self) -> tuple[str, IPAddress, int]:
         """The key model.node.VirtualService uses, to look the observed VS up in the IPVS table."""
-        return (self.protocol.value, self.address, self.port)
+        return self._key
 
     @property
     def port_key(self) -> ServicePortKey:
         """The Service port this VS serves."""
-        return ServicePortKey(self.service_key, self.service_port, self.protocol)
+        return self._port_key
 
     def follows(self, rule: Rule) -> bool:
         """Whether this rule shaped the VS (e.g. its real servers are a Local-policy fallback)."""

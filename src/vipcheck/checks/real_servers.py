@@ -92,7 +92,7 @@ def _judge(
 
 def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list[_Mismatch]:
     """What is wrong with one VS's real servers, each with the command that repairs it."""
-    present = {HostPort(rs.address, rs.port) for rs in observed.real_servers}
+    present = observed.real_server_keys
     if present == expected.real_servers and all(rs.weight for rs in observed.real_servers):
         return []  # the common case, decided before any message is formatted
     mismatches: list[_Mismatch] = []

@@ -137,8 +137,11 @@ class VirtualService:
     flags: tuple[str, ...] = ()
     real_servers: tuple[RealServer, ...] = ()
     raw: str = field(default="", compare=False)
-    # Computed once: a table of a 100-node cluster is indexed and checked by it millions of times.
+    # Computed once: a table of a 100-node cluster is indexed and checked by them millions of times.
     _key: VirtualServiceKey = field(init=False, repr=False, compare=False)
+    _real_server_keys: frozenset[tuple[IPAddress, int]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         by_address = (self.protocol, self.address, self.port)
@@ -154,11 +157,17 @@ class VirtualService:
                 raise ValueError(f"{self.name}: real server {rs.name} is listed twice")
             seen.add(rs.key)
         object.__setattr__(self, "_key", self._identity())
+        object.__setattr__(self, "_real_server_keys", frozenset(seen))
 
     @property
     def key(self) -> VirtualServiceKey:
         """Identity in the table: ("TCP", addr, port), ("FWM", mark) or ("FWM", mark, "IPv6")."""
         return self._key
+
+    @property
+    def real_server_keys(self) -> frozenset[tuple[IPAddress, int]]:
+        """The real servers' keys (address, port)."""
+        return self._real_server_keys
 
     def _identity(self) -> VirtualServiceKey:
         if self.fwmark is not None:
