@@ -423,6 +423,7 @@ def expected_real_servers(
 
 
 _Candidate = tuple[Endpoint, int]
+_Chosen = tuple[frozenset[HostPort], tuple[Because, ...]]
 
 
 def _real_servers(
@@ -435,7 +436,7 @@ def _real_servers(
     policy: TrafficPolicy,
     policy_field: str,
     uses_cluster: bool,
-) -> tuple[frozenset[HostPort], tuple[Because, ...]]:
+) -> _Chosen:
     """The real servers of one VS and the rules that chose them (pkg/proxy/topology.go and
     syncEndpoint in pkg/proxy/ipvs/proxier.go)."""
     rules = where.rules
@@ -713,22 +714,33 @@ def _service_virtual_services(
                 for address in node_ports.addresses
                 if _serves_family(service, address)
             ]
+        # Listeners of one family and policy share their real servers and endpoints (a port's
+        # ClusterIP and NodePort VSs): computed once per port for them all.
+        chosen: dict[tuple[AddressType, TrafficPolicy, str, bool], _Chosen] = {}
+        every_endpoint: dict[AddressType, frozenset[HostPort]] = {}
         for kind, address, number, policy in listeners:
-            servers, because = _real_servers(
-                service,
-                port,
-                slices,
-                address_type=_address_type(address),
-                where=where,
-                policy=policy,
-                policy_field=(
-                    "internalTrafficPolicy"
-                    if kind is VirtualServiceKind.CLUSTER_IP
-                    else "externalTrafficPolicy"
-                ),
-                uses_cluster=kind is not VirtualServiceKind.CLUSTER_IP
-                or _externally_accessible(service, port, address.version),
+            address_type = _address_type(address)
+            policy_field = (
+                "internalTrafficPolicy"
+                if kind is VirtualServiceKind.CLUSTER_IP
+                else "externalTrafficPolicy"
             )
+            uses_cluster = kind is not VirtualServiceKind.CLUSTER_IP or _externally_accessible(
+                service, port, address.version
+            )
+            choice = (address_type, policy, policy_field, uses_cluster)
+            if choice not in chosen:
+                chosen[choice] = _real_servers(
+                    service,
+                    port,
+                    slices,
+                    address_type=address_type,
+                    where=where,
+                    policy=policy,
+                    policy_field=policy_field,
+                    uses_cluster=uses_cluster,
+                )
+            servers, because = chosen[choice]
             if kind is VirtualServiceKind.NODE_PORT and address.version in (
                 node_ports.unlisted_families
             ):
@@ -740,13 +752,14 @@ def _service_virtual_services(
                         "(NewNodePortAddresses, pkg/proxy/util/nodeport_addresses.go)",
                     ),
                 )
-            endpoints = frozenset(
-                HostPort(endpoint.addresses[0], number)
-                for endpoint_slice in slices
-                if endpoint_slice.address_type is _address_type(address)
-                for number in _matching_ports(endpoint_slice, port)
-                for endpoint in endpoint_slice.endpoints
-            )
+            if address_type not in every_endpoint:
+                every_endpoint[address_type] = frozenset(
+                    HostPort(endpoint.addresses[0], endpoint_port)
+                    for endpoint_slice in slices
+                    if endpoint_slice.address_type is address_type
+                    for endpoint_port in _matching_ports(endpoint_slice, port)
+                    for endpoint in endpoint_slice.endpoints
+                )
             yield ExpectedVirtualService(
                 protocol=port.protocol,
                 address=address,
@@ -759,7 +772,7 @@ def _service_virtual_services(
                 persistent_timeout=persistent_timeout,
                 real_servers=servers,
                 because=because,
-                endpoints=endpoints,
+                endpoints=every_endpoint[address_type],
             )
 
 
