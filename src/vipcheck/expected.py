@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_network
 
@@ -204,16 +204,24 @@ class ExpectedVirtualService:
     # Every endpoint of the port in this family, usable or not, so a real server that is an
     # endpoint kube-proxy leaves out here (unready, another zone's, not local) reads as such.
     endpoints: frozenset[HostPort] = frozenset()
+    # Computed once: every node's table is looked up by the key, its state indexed by port_key.
+    _key: tuple[str, IPAddress, int] = field(init=False, repr=False, compare=False)
+    _port_key: ServicePortKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", (self.protocol.value, self.address, self.port))
+        port_key = ServicePortKey(self.service_key, self.service_port, self.protocol)
+        object.__setattr__(self, "_port_key", port_key)
 
     @property
     def key(self) -> tuple[str, IPAddress, int]:
         """The key model.node.VirtualService uses, to look the observed VS up in the IPVS table."""
-        return (self.protocol.value, self.address, self.port)
+        return self._key
 
     @property
     def port_key(self) -> ServicePortKey:
         """The Service port this VS serves."""
-        return ServicePortKey(self.service_key, self.service_port, self.protocol)
+        return self._port_key
 
     def follows(self, rule: Rule) -> bool:
         """Whether this rule shaped the VS (e.g. its real servers are a Local-policy fallback)."""
@@ -266,13 +274,23 @@ class VirtualServiceExplanations:
         return None
 
 
+SameOnEveryNode = dict[KubeProxyRules, dict[int, tuple[ExpectedVirtualService, ...]]]
+"""The VSs of Services that are the same on every node (_same_on_every_node), by kube-proxy rules
+and the Service's identity: valid for one Cluster, whose Services they are."""
+
+
 def expected_virtual_services(
-    cluster: Cluster, node: str, node_addresses: Sequence[IPAddress]
+    cluster: Cluster,
+    node: str,
+    node_addresses: Sequence[IPAddress],
+    same_on_every_node: SameOnEveryNode | None = None,
 ) -> tuple[ExpectedVirtualService, ...]:
     """Every VS a correct kube-proxy programs on the node, per Service port, family and address.
 
     node_addresses are the node's own addresses outside kube-ipvs0, the NodePort candidates.
     The node's kube-proxy version (its Node object) picks the version-dependent rules.
+    same_on_every_node, kept by the caller for this cluster's nodes, spares the other nodes
+    computing again the VSs of a Service that does not depend on the node (most of them).
     """
     config = cluster.kube_proxy or KubeProxyConfig()
     slices = _slices_by_service(cluster.endpoint_slices)
@@ -283,13 +301,39 @@ def expected_virtual_services(
         rules=kube_proxy_rules(cluster.kube_proxy_release(node)),
     )
     node_ports = _node_port_selection(cluster, node, node_addresses)
-    return tuple(
-        expected
-        for service in cluster.services
-        if service.exclusion is None
-        for expected in _service_virtual_services(
-            service, slices.get(service.key, ()), config.scheduler, where, node_ports
-        )
+    known = {} if same_on_every_node is None else same_on_every_node.setdefault(where.rules, {})
+    expected: list[ExpectedVirtualService] = []
+    for service in cluster.services:
+        if service.exclusion is not None:
+            continue
+        found = known.get(id(service))
+        if found is None:
+            service_slices = slices.get(service.key, ())
+            found = tuple(
+                _service_virtual_services(
+                    service, service_slices, config.scheduler, where, node_ports
+                )
+            )
+            if _same_on_every_node(service, service_slices):
+                known[id(service)] = found
+        expected += found
+    return tuple(expected)
+
+
+def _same_on_every_node(service: Service, slices: Sequence[EndpointSlice]) -> bool:
+    """Whether a Service's VSs are the same on every node of one kube-proxy release: it has no
+    nodePort (served on the node's addresses), no Local policy (the node's own endpoints) and no
+    topology hint (endpoints picked by node or zone)."""
+    if TrafficPolicy.LOCAL in (service.internal_traffic_policy, service.external_traffic_policy):
+        return False
+    if service.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER) and any(
+        port.node_port is not None for port in service.ports
+    ):
+        return False
+    return not any(
+        endpoint.zone_hints or endpoint.node_hints
+        for endpoint_slice in slices
+        for endpoint in endpoint_slice.endpoints
     )
 
 
@@ -379,6 +423,7 @@ def expected_real_servers(
 
 
 _Candidate = tuple[Endpoint, int]
+_Chosen = tuple[frozenset[HostPort], tuple[Because, ...]]
 
 
 def _real_servers(
@@ -391,7 +436,7 @@ def _real_servers(
     policy: TrafficPolicy,
     policy_field: str,
     uses_cluster: bool,
-) -> tuple[frozenset[HostPort], tuple[Because, ...]]:
+) -> _Chosen:
     """The real servers of one VS and the rules that chose them (pkg/proxy/topology.go and
     syncEndpoint in pkg/proxy/ipvs/proxier.go)."""
     rules = where.rules
@@ -559,28 +604,50 @@ def expected_cluster_ips(
     outside kube-ipvs0) gets its VS but is not bound: `shouldBind := !nodeAddressSet.Has(...)`
     in syncProxyRules (pkg/proxy/ipvs/proxier.go). ClusterIPs are always bound.
     """
-    own = frozenset(node_addresses)
-    return frozenset(
-        address
-        for service in services
-        if service.exclusion is None and service.ports
-        for kind, address in _bound_addresses(service)
-        if kind is VirtualServiceKind.CLUSTER_IP or address not in own
-    )
+    return ServiceAddresses.of(services).bound(node_addresses)
 
 
 def unbound_node_addresses(
     services: Iterable[Service], node_addresses: Iterable[IPAddress]
 ) -> dict[IPAddress, str]:
     """Service externalIPs and LB IPs kube-proxy leaves off kube-ipvs0 as node addresses: why."""
-    own = frozenset(node_addresses)
-    return {
-        address: f"{kind} of {service.key}"
-        for service in services
-        if service.exclusion is None and service.ports
-        for kind, address in _bound_addresses(service)
-        if kind is not VirtualServiceKind.CLUSTER_IP and address in own
-    }
+    return ServiceAddresses.of(services).unbound(node_addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAddresses:
+    """The addresses of the programmed Services, gathered once for every node: the ClusterIPs,
+    always bound, and the externalIPs and LB IPs, bound unless the node has them itself."""
+
+    cluster_ips: frozenset[IPAddress]
+    others: tuple[tuple[VirtualServiceKind, IPAddress, str], ...]  # kind, address, Service key
+
+    @classmethod
+    def of(cls, services: Iterable[Service]) -> ServiceAddresses:
+        bound = [
+            (kind, address, service.key)
+            for service in services
+            if service.exclusion is None and service.ports
+            for kind, address in _bound_addresses(service)
+        ]
+        return cls(
+            frozenset(a for kind, a, _ in bound if kind is VirtualServiceKind.CLUSTER_IP),
+            tuple(item for item in bound if item[0] is not VirtualServiceKind.CLUSTER_IP),
+        )
+
+    def bound(self, node_addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
+        """What kube-proxy binds to kube-ipvs0 on a node with these addresses."""
+        own = frozenset(node_addresses)
+        return self.cluster_ips | {address for _, address, _ in self.others if address not in own}
+
+    def unbound(self, node_addresses: Iterable[IPAddress]) -> dict[IPAddress, str]:
+        """What it leaves off kube-ipvs0 there, being the node's own, and whose it is."""
+        own = frozenset(node_addresses)
+        return {
+            address: f"{kind} of {service}"
+            for kind, address, service in self.others
+            if address in own
+        }
 
 
 def explain_virtual_services(cluster: Cluster) -> VirtualServiceExplanations:
@@ -647,22 +714,33 @@ def _service_virtual_services(
                 for address in node_ports.addresses
                 if _serves_family(service, address)
             ]
+        # Listeners of one family and policy share their real servers and endpoints (a port's
+        # ClusterIP and NodePort VSs): computed once per port for them all.
+        chosen: dict[tuple[AddressType, TrafficPolicy, str, bool], _Chosen] = {}
+        every_endpoint: dict[AddressType, frozenset[HostPort]] = {}
         for kind, address, number, policy in listeners:
-            servers, because = _real_servers(
-                service,
-                port,
-                slices,
-                address_type=_address_type(address),
-                where=where,
-                policy=policy,
-                policy_field=(
-                    "internalTrafficPolicy"
-                    if kind is VirtualServiceKind.CLUSTER_IP
-                    else "externalTrafficPolicy"
-                ),
-                uses_cluster=kind is not VirtualServiceKind.CLUSTER_IP
-                or _externally_accessible(service, port, address.version),
+            address_type = _address_type(address)
+            policy_field = (
+                "internalTrafficPolicy"
+                if kind is VirtualServiceKind.CLUSTER_IP
+                else "externalTrafficPolicy"
             )
+            uses_cluster = kind is not VirtualServiceKind.CLUSTER_IP or _externally_accessible(
+                service, port, address.version
+            )
+            choice = (address_type, policy, policy_field, uses_cluster)
+            if choice not in chosen:
+                chosen[choice] = _real_servers(
+                    service,
+                    port,
+                    slices,
+                    address_type=address_type,
+                    where=where,
+                    policy=policy,
+                    policy_field=policy_field,
+                    uses_cluster=uses_cluster,
+                )
+            servers, because = chosen[choice]
             if kind is VirtualServiceKind.NODE_PORT and address.version in (
                 node_ports.unlisted_families
             ):
@@ -674,13 +752,14 @@ def _service_virtual_services(
                         "(NewNodePortAddresses, pkg/proxy/util/nodeport_addresses.go)",
                     ),
                 )
-            endpoints = frozenset(
-                HostPort(endpoint.addresses[0], number)
-                for endpoint_slice in slices
-                if endpoint_slice.address_type is _address_type(address)
-                for number in _matching_ports(endpoint_slice, port)
-                for endpoint in endpoint_slice.endpoints
-            )
+            if address_type not in every_endpoint:
+                every_endpoint[address_type] = frozenset(
+                    HostPort(endpoint.addresses[0], endpoint_port)
+                    for endpoint_slice in slices
+                    if endpoint_slice.address_type is address_type
+                    for endpoint_port in _matching_ports(endpoint_slice, port)
+                    for endpoint in endpoint_slice.endpoints
+                )
             yield ExpectedVirtualService(
                 protocol=port.protocol,
                 address=address,
@@ -693,7 +772,7 @@ def _service_virtual_services(
                 persistent_timeout=persistent_timeout,
                 real_servers=servers,
                 because=because,
-                endpoints=endpoints,
+                endpoints=every_endpoint[address_type],
             )
 
 

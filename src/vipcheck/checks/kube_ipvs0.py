@@ -19,8 +19,17 @@ from vipcheck.checks.kube_proxy import (
     restart_kube_proxy,
 )
 from vipcheck.checks.scopes import NODES
-from vipcheck.expected import expected_cluster_ips, unbound_node_addresses
-from vipcheck.facts import IP_ADDR, IP_LINK, KUBE_PROXY, SERVICES, Facts, MissingInput, NodeFacts
+from vipcheck.expected import ServiceAddresses
+from vipcheck.facts import (
+    IP_ADDR,
+    IP_LINK,
+    KUBE_PROXY,
+    SERVICES,
+    ClusterFacts,
+    Facts,
+    MissingInput,
+    NodeFacts,
+)
 from vipcheck.model.cluster import IPAddress
 from vipcheck.model.node import Interface, IPInterface
 from vipcheck.settings import Settings
@@ -33,7 +42,8 @@ def check_kube_ipvs0_holds_service_ips(
     node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
     own = own_addresses(node.interfaces)
-    expected = expected_cluster_ips(cluster.services, own)
+    addresses = _service_addresses(cluster)
+    expected = addresses.bound(own)
     device = node.interfaces.get(KUBE_IPVS0)
     restart = f"on {node.name}: restart kube-proxy to recreate it: {restart_kube_proxy(node.name)}"
     source = _source(node)
@@ -75,7 +85,7 @@ def check_kube_ipvs0_holds_service_ips(
                 observed=f"kube-ipvs0 lacks {_listed(missing)}, so the node does not accept "
                 "traffic to them",
                 expected=f"kube-ipvs0 holds {_listed(expected)}"
-                + _unbound_note(unbound_node_addresses(cluster.services, own)),
+                + _unbound_note(addresses.unbound(own)),
                 fix=f"on {node.name}: "
                 + "; ".join(
                     f"ip addr add {address}/{address.max_prefixlen} dev kube-ipvs0"
@@ -95,8 +105,9 @@ def check_kube_ipvs0_no_stale_addresses(
     node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
     own = own_addresses(node.interfaces)
-    expected = expected_cluster_ips(cluster.services, own)
-    unbound = unbound_node_addresses(cluster.services, own)
+    addresses = _service_addresses(cluster)
+    expected = addresses.bound(own)
+    unbound = addresses.unbound(own)
     device = node.interfaces.get(KUBE_IPVS0)
     if device is None:
         return []  # kube-ipvs0-holds-service-ips reports the missing device
@@ -121,6 +132,11 @@ def check_kube_ipvs0_no_stale_addresses(
         for address in _addresses(device, node)
         if address.ip not in expected and not address.ip.is_link_local
     ]
+
+
+def _service_addresses(cluster: ClusterFacts) -> ServiceAddresses:
+    """The Services' addresses, gathered once for every node's two checks."""
+    return cluster.derive("service-addresses", lambda: ServiceAddresses.of(cluster.services))
 
 
 def _unbound_note(unbound: dict[IPAddress, str]) -> str:

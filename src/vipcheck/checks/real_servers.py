@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from vipcheck.checks.base import Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
     NotShown,
-    expected_for_port,
     ipvsadm_service_option,
-    judge_each_node,
+    judge_port_on_each_node,
     not_in_paste,
     require_ipvs_mode,
     restart_kube_proxy,
@@ -29,7 +28,7 @@ from vipcheck.facts import (
     NodeFacts,
 )
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import HostPort, Protocol, RealServer, VirtualService
+from vipcheck.model.node import HostPort, IpvsTable, Protocol, RealServer, VirtualService
 from vipcheck.settings import Settings
 
 
@@ -47,50 +46,53 @@ def check_real_servers_match_endpoints(
 ) -> list[Violation]:
     """A violation per node, VS and real server at weight > 0 that is not a usable endpoint."""
     require_ipvs_mode(facts.cluster)
-    cluster = facts.cluster.cluster
+    return judge_port_on_each_node(facts, subject, "real-servers-judged", _judge)
 
-    def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
-        violations: list[Violation | NotShown] = []
-        table = node.ipvs
-        for expected in expected_for_port(cluster, node, subject):
-            observed = table.get(expected.key)
-            if observed is None:
-                if table.partial:
-                    vs = f"{expected.protocol.value} {_address(expected)}"
-                    violations.append(not_in_paste(node, vs))
-                continue  # ipvs-virtual-servers-complete reports a missing VS
-            mismatches = _compare(expected, observed)
-            if not table.real_servers_complete:
-                # The paste may have cut real-server lines: judge those shown, claim none missing.
-                mismatches = [
-                    m for m in mismatches if m.kind is not FindingKind.MISSING_REAL_SERVER
-                ]
-                violations.append(
-                    NotShown(f"{observed.name}: real servers may be cut ({table.partial})")
-                )
-            violations += [
-                Violation(
-                    kind=mismatch.kind,
-                    subject=str(subject),
-                    node=name,
-                    observed=f"{observed.name}: {mismatch.text}",
-                    expected=_expected_text(expected),
-                    fix=f"on {name}: {mismatch.command}; then restart kube-proxy there: "
-                    f"{restart_kube_proxy(name)}",
-                    evidence=tuple(_raw_lines(observed)),
-                    commands=(mismatch.command,),
-                    cluster_commands=(restart_kube_proxy(name),),
-                )
-                for mismatch in mismatches
-            ]
-        return violations
 
-    return judge_each_node(facts, judge)
+def _judge(
+    name: str,
+    node: NodeFacts,
+    table: IpvsTable,
+    subject: ServicePortKey,
+    expected_vss: tuple[ExpectedVirtualService, ...],
+) -> list[Violation | NotShown]:
+    """One node's verdict on one Service port: its VSs' real servers against the endpoints."""
+    violations: list[Violation | NotShown] = []
+    for expected in expected_vss:
+        observed = table.get(expected.key)
+        if observed is None:
+            if table.partial:
+                vs = f"{expected.protocol.value} {_address(expected)}"
+                violations.append(not_in_paste(node, vs))
+            continue  # ipvs-virtual-servers-complete reports a missing VS
+        mismatches = _compare(expected, observed)
+        if not table.real_servers_complete:
+            # The paste may have cut real-server lines: judge those shown, claim none missing.
+            mismatches = [m for m in mismatches if m.kind is not FindingKind.MISSING_REAL_SERVER]
+            violations.append(
+                NotShown(f"{observed.name}: real servers may be cut ({table.partial})")
+            )
+        violations += [
+            Violation(
+                kind=mismatch.kind,
+                subject=str(subject),
+                node=name,
+                observed=f"{observed.name}: {mismatch.text}",
+                expected=_expected_text(expected),
+                fix=f"on {name}: {mismatch.command}; then restart kube-proxy there: "
+                f"{restart_kube_proxy(name)}",
+                evidence=tuple(_raw_lines(observed)),
+                commands=(mismatch.command,),
+                cluster_commands=(restart_kube_proxy(name),),
+            )
+            for mismatch in mismatches
+        ]
+    return violations
 
 
 def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list[_Mismatch]:
     """What is wrong with one VS's real servers, each with the command that repairs it."""
-    present = {HostPort(rs.address, rs.port) for rs in observed.real_servers}
+    present = observed.real_server_keys
     if present == expected.real_servers and all(rs.weight for rs in observed.real_servers):
         return []  # the common case, decided before any message is formatted
     mismatches: list[_Mismatch] = []

@@ -5,9 +5,8 @@ from __future__ import annotations
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
 from vipcheck.checks.kube_proxy import (
     NotShown,
-    expected_for_port,
     ipvsadm_service_option,
-    judge_each_node,
+    judge_port_on_each_node,
     not_in_paste,
     require_ipvs_mode,
     restart_kube_proxy,
@@ -27,7 +26,7 @@ from vipcheck.facts import (
     NodeFacts,
 )
 from vipcheck.model.cluster import Cluster, ServicePortKey
-from vipcheck.model.node import HostPort, VirtualService
+from vipcheck.model.node import HostPort, IpvsTable, VirtualService
 from vipcheck.settings import Settings
 
 
@@ -36,50 +35,55 @@ def check_virtual_servers_complete(
 ) -> list[Violation]:
     """A violation per node and VS of the port: missing, or wrong persistence or scheduler."""
     require_ipvs_mode(facts.cluster)
-    cluster = facts.cluster.cluster
+    return judge_port_on_each_node(facts, subject, "virtual-servers-judged", _judge)
 
-    def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
-        violations: list[Violation | NotShown] = []
-        table = node.ipvs
-        for expected in expected_for_port(cluster, node, subject):
-            observed = table.get(expected.key)
-            wrong = [] if observed is None else _attribute_mismatches(expected, observed)
-            if observed is not None and not wrong:
-                continue  # the common case, decided before any message is formatted
-            if observed is None and table.partial:
-                violations.append(not_in_paste(node, _name(expected)))
-                continue
-            restart = (
-                f"restart kube-proxy there and read its log for bind or ipset errors: "
-                f"{restart_kube_proxy(name)}"
+
+def _judge(
+    name: str,
+    node: NodeFacts,
+    table: IpvsTable,
+    subject: ServicePortKey,
+    expected_vss: tuple[ExpectedVirtualService, ...],
+) -> list[Violation | NotShown]:
+    """One node's verdict on one Service port: its VSs present, with the right attributes."""
+    violations: list[Violation | NotShown] = []
+    for expected in expected_vss:
+        observed = table.get(expected.key)
+        wrong = [] if observed is None else _attribute_mismatches(expected, observed)
+        if observed is not None and not wrong:
+            continue  # the common case, decided before any message is formatted
+        if observed is None and table.partial:
+            violations.append(not_in_paste(node, _name(expected)))
+            continue
+        restart = (
+            f"restart kube-proxy there and read its log for bind or ipset errors: "
+            f"{restart_kube_proxy(name)}"
+        )
+        if observed is None:
+            violations.append(
+                Violation(
+                    kind=FindingKind.MISSING_VIRTUAL_SERVICE,
+                    subject=str(subject),
+                    node=name,
+                    observed=f"missing {_name(expected)} ({expected.kind})",
+                    expected=_expected_text(expected),
+                    fix=f"on {name}: {restart}",
+                )
             )
-            if observed is None:
-                violations.append(
-                    Violation(
-                        kind=FindingKind.MISSING_VIRTUAL_SERVICE,
-                        subject=str(subject),
-                        node=name,
-                        observed=f"missing {_name(expected)} ({expected.kind})",
-                        expected=_expected_text(expected),
-                        fix=f"on {name}: {restart}",
-                    )
+            continue
+        if wrong:
+            violations.append(
+                Violation(
+                    kind=FindingKind.WRONG_PERSISTENCE_OR_SCHEDULER,
+                    subject=str(subject),
+                    node=name,
+                    observed=f"{observed.name}: {', '.join(wrong)}",
+                    expected=_expected_text(expected),
+                    fix=f"on {name}: {_edit_command(expected)}; or {restart}",
+                    evidence=(observed.raw,),
                 )
-                continue
-            if wrong:
-                violations.append(
-                    Violation(
-                        kind=FindingKind.WRONG_PERSISTENCE_OR_SCHEDULER,
-                        subject=str(subject),
-                        node=name,
-                        observed=f"{observed.name}: {', '.join(wrong)}",
-                        expected=_expected_text(expected),
-                        fix=f"on {name}: {_edit_command(expected)}; or {restart}",
-                        evidence=(observed.raw,),
-                    )
-                )
-        return violations
-
-    return judge_each_node(facts, judge)
+            )
+    return violations
 
 
 def _attribute_mismatches(expected: ExpectedVirtualService, observed: VirtualService) -> list[str]:

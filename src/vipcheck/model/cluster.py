@@ -211,11 +211,17 @@ class EndpointSlice:
     address_type: AddressType
     endpoints: tuple[Endpoint, ...]
     ports: tuple[EndpointPort, ...]
+    # Computed once: each node's expected state groups every slice by it.
+    _service_key: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = None if self.service_name is None else f"{self.namespace}/{self.service_name}"
+        object.__setattr__(self, "_service_key", key)
 
     @property
     def service_key(self) -> str | None:
         """namespace/name of the owning Service, matching Service.key."""
-        return None if self.service_name is None else f"{self.namespace}/{self.service_name}"
+        return self._service_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,9 @@ class RealServer:
         return self.name
 
 
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
 @dataclass(frozen=True, slots=True)
 class VirtualService:
     """An IPVS virtual service: protocol+address+port, or a firewall mark, per address family."""
@@ -134,6 +137,11 @@ class VirtualService:
     flags: tuple[str, ...] = ()
     real_servers: tuple[RealServer, ...] = ()
     raw: str = field(default="", compare=False)
+    # Computed once: a table of a 100-node cluster is indexed and checked by them millions of times.
+    _key: VirtualServiceKey = field(init=False, repr=False, compare=False)
+    _real_server_keys: frozenset[tuple[IPAddress, int]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         by_address = (self.protocol, self.address, self.port)
@@ -141,18 +149,27 @@ class VirtualService:
             raise ValueError(f"{self.raw!r}: a service needs protocol, address and port, or fwmark")
         if self.fwmark is not None and by_address != (None, None, None):
             raise ValueError(f"{self.raw!r}: a fwmark service has no protocol, address or port")
-        family = {4: socket.AF_INET, 6: socket.AF_INET6}
-        if self.address is not None and family[self.address.version] != self.af:
+        if self.address is not None and _FAMILY[self.address.version] != self.af:
             raise ValueError(f"{self.name}: address family {self.af.name} does not match")
         seen: set[tuple[IPAddress, int]] = set()
         for rs in self.real_servers:
             if rs.key in seen:
                 raise ValueError(f"{self.name}: real server {rs.name} is listed twice")
             seen.add(rs.key)
+        object.__setattr__(self, "_key", self._identity())
+        object.__setattr__(self, "_real_server_keys", frozenset(seen))
 
     @property
     def key(self) -> VirtualServiceKey:
         """Identity in the table: ("TCP", addr, port), ("FWM", mark) or ("FWM", mark, "IPv6")."""
+        return self._key
+
+    @property
+    def real_server_keys(self) -> frozenset[tuple[IPAddress, int]]:
+        """The real servers' keys (address, port)."""
+        return self._real_server_keys
+
+    def _identity(self) -> VirtualServiceKey:
         if self.fwmark is not None:
             if self.af == socket.AF_INET6:
                 return ("FWM", self.fwmark, "IPv6")
@@ -198,11 +215,13 @@ class IpvsTable:
     )
 
     def __post_init__(self) -> None:
-        by_key: dict[VirtualServiceKey, VirtualService] = {}
-        for service in self.services:
-            if service.key in by_key:
-                raise ValueError(f"{service.name} is listed twice")
-            by_key[service.key] = service
+        by_key = {service.key: service for service in self.services}
+        if len(by_key) != len(self.services):
+            seen: set[VirtualServiceKey] = set()
+            for service in self.services:
+                if service.key in seen:
+                    raise ValueError(f"{service.name} is listed twice")
+                seen.add(service.key)
         object.__setattr__(self, "_by_key", MappingProxyType(by_key))
 
     def get(self, key: VirtualServiceKey) -> VirtualService | None:

@@ -211,6 +211,22 @@ def _title_layout(words: list[str]) -> _Layout | None:
     return None
 
 
+# A built service's line, fwmark, family, options and real servers' identities (PendingService).
+_BuiltKey = tuple[
+    str,
+    int | None,
+    socket.AddressFamily,
+    str | None,
+    int | None,
+    str | None,
+    str | None,
+    tuple[str, ...],
+    tuple[int, ...],
+]
+_BUILT: dict[_BuiltKey, VirtualService] = {}
+_BUILT_MAX = 1 << 17
+
+
 @dataclass(slots=True)
 class PendingService:
     """A service line waiting for its real-server lines (shared with the procfs parser)."""
@@ -227,6 +243,35 @@ class PendingService:
     pe_name: str | None = None
     flags: list[str] = field(default_factory=list)
     real_servers: list[RealServer] = field(default_factory=list)
+
+    def build_shared(self, source: str) -> VirtualService:
+        """build, or the service built before from the same line, options and real server objects.
+
+        Nodes list the same services (a ClusterIP's on every node, with the same real servers,
+        which _plain_real_server shares), so `ipvsadm -Ln` tables share them rather than build
+        and validate each again per node. In one format the line names protocol and address; the
+        real servers are keyed by identity, kept alive by the shared service.
+        """
+        key = self._shared_key()
+        built = _BUILT.get(key)
+        if built is None:
+            if len(_BUILT) >= _BUILT_MAX:
+                _BUILT.clear()
+            built = _BUILT[key] = self.build(source)
+        return built
+
+    def _shared_key(self) -> _BuiltKey:
+        return (
+            self.raw,
+            self.fwmark,
+            self.af,
+            self.scheduler,
+            self.persistent_timeout,
+            self.netmask,
+            self.pe_name,
+            tuple(self.flags),
+            tuple(map(id, self.real_servers)),
+        )
 
     def build(self, source: str) -> VirtualService:
         """The frozen service; the model's checks (a real server twice) become ParseErrors."""
@@ -249,20 +294,25 @@ class PendingService:
             raise ParseError(source, self.number, str(error)) from None
 
 
-def build_services(pending: list[PendingService], source: str) -> tuple[VirtualService, ...]:
-    """Freezes the services, refusing one listed twice: the sign of two listings pasted together."""
+def build_services(
+    pending: list[PendingService], source: str, *, shared: bool = False
+) -> tuple[VirtualService, ...]:
+    """Freezes the services, refusing one listed twice: the sign of two listings pasted together.
+
+    shared: share services with the tables built before in this format (build_shared).
+    """
     first_line: dict[VirtualServiceKey, int] = {}
     services = []
     for item in pending:
-        service = item.build(source)
-        if service.key in first_line:
+        service = item.build_shared(source) if shared else item.build(source)
+        first = first_line.setdefault(service.key, item.number)
+        if first != item.number:
             raise ParseError(
                 source,
                 item.number,
-                f"{service.name} is listed twice (first on line {first_line[service.key]}): "
+                f"{service.name} is listed twice (first on line {first}): "
                 "two listings pasted together? give one node's output per file",
             )
-        first_line[service.key] = item.number
         services.append(service)
     return tuple(services)
 
@@ -478,7 +528,7 @@ def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
     return IpvsTable(
         version=version[0] if version else None,
         conn_table_size=version[1] if version else None,
-        services=build_services(services, source),
+        services=build_services(services, source, shared=True),
         partial=partial,
         real_servers_complete=real_servers_complete,
     )
