@@ -40,7 +40,7 @@ from vipcheck.options import (
     RunOptions,
     gate_options,
 )
-from vipcheck.report import Summary
+from vipcheck.report import Summary, unjudged_critical
 from vipcheck.settings import DEFAULTS, Settings, setting_help
 from vipcheck.snapshot import MAX_FILE_BYTES, parse_size
 
@@ -368,6 +368,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterat
     if grouped:
         terminalreporter.write_sep("=", "vipcheck: failures by check")
         for line in grouped:
+            terminalreporter.write_line(line)
+    unjudged = unjudged_critical(state.summary.results)
+    if unjudged:
+        terminalreporter.write_sep("=", "vipcheck: critical checks not judged")
+        for line in unjudged:
             terminalreporter.write_line(line)
     target, totals = state.options.json_path, state.summary.totals_text()
     for line in outputs.gate_lines(state.options, state.gate, state.tally):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vipcheck.cases import Outcome, Result, render
+from vipcheck.checks.base import Severity
 
 FIRST_NAMED = 5  # subjects and nodes named per check in the grouped summary
 
@@ -101,6 +102,29 @@ def grouped_by_check(results: Iterable[Result], first: int = FIRST_NAMED) -> lis
             lines.append(f"    failed: {_named(tally.failed, first)}")
         if tally.errors:
             lines.append(f"    error: {_named(tally.errors, first)}")
+    return lines
+
+
+def unjudged_critical(results: Iterable[Result]) -> list[str]:
+    """Lines for the end of a run: each critical check with skipped items, the first reason
+    named, so a gate that passes says what it did not prove (probes cut by the time cap, say)."""
+    skipped: dict[str, list[Result]] = defaultdict(list)
+    items: Counter[str] = Counter()
+    for result in results:
+        check = result.case.check
+        if check.severity is not Severity.CRITICAL:
+            continue
+        items[check.id] += 1
+        if result.outcome is Outcome.SKIPPED:
+            skipped[check.id].append(result)
+    lines = []
+    for check_id, unjudged in skipped.items():
+        scope = unjudged[0].case.check.scope.name
+        lines.append(
+            f"{check_id} [critical]: {len(unjudged)} of {items[check_id]} {scope} item(s) "
+            "not judged (skipped)"
+        )
+        lines.append(f"    first: {unjudged[0].case.id}: {unjudged[0].reason}")
     return lines
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from vipcheck.cases import Case, Outcome, Result
 from vipcheck.checks.base import FindingKind, NodeSubject, Violation
+from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS
 from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
 from vipcheck.checks.timeouts import TCPFIN_TIMEOUT
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import Protocol
-from vipcheck.report import Summary, grouped_by_check
+from vipcheck.report import Summary, grouped_by_check, unjudged_critical
 
 
 def _violation(node: str) -> Violation:
@@ -68,3 +69,19 @@ def test_the_streamed_json_is_the_summary(tmp_path: Path) -> None:
     empty = tmp_path / "empty.json"
     Summary().write(empty)
     assert json.loads(empty.read_text()) == {"totals": Summary().totals(), "results": []}
+
+
+def test_critical_items_not_judged_are_counted_naming_the_first_reason() -> None:
+    def vip(index: int, outcome: Outcome, reason: str = "") -> Result:
+        key = ServicePortKey(f"ns/svc-{index}", 80, Protocol.TCP)
+        return Result(Case(VIP_HANDSHAKE, key), outcome, reason=reason)
+
+    cut = "10.96.0.1:80 from client: 1 not attempted within the probe's time cap (--probe-total)"
+    results = [vip(0, Outcome.PASSED), vip(1, Outcome.SKIPPED, cut), vip(2, Outcome.SKIPPED, "x")]
+    # A skipped warning (tcpfin's, unconfirmed without ipvsadm) is not listed: not critical.
+    results.append(Result(Case(TCPFIN_TIMEOUT, NodeSubject("node-2")), Outcome.SKIPPED))
+    assert unjudged_critical(results) == [
+        "vip-handshake [critical]: 2 of 3 TCP Service port, probed item(s) not judged (skipped)",
+        f"    first: ns/svc-1:80/TCP: {cut}",
+    ]
+    assert unjudged_critical(_results()) == []
