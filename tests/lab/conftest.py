@@ -49,8 +49,13 @@ def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPool]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/lab needs the VM: mark it so `-m lab` / `-m "not lab"` split runs."""
+    """Every test under tests/lab needs the VM: mark it so `-m lab` / `-m "not lab"` split runs.
+
+    Tests marked `lab_changes` change the lab they take (LabPool.take): they run after all
+    others, so they reuse the labs the others booted instead of booting their own.
+    """
     lab_dir = Path(__file__).parent
     for item in items:
         if lab_dir in Path(item.path).parents:
             item.add_marker(pytest.mark.lab)
+    items.sort(key=lambda item: item.get_closest_marker("lab_changes") is not None)

@@ -1,6 +1,7 @@
 """The gate on the live lab: the fix script repairs the incident, and the diff says so.
 
-Applying fixes changes the VM, so each test boots a lab of its own (not the shared pool's).
+Applying fixes changes the VM, so each test takes its lab from the pool (LabPool.take) and runs
+after every other lab test (the lab_changes marker).
 """
 
 from __future__ import annotations
@@ -9,17 +10,13 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.lab import control
 from fixtures.lab.connect import connect_attempts
-from fixtures.lab.errors import LabError
 from fixtures.lab.running import LabPool, RunningLab
-from fixtures.lab.scenario import load_scenario
 from tests.browser import parse, rendered_dom
 
 # What the node commands of the fix script must turn into passes, per scenario.
@@ -35,23 +32,11 @@ REPAIRED = {
 }
 
 
-def _print(message: str) -> None:
-    print(f"lab: {message}", flush=True)
-
-
 @pytest.fixture(params=list(REPAIRED))
-def own_lab(labs: LabPool, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningLab]:
-    """A lab booted for this test alone (the `labs` pool only decides whether labs can run)."""
-    scenario: str = request.param
-    workdir = tmp_path / "lab"
-    try:
-        control.up(scenario, workdir, _print)
-    except LabError as error:
-        pytest.fail(f"lab {scenario} did not come up: {error}", pytrace=False)
-    try:
-        yield RunningLab(load_scenario(scenario), workdir)
-    finally:
-        control.down(workdir, _print)
+def own_lab(labs: LabPool, request: pytest.FixtureRequest) -> RunningLab:
+    """The scenario's lab, taken from the pool: these tests run last (lab_changes), so the lab
+    the other tests used, still as booted, is theirs to repair."""
+    return labs.take(request.param)
 
 
 def vipcheck(lab: RunningLab, out: Path, name: str, *extra: str) -> tuple[int, dict[str, Any], str]:
@@ -83,6 +68,7 @@ def outcome(summary: dict[str, Any], check: str, subject: str) -> str:
     )
 
 
+@pytest.mark.lab_changes
 def test_the_fix_script_repairs_the_incident_and_the_diff_lists_it_resolved(
     own_lab: RunningLab, tmp_path: Path
 ) -> None:
