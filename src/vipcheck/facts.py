@@ -167,34 +167,22 @@ class _Derived:
 
 
 class _fact(Generic[T]):
-    """cached_property that keeps a failure too (re-raised without its old traceback): a file
-    that does not parse is read and parsed once, not once per check that reads it (a 100 MB
-    one was read ten times at 5 x 300). A value is kept under the fact's own name, so later
-    reads find it as they would a cached_property's; a failure beside it."""
+    """A NodeFacts property computed once through its derive(), so a file that does not parse
+    is read and parsed once, not once per check that reads it (a 100 MB one was read ten times
+    at 5 x 300): the failure is kept too, as for every derived value."""
 
-    def __init__(self, compute: Callable[[Any], T]) -> None:
+    def __init__(self, compute: Callable[[NodeFacts], T]) -> None:
         self._compute = compute
         self._name = compute.__name__
-        self._failure = f"_{compute.__name__}_failure"
 
     @overload
     def __get__(self, instance: None, owner: type[Any]) -> _fact[T]: ...
     @overload
-    def __get__(self, instance: object, owner: type[Any]) -> T: ...
-    def __get__(self, instance: object | None, owner: type[Any]) -> T | _fact[T]:
+    def __get__(self, instance: NodeFacts, owner: type[Any]) -> T: ...
+    def __get__(self, instance: NodeFacts | None, owner: type[Any]) -> T | _fact[T]:
         if instance is None:
             return self
-        cache: dict[str, Any] = instance.__dict__
-        failure = cache.get(self._failure)
-        if failure is not None:
-            raise failure.with_traceback(None)
-        try:
-            value = self._compute(instance)
-        except Exception as error:
-            cache[self._failure] = error
-            raise
-        cache[self._name] = value
-        return value
+        return instance.derive(self._name, lambda: self._compute(instance))
 
 
 class ClusterFacts:
@@ -420,7 +408,7 @@ class ProbeFacts:
     ) -> None:
         self._load = load
         self._observer = observer
-        self._after: dict[str, tuple[Connection, ...] | None] = {}
+        self._derived = _Derived()
 
     @cached_property
     def _files(self) -> Mapping[str, str]:
@@ -452,9 +440,7 @@ class ProbeFacts:
     def connections_after(self, node: str) -> tuple[Connection, ...] | None:
         """The SYN_RECV entries of a node's IPVS connection table re-read after the probes, if
         it was (all that is read of it; streamed as syn_recv_connections is, once per node)."""
-        if node not in self._after:
-            self._after[node] = self._syn_recv_after(node)
-        return self._after[node]
+        return self._derived.get(("after", node), lambda: self._syn_recv_after(node))
 
     def _syn_recv_after(self, node: str) -> tuple[Connection, ...] | None:
         name = f"after/{node}/ip_vs_conn.txt"
