@@ -17,6 +17,7 @@ from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.node import InvalidValue
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
+from vipcheck.snapshot import SnapshotError
 from vipcheck.waivers import Waiver
 
 
@@ -104,7 +105,8 @@ def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
         return Result(case, Outcome.SKIPPED, reason=str(reason))
     except Unobserved as error:
         return Result(case, Outcome.ERROR, reason=str(error))
-    except (ParseError, InvalidValue) as error:
+    except (ParseError, InvalidValue, SnapshotError) as error:
+        # SnapshotError: a replayed file gone or unreadable since the snapshot was loaded.
         return Result(case, Outcome.ERROR, reason=f"cannot read {error}")
     not_seen = "; ".join([*unobserved.values(), *filter(None, [unjudged])])
     unseen = tuple(sorted(unobserved))

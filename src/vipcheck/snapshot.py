@@ -207,7 +207,7 @@ def _refuse_oversized(directory: Path, limit: int) -> None:
         try:
             size = path.stat().st_size
         except OSError as error:
-            raise SnapshotError(f"{path}: {error}") from error
+            raise SnapshotError(f"{path}: {error.strerror or error}") from error
         if size > limit:
             raise SnapshotError(
                 f"{path}: {_size(size)}, more than the {_size(limit)} a snapshot file may hold "
@@ -366,7 +366,7 @@ class _FilesOnDisk(Mapping[str, str]):
                         kept += [(line + i, _text(x)) for i, x in enumerate(lines) if want in x]
                     line += len(lines)
         except OSError as error:
-            raise SnapshotError(f"{path}: {error}") from error
+            raise SnapshotError(f"{path}: {error.strerror or error}") from error
         if want in pending:
             kept.append((line, _text(pending)))
         return (_blanked(kept), True) if nonblank else ("", False)
@@ -391,7 +391,7 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
     except OSError as error:
-        raise SnapshotError(f"{path}: {error}") from error
+        raise SnapshotError(f"{path}: {error.strerror or error}") from error
 
 
 def _write(path: Path, text: str) -> None:

@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 
 from vipcheck import snapshot as snapshot_module
+from vipcheck.cases import Outcome, cases_for, run_case
+from vipcheck.checks import check_by_id
 from vipcheck.facts import Facts, NodeFacts, ProbeFacts
 from vipcheck.parse import ParseError
+from vipcheck.settings import Settings
 from vipcheck.snapshot import (
     MAX_STREAMED_LINE,
     NodeSnapshot,
@@ -263,3 +266,26 @@ def test_the_after_probe_table_is_read_once_per_node_not_once_per_failing_vip() 
     for _ in range(3):
         assert [c.expires_s for c in probes.connections_after("node-1") or ()] == [51, 40]
     assert files.reads == {"after/node-1/ip_vs_conn.txt": 1}
+
+
+@pytest.mark.parametrize(
+    ("check_id", "name"),
+    [
+        ("ip-forward-enabled", "sysctl.txt"),
+        ("ipvs-no-stuck-syn-recv", "ip_vs_conn.txt"),
+        ("ipvs-virtual-servers-complete", "ipvsadm-Ln.txt"),
+    ],
+)
+def test_a_file_gone_since_the_snapshot_loaded_errors_its_items_naming_it(
+    snap: Path, check_id: str, name: str
+) -> None:
+    # Replays read a file when a fact first parses it: one deleted mid-run (a cleanup job, a
+    # full disk's tmpwatch) is an ERROR naming the file, as an unreadable file is, not a crash.
+    facts = Facts.from_snapshot(load_snapshot(snap))
+    (snap / "nodes/node-1" / name).unlink()
+    check = check_by_id(check_id)
+    results = [run_case(case, facts, Settings()) for case in cases_for(check, facts)]
+    gone = [r for r in results if r.outcome is Outcome.ERROR]
+    assert gone, [r.outcome for r in results]
+    reason = f"cannot read {snap}/nodes/node-1/{name}: No such file or directory"
+    assert {r.reason for r in gone} == {reason}
