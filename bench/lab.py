@@ -9,13 +9,23 @@ in the shared machine's load falls on both), rounds of:
             node, all at once, SCRIPT being vipcheck's own node script (the least any live run
             must wait for).
 
-It prints the medians and their ratio against the target (issue 8: at most 1.3), then stops the
-lab. A warm-up round of each is run first and not counted (cold page cache, first ssh logins).
+  pytest    pytest alone: the same interpreter and installed plugins running as many no-op items
+            as vipcheck's run had (one parametrized `pass`), the least pytest itself takes to
+            run and report them;
+  collect   the same with --collect-only: start-up and collection, which a run could in
+            principle do while it gathers.
+
+Every Service-port item reads every node's facts, so no item can run before the gather ends:
+raw + (pytest - collect), the items run after the gather, is a lower bound for any run of them.
+It prints the medians, their ratio against the target (issue 8: at most 1.3) and the bound's
+ratio, then stops the lab. A warm-up round is run first and not counted (cold page cache, first
+ssh logins); it also counts the items.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import statistics
@@ -35,6 +45,15 @@ RAW_TIMEOUT_S = 300.0
 RUN_TIMEOUT_S = 600.0
 CLIENT = "client"
 _SETUP_TOOK = re.compile(r"setup took (?P<seconds>[\d.]+) s")
+_PASSED = re.compile(r"(?P<count>\d+) (passed|tests? collected)")
+NOOP_MODULE = """\
+import pytest
+
+
+@pytest.mark.parametrize("case", range({items}))
+def test_noop(case):
+    pass
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +71,9 @@ class LabBench:
     vipcheck: list[float] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    pytest_alone: list[float] = field(default_factory=list)
+    collect_only: list[float] = field(default_factory=list)
+    items: int = 0
 
     @property
     def vipcheck_median(self) -> float:
@@ -66,16 +88,27 @@ class LabBench:
         """The medians' ratio: what the target is about."""
         return self.vipcheck_median / self.raw_median
 
+    @property
+    def items_s(self) -> float:
+        """Running the no-op items alone: pytest alone less its start-up and collection."""
+        return statistics.median(self.pytest_alone) - statistics.median(self.collect_only)
+
+    @property
+    def bound_ratio(self) -> float:
+        """The least ratio a run of this many pytest items can reach: items after the gather."""
+        return (self.raw_median + self.items_s) / self.raw_median
+
     def round_ratios(self) -> list[float]:
         """Each round's own ratio (its two runs were next to each other in time)."""
         return [a / b for a, b in zip(self.vipcheck, self.raw, strict=False)]
 
 
-def order(rounds: int) -> list[tuple[str, str]]:
-    """ABBA: vipcheck first in even rounds, raw first in odd ones."""
-    return [
-        ("vipcheck", "raw") if index % 2 == 0 else ("raw", "vipcheck") for index in range(rounds)
-    ]
+RUNS = ("vipcheck", "raw", "pytest", "collect")
+
+
+def order(rounds: int) -> list[tuple[str, ...]]:
+    """ABBA: vipcheck first in even rounds, pytest alone first (vipcheck last) in odd ones."""
+    return [RUNS if index % 2 == 0 else RUNS[::-1] for index in range(rounds)]
 
 
 def vipcheck_argv(lab: Path, summary: Path) -> list[str]:
@@ -121,6 +154,36 @@ def raw_gather(ssh_config: Path, nodes: Sequence[str], script: str) -> tuple[flo
             why = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no frames"]
             problems.append(f"raw gather of {node}: exit {process.returncode}: {why[0]}")
     return time.monotonic() - started, problems
+
+
+def pytest_alone_argv(module: Path, collect_only: bool) -> list[str]:
+    """pytest on the no-op module: this interpreter, its installed plugins, no config file."""
+    return [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "-c", os.devnull, "--rootdir", str(module.parent), str(module),
+        *(["--collect-only"] if collect_only else []),
+    ]  # fmt: skip
+
+
+def write_noop_module(path: Path, items: int) -> Path:
+    path.write_text(NOOP_MODULE.format(items=items))
+    return path
+
+
+def pytest_alone_problems(rc: int | None, items: int, log: Path) -> list[str]:
+    """Why a pytest-alone run does not count: it must pass (or collect) exactly its items."""
+    match = _PASSED.search(log.read_text()) if rc == 0 else None
+    if match is None or int(match["count"]) != items:
+        return [f"pytest alone: exit {rc}, not {items} passed or collected (log: {log})"]
+    return []
+
+
+def summary_items(summary: Path) -> int:
+    """How many items a vipcheck run had, from its JSON summary's totals (0: no summary)."""
+    if not summary.is_file():
+        return 0
+    totals: dict[str, int] = json.loads(summary.read_text())["totals"]
+    return sum(totals.values())
 
 
 def timed_run(argv: list[str], log: Path, cwd: Path) -> tuple[float, int | None]:
@@ -178,24 +241,38 @@ def lab_nodes(lab: Path) -> list[str]:
     return [host for host in state["ssh_ports"] if host != CLIENT]
 
 
+Timed = tuple[float, list[str]]
+
+
 def timed_rounds(
     rounds: int,
-    run_vipcheck: Callable[[int], tuple[float, list[str]]],
-    run_raw: Callable[[], tuple[float, list[str]]],
+    run_vipcheck: Callable[[int], Timed],
+    run_raw: Callable[[], Timed],
+    run_pytest: Callable[[int, bool], Timed],
     progress: Callable[[str], None],
 ) -> LabBench:
-    """Warm-up, then `rounds` alternating pairs."""
+    """Warm-up (whose vipcheck run counts the items), then `rounds` alternating quadruples;
+    run_pytest(index, collect_only) runs pytest alone."""
     bench = LabBench()
-    progress("warm-up: one vipcheck run and one raw gather, not counted")
-    bench.problems += run_vipcheck(-1)[1] + run_raw()[1]
-    for index, pair in enumerate(order(rounds)):
-        for kind in pair:
-            seconds, problems = run_vipcheck(index) if kind == "vipcheck" else run_raw()
-            (bench.vipcheck if kind == "vipcheck" else bench.raw).append(seconds)
+    progress("warm-up: one vipcheck run, one raw gather and pytest alone, not counted")
+    bench.problems += run_vipcheck(-1)[1] + run_raw()[1] + run_pytest(-1, False)[1]
+    runs: dict[str, tuple[Callable[[int], Timed], list[float]]] = {
+        "vipcheck": (run_vipcheck, bench.vipcheck),
+        "raw": (lambda _index: run_raw(), bench.raw),
+        "pytest": (lambda index: run_pytest(index, False), bench.pytest_alone),
+        "collect": (lambda index: run_pytest(index, True), bench.collect_only),
+    }
+    for index, kinds in enumerate(order(rounds)):
+        for kind in kinds:
+            run, times = runs[kind]
+            seconds, problems = run(index)
+            times.append(seconds)
             bench.problems += problems
         progress(
             f"round {index + 1}/{rounds}: vipcheck {bench.vipcheck[-1]:.1f} s, "
-            f"raw {bench.raw[-1]:.1f} s ({bench.vipcheck[-1] / bench.raw[-1]:.2f}x)"
+            f"raw {bench.raw[-1]:.1f} s ({bench.vipcheck[-1] / bench.raw[-1]:.2f}x), "
+            f"pytest alone {bench.pytest_alone[-1]:.1f} s "
+            f"(collect only {bench.collect_only[-1]:.1f} s)"
         )
     return bench
 
@@ -205,10 +282,17 @@ def report(bench: LabBench, booted: Boot, scenario: str, target: float) -> bool:
     setup = f"{booted.setup_s:.1f} s" if booted.setup_s is not None else "?"
     print()
     print(f"lab {scenario}: up in {booted.wall_s:.1f} s (VM setup, programming IPVS: {setup})")
-    print(f"{'run':>9} {'median':>8}  each (s, in order)")
-    for name, values in (("vipcheck", bench.vipcheck), ("raw", bench.raw)):
-        each = " ".join(f"{value:.1f}" for value in values)
-        print(f"{name:>9} {statistics.median(values):7.1f}s  {each}")
+    print(f"{'run':>12} {'median':>8}  each (s, in order)")
+    named = (
+        ("vipcheck", bench.vipcheck),
+        ("raw", bench.raw),
+        ("pytest alone", bench.pytest_alone),
+        ("collect only", bench.collect_only),
+    )
+    for name, values in named:
+        if values:
+            each = " ".join(f"{value:.1f}" for value in values)
+            print(f"{name:>12} {statistics.median(values):7.1f}s  {each}")
     ratios = " ".join(f"{ratio:.2f}" for ratio in bench.round_ratios())
     met = bench.ratio <= target and not bench.problems
     print(f"per-round ratios: {ratios}")
@@ -216,6 +300,14 @@ def report(bench: LabBench, booted: Boot, scenario: str, target: float) -> bool:
         f"target lab {scenario}: vipcheck --no-probe <= {target}x a raw gather: "
         f"{bench.ratio:.2f}x: {'met' if met else 'MISSED'}"
     )
+    if bench.pytest_alone and bench.collect_only:
+        bound = bench.bound_ratio
+        print(
+            f"bound: pytest alone runs {bench.items:,} no-op items in {bench.items_s:.1f} s "
+            f"beyond start-up and collection; after a gather of {bench.raw_median:.1f} s, no run "
+            f"of these items is under {bound:.2f}x"
+            + (f", so {target}x is out of reach" if bound > target else "")
+        )
     for problem in bench.problems:
         print(f"  problem: {problem}")
     return met
@@ -248,7 +340,20 @@ def main(workdir: Path, rounds: int = ROUNDS, scenario: str = SCENARIO) -> int:
         def run_raw() -> tuple[float, list[str]]:
             return raw_gather(lab / "ssh_config", nodes, NODE_SCRIPT)
 
-        bench = timed_rounds(rounds, run_vipcheck, run_raw, progress)
+        module = runs / "test_noop.py"
+        counted: list[int] = []
+
+        def run_pytest(index: int, collect_only: bool) -> tuple[float, list[str]]:
+            # As many items as the warm-up's vipcheck run had: its first call counts and writes.
+            if not counted:
+                counted.append(summary_items(runs / "summary--1.json"))
+                write_noop_module(module, counted[0])
+            log = runs / f"pytest-{'collect' if collect_only else 'alone'}-{index}.log"
+            seconds, rc = timed_run(pytest_alone_argv(module, collect_only), log, runs)
+            return seconds, pytest_alone_problems(rc, counted[0], log)
+
+        bench = timed_rounds(rounds, run_vipcheck, run_raw, run_pytest, progress)
+        bench.items = counted[0]
     finally:
         down(lab, log)
         progress("lab stopped")
@@ -260,6 +365,10 @@ def main(workdir: Path, rounds: int = ROUNDS, scenario: str = SCENARIO) -> int:
         "vipcheck_s": [round(value, 2) for value in bench.vipcheck],
         "raw_s": [round(value, 2) for value in bench.raw],
         "ratio": round(bench.ratio, 3),
+        "items": bench.items,
+        "pytest_alone_s": [round(value, 2) for value in bench.pytest_alone],
+        "collect_only_s": [round(value, 2) for value in bench.collect_only],
+        "bound_ratio": round(bench.bound_ratio, 3),
         "target": TARGET_RATIO,
         "met": met,
         "problems": bench.problems,
