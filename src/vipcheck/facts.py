@@ -329,13 +329,6 @@ class NodeFacts:
         source = self._first(IPVS_TIMEOUTS)
         return parse_ipvsadm_timeout(source.text, source.path)
 
-    @_fact
-    def connections(self) -> tuple[Connection, ...]:
-        source = self._first(IPVS_CONNECTIONS)
-        if source.path.endswith("ip_vs_conn.txt"):
-            return parse_proc_ip_vs_conn(source.text, source.path)
-        return parse_ipvsadm_connections(source.text, source.path)
-
     @property
     def syn_recv_connections(self) -> tuple[Connection, ...]:
         """The table's SYN_RECV entries, all that the handshake checks read of it."""

@@ -12,6 +12,8 @@ from bench.synth import RECORDED, Fault, Shape, expected_failures, generate
 from vipcheck.cases import Outcome, cases_for, run_case
 from vipcheck.checks import CATALOGUE
 from vipcheck.facts import Facts
+from vipcheck.model.node import Connection
+from vipcheck.parse.procfs import parse_proc_ip_vs_conn
 from vipcheck.settings import Settings
 from vipcheck.snapshot import load_snapshot
 
@@ -50,8 +52,8 @@ def test_the_shape_decides_what_is_written(tmp_path: Path) -> None:
     assert sorted(facts.nodes) == ["node-001", "node-002", "node-003"]
     ports = sum(len(service.ports) for service in facts.cluster.services)
     assert ports == 20 + int(20 * shape.two_port_share)
-    assert len(facts.nodes["node-002"].connections) == 300
-    assert len(facts.nodes["node-001"].connections) == shape.connections
+    assert len(_connections(tmp_path, "node-002")) == 300
+    assert len(_connections(tmp_path, "node-001")) == shape.connections
     node_ports = [vs for vs in facts.nodes["node-001"].ipvs.services if (vs.port or 0) >= 30000]
     assert len(node_ports) == sum(
         1 for service in facts.cluster.services for port in service.ports if port.node_port
@@ -93,9 +95,16 @@ def test_real_server_counters_count_the_nodes_connection_entries(tmp_path: Path)
     shape = Shape(nodes=3, services=30, connections=200, faults=())
     generate(shape, tmp_path)
     facts = Facts.from_snapshot(load_snapshot(tmp_path))
-    for node in facts.nodes.values():
+    for name, node in facts.nodes.items():
         servers = [rs for vs in node.ipvs.services for rs in vs.real_servers]
-        established = sum(1 for c in node.connections if c.state_name == "ESTABLISHED")
+        connections = _connections(tmp_path, name)
+        established = sum(1 for c in connections if c.state_name == "ESTABLISHED")
         assert sum(rs.active_conns or 0 for rs in servers) == established
         assert sum(rs.inact_conns or 0 for rs in servers) == shape.connections - established
         assert any(rs.active_conns == rs.inact_conns == 0 for rs in servers)  # idle ones
+
+
+def _connections(snapshot: Path, node: str) -> tuple[Connection, ...]:
+    """A generated node's whole connection table, parsed."""
+    path = snapshot / "nodes" / node / "ip_vs_conn.txt"
+    return parse_proc_ip_vs_conn(path.read_text(), str(path))
