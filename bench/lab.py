@@ -308,6 +308,11 @@ def report(bench: LabBench, booted: Boot, scenario: str, target: float) -> bool:
             f"of these items is under {bound:.2f}x"
             + (f", so {target}x is out of reach" if bound > target else "")
         )
+        beyond = bench.vipcheck_median - bench.raw_median - statistics.median(bench.pytest_alone)
+        print(
+            f"vipcheck beyond the gather and pytest alone (start-up, collection and items "
+            f"included): {beyond:+.1f} s, its own listing, judging and reports"
+        )
     for problem in bench.problems:
         print(f"  problem: {problem}")
     return met

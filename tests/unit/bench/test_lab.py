@@ -118,6 +118,8 @@ def test_report_says_when_pytest_alone_puts_the_target_out_of_reach(
     output = capsys.readouterr().out
     assert "pytest alone runs 5,954 no-op items in 3.0 s beyond start-up and collection" in output
     assert "no run of these items is under 1.60x, so 1.3x is out of reach" in output
+    assert "vipcheck beyond the gather and pytest alone (start-up, collection and items " in output
+    assert "included): +0.5 s, its own listing, judging and reports" in output
 
 
 def test_pytest_alone_runs_its_no_op_items_and_counts_them(tmp_path: Path) -> None:
