@@ -122,9 +122,15 @@ _FALLBACK_GUARDS: dict[str, list[tuple[str, str | None]]] = {
     ],
     "proc-sys.txt": [("{ ! command -v sysctl >/dev/null 2>&1; }", None)],
 }
+# Files of the format the script never produces. `ipvsadm -Lnc` prints /proc/net/ip_vs_conn
+# again (it reads that file): where the file is, ip_vs_conn.txt holds the table, which on a busy
+# director would come back twice; where it is not, ipvsadm would load the module. The name stays
+# for pasted evidence, in which it is often the only table.
+PASTED_ONLY = frozenset({"ipvsadm-Lnc.txt"})
 
-# Files produced only where the preferred one cannot be: neither gathered nor missing elsewhere.
-FALLBACK_FILES = frozenset(
+# Files a node's output may hold neither as gathered nor as missing: those produced only where
+# the preferred one cannot be, and the pasted-only ones.
+FALLBACK_FILES = PASTED_ONLY | frozenset(
     name for name, guards in _FALLBACK_GUARDS.items() if any(why is None for _, why in guards)
 )
 
@@ -155,12 +161,14 @@ def build_node_script(
 
     path_suffix is appended to the login's PATH, where ipvsadm, sysctl and ip usually live.
     With fallbacks, the files of FALLBACK_FILES are produced only where the preferred ones cannot
-    be; without, every command runs as given (to record them all).
+    be, and PASTED_ONLY ones not at all; without, every command runs as given (to record them all).
     """
     parts = [_PREAMBLE.replace("{path_suffix}", path_suffix)]
     for name, command in files.items():
         quoted = shlex.quote(name)
         documented = fallbacks and NODE_FILES.get(name) == command
+        if documented and name in PASTED_ONLY:
+            continue
         script_command = _SCRIPT_COMMANDS.get(name, command) if documented else command
         words = script_command.split()
         # Globs (/proc/sys/net/ipv4/conf/*/rp_filter) are left for the shell to expand.

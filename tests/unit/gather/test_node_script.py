@@ -12,6 +12,7 @@ import pytest
 from vipcheck.gather.node_script import (
     FALLBACK_FILES,
     NODE_SCRIPT,
+    PASTED_ONLY,
     build_node_script,
     split_node_frames,
     split_node_output,
@@ -25,7 +26,7 @@ SHELLS = [
     pytest.param(["dash"], id="dash"),
     pytest.param(["busybox", "sh"], id="busybox"),
 ]
-IPVS_FILES = {"ipvsadm-Ln.txt", "ipvsadm-timeout.txt", "ipvsadm-Lnc.txt"}
+IPVS_FILES = {"ipvsadm-Ln.txt", "ipvsadm-timeout.txt"}
 PROC_FILES = {"proc-ip_vs.txt", "ip_vs_conn.txt"}
 
 
@@ -179,7 +180,11 @@ def test_script_under_busybox_gives_every_file_or_a_reason(bin_without_ipvsadm: 
     assert result.returncode == 0, result.stderr
     files, missing = split_node_output(result.stdout)
     # busybox's ip has no -j: the text files stand in for the JSON ones, which say why.
-    assert set(files) | set(missing) == set(NODE_FILES) - {"sys-class-net.txt", "proc-sys.txt"}
+    assert set(files) | set(missing) == set(NODE_FILES) - {
+        "sys-class-net.txt",
+        "proc-sys.txt",
+        *PASTED_ONLY,
+    }
     assert all(why for why in missing.values())
     assert {"uname.txt", "ip-addr.txt", "ip-link.txt"} <= set(files)
 
@@ -321,3 +326,13 @@ def test_the_real_output_cut_at_any_frame_boundary_or_inside_is_truncated(
         assert node.error is not None, f"cut after {size} of {len(whole)} bytes read as whole"
         assert "output truncated" in node.error or "no output vipcheck can read" in node.error
         assert node.files == {}
+
+
+def test_the_connection_table_is_read_once_not_again_through_ipvsadm() -> None:
+    # `ipvsadm -Lnc` reads /proc/net/ip_vs_conn: a million-entry table would come back twice.
+    assert "cat /proc/net/ip_vs_conn" in NODE_SCRIPT
+    assert "ipvsadm -Lnc" not in NODE_SCRIPT
+    assert "ipvsadm-Lnc.txt" not in NODE_SCRIPT
+    assert PASTED_ONLY <= FALLBACK_FILES
+    # Recording the formats (fixtures.lab record) still runs every command as given.
+    assert "vipcheck_run ipvsadm-Lnc.txt ipvsadm -Lnc\n" in build_node_script(fallbacks=False)
