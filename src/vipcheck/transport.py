@@ -55,7 +55,12 @@ _HOST_KEYWORD = re.compile(r"^\s*host(?:\s*=\s*|\s+)(?P<patterns>.+?)\s*$", re.I
 
 
 class TransportError(Exception):
-    """A node that could not be reached or did not answer in time, named with its host spec."""
+    """A node that could not be reached or did not answer in time, named with its host spec;
+    partial: what the command printed before it was killed at its deadline, if anything."""
+
+    def __init__(self, message: str, partial: str = "") -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class TargetError(Exception):
@@ -300,9 +305,10 @@ def _bounded_run_local(backend: Any, target: NodeTarget, timeout_s: float) -> Ca
                 stdout, stderr = process.communicate(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-                process.communicate()
+                printed, _ = process.communicate()  # everything read, before the kill too
                 raise TransportError(
-                    f"{target.describe()}: no answer within {timeout_s:g} s"
+                    f"{target.describe()}: no answer within {timeout_s:g} s",
+                    partial=printed.decode(errors="replace"),
                 ) from None
         return backend.result(process.returncode, cmd, stdout, stderr)
 

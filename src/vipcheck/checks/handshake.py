@@ -35,6 +35,7 @@ from vipcheck.model.node import Connection, ConnState, HostPort
 from vipcheck.model.probe import (
     Attempt,
     ConnectOutcome,
+    ProbeOutput,
     ProbeRound,
     ProbeTarget,
     RealServerOrigin,
@@ -60,6 +61,26 @@ class _Server:
     @property
     def answers_on_node(self) -> bool | None:
         return None if not self.on_node else _all_connected(self.on_node)
+
+
+@dataclass(frozen=True, slots=True)
+class _Skipped:
+    """A target's attempts never made: how many, why in short, and when in a sentence."""
+
+    count: int
+    why: str = "time cap"
+    when: str = "within the probe's time cap (--probe-total)"
+
+
+def _not_attempted(output: ProbeOutput, target: ProbeTarget, made: int) -> _Skipped:
+    """The attempts the time cap left out (the script's BUDGET line), or, in a round cut off
+    before DONE, those of the target's planned attempts that were never read."""
+    capped = output.not_attempted.get(target.address, 0)
+    if capped or not output.cut:
+        return _Skipped(capped)
+    return _Skipped(
+        max(0, target.attempts - made), "round cut off", "before the probe round was cut off"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +111,16 @@ def check_vip_handshake(
             unobserved.append(f"{target.vantage}: {why}")
             continue
         attempts = tuple(a for a in output.attempts if a.address == target.address)
-        skipped = output.not_attempted.get(target.address, 0)
-        if attempts and _all_connected(attempts) and not skipped:
+        skipped = _not_attempted(output, target, len(attempts))
+        if attempts and _all_connected(attempts) and not skipped.count:
             continue
-        if _all_connected(attempts) and skipped:
-            # Nothing failed, but the time cap cut the attempts that would reach every real
-            # server: not judged from there, never a pass (nor a failure).
+        if _all_connected(attempts) and skipped.count:
+            # Nothing failed, but the time cap (or the round's end) cut the attempts that would
+            # reach every real server: not judged from there, never a pass (nor a failure).
             made = f"{len(attempts)} completed, " if attempts else ""
             capped[f"{target.vantage} {target.address}"] = (
-                f"{target.address} from {target.vantage}: {made}{skipped} not attempted within "
-                "the probe's time cap (--probe-total)"
+                f"{target.address} from {target.vantage}: {made}{skipped.count} not attempted "
+                f"{skipped.when}"
             )
             continue
         violations.append(
@@ -117,7 +138,7 @@ def _violation(
     target: ProbeTarget,
     attempts: tuple[Attempt, ...],
     *,
-    skipped: int,
+    skipped: _Skipped,
     facts: Facts,
     settings: Settings,
 ) -> Violation:
@@ -129,9 +150,9 @@ def _violation(
     counts = Counter(a.outcome for a in attempts)
     tally = ", ".join(f"{n} {o.value}" for o, n in sorted(counts.items(), key=lambda i: -i[1]))
     failed = sum(n for o, n in counts.items() if o is not ConnectOutcome.CONNECTED)
-    cut = f", {skipped} not attempted (time cap)" if skipped else ""
+    cut = f", {skipped.count} not attempted ({skipped.why})" if skipped.count else ""
     observed = (
-        f"{failed} of {len(attempts) + skipped} handshakes failed ({tally}{cut}); "
+        f"{failed} of {len(attempts) + skipped.count} handshakes failed ({tally}{cut}); "
         f"likely cause: {cause.text}"
     )
     evidence = [f"{target.vantage} -> {target.address}: {attempt}" for attempt in attempts]
@@ -144,7 +165,7 @@ def _violation(
         subject=f"{target.kind.value} {target.address} from {target.vantage}",
         node=target.vantage,
         observed=observed,
-        expected=f"all {len(attempts) + skipped} handshakes complete",
+        expected=f"all {len(attempts) + skipped.count} handshakes complete",
         fix=cause.fix,
         evidence=tuple(evidence),
     )

@@ -116,28 +116,48 @@ def run_round(
             for name, work in per_vantage.items()
         }
         for name, future in futures.items():
-            text, error = future.result()
-            if error is not None:
-                progress(f"{name}: {round_.value} probes not run: {error}")
-                files[f"{name}/{round_.value}.error.txt"] = error + "\n"
-            else:
-                files[f"{name}/{round_.value}.txt"] = text
+            probed = future.result()
+            if probed.error is not None:
+                progress(f"{name}: {round_.value} probes not run: {probed.error}")
+                files[f"{name}/{round_.value}.error.txt"] = probed.error + "\n"
+                continue
+            if probed.cut is not None:
+                progress(
+                    f"{name}: {round_.value} probes cut off ({probed.cut}); the attempts "
+                    "made are judged, the others are not"
+                )
+            files[f"{name}/{round_.value}.txt"] = probed.output
     return files
+
+
+@dataclass(frozen=True, slots=True)
+class _Probed:
+    """One probe script's output as printed; or why the vantage point could not probe at all;
+    cut: why an output that began ends early (killed at its deadline, the script failed)."""
+
+    output: str = ""
+    error: str | None = None
+    cut: str | None = None
 
 
 def _probe_one(
     runner: NodeRunner, target: NodeTarget, script: str, settings: ProbeSettings
-) -> tuple[str, str | None]:
-    """Run one probe script: its output, or why the vantage point could not probe."""
+) -> _Probed:
+    """Run one probe script: its output, whole or as far as it got, or why it could not probe."""
     try:
         result = runner.run(target, script, settings.budget_s + _TRANSPORT_SLACK_S)
     except TransportError as error:
-        return "", str(error)
-    if result.rc != 0 or not result.stdout.startswith("TOOL "):
-        stderr = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        why = stderr[0] if stderr else "no output vipcheck can read"
-        return "", f"{target.describe()}: the probe script exited {result.rc}: {why}"
-    return result.stdout, None
+        if error.partial.startswith("TOOL "):
+            return _Probed(error.partial, cut=str(error))
+        return _Probed(error=str(error))
+    if result.rc == 0 and result.stdout.startswith("TOOL "):
+        return _Probed(result.stdout)
+    stderr = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    why = stderr[0] if stderr else "no output vipcheck can read"
+    failed = f"{target.describe()}: the probe script exited {result.rc}: {why}"
+    if result.stdout.startswith("TOOL "):  # what it printed before failing is kept
+        return _Probed(result.stdout, cut=None if "\nDONE" in result.stdout else failed)
+    return _Probed(error=failed)
 
 
 def reread_connections(

@@ -136,3 +136,6 @@ class ProbeOutput:
     attempts: tuple[Attempt, ...]
     not_attempted: Mapping[HostPort, int] = field(default_factory=dict)  # cut by the time cap
     error: str | None = None  # the vantage point could not probe at all
+    # Ended before DONE (the round killed, the connection lost): the attempts read are kept, the
+    # targets' other attempts were never made.
+    cut: bool = False

@@ -24,12 +24,19 @@ from vipcheck.parse import ParseError
 
 
 def parse_probe_output(text: str, source: str) -> ProbeOutput:
-    """`TOOL`, `ATTEMPT`, `BUDGET` and `DONE` lines; an outcome it does not know is an ERROR."""
+    """`TOOL`, `ATTEMPT`, `BUDGET` and `DONE` lines; an outcome it does not know is an ERROR.
+
+    An output cut before DONE keeps the lines read whole: a last line without its newline was
+    being printed when the output was cut, so it is dropped, not read as an ERROR outcome.
+    """
     tool: str | None = None
     attempts: list[Attempt] = []
     not_attempted: dict[HostPort, int] = {}
     done = False
-    for number, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    if lines and not text.endswith("\n") and lines[-1].strip() != "DONE":
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
         words = line.split()
         if not words:
             continue
@@ -48,9 +55,9 @@ def parse_probe_output(text: str, source: str) -> ProbeOutput:
     error = None
     if tool is None and "TOOL" in text:
         error = "the host has none of bash with timeout, python3, or nc with timeout"
-    elif not done:
-        error = "probe output ends before DONE (cut off?)"
-    return ProbeOutput(tool, tuple(attempts), not_attempted, error)
+    elif not done and not attempts and not not_attempted:
+        error = "probe output ends before DONE, with no attempt made (cut off?)"
+    return ProbeOutput(tool, tuple(attempts), not_attempted, error, cut=not done)
 
 
 def _attempt(words: list[str], line: str, source: str, number: int) -> Attempt:

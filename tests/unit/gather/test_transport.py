@@ -173,6 +173,15 @@ def test_timeout_kills_everything_the_run_started(tmp_path: Path) -> None:
     assert not alive(pid)
 
 
+def test_timeout_keeps_what_the_command_printed_before_it() -> None:
+    script = (
+        "echo TOOL bash; echo ATTEMPT 10.96.0.1 80 1 CONNECTED 3; printf 'ATTEMPT 10.9'; sleep 37"
+    )
+    with pytest.raises(TransportError) as killed:
+        run_on(NodeTarget("here", "local://"), script, 0.5)
+    assert killed.value.partial == "TOOL bash\nATTEMPT 10.96.0.1 80 1 CONNECTED 3\nATTEMPT 10.9"
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -71,11 +71,13 @@ def lines(address: str, *outcomes: str) -> str:
     return "".join(f"ATTEMPT {host} {port} {i} {o}\n" for i, o in enumerate(outcomes, start=1))
 
 
-def facts(targets: list[ProbeTarget], outputs: dict[str, str]) -> Facts:
+def facts(targets: list[ProbeTarget], outputs: dict[str, str], *, cut: bool = False) -> Facts:
+    """Facts with these probe outputs; cut: they end where the round was killed, before DONE."""
     plan = ProbePlan(VANTAGES, tuple(targets), ProbeSettings(), 1.0)
     files = {"plan.json": plan_as_json(plan)}
+    end = "" if cut else "DONE\n"
     for name, body in outputs.items():
-        files[name] = body if name.endswith(".error.txt") else f"TOOL bash\n{body}DONE\n"
+        files[name] = body if name.endswith(".error.txt") else f"TOOL bash\n{body}{end}"
     return Facts.from_snapshot(replace(load_snapshot(SEED), probes=files))
 
 
@@ -235,6 +237,44 @@ def test_a_failed_attempt_before_the_time_cap_still_fails() -> None:
     [violation] = check_vip_handshake(WEB, facts(targets, {"node-1/vip.txt": output}), DEFAULTS)
     assert "1 of 8 handshakes failed" in violation.observed
     assert "6 not attempted (time cap)" in violation.observed
+
+
+def test_a_round_cut_off_judges_the_attempts_made_and_not_the_rest() -> None:
+    # A round killed past its deadline (or its connection lost) keeps what it printed: the
+    # targets probed in full are judged, the one it was in the middle of and those after are not.
+    targets = [
+        vip("node-1", "10.96.0.30:80", "default/web:80/TCP", 3),
+        vip("node-1", "10.96.0.20:6379", "default/redis:6379/TCP", 4),
+        vip("node-1", "10.96.0.10:80", "default/api:80/TCP", 2),
+    ]
+    output = lines("10.96.0.30:80", *[CONNECTED] * 3) + lines("10.96.0.20:6379", CONNECTED)
+    probed = facts(targets, {"node-1/vip.txt": output + "ATTEMPT 10.96.0.20 6379 2 CONN"}, cut=True)
+    assert check_vip_handshake(WEB, probed, DEFAULTS) == []
+    with pytest.raises(PartlyJudged) as redis:
+        check_vip_handshake(REDIS, probed, DEFAULTS)
+    assert str(redis.value) == (
+        "10.96.0.20:6379 from node-1: 1 completed, 3 not attempted before the probe round was "
+        "cut off"
+    )
+    with pytest.raises(PartlyJudged, match="2 not attempted before the probe round was cut off"):
+        check_vip_handshake(API, probed, DEFAULTS)
+    assert run_case(Case(VIP_HANDSHAKE, API), probed, DEFAULTS).outcome is Outcome.SKIPPED
+
+
+def test_a_failed_attempt_before_the_round_was_cut_off_still_fails() -> None:
+    targets = [vip("node-1", "10.96.0.30:80", "default/web:80/TCP", 8)]
+    output = lines("10.96.0.30:80", CONNECTED, REFUSED)
+    probed = facts(targets, {"node-1/vip.txt": output}, cut=True)
+    [violation] = check_vip_handshake(WEB, probed, DEFAULTS)
+    assert "1 of 8 handshakes failed" in violation.observed
+    assert "6 not attempted (round cut off)" in violation.observed
+
+
+def test_a_round_cut_off_before_any_attempt_errors_the_item() -> None:
+    targets = [vip("node-1", "10.96.0.30:80", "default/web:80/TCP", 8)]
+    probed = facts(targets, {"node-1/vip.txt": ""}, cut=True)
+    with pytest.raises(Unobserved, match="node-1: probe output ends before DONE, with no attempt"):
+        check_vip_handshake(WEB, probed, DEFAULTS)
 
 
 def test_a_vantage_point_that_could_not_probe_errors_the_item() -> None:

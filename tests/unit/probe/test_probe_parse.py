@@ -73,7 +73,31 @@ def test_attempt_lines(line: str, expected: Attempt) -> None:
 def test_budget_lines_and_cut_off_output() -> None:
     output = parse_probe_output("TOOL nc\nBUDGET 10.96.0.20 6379 3\n", "x")
     assert output.not_attempted == {VIP: 3}
-    assert output.error == "probe output ends before DONE (cut off?)"
+    assert output.cut
+    assert output.error is None
+    assert not parse_probe_output("TOOL nc\nBUDGET 10.96.0.20 6379 3\nDONE\n", "x").cut
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["", "ATTEMPT 10.96.0.20 6379 2 CONN", "ATTEMPT 10.96.0.2", "ATTEMPT 10.96.0.20 6379 2 "],
+)
+def test_an_output_cut_mid_round_keeps_the_whole_lines_read(tail: str) -> None:
+    # The round killed while a line was being printed: that line is not an ERROR outcome.
+    text = "TOOL bash\nATTEMPT 10.96.0.20 6379 1 CONNECTED 3\n" + tail
+    output = parse_probe_output(text, "probes/node-1/vip.txt")
+    assert output.cut
+    assert output.error is None
+    assert output.attempts == (Attempt(VIP, 1, ConnectOutcome.CONNECTED, 3),)
+
+
+def test_an_output_cut_before_any_attempt_is_a_vantage_point_that_could_not_probe() -> None:
+    for text in ("TOOL bash\n", "TOOL bash\nATTEMPT 10.9", ""):
+        output = parse_probe_output(text, "x")
+        assert output.error == "probe output ends before DONE, with no attempt made (cut off?)"
+    assert parse_probe_output("TOOL bash\nDONE", "x") == parse_probe_output(
+        "TOOL bash\nDONE\n", "x"
+    )
 
 
 @pytest.mark.parametrize(

@@ -28,10 +28,14 @@ class FakeVantagePoints:
     """A NodeRunner that answers probe scripts line by line and connection-table reads."""
 
     def __init__(
-        self, refusing: str | None = REFUSING, unreachable: frozenset[str] = frozenset()
+        self,
+        refusing: str | None = REFUSING,
+        unreachable: frozenset[str] = frozenset(),
+        killed: frozenset[str] = frozenset(),
     ) -> None:
         self.refusing = refusing
         self.unreachable = unreachable
+        self.killed = killed  # their VIP round hangs after two lines and is killed
         self.scripts: Counter[str] = Counter()
         self.lock = threading.Lock()
 
@@ -48,6 +52,9 @@ class FakeVantagePoints:
             lines += [
                 f"ATTEMPT {address} {port} {i} {outcome}" for i in range(1, int(attempts) + 1)
             ]
+        if target.node in self.killed:
+            partial = "\n".join(lines[:2]) + "\nATTEMPT 10.9"
+            raise TransportError(f"{target.describe()}: no answer within 40 s", partial=partial)
         return RunResult(0, "\n".join([*lines, "DONE"]) + "\n", "")
 
 
@@ -100,3 +107,18 @@ def test_nothing_failing_opens_no_second_round() -> None:
     files = run_probes(facts, POINTS, ProbeSettings(), lambda _line: None, runner=runner)
     assert runner.scripts == dict.fromkeys(("node-1", "node-2", "node-3", "client"), 1)
     assert not any(name.startswith("after/") or "real-server" in name for name in files)
+
+
+def test_a_round_killed_at_its_deadline_keeps_what_it_printed() -> None:
+    facts = Facts.from_snapshot(load_snapshot(SEED))
+    runner = FakeVantagePoints(refusing=None, killed=frozenset({"node-2"}))
+    lines: list[str] = []
+    files = run_probes(facts, POINTS, ProbeSettings(), lines.append, runner=runner)
+    kept = files["node-2/vip.txt"]
+    assert kept.startswith("TOOL bash\nATTEMPT ")
+    assert kept.endswith("\nATTEMPT 10.9")  # as printed; the parser drops the cut line
+    assert "node-2/vip.error.txt" not in files
+    assert (
+        "node-2: vip probes cut off (node-2 (ssh://node-2): no answer within 40 s); the "
+        "attempts made are judged, the others are not"
+    ) in lines
