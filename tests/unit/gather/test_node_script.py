@@ -336,3 +336,32 @@ def test_the_connection_table_is_read_once_not_again_through_ipvsadm() -> None:
     assert PASTED_ONLY <= FALLBACK_FILES
     # Recording the formats (fixtures.lab record) still runs every command as given.
     assert "vipcheck_run ipvsadm-Lnc.txt ipvsadm -Lnc\n" in build_node_script(fallbacks=False)
+
+
+def tools_bin(directory: Path, *tools: str) -> str:
+    """A PATH holding only these tools, from this machine."""
+    directory.mkdir()
+    for tool in tools:
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (directory / tool).symlink_to(found)
+    return str(directory)
+
+
+@pytest.mark.parametrize("shell", SHELLS[:2])
+@pytest.mark.parametrize("tools", [("dd",), ("cat",)], ids=["dd", "cat-without-dd"])
+def test_small_reads_give_the_file_whole(
+    shell: list[str], tools: tuple[str, ...], tmp_path: Path
+) -> None:
+    # /proc/net/ip_vs is read 16 bytes at a time (the lab's kernel loses services to longer
+    # reads, tests/lab/test_ip_vs_reads.py); where there is no dd, cat.
+    table = tmp_path / "ip_vs"
+    table.write_text(
+        "".join(f"TCP  0A60{i:04X}:0050 rr  \n  -> 0AF40305:1F90\n" for i in range(99))
+    )
+    script = build_node_script({"t.txt": f"vipcheck_small_reads {table}"})
+    result = run_script(shell, script, tools_bin(tmp_path / "bin", *tools))
+    files, missing = split_node_output(result.stdout)
+    assert missing == {}
+    assert files["t.txt"] == table.read_text()
+    assert "vipcheck_run proc-ip_vs.txt vipcheck_small_reads /proc/net/ip_vs\n" in NODE_SCRIPT
