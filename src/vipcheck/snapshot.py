@@ -40,7 +40,7 @@ SYS_CLASS_NET_COMMAND = (
 # File under nodes/<node>/ -> the command that produces it, on the node, in the host netns.
 NODE_FILES: Mapping[str, str] = {
     "ipvsadm-Ln.txt": "ipvsadm -Ln --exact",
-    "proc-ip_vs.txt": "cat /proc/net/ip_vs",
+    "proc-ip_vs.txt": "dd if=/proc/net/ip_vs bs=16",
     "ipvsadm-timeout.txt": "ipvsadm -L --timeout",
     "ip_vs_conn.txt": "cat /proc/net/ip_vs_conn",
     "ipvsadm-Lnc.txt": "ipvsadm -Lnc",

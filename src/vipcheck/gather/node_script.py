@@ -52,6 +52,8 @@ vipcheck_nl='
 '
 vipcheck_run() {
     printf '===vipcheck:file=%s\\n' "$1"
+    vipcheck_file=$1
+    vipcheck_ok=
     shift
     vipcheck_out=$( { "$@" 2>&1 1>&3 3>&-; printf '\\n%s' "$?"; } )
     vipcheck_rc=${vipcheck_out##*"$vipcheck_nl"}
@@ -61,8 +63,13 @@ vipcheck_run() {
         printf '===vipcheck:error=%s\\n' "${vipcheck_err%%"$vipcheck_nl"*}"
     fi
     printf '===vipcheck:rc=%s\\n' "$vipcheck_rc"
+    # The file just produced whole, for a fallback that stands in only where it could not be.
+    if [ "$vipcheck_rc" = 0 ]; then
+        vipcheck_ok=$vipcheck_file
+    fi
 }
 vipcheck_missing() {
+    vipcheck_ok=
     printf '===vipcheck:missing=%s:%s\\n' "$1" "$2"
 }
 # Whether `ip` speaks JSON (iproute2 >= 4.14), asked once.
@@ -134,6 +141,12 @@ _FALLBACK_GUARDS: dict[str, list[tuple[str, str | None]]] = {
         ("[ -d /sys/class/net ]", "/sys/class/net absent"),
     ],
     "proc-sys.txt": [("{ ! command -v sysctl >/dev/null 2>&1; }", None)],
+    # The table ipvsadm-Ln.txt (just before it in NODE_FILES) holds: read only where that was not
+    # produced (no ipvsadm: old nodes, kind's; ipvsadm failing), with small reads.
+    "proc-ip_vs.txt": [
+        (f"[ -e {_IP_VS} ]", _NO_IP_VS),
+        ('[ "${vipcheck_ok-}" != ipvsadm-Ln.txt ]', None),
+    ],
 }
 # Files of the format the script never produces. `ipvsadm -Lnc` prints /proc/net/ip_vs_conn
 # again (it reads that file): where the file is, ip_vs_conn.txt holds the table, which on a busy

@@ -48,7 +48,8 @@ _CONN_HINT = "use `ipvsadm -Lnc` (numeric): without -n, names replace addresses 
 # command that was run:
 # `sudo ipvsadm -ln | grep 30530`, `ansible all -b -a 'ipvsadm -Ln -t VIP:PORT'`, a shell loop.
 _COMMAND = re.compile(
-    r"(?:^|[\s'\"/;|(`])(?:ipvsadm(?:-save)?(?=[\s'\";|`)]|$)|cat\s+/proc/net/ip_vs"
+    r"(?:^|[\s'\"/;|(`])(?:ipvsadm(?:-save)?(?=[\s'\";|`)]|$)"
+    r"|(?:cat\s+|dd\s+(?:\S+\s+)*if=)/proc/net/ip_vs"
     r"|ip(?:\s+-\S+)*\s+(?:a|addr|address|l|link)\b)"
 )
 # Options of ipvsadm that list one service, and tools that cut a listing when piped into.
@@ -128,10 +129,10 @@ def _command_words(command: str) -> list[str]:
 
 
 def _lists_ipvs(word: str) -> bool:
-    """ipvsadm (any path), ipvsadm-save, or a /proc/net/ip_vs file."""
-    return word.rsplit("/", 1)[-1] in ("ipvsadm", "ipvsadm-save") or word.startswith(
-        "/proc/net/ip_vs"
-    )
+    """ipvsadm (any path), ipvsadm-save, or a /proc/net/ip_vs file (dd's `if=` too)."""
+    return word.rsplit("/", 1)[-1] in ("ipvsadm", "ipvsadm-save") or word.removeprefix(
+        "if="
+    ).startswith("/proc/net/ip_vs")
 
 
 def paste_partial(paste: Paste, version_seen: bool) -> tuple[str | None, bool]:

@@ -32,6 +32,8 @@ _HEX_HOST_PORT = re.compile(
 )
 _HEX_ADDRESS = re.compile(r"[0-9A-Fa-f]{8}|[0-9A-Fa-f:]+:[0-9A-Fa-f:]+")
 _HEX_PORT = re.compile(r"[0-9A-Fa-f]{4}")
+# dd's report on stderr (GNU, busybox): `393+1 records in`, `6298 bytes (6.3 kB) copied, ...`.
+_DD_STATUS = re.compile(r"\d+\+\d+ records (?:in|out)|\d+ bytes? .*copied.*")
 _ALL_ONES_V4 = 0xFFFFFFFF
 
 
@@ -144,8 +146,10 @@ def parse_proc_ip_vs(text: str, source: str) -> IpvsTable:
                     "a second /proc/net/ip_vs listing starts here: give one node's file per node",
                 )
             version = (version_match["version"], int(version_match["size"]))
-        elif stripped.startswith(("Prot LocalAddress:Port", "-> RemoteAddress:Port")):
-            continue
+        elif stripped.startswith(
+            ("Prot LocalAddress:Port", "-> RemoteAddress:Port")
+        ) or _DD_STATUS.fullmatch(stripped):
+            continue  # the titles; what `dd if=/proc/net/ip_vs bs=16` says on stderr, pasted
         elif words[0] == "->":
             if not services:
                 raise ParseError(source, number, "a real-server line before any service line")

@@ -204,3 +204,23 @@ def test_centos7_ipvsadm_1_27_and_kernel_3_10() -> None:
         "ip_vs_conn.txt",
     )
     assert [(c.state_name, c.expires_s) for c in connections] == [("SYN_RECV", 57)]
+
+
+def test_proc_ip_vs_read_with_dd_as_documented_and_pasted_with_its_report() -> None:
+    text = (
+        "root@kind-worker:/# dd if=/proc/net/ip_vs bs=16\n"
+        "IP Virtual Server version 1.2.1 (size=4096)\n"
+        "Prot LocalAddress:Port Scheduler Flags\n"
+        "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n"
+        "TCP  0A600014:18EB rr \n"
+        "  -> 0AF4030A:18EB      Masq    1      0          5\n"
+        "13+1 records in\n"
+        "13+1 records out\n"
+        "214 bytes copied, 0.000315 s, 679 kB/s\n"
+    )
+    table = parse_proc_ip_vs(text, "proc-ip_vs.txt")
+    assert [str(vs.address) for vs in table.services] == ["10.96.0.20"]
+    assert table.partial is None
+    assert len(table.services[0].real_servers) == 1
+    # Without a prompt, the command line itself is known too.
+    assert parse_proc_ip_vs(text.split("# ", 1)[1], "proc-ip_vs.txt") == table
