@@ -94,7 +94,8 @@ vipcheck_ip_link_text() {
 # A /proc file in reads shorter than any of its records. Where the kernel keeps one IPVS service
 # table for all network namespaces (Linux 6.1; nodes as containers on one host: kind), a read of
 # /proc/net/ip_vs that takes several records resumes past services of this namespace, so `cat`
-# silently loses some (2/3 of 2,104 on the lab); one record per read loses none.
+# silently loses some (1,349 of 2,104 on the lab). A read shorter than the shortest record (18
+# bytes, a service without real servers) takes at most one, and resumes where it should.
 vipcheck_small_reads() {
     if command -v dd >/dev/null 2>&1; then
         dd if="$1" bs=16
