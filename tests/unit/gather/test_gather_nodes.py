@@ -50,6 +50,19 @@ class FakeNodes:
         return RunResult(0, FRAMES, "")
 
 
+class WatchingNodes(FakeNodes):
+    """FakeNodes that signals once a node has been gathered (to show gathering overlaps the API)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gathered = threading.Event()
+
+    def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        result = super().run(target, script, timeout_s)
+        self.gathered.set()
+        return result
+
+
 @pytest.fixture
 def fake() -> FakeNodes:
     return FakeNodes()
@@ -176,20 +189,14 @@ def test_gather_reports_nodes_not_given(fake: FakeNodes) -> None:
 
 def test_hosts_are_gathered_while_the_api_is_listed(fake: FakeNodes) -> None:
     cluster = {"nodes.json": nodes_json(("node-1", "10.0.0.11"), ("node-4", "10.0.0.14"))}
-    gathered = threading.Event()
-
-    class Watching(FakeNodes):
-        def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
-            result = super().run(target, script, timeout_s)
-            gathered.set()
-            return result
+    watching = WatchingNodes()
 
     def slow_api(*_args: object) -> dict[str, str]:
-        assert gathered.wait(5), "no node was gathered while the API was being listed"
+        assert watching.gathered.wait(5), "no node was gathered while the API was being listed"
         return cluster
 
     options = GatherOptions(hosts=("ssh://10.0.0.11", "ssh://10.0.0.14"))
-    snapshot = gather(options, lambda _line: None, runner=Watching(), read_cluster=slow_api)
+    snapshot = gather(options, lambda _line: None, runner=watching, read_cluster=slow_api)
     assert list(snapshot.nodes) == ["node-1", "node-4"]
     assert snapshot.nodes["node-4"].name == "node-4"
     assert snapshot.nodes["node-4"].files == {"uname.txt": "6.1.0-25-amd64\n"}
@@ -293,21 +300,14 @@ def test_without_hosts_nodes_are_gathered_once_listed_while_the_rest_is(
     ssh_config = tmp_path / "ssh_config"
     ssh_config.write_text("Host node-*\n  User root\n")
     nodes = nodes_json(("node-1", "10.0.0.11"), ("node-4", "10.0.0.14"))
-    gathered = threading.Event()
-
-    class Watching(FakeNodes):
-        def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
-            result = super().run(target, script, timeout_s)
-            gathered.set()
-            return result
+    watching = WatchingNodes()
 
     def api(_kubeconfig: object, _context: object, _progress: object, listed: Any) -> Any:
         listed(nodes)  # the Nodes first; the Services and EndpointSlices take longer
-        assert gathered.wait(5), "no node was gathered while the Services were being listed"
+        assert watching.gathered.wait(5), "no node was gathered while the Services were listed"
         return {"nodes.json": nodes, "services.json": "{}"}
 
     options = GatherOptions(ssh_config=str(ssh_config))
-    watching = Watching()
     snapshot = gather(options, lambda _line: None, runner=watching, read_cluster=api)
     assert list(snapshot.nodes) == ["node-1", "node-4"]
     assert snapshot.nodes["node-4"].files == {"uname.txt": "6.1.0-25-amd64\n"}
