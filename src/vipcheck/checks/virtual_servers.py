@@ -71,18 +71,17 @@ def _judge(
                 )
             )
             continue
-        if wrong:
-            violations.append(
-                Violation(
-                    kind=FindingKind.WRONG_PERSISTENCE_OR_SCHEDULER,
-                    subject=str(subject),
-                    node=name,
-                    observed=f"{observed.name}: {', '.join(wrong)}",
-                    expected=_expected_text(expected),
-                    fix=f"on {name}: {_edit_command(expected)}; or {restart}",
-                    evidence=(observed.raw,),
-                )
+        violations.append(  # present, with wrong attributes: the only case left
+            Violation(
+                kind=FindingKind.WRONG_PERSISTENCE_OR_SCHEDULER,
+                subject=str(subject),
+                node=name,
+                observed=f"{observed.name}: {', '.join(wrong)}",
+                expected=_expected_text(expected),
+                fix=f"on {name}: {_edit_command(expected)}; or {restart}",
+                evidence=(observed.raw,),
             )
+        )
     return violations
 
 
