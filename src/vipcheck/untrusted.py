@@ -1,0 +1,94 @@
+"""Strings that others control: names validated where they enter, text made safe where it goes.
+
+A node's output, a snapshot and the objects any tenant can create are hostile until checked.
+Names are held to the rules of whoever owns them (Kubernetes for Node names, the kernel for
+interface names), so a name that could only come from a forged file is refused where it is
+read; what passes may still hold shell metacharacters (`$(...)` is a valid interface name), so
+every command is built as an argument list and quoted for each shell it passes through. Text
+shown to a person (terminal, fix-script preview and comments) goes through `printable`.
+
+A leaf module: it imports nothing of vipcheck, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+# A Node's name is a DNS subdomain (RFC 1123): Kubernetes' ValidateNodeName, IsDNS1123Subdomain.
+MAX_NODE_NAME = 253
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# The kernel's dev_valid_name (net/core/dev.c): at most IFNAMSIZ - 1 bytes, not "." or "..", and
+# no '/', ':' or byte for which the kernel's isspace() holds (which counts 0xA0, lib/ctype.c).
+MAX_INTERFACE_NAME = 15
+_NOT_IN_INTERFACE_NAMES = frozenset(b"/: \t\n\v\f\r\xa0\x00")
+
+# What is shown escaped: C0 controls but tab and newline, DEL, C1 controls, and the Unicode
+# format characters that move or hide text in a terminal (bidi overrides and isolates, line and
+# paragraph separators, zero-width marks).
+_SHOWN_ESCAPED = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]"
+)
+_SHOWN_ESCAPED_ONE_LINE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]"
+)
+
+
+def node_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a Kubernetes Node's name, or None when it can."""
+    if len(name) > MAX_NODE_NAME:
+        return f"longer than {MAX_NODE_NAME} characters"
+    if not _DNS_SUBDOMAIN.fullmatch(name):
+        return "not a DNS subdomain (lowercase letters, digits, '-' and '.')"
+    return None
+
+
+def interface_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a Linux interface's name, or None when it can."""
+    data = name.encode("utf-8", errors="surrogateescape")
+    if not data:
+        return "empty"
+    if len(data) > MAX_INTERFACE_NAME:
+        return f"longer than {MAX_INTERFACE_NAME} bytes"
+    if name in (".", ".."):
+        return "'.' and '..' are not interface names"
+    if any(byte in _NOT_IN_INTERFACE_NAMES for byte in data):
+        return "holds '/', ':', a NUL or white space, which Linux forbids in interface names"
+    return None
+
+
+def parse_address(text: str) -> IPv4Address | IPv6Address:
+    """An IP address as Kubernetes and IPVS write them: no IPv6 zone (`fe80::1%eth0`).
+
+    Python's ip_address accepts a zone of any text (`fd00::1%$(id)`); no Service, endpoint or
+    virtual server address has one, so one is refused here rather than carried into a command.
+    """
+    if "%" in text:
+        shown = printable(text, one_line=True)
+        raise ValueError(
+            f"{shown}: an address with a zone (%...), which no Service, endpoint "
+            "or IPVS virtual server has"
+        )
+    return ip_address(text)
+
+
+def printable(text: str, *, one_line: bool = False) -> str:
+    """`text` with the characters that steer a terminal shown as escapes (`\\x1b`, `\\u202e`).
+
+    Tab and newline stay unless `one_line`, where a newline is shown as `\\n` too. Everything
+    vipcheck prints from a node, a snapshot or the API goes through here.
+    """
+    pattern = _SHOWN_ESCAPED_ONE_LINE if one_line else _SHOWN_ESCAPED
+    if pattern.search(text) is None:
+        return text
+    return pattern.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if char == "\n":
+        return "\\n"
+    if char == "\t":
+        return "\\t"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
