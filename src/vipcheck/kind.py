@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vipcheck.transport import TargetError
+from vipcheck.untrusted import node_name_problem, printable
 
 KIND_LABEL = "io.x-k8s.kind.cluster"
 # kind's own rule for cluster names (they become container names and a DNS label).
@@ -99,7 +100,20 @@ def find_kind_cluster(
             f"{where}: no Docker containers labelled {KIND_LABEL}={name} at "
             f"{docker_endpoint()} (`kind get clusters` lists the clusters there)"
         )
+    for node in nodes:
+        _check_node_name(node, where)
     return KindCluster(name, tuple(nodes))
+
+
+def _check_node_name(container: str, where: str) -> None:
+    """kind names each node container as its node; a container that no node could be named as
+    (`-oProxyCommand=...`) only a stranger to kind labelled so, and it goes into no command."""
+    problem = node_name_problem(container)
+    if problem is not None:
+        raise TargetError(
+            f"{where}: Docker lists a container '{printable(container, one_line=True)}' with "
+            f"the label {KIND_LABEL}, which no kind node is named as: {problem}"
+        )
 
 
 def _first_line(text: str) -> str:

@@ -6,28 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.strategies import LINUX_INTERFACE_NAMES
 from vipcheck.untrusted import (
     interface_name_problem,
     node_name_problem,
     parse_address,
     printable,
-)
-
-# Names Linux accepts for interfaces, shell metacharacters included: what vipcheck must quote.
-LINUX_INTERFACE_NAMES = st.text(
-    alphabet=st.characters(
-        codec="utf-8",
-        exclude_characters="/: \t\n\v\f\r\x00\xa0",
-        categories=["L", "M", "N", "P", "S", "Cc", "Cf"],
-    ),
-    min_size=1,
-    max_size=15,
-).filter(
-    lambda name: (
-        len(data := name.encode()) <= 15
-        and name not in (".", "..")
-        and not set(data) & set(b"/: \t\n\v\f\r\x00\xa0")
-    )
 )
 
 

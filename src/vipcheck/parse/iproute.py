@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 from vipcheck.model.node import Interface, Interfaces, IPInterface, OperState
 from vipcheck.parse import ParseError
 from vipcheck.parse.ipvsadm import significant_lines
+from vipcheck.untrusted import interface_name_problem, parse_address, printable
 
 
 @dataclass(slots=True)
@@ -35,6 +36,21 @@ class _Record:
 
 
 _Records = dict[str, _Record]
+
+
+def _interface_name(name: str, source: str, line: int | None) -> str:
+    """The name, when Linux allows it: one only a forged file could hold goes no further.
+
+    What passes may still hold `$(...)` or `;`, which the kernel allows: commands quote it.
+    """
+    try:
+        problem = interface_name_problem(name)
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON `\ud800` escape
+        problem = "not text `ip` prints (a lone UTF-16 surrogate)"
+    if problem is None:
+        return name
+    shown = printable(name, one_line=True)
+    raise ParseError(source, line, f"interface name '{shown}': {problem}")
 
 
 # --- ip -j ------------------------------------------------------------------------------------
@@ -91,7 +107,12 @@ def _json_kind(item: Mapping[str, object]) -> str | None:
 @functools.lru_cache(maxsize=1 << 17)
 def _interface(text: str) -> IPInterface:
     """Cached: every node's kube-ipvs0 holds the same thousands of Service addresses, and an
-    interface address object (with its network) is several hundred bytes."""
+    interface address object (with its network) is several hundred bytes.
+
+    `ip` prints no zone (`fe80::1%eth0`) even for link-local addresses; ip_interface would keep
+    one, so parse_address refuses it first.
+    """
+    parse_address(text.partition("/")[0])
     return ip_interface(text)
 
 
@@ -114,7 +135,7 @@ def _json_addresses(item: Mapping[str, object], source: str) -> list[IPInterface
 def read_ip_json(text: str, source: str) -> _Records:
     """`ip -j addr` or `ip -j -d link`."""
     return {
-        name: _Record(
+        _interface_name(name, source, None): _Record(
             index=index,
             flags=_json_flags(item, source),
             operstate=_json_operstate(item, source),
@@ -168,7 +189,7 @@ def read_ip_text(text: str, source: str) -> _Records:
         stripped = line.strip()
         header = _HEADER.fullmatch(stripped) if not line[:1].isspace() else None
         if header is not None:
-            current = header["name"]
+            current = _interface_name(header["name"], source, number)
             if current in records:
                 raise ParseError(
                     source,
@@ -275,8 +296,10 @@ def read_sys_class_net(text: str, source: str) -> _Records:
             raise ParseError(
                 source, number, f"expected `/sys/class/net/DEV/ATTR:VALUE`, got {line.strip()!r}"
             )
+        if match["dev"] not in lines:
+            lines[match["dev"]] = number
+            _interface_name(match["dev"], source, number)
         values = attributes.setdefault(match["dev"], {})
-        lines.setdefault(match["dev"], number)
         value = match["value"].strip()
         if match["attr"] == "uevent":
             key, _, uevent_value = value.partition("=")

@@ -9,7 +9,6 @@ import shlex
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from ipaddress import ip_address
 
 from vipcheck.model.node import (
     Connection,
@@ -23,6 +22,7 @@ from vipcheck.model.node import (
     VirtualServiceKey,
 )
 from vipcheck.parse import ParseError
+from vipcheck.untrusted import parse_address
 
 # `$ ipvsadm -Ln`, `# ...`, `root@x:~# ...`, `[root@x ~]# ...`, `user@x:~$ ...`, zsh `% ...`.
 _PROMPT = re.compile(r"(?:\[[^\]]*\]|[\w.@:~/-]+)?[#$%](?:\s|$)")
@@ -179,11 +179,12 @@ def parse_host_port(token: str, source: str, line: int, hint: str) -> HostPort:
 @functools.lru_cache(maxsize=1 << 17)
 def _numeric_host_port(token: str) -> HostPort | None:
     """The address:port a token names, or None; cached, as every node lists the same endpoints,
-    which then share one HostPort (and one address object) across nodes."""
+    which then share one HostPort (and one address object) across nodes. No zone: the pattern
+    has no `%`, and parse_address would refuse one."""
     match = _HOST_PORT.fullmatch(token)
     if match is None:
         return None
-    return HostPort(ip_address(match["v6"] or match["v4"]), int(match["port"]))
+    return HostPort(parse_address(match["v6"] or match["v4"]), int(match["port"]))
 
 
 class _Layout(enum.Enum):

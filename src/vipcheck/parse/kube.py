@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_network
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -39,6 +39,7 @@ from vipcheck.model.cluster import (
 )
 from vipcheck.model.node import Protocol
 from vipcheck.parse import ParseError
+from vipcheck.untrusted import node_name_problem, parse_address, printable
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -138,20 +139,36 @@ class _Reader:
             raise self.error(path, f"expected one of {accepted}, got {text!r}") from None
 
     def address(self, value: object, path: str) -> IPAddress:
-        """An IPv4 or IPv6 address."""
+        """An IPv4 or IPv6 address, without a zone (`fd00::1%$(id)`), which the API never has."""
         text = self.string(value, path)
         try:
-            return ip_address(text)
-        except ValueError:
-            raise self.error(path, f"not an IP address: {text!r}") from None
+            return parse_address(text)
+        except ValueError as error:
+            raise self.error(path, _address_problem(text, error)) from None
 
     def network(self, value: object, path: str) -> IPNetwork:
-        """A CIDR; host bits are allowed, as Go's ParseCIDR allows them."""
+        """A CIDR; host bits are allowed, as Go's ParseCIDR allows them, a zone is not (ip_network
+        keeps `fe80::%x/64`'s)."""
         text = self.string(value, path)
         try:
+            parse_address(text.partition("/")[0])
             return ip_network(text, strict=False)
-        except ValueError:
-            raise self.error(path, f"not a CIDR: {text!r}") from None
+        except ValueError as error:
+            raise self.error(path, _address_problem(text, error, "not a CIDR")) from None
+
+    def node_name(self, value: object, path: str) -> str:
+        """A Node's name as Kubernetes allows it, so no forged one (`-oProxyCommand=...`, a
+        newline) reaches a command or a fix script's comment."""
+        name = self.string(value, path)
+        problem = node_name_problem(name)
+        if problem is not None:
+            shown = printable(name, one_line=True)
+            raise self.error(path, f"not a Kubernetes Node name, '{shown}': {problem}")
+        return name
+
+    def optional_node_name(self, value: object, path: str) -> str | None:
+        """A Node's name, with absent, null and "" meaning unset."""
+        return None if value in (None, "") else self.node_name(value, path)
 
     def labels(self, metadata: Mapping[str, object], key: str = "labels") -> Mapping[str, str]:
         """metadata.labels (or metadata.annotations) as an immutable mapping."""
@@ -163,10 +180,14 @@ class _Reader:
             }
         )
 
-    def names(self, value: object, path: str) -> tuple[str, ...]:
-        """The name of each item of a list of {name: ...} objects (EndpointSlice hints)."""
+    def names(
+        self, value: object, path: str, read: Callable[[object, str], str] | None = None
+    ) -> tuple[str, ...]:
+        """The name of each item of a list of {name: ...} objects (EndpointSlice hints), each
+        read as a string or with `read` (node_name, for node hints)."""
+        read = read or self.string
         return tuple(
-            self.string(self.mapping(item, item_path).get("name"), f"{item_path}.name")
+            read(self.mapping(item, item_path).get("name"), f"{item_path}.name")
             for item_path, item in self.items(value, path)
         )
 
@@ -316,7 +337,8 @@ def _subject(item: Mapping[str, object], fallback: str) -> str:
         return fallback
     namespace = metadata.get("namespace")
     name = str(metadata["name"])
-    return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+    subject = f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+    return printable(subject, one_line=True)
 
 
 def _load_json(text: str, source: str) -> object:
@@ -507,9 +529,9 @@ def _endpoint(reader: _Reader, value: object, path: str) -> Endpoint:
         terminating=reader.boolean(
             conditions.get("terminating"), f"{path}.conditions.terminating", default=False
         ),
-        node_name=reader.optional_string(endpoint.get("nodeName"), f"{path}.nodeName"),
+        node_name=reader.optional_node_name(endpoint.get("nodeName"), f"{path}.nodeName"),
         zone_hints=reader.names(hints.get("forZones"), f"{path}.hints.forZones"),
-        node_hints=reader.names(hints.get("forNodes"), f"{path}.hints.forNodes"),
+        node_hints=reader.names(hints.get("forNodes"), f"{path}.hints.forNodes", reader.node_name),
     )
 
 
@@ -526,7 +548,8 @@ def _endpoint_port(reader: _Reader, value: object, path: str) -> EndpointPort:
 
 def _parse_node(reader: _Reader, item: Mapping[str, object]) -> Node:
     """One v1 Node."""
-    _, name = _metadata(reader, item, namespaced=False)
+    metadata = reader.mapping(item.get("metadata"), "metadata")
+    name = reader.node_name(metadata.get("name"), "metadata.name")
     spec = reader.mapping(item.get("spec"), "spec")
     status = reader.mapping(item.get("status"), "status")
     addresses: dict[str, list[str]] = {}
@@ -561,7 +584,7 @@ def _parse_node(reader: _Reader, item: Mapping[str, object]) -> Node:
         ),
         kube_proxy_version=kube_proxy_version,
         kube_proxy_release=release,
-        labels=reader.labels(reader.mapping(item.get("metadata"), "metadata")),
+        labels=reader.labels(metadata),
     )
 
 
@@ -625,6 +648,11 @@ def _node_port_address(reader: _Reader, value: object, path: str) -> IPNetwork |
     if value == NodePortKeyword.PRIMARY.value:
         return NodePortKeyword.PRIMARY
     return reader.network(value, path)
+
+
+def _address_problem(text: str, error: ValueError, what: str = "not an IP address") -> str:
+    """parse_address's word on a zone, which shows the text escaped; else `what` and the text."""
+    return str(error) if "%" in text else f"{what}: {text!r}"
 
 
 def _json_type(value: object) -> str:

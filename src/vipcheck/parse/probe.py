@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from ipaddress import ip_address
+from collections.abc import Callable
 from typing import Any
 
 from vipcheck.model.cluster import ServicePortKey
@@ -21,6 +21,7 @@ from vipcheck.model.probe import (
     Vantage,
 )
 from vipcheck.parse import ParseError
+from vipcheck.untrusted import node_name_problem, parse_address, printable
 
 
 def parse_probe_output(text: str, source: str) -> ProbeOutput:
@@ -77,9 +78,9 @@ def _attempt(words: list[str], line: str, source: str, number: int) -> Attempt:
 def _host_port(address: str, port: str, source: str, number: int) -> HostPort:
     number_ = _int(port, source, number)
     try:
-        return HostPort(ip_address(address), number_)
+        return HostPort(parse_address(address), number_)
     except ValueError as error:
-        raise ParseError(source, number, f"not an address: {address!r}") from error
+        raise ParseError(source, number, f"not an address: {error}") from error
 
 
 def _int(text: str, source: str, number: int) -> int:
@@ -89,13 +90,15 @@ def _int(text: str, source: str, number: int) -> int:
 
 
 def parse_probe_plan(text: str, source: str) -> ProbePlan:
-    """probes/plan.json: the vantage points, the targets per round, the bounds used."""
+    """probes/plan.json: the vantage points, the targets per round, the bounds used.
+
+    Its names become findings' nodes and its addresses probe targets, so they are held to what
+    a run writes: nodes by their Kubernetes names, outside hosts by plain names, no zones.
+    """
     try:
         data = json.loads(text)
         settings = ProbeSettings(**data.get("settings", {}))
-        vantages = tuple(
-            Vantage(v["name"], v.get("node"), v.get("spec", "")) for v in data["vantages"]
-        )
+        vantages = tuple(_vantage(v, source, index) for index, v in enumerate(data["vantages"]))
         targets = tuple(_target(t, source, index) for index, t in enumerate(data["targets"]))
         elapsed = data.get("elapsed_s")
     except ParseError:
@@ -105,18 +108,58 @@ def parse_probe_plan(text: str, source: str) -> ProbePlan:
     return ProbePlan(vantages, targets, settings, None if elapsed is None else float(elapsed))
 
 
+def _vantage(data: dict[str, Any], source: str, index: int) -> Vantage:
+    """A node's vantage point, named as the node, or an outside host's."""
+    where = f"vantages[{index}]"
+    node = data.get("node")
+    if node is None:
+        name = _name(data["name"], _outside_host_problem, source, f"{where}.name")
+    else:
+        name = _name(node, node_name_problem, source, f"{where}.node")
+        if data["name"] != node:
+            raise ParseError(source, None, f"{where}.name: not the name of its node {node}")
+    return Vantage(name, node, data.get("spec", ""))
+
+
+def _outside_host_problem(name: str) -> str | None:
+    """Why `name` cannot be a host outside the cluster as a run names it (an ssh_config Host,
+    a --hosts spec's host), or None: it is a directory under probes/ and a word of a command."""
+    if name in ("", ".", "..") or name.startswith("-"):
+        return "empty, '.', '..' or starting with '-'"
+    if "/" in name or any(char.isspace() for char in name) or printable(name) != name:
+        return "holds '/', white space or a control character"
+    return None
+
+
+def _name(value: object, problem: Callable[[str], str | None], source: str, where: str) -> str:
+    """A name from the plan, refused with the problem `problem` finds in it."""
+    if not isinstance(value, str):
+        raise ParseError(source, None, f"{where}: expected a name, got {type(value).__name__}")
+    why = problem(value)
+    if why is not None:
+        raise ParseError(source, None, f"{where}: '{printable(value, one_line=True)}': {why}")
+    return value
+
+
 def _target(data: dict[str, Any], source: str, index: int) -> ProbeTarget:
+    """One target; its vantage point is a node's or an outside host's name (a node's passes the
+    outside hosts' rule too)."""
     origin = data.get("origin")
-    where = f"targets[{index}].service"
+    where = f"targets[{index}]"
+    backend_node = data.get("backend_node")
     return ProbeTarget(
         round=ProbeRound(data["round"]),
-        vantage=data["vantage"],
-        address=_split(data["address"]),
+        vantage=_name(data["vantage"], _outside_host_problem, source, f"{where}.vantage"),
+        address=_split(data["address"], source, f"{where}.address"),
         attempts=int(data["attempts"]),
-        service=parse_service_port_key(data["service"], source, where),
+        service=parse_service_port_key(data["service"], source, f"{where}.service"),
         kind=TargetKind(data["kind"]),
-        via=_split(data["via"]) if data.get("via") else None,
-        backend_node=data.get("backend_node"),
+        via=_split(data["via"], source, f"{where}.via") if data.get("via") else None,
+        backend_node=(
+            None
+            if backend_node is None
+            else _name(backend_node, node_name_problem, source, f"{where}.backend_node")
+        ),
         origin=RealServerOrigin(origin) if origin else None,
     )
 
@@ -136,9 +179,13 @@ def parse_service_port_key(text: object, source: str, where: str) -> ServicePort
     return ServicePortKey(service_key, int(port), Protocol(protocol))
 
 
-def _split(text: str) -> HostPort:
+def _split(text: str, source: str, where: str) -> HostPort:
+    """`10.96.0.20:6379` or `[fd00::1]:80`, as HostPort prints it."""
     address, _, port = text.rpartition(":")
-    return HostPort(ip_address(address.strip("[]")), int(port))
+    try:
+        return HostPort(parse_address(address.strip("[]")), int(port))
+    except ValueError as error:
+        raise ParseError(source, None, f"{where}: not an address:port: {error}") from None
 
 
 def plan_as_json(plan: ProbePlan) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import socket
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address
 
 from vipcheck.model.node import (
     Connection,
@@ -26,6 +26,7 @@ from vipcheck.parse.ipvsadm import (
     read_paste,
     significant_lines,
 )
+from vipcheck.untrusted import parse_address
 
 _HEX_HOST_PORT = re.compile(
     r"(?:(?P<v4>[0-9A-Fa-f]{8})|\[(?P<v6>[0-9A-Fa-f:]+)\]):(?P<port>[0-9A-Fa-f]{4})"
@@ -48,7 +49,7 @@ def _address(text: str, source: str, line: int) -> IPAddress:
 @functools.lru_cache(maxsize=1 << 16)
 def _hex_address(text: str) -> IPAddress:
     """Cached: a connection table names the same VIPs and pods over and over."""
-    return IPv4Address(int(text, 16)) if ":" not in text else IPv6Address(text)
+    return IPv4Address(int(text, 16)) if ":" not in text else parse_address(text)
 
 
 def _host_port(token: str, source: str, line: int) -> HostPort:

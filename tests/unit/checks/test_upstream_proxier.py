@@ -32,6 +32,7 @@ from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import NodeSnapshot, Snapshot
 
 HOST = "test-hostname"  # upstream testHostname
+OTHER_HOST = "other-host"  # upstream otherHost: the API refuses capitals in a nodeName
 # The checks whose verdict is vipcheck's expected state against the IPVS table and kube-ipvs0.
 EXPECTED_STATE_CHECKS = {
     "ipvs-real-servers-match-endpoints",
@@ -357,7 +358,7 @@ CASES: dict[str, Case] = {
                 "IPv4",
                 [("p80", 80, "SCTP")],
                 endpoint("10.180.0.1", HOST),
-                endpoint("10.180.1.1", "otherHost"),
+                endpoint("10.180.1.1", OTHER_HOST),
             )
         ],
         {
@@ -553,7 +554,7 @@ CASES: dict[str, Case] = {
                 externalTrafficPolicy="Local",
             )
         ],
-        [endpoint_slice("svc1", 1, "IPv4", P80, endpoint("10.180.1.1", "otherHost"))],
+        [endpoint_slice("svc1", 1, "IPv4", P80, endpoint("10.180.1.1", OTHER_HOST))],
         {
             "TCP 10.20.30.41:80 rr": ["10.180.1.1:80"],
             "TCP 100.101.102.103:3001 rr": ["10.180.1.1:80"],
@@ -580,8 +581,8 @@ CASES: dict[str, Case] = {
                 "IPv4",
                 P80,
                 endpoint("10.180.0.1", HOST, zones=("zone-a",)),
-                endpoint("10.180.1.1", "otherHost", zones=("zone-b",)),
-                endpoint("10.180.2.1", "thirdHost", zones=("zone-a",)),
+                endpoint("10.180.1.1", OTHER_HOST, zones=("zone-b",)),
+                endpoint("10.180.2.1", "third-host", zones=("zone-a",)),
             )
         ],
         {"TCP 10.20.30.41:80 rr": ["10.180.0.1:80", "10.180.2.1:80"]},

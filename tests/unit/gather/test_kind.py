@@ -135,6 +135,17 @@ def test_a_cluster_without_containers_names_the_label(
     )
 
 
+@pytest.mark.parametrize("container", ["-oProxyCommand=x", "$(id)", "Lab-Worker", "a\x1b[2J"])
+def test_a_container_no_kind_node_is_named_as_is_refused(fake_docker: Path, container: str) -> None:
+    (fake_docker / "containers-lab").write_text(f"lab-control-plane\n{container}\n")
+    with pytest.raises(TargetError) as raised:
+        find_kind_cluster("lab")
+    message = str(raised.value)
+    assert message.startswith("--kind lab: Docker lists a container '")
+    assert "which no kind node is named as: not a DNS subdomain" in message
+    assert "\x1b" not in message
+
+
 def test_docker_exec_runs_the_script_in_one_call(fake_docker: Path) -> None:
     result = run_on(NodeTarget("lab-worker", "docker://lab-worker"), "echo out; exit 3", 10)
     assert (result.rc, result.stdout) == (3, "out\n")
