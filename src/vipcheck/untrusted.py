@@ -45,7 +45,10 @@ def node_name_problem(name: str) -> str | None:
 
 def interface_name_problem(name: str) -> str | None:
     """Why `name` cannot be a Linux interface's name, or None when it can."""
-    data = name.encode("utf-8", errors="surrogateescape")
+    try:
+        data = name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON's \ud800 escape can spell
+        return "not text a kernel could hold (a lone UTF-16 surrogate)"
     if not data:
         return "empty"
     if len(data) > MAX_INTERFACE_NAME:

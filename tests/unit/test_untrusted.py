@@ -40,7 +40,8 @@ def test_names_linux_allows_pass(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", ".", "..", "a/b", "a:b", "a b", "a\nb", "a\tb", "x" * 16, "é" * 8, "a\xa0"]
+    "name",
+    ["", ".", "..", "a/b", "a:b", "a b", "a\nb", "a\tb", "x" * 16, "é" * 8, "a\xa0", "\ud800"],
 )
 def test_names_linux_refuses_are_refused(name: str) -> None:
     assert interface_name_problem(name) is not None

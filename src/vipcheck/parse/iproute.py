@@ -43,10 +43,7 @@ def _interface_name(name: str, source: str, line: int | None) -> str:
 
     What passes may still hold `$(...)` or `;`, which the kernel allows: commands quote it.
     """
-    try:
-        problem = interface_name_problem(name)
-    except UnicodeEncodeError:  # a lone surrogate, from a JSON `\ud800` escape
-        problem = "not text `ip` prints (a lone UTF-16 surrogate)"
+    problem = interface_name_problem(name)
     if problem is None:
         return name
     shown = printable(name, one_line=True)
