@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.plugin import run_options
+from vipcheck.plugin import report_header
 
 SUITES = Path(__file__).parent / "suites"
 
@@ -22,4 +22,4 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
     if not any(path == SUITES or SUITES in path.parents for path in paths):
         return []
-    return run_options(config).header()
+    return report_header(config)

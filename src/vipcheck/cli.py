@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import pytest
 
-from vipcheck.plugin import run_options
+from vipcheck.plugin import report_header
 
 # Where the installed suites are: site-packages, or the checkout's suites/ when editable.
 SUITES_DIR = Path(str(files("vipcheck.suites")))
@@ -29,7 +29,7 @@ class _Header:
 
     @staticmethod
     def pytest_report_header(config: pytest.Config) -> list[str]:
-        return run_options(config).header()
+        return report_header(config)
 
 
 def main(argv: list[str] | None = None) -> int:

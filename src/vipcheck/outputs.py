@@ -1,5 +1,6 @@
-"""What the plugin's hooks hand over at the end of a run: JUnit properties, the gate's terminal
-lines, the exit-code tally, and the HTML report and fix script written from the JSON summary.
+"""What the plugin's hooks hand over: JUnit properties, failure text made safe for a terminal, the
+gate's terminal lines, the exit-code tally, and the HTML report and fix script written from the
+JSON summary.
 
 The reports are rendered from the JSON summary as written (read back), so they show exactly what
 dashboards and `vipcheck diff` see, and no second copy of the results is kept during the run.
@@ -7,13 +8,14 @@ dashboards and `vipcheck diff` see, and no second copy of the results is kept du
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vipcheck.cases import Outcome, Result
 from vipcheck.checks.base import Severity
@@ -21,6 +23,7 @@ from vipcheck.fix_script import reach_targets, render_fix_script
 from vipcheck.gate import Gate, blocks
 from vipcheck.html_report import ReportContext, render_html
 from vipcheck.summaries import load_summary
+from vipcheck.untrusted import printable
 
 if TYPE_CHECKING:
     import pytest
@@ -58,6 +61,37 @@ def gate_category(report: pytest.TestReport) -> str | None:
         return None
     outcome = dict(report.user_properties).get("vipcheck_outcome")
     return outcome if outcome in GATE_CATEGORIES else None
+
+
+def make_printable(report: pytest.TestReport) -> None:
+    """Show the controls in a report's failure or skip text and captured output as escapes.
+
+    The text holds what nodes and snapshots wrote (an interface named `\\x1b]0;t\\x07`, an error
+    file); pytest prints it, and builds -rf/-rs lines and JUnit from it, as it is. Only controls
+    change: pytest's ids are escaped already, and a multi-line failure keeps its lines. A skip
+    reason is one line of the short summary, so its newlines are shown too.
+    """
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):
+        path, lineno, reason = longrepr
+        report.longrepr = (path, lineno, printable(reason, one_line=True))
+    elif longrepr is not None:
+        report.longrepr = _printable(longrepr)
+    report.sections = _printable(report.sections)
+
+
+def _printable(value: Any) -> Any:
+    """`value` with every string in it made printable: pytest's failure representations are
+    dataclasses (ExceptionChainRepr, ReprEntry, ReprFileLocation...) of strings, lists and
+    tuples, changed in place; anything else is left as it is."""
+    if isinstance(value, str):
+        return printable(value)
+    if type(value) in (list, tuple):
+        return type(value)(_printable(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for member in dataclasses.fields(value):
+            setattr(value, member.name, _printable(getattr(value, member.name)))
+    return value
 
 
 @dataclass

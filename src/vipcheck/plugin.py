@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gc
 import sys
 from collections.abc import Generator, Iterator
@@ -43,6 +44,7 @@ from vipcheck.options import (
 from vipcheck.report import Summary, unjudged_critical
 from vipcheck.settings import DEFAULTS, Settings, setting_help
 from vipcheck.snapshot import MAX_FILE_BYTES, parse_size
+from vipcheck.untrusted import printable
 
 MARKER = "vipcheck_check"
 PROBE_MARKER = "probe"
@@ -298,7 +300,7 @@ def pytest_collection_modifyitems(config: pytest.Config) -> None:
     """Stop with a usage error (exit 4) for what collection met: nothing has run yet."""
     errors = config.stash[SESSION_KEY].usage_errors
     if errors:
-        raise pytest.UsageError("\n".join(dict.fromkeys(errors)))
+        raise _usage_error(*dict.fromkeys(errors))
 
 
 @pytest.fixture
@@ -328,8 +330,11 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, Any]:
-    """Count failures by whether their severity fails the run (--vipcheck-fail-on)."""
+    """Count failures by whether their severity fails the run (--vipcheck-fail-on); a suite
+    item's failure and skip text shows terminal controls escaped, wherever pytest prints it."""
     report = yield
+    if item.get_closest_marker(MARKER) is not None:
+        outputs.make_printable(report)
     if report.failed:
         state = item.config.stash[SESSION_KEY]
         state.tally.count(report, state.options.gate.fail_on)
@@ -364,34 +369,41 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterat
     state = terminalreporter.config.stash.get(SESSION_KEY, None)
     if state is None or state.facts is None or terminalreporter.config.option.collectonly:
         return
+    write = functools.partial(_write_line, terminalreporter)
     grouped = state.summary.by_check()
     if grouped:
         terminalreporter.write_sep("=", "vipcheck: failures by check")
         for line in grouped:
-            terminalreporter.write_line(line)
+            write(line)
     unjudged = unjudged_critical(state.summary.results)
     if unjudged:
         terminalreporter.write_sep("=", "vipcheck: critical checks not judged")
         for line in unjudged:
-            terminalreporter.write_line(line)
+            write(line)
     target, totals = state.options.json_path, state.summary.totals_text()
     for line in outputs.gate_lines(state.options, state.gate, state.tally):
-        terminalreporter.write_line(f"vipcheck: {line}")
-    terminalreporter.write_line(f"vipcheck: JSON summary: {target} ({totals})")
+        write(f"vipcheck: {line}")
+    write(f"vipcheck: JSON summary: {target} ({totals})")
     for line in outputs.written_lines(state.options):
-        terminalreporter.write_line(f"vipcheck: {line}")
+        write(f"vipcheck: {line}")
     unseen = sorted(state.facts.unobserved_nodes())
     if unseen:
         partial = sum(1 for r in state.summary.results if r.unseen and r.outcome is Outcome.PASSED)
-        terminalreporter.write_line(
+        write(
             f"vipcheck: not observed, so not judged: {', '.join(unseen)} (see node-observed); "
             f"{partial} Service-port items passed on the other nodes only"
         )
 
 
 def run_options(config: pytest.Config) -> RunOptions:
-    """This session's options, for the report header of a checkout's conftest or the command."""
+    """This session's options, for a conftest or plugin of the user's."""
     return config.stash[SESSION_KEY].options
+
+
+def report_header(config: pytest.Config) -> list[str]:
+    """The run's target, thresholds and probes, for the report header of a checkout's conftest
+    or the command; a snapshot's or kubeconfig's path may hold controls, shown escaped."""
+    return [printable(line, one_line=True) for line in run_options(config).header()]
 
 
 def _observed(config: pytest.Config, session: VipcheckSession) -> Facts | None:
@@ -477,7 +489,7 @@ def _gate_options(config: pytest.Config) -> GateOptions:
             known_checks=tuple(CHECKS_BY_ID),
         )
     except OptionError as error:
-        raise pytest.UsageError(str(error)) from None
+        raise _usage_error(str(error)) from None
 
 
 def _given_hosts(config: pytest.Config) -> list[str]:
@@ -564,12 +576,25 @@ def _snapshot_dir(text: str) -> Path:
     return path
 
 
+def _write_line(reporter: pytest.TerminalReporter, line: str) -> None:
+    """One line of the terminal summary; it may quote a node's text, so controls show escaped."""
+    reporter.write_line(printable(line, one_line=True))
+
+
+def _usage_error(*lines: str) -> pytest.UsageError:
+    """Exit 4 with these lines, which may quote a snapshot, a kubeconfig or a baseline: controls
+    are shown escaped, one line each."""
+    return pytest.UsageError("\n".join(printable(line, one_line=True) for line in lines))
+
+
 def _print(config: pytest.Config, line: str) -> None:
-    """Progress for the person watching: shown even while pytest captures output (collection)."""
+    """Progress for the person watching: shown even while pytest captures output (collection).
+    A line may quote a node's or a snapshot's text: controls are shown escaped."""
+    shown = f"vipcheck: {printable(line, one_line=True)}"
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
-        print(f"vipcheck: {line}", file=sys.stderr)
+        print(shown, file=sys.stderr)
         return
     capture = config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.write_line(f"vipcheck: {line}")
+        reporter.write_line(shown)

@@ -279,3 +279,37 @@ def test_a_session_leaves_the_garbage_collector_as_it_found_it(pytester: pytest.
     assert summary.exists()
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_a_suite_items_traceback_shows_controls_escaped_and_others_are_left_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    """An unexpected error in a suite test, traceback, locals and captured output included, shows
+    a node's text escaped; another project's test in the same run is printed as pytest prints it."""
+    pytester.makepyfile(
+        test_mixed="""
+        import pytest
+
+        @pytest.mark.vipcheck_check("rp-filter-not-strict")
+        def test_suite(vipcheck_result):
+            name = "eth0\\x1b]0;t\\x07"
+            print("captured \\x1b[2J")
+            raise RuntimeError(f"bad interface {name}\\u202e")
+
+        def test_other():
+            raise RuntimeError("theirs \\x1b[1m")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--from-snapshot", str(RECORDED), "--color=no", "-l", "-rf",
+        "-vv", "-k", "suite and node-1/eth0 or other",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    output = result.stdout.str()
+    suite, other = output.split("_ test_other _")
+    assert [c for c in ("\x1b", "\x07", "\u202e") if c in suite] == []
+    shown = "bad interface eth0\\x1b]0;t\\x07\\u202e"
+    assert f"E       RuntimeError: {shown}\n" in suite
+    assert "\ncaptured \\x1b[2J\n" in suite
+    assert f"FAILED test_mixed.py::test_suite[node-1/eth0] - RuntimeError: {shown}\n" in other
+    assert "FAILED test_mixed.py::test_other - RuntimeError: theirs \x1b[1m\n" in other

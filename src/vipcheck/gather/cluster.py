@@ -5,14 +5,18 @@ else $KUBECONFIG (a path list, merged), else ~/.kube/config, else the in-cluster
 when $KUBERNETES_SERVICE_HOST is set. Responses are kept as the API sent them (no client models),
 pages merged into one list of the API's own kind, each item given its apiVersion and kind as
 `kubectl get -o json` does. Only GETs are sent; the kubeconfig is never written back (no token
-refresh persisted).
+refresh persisted). A kubeconfig's credential plugins (exec, auth-provider cmd-path) run as they
+do for kubectl; a client key or CA given as data is decoded to a temp file for TLS (Python's ssl
+loads keys from files only) and removed once the cluster is read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import urllib3
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import kube_config
 from kubernetes.config.config_exception import ConfigException
 
 Progress = Callable[[str], None]
@@ -54,7 +59,21 @@ def gather_cluster(
 
     Nodes are listed first and handed to nodes_listed at once, so the nodes can be gathered
     while the Services and EndpointSlices (the bulk of a big cluster's listing) still come.
+    The client's decoded credentials are removed as it returns or fails.
     """
+    try:
+        return _read_cluster(kubeconfig, context, progress, nodes_listed)
+    finally:
+        _remove_decoded_credentials()
+
+
+def _read_cluster(
+    kubeconfig: str | None,
+    context: str | None,
+    progress: Progress,
+    nodes_listed: Callable[[str], None] | None,
+) -> dict[str, str]:
+    """gather_cluster's reading, with the client it configures."""
     api_client, source = api_client_for(kubeconfig, context)
     server = api_client.configuration.host
     progress(f"cluster: reading {server} ({source})")
@@ -118,21 +137,71 @@ def api_client_for(kubeconfig: str | None, context: str | None) -> tuple[Any, st
             f"kubeconfig {label}: no context {context!r}; contexts: {', '.join(contexts) or 'none'}"
         )
     try:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=label,
-            context=context,
-            client_configuration=configuration,
-            persist_config=False,
-        )
-    except (ConfigException, KeyError, TypeError, ValueError) as error:
-        where = f"context {context!r}" if context else "its current-context"
-        raise ClusterConfigError(
-            f"kubeconfig {label}, {where}: {_first_line(str(error))}; "
-            f"contexts: {', '.join(contexts) or 'none'}"
-        ) from None
+        with _plugin_failures() as failures:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=label,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (ConfigException, KeyError, TypeError, ValueError, OSError) as error:
+        # OSError: an auth-provider's cmd-path that cannot run (FileNotFoundError).
+        raise _config_error(label, context, contexts, str(error)) from None
+    if failures:
+        why = failures[0].removeprefix("exec: ")
+        raise _config_error(label, context, contexts, f"exec credential plugin: {why}")
     return client.ApiClient(configuration), f"kubeconfig {label}" + (
         f", context {context}" if context else ""
     )
+
+
+def _config_error(
+    label: str, context: str | None, contexts: list[str], why: str
+) -> ClusterConfigError:
+    where = f"context {context!r}" if context else "its current-context"
+    return ClusterConfigError(
+        f"kubeconfig {label}, {where}: {_first_line(why)}; "
+        f"contexts: {', '.join(contexts) or 'none'}"
+    )
+
+
+class _PluginFailures(logging.Handler):
+    """The errors kube_config logs and carries on from: an exec credential plugin that cannot
+    run, fails or answers without credentials. kubectl stops there; the client went on without
+    credentials, so the user met a 401 and not the cause."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.pathname == kube_config.__file__:
+            self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _plugin_failures() -> Iterator[list[str]]:
+    """The messages of the exec plugin failures kube_config logs within the block."""
+    handler = _PluginFailures()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        root.removeHandler(handler)
+
+
+def _remove_decoded_credentials() -> None:
+    """Delete the temp files the client decoded a kubeconfig's key, certificate and CA data to.
+
+    The client removes them in an atexit handler, which the vipcheck command's fast exit
+    (os._exit) skips: every run left the private key in $TMPDIR. They are needed only while
+    the cluster is read. kube_config has `_cleanup_temp_files` in 29.0.0 (the lowest release
+    vipcheck takes), 37.0.3 and 12.0.1 (checked); a release without it is left to its own.
+    """
+    cleanup = getattr(kube_config, "_cleanup_temp_files", None)
+    if cleanup is not None:
+        cleanup()
 
 
 def _kubeconfig_paths(kubeconfig: str | None) -> list[str] | None:
