@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from fixtures.lab import control
 from fixtures.lab.__main__ import main
 from fixtures.lab.running import LabPool
+from tests.kubectl import kubectl
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -43,12 +43,9 @@ def test_up_refuses_a_directory_where_a_lab_runs(
 
 
 def test_kubectl_reads_the_lab_cluster(labs: LabPool) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
     lab = labs.get("healthy")
     result = subprocess.run(
-        [kubectl, "--kubeconfig", str(lab.workdir / "kubeconfig"), "get",
+        [kubectl(), "--kubeconfig", str(lab.workdir / "kubeconfig"), "get",
          "services,endpointslices,nodes", "-A"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

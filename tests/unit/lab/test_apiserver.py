@@ -21,10 +21,10 @@ from kubernetes.client.exceptions import ApiException
 
 from fixtures.lab.apiserver import write_kubeconfig
 from fixtures.lab.tls import TlsFiles, make_tls
+from tests.kubectl import kubectl
 
 REPO = Path(__file__).resolve().parents[3]
 TOKEN = "lab-token-0123456789abcdef"  # noqa: S105 (a test token for a throwaway server)
-KUBECTL = Path("/usr/bin/kubectl")
 
 
 def _meta(name: str, namespace: str | None, rv: str, **extra: Any) -> dict[str, Any]:
@@ -220,10 +220,8 @@ def api(lab: Lab) -> Iterator[client.ApiClient]:
 
 
 def _kubectl(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
-    if not KUBECTL.exists():
-        pytest.skip(f"kubectl not found at {KUBECTL}")
     return subprocess.run(
-        [KUBECTL, "--kubeconfig", str(lab.kubeconfig), *args],
+        [kubectl(), "--kubeconfig", str(lab.kubeconfig), *args],
         capture_output=True,
         text=True,
         timeout=60,
