@@ -20,6 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from fixtures.lab.apiserver import write_kubeconfig
+from fixtures.lab.lifetime import dies_with_this_process
 from fixtures.lab.tls import TlsFiles, make_tls
 from tests.kubectl import kubectl
 
@@ -190,7 +191,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     ready = directory / "ready"
     stderr = (directory / "stderr").open("w+")
     server = subprocess.Popen(
-        _server_command(directory, tls, "--port", "0"), cwd=REPO, stderr=stderr
+        _server_command(directory, tls, "--port", "0"),
+        cwd=REPO,
+        stderr=stderr,
+        preexec_fn=dies_with_this_process(),  # noqa: PLW1509 (takes no lock: lifetime.py)
     )
     try:
         deadline = time.monotonic() + 20
