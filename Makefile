@@ -13,6 +13,10 @@ KIND_CLUSTER ?= lab
 APT_PACKAGES := qemu-system-x86 busybox-static bash ipvsadm openssh-server openssh-client \
 	iproute2 procps nftables kmod cpio gzip python3-venv chromium shellcheck \
 	dash libdevmapper1.02.1 libseccomp2
+# kubectl, for the tests that read the lab's API server with it unchanged: Debian's
+# kubernetes-client, unless a kubectl is already installed (another package's /usr/bin/kubectl,
+# such as Google Cloud SDK's, would make dpkg refuse it).
+APT_PACKAGES += $(if $(shell command -v kubectl 2>/dev/null),,kubernetes-client)
 # The kind-shaped lab's dockerd runs only inside the VM, from Debian's docker.io unpacked into its
 # image (libdevmapper and libseccomp above are the host libraries copied in with it). The host
 # needs only a docker CLI: Debian 12 has no client-only package, so when `docker` is missing its

@@ -1,10 +1,12 @@
-"""The lab's lifecycle: a busy directory is refused, two labs run at once, down leaves nothing."""
+"""The lab's lifecycle: a busy directory is refused, two labs run at once, down leaves nothing,
+`up`'s lab outlives the command, and a killed test run's lab dies with it."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ import pytest
 from fixtures.lab import control
 from fixtures.lab.__main__ import main
 from fixtures.lab.running import LabPool
+from tests.kubectl import kubectl
+from tests.unit.lab.test_lifetime import REPO, children, owner, still_running
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -31,6 +35,10 @@ def host_netns() -> str:
     return result.stdout
 
 
+def ssh_ports(workdir: Path) -> set[int]:
+    return set(json.loads((workdir / "lab.json").read_text())["ssh_ports"].values())
+
+
 def test_up_refuses_a_directory_where_a_lab_runs(
     labs: LabPool, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -43,12 +51,9 @@ def test_up_refuses_a_directory_where_a_lab_runs(
 
 
 def test_kubectl_reads_the_lab_cluster(labs: LabPool) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
     lab = labs.get("healthy")
     result = subprocess.run(
-        [kubectl, "--kubeconfig", str(lab.workdir / "kubeconfig"), "get",
+        [kubectl(), "--kubeconfig", str(lab.workdir / "kubeconfig"), "get",
          "services,endpointslices,nodes", "-A"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -63,13 +68,59 @@ def test_a_second_lab_runs_beside_the_first_and_down_leaves_nothing(
     first = labs.get("healthy")
     netns_before = host_netns()
     workdir = tmp_path / "second"
-    state = control.up("healthy", workdir, print)
-    assert set(state.ssh_ports.values()).isdisjoint(
-        json.loads((first.workdir / "lab.json").read_text())["ssh_ports"].values()
-    )
-    assert processes_mentioning(str(workdir))
-    control.down(workdir, print)
+    up = subprocess.run(
+        [sys.executable, "-m", "fixtures.lab", "up", "--scenario", "healthy",
+         "--workdir", str(workdir)],
+        cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr[-2000:]
+        # `up` has exited, as it does for a person (make demo): its lab runs on until `down`.
+        assert main(["status", "--workdir", str(workdir)]) == 0
+        assert ssh_ports(workdir).isdisjoint(ssh_ports(first.workdir))
+        assert processes_mentioning(str(workdir))
+    finally:
+        if (workdir / "lab.json").exists():
+            control.down(workdir, print)
     assert processes_mentioning(str(workdir)) == []
     assert not (workdir / "lab.json").exists()
     assert host_netns() == netns_before
     assert main(["status", "--workdir", str(first.workdir)]) == 0
+
+
+# A test run in small: it boots a lab as the pool does (control.up, tied to its caller).
+BOOTING_OWNER = """
+import sys
+from pathlib import Path
+from fixtures.lab import control
+control.up("healthy", Path(sys.argv[1]), lambda line: print(line, file=sys.stderr))
+"""
+
+
+def lab_processes(owner_pid: int, timeout_s: float) -> list[int]:
+    """The owner's children once qemu is among them (the API server starts first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        started = children(owner_pid)
+        if any(command_name(pid).startswith("qemu") for pid in started):
+            return started
+        time.sleep(0.2)
+    pytest.fail(f"no qemu started within {timeout_s:.0f} s")
+
+
+def command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def test_a_killed_runner_takes_its_lab_with_it(tmp_path: Path) -> None:
+    workdir = tmp_path / "owned"
+    with owner(BOOTING_OWNER, workdir) as process:
+        started = lab_processes(process.pid, timeout_s=900)  # the image may still be building
+        assert len(started) == 2  # the API server and qemu
+        process.kill()
+        process.wait()
+        assert still_running(started, within_s=5) == []
+        assert processes_mentioning(str(workdir)) == []

@@ -145,13 +145,16 @@ def violations(
 
 
 def only(
-    snapshot: Snapshot, check_id: str, subject: ServicePortKey | InterfaceSubject | str
+    snapshot: Snapshot,
+    check_id: str,
+    subject: ServicePortKey | InterfaceSubject | str,
+    settings: Settings = DEFAULTS,
 ) -> list[Violation]:
     """One check on one subject of the snapshot; a bare name is that node."""
     case = Case(
         check_by_id(check_id), NodeSubject(subject) if isinstance(subject, str) else subject
     )
-    return case.run(Facts.from_snapshot(snapshot), DEFAULTS)
+    return case.run(Facts.from_snapshot(snapshot), settings)
 
 
 NODE_1, NODE_2, NODE_3 = "nodes/node-1", "nodes/node-2", "nodes/node-3"
@@ -221,6 +224,14 @@ def test_seed_syn_recv_names_vip_destination_and_keeps_the_rows() -> None:
     assert violation.observed.startswith("2 connection(s) in SYN_RECV")
     assert violation.fix.startswith("node-2, which runs 10.244.2.10, may drop the SYN")
     assert [row.split()[-2] for row in violation.evidence] == ["SYN_RECV", "SYN_RECV"]
+
+
+def test_syn_recv_max_tolerates_exactly_that_many_entries() -> None:
+    # seed's node-1 has 2 SYN_RECV entries toward one destination: 2 is tolerated, 1 is not.
+    assert only(seed(), "ipvs-no-stuck-syn-recv", "node-1", Settings(syn_recv_max=2)) == []
+    [violation] = only(seed(), "ipvs-no-stuck-syn-recv", "node-1", Settings(syn_recv_max=1))
+    assert violation.observed.startswith("2 connection(s) in SYN_RECV")
+    assert violation.expected == "at most 1 in SYN_RECV"
 
 
 def test_seed_tcpfin_says_fin_wait_and_gives_config_and_stop_gap() -> None:
@@ -436,6 +447,28 @@ def test_timeouts_without_kube_proxy_config_do_not_apply() -> None:
     snapshot = put(healthy(), "cluster/kube-proxy.json", None)
     with pytest.raises(NotApplicable, match="no kube-proxy ConfigMap"):
         only(snapshot, "ipvs-timeouts-match-kube-proxy-config", "node-1")
+
+
+def with_unread_timeouts_and_fin_wait(expires_s: int) -> Snapshot:
+    """node-3 without ipvsadm (its timeouts unread), kube-proxy's tcpFinTimeout at the default
+    limit, and one entry in FIN_WAIT expiring in expires_s: the fallback judges the entry."""
+    snapshot = kube_proxy_config(seed(), "tcpFinTimeout: 0s", "tcpFinTimeout: 30s")
+    snapshot = put(snapshot, f"{NODE_3}/ipvsadm-timeout.txt", None, "ipvsadm not installed")
+    row = f"TCP 0A0A0024 9EDC 0A60001E 0050 0AF4010A 1F90 FIN_WAIT    {expires_s:>5}\n"
+    return put(
+        snapshot, f"{NODE_3}/ip_vs_conn.txt", read(snapshot, f"{NODE_3}/ip_vs_conn.txt") + row
+    )
+
+
+def test_a_fin_wait_entry_at_the_limit_proves_nothing_and_one_second_more_fails() -> None:
+    limit = DEFAULTS.tcpfin_timeout_max_s
+    with pytest.raises(NotApplicable, match="node-3 cannot confirm"):
+        only(with_unread_timeouts_and_fin_wait(limit), "ipvs-tcpfin-timeout", "node-3")
+    above = with_unread_timeouts_and_fin_wait(limit + 1)
+    [violation] = only(above, "ipvs-tcpfin-timeout", "node-3")
+    assert violation.observed.startswith(
+        f"tcpfin at least {limit + 1} s: an IPVS entry in FIN_WAIT"
+    )
 
 
 # --- rp_filter ----------------------------------------------------------------------------------

@@ -20,11 +20,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from fixtures.lab.apiserver import write_kubeconfig
+from fixtures.lab.lifetime import dies_with_this_process
 from fixtures.lab.tls import TlsFiles, make_tls
+from tests.kubectl import kubectl
 
 REPO = Path(__file__).resolve().parents[3]
 TOKEN = "lab-token-0123456789abcdef"  # noqa: S105 (a test token for a throwaway server)
-KUBECTL = Path("/usr/bin/kubectl")
 
 
 def _meta(name: str, namespace: str | None, rv: str, **extra: Any) -> dict[str, Any]:
@@ -190,7 +191,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     ready = directory / "ready"
     stderr = (directory / "stderr").open("w+")
     server = subprocess.Popen(
-        _server_command(directory, tls, "--port", "0"), cwd=REPO, stderr=stderr
+        _server_command(directory, tls, "--port", "0"),
+        cwd=REPO,
+        stderr=stderr,
+        preexec_fn=dies_with_this_process(),  # noqa: PLW1509 (takes no lock: lifetime.py)
     )
     try:
         deadline = time.monotonic() + 20
@@ -220,10 +224,8 @@ def api(lab: Lab) -> Iterator[client.ApiClient]:
 
 
 def _kubectl(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
-    if not KUBECTL.exists():
-        pytest.skip(f"kubectl not found at {KUBECTL}")
     return subprocess.run(
-        [KUBECTL, "--kubeconfig", str(lab.kubeconfig), *args],
+        [kubectl(), "--kubeconfig", str(lab.kubeconfig), *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,8 +1,8 @@
 """Hostile input: every parser, fed generated and mutated recorded outputs, raises only
 ParseError naming its file; a replay with a mutated file ends in 0, 1 or 4, no traceback.
 
-The hypothesis profile comes from VIPCHECK_HYPOTHESIS_PROFILE: `quick` (default, in `make test`)
-or `long` (`tox -e fuzz`, `make fuzz`).
+The hypothesis profile comes from VIPCHECK_HYPOTHESIS_PROFILE: `quick` (default, in `make test`,
+derandomized so a CI failure reproduces) or `long` (`tox -e fuzz`, `make fuzz`, random).
 """
 
 from __future__ import annotations
@@ -52,11 +52,25 @@ SEED = ROOT / "fixtures" / "recorded" / "seed-incidents"
 PROBED = ROOT / "fixtures" / "snapshots" / "seed-incidents-probed"
 SOURCE = "nodes/fuzz/input"
 
+# quick is derandomized (examples seeded from each test's own hash), so a failure in `make test`
+# or CI fails the same way on the next run and on a developer's machine; long stays random, to
+# find new inputs, even where CI=true makes hypothesis's own default profile derandomized. Both
+# print the failing example's blob, which @reproduce_failure replays.
 settings.register_profile(
-    "quick", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "quick",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+    print_blob=True,
 )
 settings.register_profile(
-    "long", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "long",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=False,
+    print_blob=True,
 )
 PROFILE = os.environ.get("VIPCHECK_HYPOTHESIS_PROFILE", "quick")
 settings.load_profile(PROFILE)
@@ -153,6 +167,24 @@ def mutated(draw: st.DrawFn, texts: tuple[str, ...]) -> str:
             pos = min(pos, len(text) - 1)
             text = text[:pos] + draw(st.characters()) + text[pos + 1 :]
     return text
+
+
+def drawn(profile: str) -> list[str]:
+    """The texts one run of a small property draws under a profile."""
+    seen: list[str] = []
+
+    @settings(settings.get_profile(profile), max_examples=10)
+    @given(st.text(min_size=1))
+    def draw(text: str) -> None:
+        seen.append(text)
+
+    draw()
+    return seen
+
+
+def test_quick_runs_draw_the_same_examples_and_long_runs_new_ones() -> None:
+    assert drawn("quick") == drawn("quick")  # a CI failure reproduces
+    assert drawn("long") != drawn("long")  # the long fuzz explores
 
 
 def test_every_parser_has_recorded_seeds() -> None:
