@@ -105,6 +105,12 @@ def test_a_comment_is_one_printable_line_whatever_it_is_given() -> None:
     )
 
 
+def test_the_header_names_the_target_and_time_on_one_line_each() -> None:
+    text = render_fix_script({"results": []}, {}, generated="now\nx", target="lab\ntouch T")
+    assert "# vipcheck fix script, written now\\nx for lab\\ntouch T." in text.splitlines()
+    assert all(printable(line, one_line=True) == line for line in text.splitlines())
+
+
 def record(check: str, subject: str, node: str | None, outcome: str, **violation: Any) -> Any:
     return {
         "check": check,
