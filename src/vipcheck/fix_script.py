@@ -1,17 +1,29 @@
 """The fix script: the failures' commands as one POSIX sh script, for a person to review and run.
 
-Node commands are grouped per node and reach it the way vipcheck did (`ssh -F CONFIG NODE -- CMD`,
-`docker exec NAME sh -c CMD`, ...); cluster changes are only printed as kubectl commands to review.
-The script does nothing without `--apply`. vipcheck writes it and never runs it.
+Node commands are grouped per node and reach it the way vipcheck did (`ssh -F CONFIG -- NODE
+'CMD'`, `docker exec -- NAME CMD...`, ...); cluster changes are only printed as kubectl commands
+to review. The script does nothing without `--apply`. vipcheck writes it and never runs it.
+
+What goes in comes from nodes, snapshots and the API, and a name there may hold `$(...)` or a
+line break, so the script trusts none of it. Commands arrive as argument lists and are quoted
+once for each shell they pass through: the script's own sh, and over ssh the node's shell, which
+gets `shlex.join(argv)`; docker, kubectl exec and local run the list with no shell at all. `--`
+comes before the host wherever the tool allows it. Every comment line goes through `_comment`.
+A command with an argument a terminal would act on (a control character, a line break) is never
+written to run: it is listed with the failures a person fixes, shown escaped, so the script
+holds printable text only.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
+
+from vipcheck.untrusted import printable
 
 if TYPE_CHECKING:
     from vipcheck.options import GatherOptions
@@ -20,6 +32,13 @@ if TYPE_CHECKING:
 # Outcomes whose commands go in the script: a waived failure is accepted, so it is left alone.
 FIXABLE = frozenset({"failed", "known"})
 _SSH_SCHEMES = frozenset({"ssh", "paramiko", "safe-ssh", "ansible"})
+_EXEC_SCHEMES = frozenset({"docker", "podman"})
+# Lone surrogates: what a node's undecodable bytes become, and no UTF-8 file can hold.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_UNPRINTABLE = (
+    "a control character or line break in it, its node or host (shown escaped here); "
+    "run it by hand if it is what you meant"
+)
 
 PRELUDE = """\
 set -u
@@ -32,16 +51,43 @@ case "${1-}" in
 esac
 failures=0
 
+# The arguments as one line a person can paste into a shell: each quoted as Python's
+# shlex.quote does (left alone when only safe characters, else in single quotes).
+shown() {
+    _line=
+    for _arg in "$@"; do
+        case $_arg in
+            "") _arg="''" ;;
+            *[!abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-]*)
+                _rest=$_arg
+                _arg=
+                while :; do
+                    case $_rest in
+                        *\\'*)
+                            _arg=$_arg${_rest%%\\'*}\\'\\"\\'\\"\\'
+                            _rest=${_rest#*\\'}
+                            ;;
+                        *) break ;;
+                    esac
+                done
+                _arg=\\'$_arg$_rest\\'
+                ;;
+        esac
+        _line=$_line${_line:+ }$_arg
+    done
+    printf '%s' "$_line"
+}
+
 # Run a node command with --apply; without it, only say what would run.
 run() {
     if [ "$apply" = yes ]; then
-        printf '+ %s\\n' "$*"
+        printf '+ %s\\n' "$(shown "$@")"
         if ! "$@"; then
             failures=$((failures + 1))
-            printf 'FAILED: %s\\n' "$*" >&2
+            printf 'FAILED: %s\\n' "$(shown "$@")" >&2
         fi
     else
-        printf 'would run: %s\\n' "$*"
+        printf 'would run: %s\\n' "$(shown "$@")"
     fi
 }
 
@@ -61,12 +107,51 @@ fi
 """
 
 
-@dataclass
-class _Step:
-    """One command, and every failure it fixes (a command shared by failures runs once)."""
+class NotRunnable(ValueError):
+    """A command the script must not hold as runnable; the message says why, for a person."""
 
-    command: str
-    fixes: list[str] = field(default_factory=list)
+
+@dataclass
+class _Plan:
+    """The script's sections: each node's command lines, kubectl commands, and the rest.
+
+    A command shared by failures runs once, commented with each failure it fixes.
+    """
+
+    nodes: dict[str, dict[tuple[str, ...], list[str]]] = field(default_factory=dict)
+    cluster: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
+    manual: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        record: Mapping[str, Any],
+        violation: Mapping[str, Any],
+        targets: Mapping[str, NodeTarget],
+    ) -> None:
+        """Place one violation's commands; one with none is left for a person."""
+        label = _label(record, violation)
+        node = violation.get("node") or record.get("node")
+        commands = [tuple(argv) for argv in violation.get("commands") or ()]
+        cluster_commands = [tuple(argv) for argv in violation.get("cluster_commands") or ()]
+        for command in commands:
+            if node is None:
+                self.manual.append(f"{label}: {shlex.join(command)} (no node named)")
+                continue
+            try:
+                line = tuple(node_argv(node, targets.get(node), command))
+            except NotRunnable as why:
+                self.manual.append(f"{label}: not run on {node}: {shlex.join(command)}: {why}")
+                continue
+            self.nodes.setdefault(node, {}).setdefault(line, []).append(label)
+        for command in cluster_commands:
+            if not all(map(_shows_as_itself, command)):
+                self.manual.append(
+                    f"{label}: not printed for review: {shlex.join(command)}: {_UNPRINTABLE}"
+                )
+                continue
+            self.cluster.setdefault(command, []).append(label)
+        if not commands and not cluster_commands:
+            self.manual.append(label)
 
 
 def render_fix_script(
@@ -77,98 +162,114 @@ def render_fix_script(
     target: str,
 ) -> str:
     """The script for a JSON summary's failures; `targets` says how each node was reached."""
-    nodes: dict[str, dict[str, _Step]] = {}
-    cluster: dict[str, _Step] = {}
-    manual: list[str] = []
+    plan = _Plan()
     for record in summary["results"]:
-        if record["outcome"] not in FIXABLE:
-            continue
-        for violation in record.get("violations") or ():
-            label = _label(record, violation)
-            node = violation.get("node") or record.get("node")
-            commands = violation.get("commands") or []
-            for command in commands:
-                if node is None:
-                    manual.append(f"{label}: {command} (no node named)")
-                    continue
-                step = nodes.setdefault(node, {}).setdefault(command, _Step(command))
-                step.fixes.append(label)
-            for command in violation.get("cluster_commands") or []:
-                cluster.setdefault(command, _Step(command)).fixes.append(label)
-            if not commands and not violation.get("cluster_commands"):
-                manual.append(label)
+        if record["outcome"] in FIXABLE:
+            for violation in record.get("violations") or ():
+                plan.add(record, violation, targets)
     lines = [
         "#!/bin/sh",
-        f"# vipcheck fix script, written {generated} for {_comment(target)}.",
-        "# Review it first. Without --apply it only prints what it would do; with --apply it",
-        "# runs the node commands below. vipcheck never runs it. Cluster changes are printed",
-        "# as kubectl commands for you to review and run.",
+        _comment(f"vipcheck fix script, written {generated} for {target}."),
+        _comment("Review it first. Without --apply it only prints what it would do; with --apply"),
+        _comment("it runs the node commands below. vipcheck never runs it. Cluster changes are"),
+        _comment("printed as kubectl commands for you to review and run."),
+        _comment("Names are quoted literally on purpose: `$(...)` in one is text, not a command."),
+        _comment("shellcheck disable=SC2016"),
         PRELUDE,
     ]
-    for node in sorted(nodes):
-        steps = nodes[node].values()
+    for node in sorted(plan.nodes):
+        steps = plan.nodes[node]
         reach = targets.get(node)
         how = reach.spec if reach is not None else "no transport given: assumed `ssh NODE`"
-        lines.append(f"# --- {node} ({_comment(how)}): {len(steps)} command(s)")
-        for step in steps:
-            lines.extend(f"# fixes {_comment(text)}" for text in dict.fromkeys(step.fixes))
-            lines.append("run " + shlex.join(node_argv(node, reach, step.command)))
+        lines.append(_comment(f"--- {node} ({how}): {len(steps)} command(s)"))
+        for line, fixes in steps.items():
+            lines.extend(_comment(f"fixes {text}") for text in dict.fromkeys(fixes))
+            lines.append("run " + shlex.join(line))
         lines.append("")
-    if cluster:
-        lines.append("# --- cluster: kubectl commands, printed for review, never run here")
-        for step in cluster.values():
-            lines.extend(f"# for {_comment(text)}" for text in dict.fromkeys(step.fixes))
-            lines.append("review " + shlex.quote(step.command))
+    if plan.cluster:
+        lines.append(_comment("--- cluster: kubectl commands, printed for review, never run here"))
+        for command, fixes in plan.cluster.items():
+            lines.extend(_comment(f"for {text}") for text in dict.fromkeys(fixes))
+            lines.append("review " + shlex.quote(shlex.join(command)))
         lines.append("")
-    if manual:
-        lines.append("# --- failures with no command of their own: see their fix in the report")
-        lines.extend(f"# {_comment(text)}" for text in dict.fromkeys(manual))
+    if plan.manual:
+        lines.append(
+            _comment("--- failures with no command to run here: see their fix in the report")
+        )
+        lines.extend(_comment(text) for text in dict.fromkeys(plan.manual))
         lines.append("")
     lines.append(EPILOGUE)
     return "\n".join(lines)
 
 
-def node_argv(node: str, target: NodeTarget | None, command: str) -> list[str]:
-    """The local command that runs `command` on a node the way vipcheck reached it."""
+def node_argv(node: str, target: NodeTarget | None, command: tuple[str, ...]) -> list[str]:
+    """The local command that runs `command` (an argument list) on a node as vipcheck reached it.
+
+    Over ssh the node's shell parses the remote command, so it gets `shlex.join(command)`;
+    the other transports pass the list on without a shell. NotRunnable when the script must not
+    hold it: an argument a terminal would act on, or a pod name kubectl would take as an option.
+    """
+    spec = "" if target is None else target.spec
+    argv = _transport_argv(node, target, list(command))
+    if not all(map(_shows_as_itself, (node, spec, *argv))):
+        raise NotRunnable(_UNPRINTABLE)
+    return argv
+
+
+def _transport_argv(node: str, target: NodeTarget | None, command: list[str]) -> list[str]:
+    """The local argv per transport; `--` ends the options before the host wherever it may."""
     if target is None:
-        return ["ssh", node, "--", command]
+        return ["ssh", "--", node, shlex.join(command)]
     scheme, separator, rest = target.spec.partition("://")
     if not separator:
         scheme, rest = target.connection or "ssh", target.spec
-    parts = urlsplit(f"{scheme}://{rest}")
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+        port = parts.port
+    except ValueError as error:
+        raise NotRunnable(f"the host spec does not parse: {error}") from None
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     if target.sudo or query.get("sudo", "").lower() == "true":
-        command = f"sudo sh -c {shlex.quote(command)}"
-    host, user, port = parts.hostname or "", parts.username, parts.port
+        command = ["sudo", "--", *command]
+    host, user = parts.hostname or "", parts.username
     if scheme in _SSH_SCHEMES:
-        argv = ["ssh"]
         config = query.get("ssh_config") or target.ssh_config
         identity = query.get("ssh_identity_file") or target.ssh_identity_file
-        argv += ["-F", config] if config else []
-        argv += ["-i", identity] if identity else []
-        argv += ["-p", str(port)] if port else []
-        return [*argv, f"{user}@{host}" if user else host, "--", command]
-    if scheme in ("docker", "podman"):
+        options = [*(["-F", config] if config else []), *(["-i", identity] if identity else [])]
+        options += ["-p", str(port)] if port else []
+        return ["ssh", *options, "--", f"{user}@{host}" if user else host, shlex.join(command)]
+    if scheme in _EXEC_SCHEMES:
         as_user = ["-u", user] if user else []
-        return [scheme, "exec", *as_user, host, "sh", "-c", command]
+        return [scheme, "exec", *as_user, "--", host, *command]
     if scheme == "kubectl":
-        namespace = ["-n", query["namespace"]] if "namespace" in query else []
-        container = ["-c", query["container"]] if "container" in query else []
-        return ["kubectl", "exec", *namespace, *container, host, "--", "sh", "-c", command]
+        if host.startswith("-"):
+            # kubectl exec takes no `--` before the pod: it would read this name as an option.
+            raise NotRunnable(f"the pod name {host} starts with '-', an option to kubectl exec")
+        namespace = [f"--namespace={query['namespace']}"] if "namespace" in query else []
+        container = [f"--container={query['container']}"] if "container" in query else []
+        return ["kubectl", "exec", *namespace, *container, host, "--", *command]
     if scheme == "local":
-        return ["sh", "-c", command]
+        return command
     # A transport with no command-line form here: say so where it would run.
-    return ["echo", f"run on {node} ({target.spec}) yourself: {command}"]
+    return ["echo", f"run on {node} ({target.spec}) yourself: {shlex.join(command)}"]
+
+
+def _shows_as_itself(text: str) -> bool:
+    """Whether `text` reaches a file and a terminal unchanged: nothing to escape, valid UTF-8."""
+    return printable(text, one_line=True) == text and _SURROGATES.search(text) is None
 
 
 def _label(record: Mapping[str, Any], violation: Mapping[str, Any]) -> str:
-    """`check subject: observed`, the failure a command fixes, in one line."""
+    """`check subject: observed`, the failure a command fixes."""
     return f"{record['check']} {record['subject']}: {violation.get('observed', '')}"
 
 
 def _comment(text: str) -> str:
-    """Text made safe for one comment line."""
-    return " ".join(text.split())
+    """One comment line of the script, the only way one is written: a line break in a name
+    would end the comment and make the rest a command, so `text` is shown on one line, with
+    line breaks, controls and undecodable bytes escaped."""
+    shown = printable(text, one_line=True)
+    return "# " + _SURROGATES.sub(lambda char: f"\\u{ord(char.group()):04x}", shown)
 
 
 def reach_targets(

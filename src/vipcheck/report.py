@@ -158,8 +158,8 @@ def _record(result: Result) -> dict[str, Any]:
                 "expected": v.expected,
                 "fix": v.fix,
                 "evidence": list(v.evidence),
-                "commands": list(v.commands),
-                "cluster_commands": list(v.cluster_commands),
+                "commands": [list(argv) for argv in v.commands],
+                "cluster_commands": [list(argv) for argv in v.cluster_commands],
             }
             for v in result.violations
         ],

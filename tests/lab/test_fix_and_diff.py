@@ -83,7 +83,8 @@ def test_the_fix_script_repairs_the_incident_and_the_diff_lists_it_resolved(
     assert code == 1, output
     assert REPAIRED[scenario] <= failed(before), output
     text = script.read_text()
-    assert f"-F {lab.workdir / 'ssh_config'}" in text
+    # The real OpenSSH and sshd: `--` before the host, the node command one quoted string.
+    assert f"run ssh -F {lab.workdir / 'ssh_config'} -- node-" in text
     # The live run's report, as Chromium renders it: a failing cell for each repaired check.
     dom = parse(rendered_dom(tmp_path / "before.html"))
     failing_cells = {c["data-check"] for c in dom.cells if c["data-outcome"] == "failed"}
@@ -98,6 +99,7 @@ def test_the_fix_script_repairs_the_incident_and_the_diff_lists_it_resolved(
         ["sh", str(script), "--apply"], capture_output=True, text=True, timeout=300, check=False
     )
     assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "+ ssh -F " in applied.stdout
     assert "+ kubectl" not in applied.stdout  # cluster changes are printed, never run
     assert text.count("\nreview '") == applied.stdout.count("review, then run yourself: ")
 

@@ -10,6 +10,9 @@ from typing import Generic, Protocol, TypeVar
 from vipcheck.facts import Facts, Input
 from vipcheck.settings import Settings
 
+# A command as the argument list a program receives: argv[0] is the program.
+Argv = tuple[str, ...]
+
 
 class Severity(StrEnum):
     """How bad a violation is for traffic through Service VIPs."""
@@ -53,10 +56,12 @@ class Violation:
     expected: str
     fix: str
     evidence: tuple[str, ...] = ()
-    # The fix as data, for the fix script: shell commands to run on `node`, and cluster-level
-    # commands (kubectl) a person reviews and runs. `fix` stays the text a person reads.
-    commands: tuple[str, ...] = ()
-    cluster_commands: tuple[str, ...] = ()
+    # The fix as data, for the fix script: commands to run on `node`, and cluster-level commands
+    # (kubectl) a person reviews and runs. Each is an argument list, never a shell string: names
+    # from a node or the API may hold `$(...)`, so only the fix script quotes them, once for each
+    # shell they pass through. `fix` stays the text a person reads (commands in it shlex.join'ed).
+    commands: tuple[Argv, ...] = ()
+    cluster_commands: tuple[Argv, ...] = ()
 
 
 class Subject(Protocol):

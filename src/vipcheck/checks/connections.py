@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections import defaultdict
 
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
@@ -46,12 +47,17 @@ def check_no_stuck_syn_recv(
                 fix=f"{_where(facts, destination)} may drop the SYN (strict rp_filter on "
                 "its tunnel: sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.tunl0.rp_filter), "
                 f"or {destination} does not answer: from {node.name} try "
-                f"`nc -vz -w 2 {destination.address} {destination.port}`; also check that "
+                f"`{_try_connect(destination)}`; also check that "
                 "FORWARD accepts the traffic and the route back is symmetric",
                 evidence=tuple(row.raw for row in rows[:EVIDENCE_ROWS]),
             )
         )
     return violations
+
+
+def _try_connect(destination: HostPort) -> str:
+    """The nc command that tries a TCP connection to the destination, as a person pastes it."""
+    return shlex.join(("nc", "-vz", "-w", "2", str(destination.address), str(destination.port)))
 
 
 def _where(facts: Facts, destination: HostPort) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -197,7 +198,9 @@ def _stale_cause(target: ProbeTarget, server: _Server, stale: list[Violation]) -
     address = server.target.address
     # The director is the vantage node itself; from outside, any node may be: fix them all.
     fixes = [v.fix for v in stale if v.node == target.vantage] or [v.fix for v in stale]
-    fix = " | ".join(fixes) or f"ipvsadm -d -t {target.address} -r {address}"
+    fix = " | ".join(fixes) or shlex.join(
+        ("ipvsadm", "-d", "-t", str(target.address), "-r", str(address))
+    )
     return _Cause(
         f"stale real server {address} in IPVS for {target.address} is no endpoint and "
         f"{_dominant(server.here)} directly from {target.vantage} (nothing listens on the old "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Collection
 
 from vipcheck.checks.base import (
@@ -16,7 +17,7 @@ from vipcheck.checks.kube_proxy import (
     KUBE_IPVS0,
     own_addresses,
     require_ipvs_mode,
-    restart_kube_proxy,
+    restart_kube_proxy_text,
 )
 from vipcheck.checks.scopes import NODES
 from vipcheck.expected import ServiceAddresses
@@ -34,6 +35,8 @@ from vipcheck.model.cluster import IPAddress
 from vipcheck.model.node import Interface, IPInterface
 from vipcheck.settings import Settings
 
+DEV = ("dev", KUBE_IPVS0)  # the end of every `ip addr add|del` in a fix
+
 
 def check_kube_ipvs0_holds_service_ips(
     subject: NodeSubject, facts: Facts, settings: Settings
@@ -45,7 +48,9 @@ def check_kube_ipvs0_holds_service_ips(
     addresses = _service_addresses(cluster)
     expected = addresses.bound(own)
     device = node.interfaces.get(KUBE_IPVS0)
-    restart = f"on {node.name}: restart kube-proxy to recreate it: {restart_kube_proxy(node.name)}"
+    restart = (
+        f"on {node.name}: restart kube-proxy to recreate it: {restart_kube_proxy_text(node.name)}"
+    )
     source = _source(node)
     if device is None and node.ipvs_absent:
         # The node has no IPVS at all: ipvs-present reports that, once; no kube-ipvs0 is expected.
@@ -72,7 +77,7 @@ def check_kube_ipvs0_holds_service_ips(
                 observed=f"kube-ipvs0 is a {device.kind} device",
                 expected="a dummy device",
                 fix=f"on {node.name}: ip link del kube-ipvs0, then restart kube-proxy: "
-                f"{restart_kube_proxy(node.name)}",
+                f"{restart_kube_proxy_text(node.name)}",
             )
         )
     missing = expected - {address.ip for address in _addresses(device, node)}
@@ -88,10 +93,10 @@ def check_kube_ipvs0_holds_service_ips(
                 + _unbound_note(addresses.unbound(own)),
                 fix=f"on {node.name}: "
                 + "; ".join(
-                    f"ip addr add {address}/{address.max_prefixlen} dev kube-ipvs0"
+                    shlex.join(("ip", "addr", "add", f"{address}/{address.max_prefixlen}", *DEV))
                     for address in sorted(missing, key=str)
                 )
-                + f"; then restart kube-proxy there: {restart_kube_proxy(node.name)}",
+                + f"; then restart kube-proxy there: {restart_kube_proxy_text(node.name)}",
                 evidence=source,
             )
         )
@@ -126,7 +131,7 @@ def check_kube_ipvs0_no_stale_addresses(
             else f"{address.ip} off kube-ipvs0: kube-proxy does not bind an externalIP or "
             "load-balancer IP that is one of the node's own addresses (shouldBind in "
             "syncProxyRules, pkg/proxy/ipvs/proxier.go), so it stays where the node has it",
-            fix=f"on {node.name}: ip addr del {address} dev kube-ipvs0",
+            fix=f"on {node.name}: {shlex.join(('ip', 'addr', 'del', str(address), *DEV))}",
             evidence=_source(node),
         )
         for address in _addresses(device, node)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
+from vipcheck.checks.base import Argv, NotApplicable, PartlyJudged, Violation
 from vipcheck.expected import ExpectedVirtualService, SameOnEveryNode, expected_virtual_services
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import (
@@ -62,12 +63,17 @@ def judge_each_node(
     return violations
 
 
-def restart_kube_proxy(node: str) -> str:
+def restart_kube_proxy(node: str) -> Argv:
     """The command that restarts kube-proxy on one node, so it resyncs the whole IPVS state."""
     return (
-        "kubectl -n kube-system delete pod -l k8s-app=kube-proxy "
-        f"--field-selector spec.nodeName={node}"
+        *("kubectl", "-n", "kube-system", "delete", "pod", "-l", "k8s-app=kube-proxy"),
+        *("--field-selector", f"spec.nodeName={node}"),
     )
+
+
+def restart_kube_proxy_text(node: str) -> str:
+    """restart_kube_proxy as a person pastes it into a shell: quoted, whatever the node's name."""
+    return shlex.join(restart_kube_proxy(node))
 
 
 def ipvsadm_service_option(protocol: Protocol) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from vipcheck.checks.base import (
     Check,
     FindingKind,
@@ -10,7 +12,7 @@ from vipcheck.checks.base import (
     Severity,
     Violation,
 )
-from vipcheck.checks.kube_proxy import restart_kube_proxy
+from vipcheck.checks.kube_proxy import restart_kube_proxy_text
 from vipcheck.checks.scopes import NODES
 from vipcheck.facts import IPVS_TABLE, KUBE_PROXY, Facts, MissingInput
 from vipcheck.model.cluster import ProxyMode
@@ -29,7 +31,7 @@ def check_ipvs_present(subject: NodeSubject, facts: Facts, settings: Settings) -
         if missing.known_reason is None:
             raise
         schedulers = ("rr", "wrr", "sh", config.scheduler)
-        modules = " ".join(dict.fromkeys(("ip_vs", *(f"ip_vs_{name}" for name in schedulers))))
+        modules = dict.fromkeys(("ip_vs", *(f"ip_vs_{name}" for name in schedulers)))
         return [
             Violation(
                 kind=FindingKind.IPVS_ABSENT,
@@ -38,9 +40,10 @@ def check_ipvs_present(subject: NodeSubject, facts: Facts, settings: Settings) -
                 observed="kube-proxy mode is ipvs but the node has no IPVS (ip_vs not loaded?); "
                 f"kube-proxy may have fallen back to iptables (#70304): {missing.known_reason}",
                 expected="an IPVS table in /proc/net/ip_vs",
-                fix=f"on {node.name}: modprobe -a {modules} nf_conntrack, list them in "
+                fix=f"on {node.name}: {shlex.join(('modprobe', '-a', *modules, 'nf_conntrack'))}, "
+                "list them in "
                 f"/etc/modules-load.d/ipvs.conf, then restart kube-proxy there: "
-                f"{restart_kube_proxy(node.name)}",
+                f"{restart_kube_proxy_text(node.name)}",
                 evidence=(str(missing),),
             )
         ]

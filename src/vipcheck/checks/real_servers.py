@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
-from vipcheck.checks.base import Check, FindingKind, Severity, Violation
+from vipcheck.checks.base import Argv, Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
     NotShown,
     ipvsadm_service_option,
@@ -12,6 +13,7 @@ from vipcheck.checks.kube_proxy import (
     not_in_paste,
     require_ipvs_mode,
     restart_kube_proxy,
+    restart_kube_proxy_text,
 )
 from vipcheck.checks.scopes import SERVICE_PORTS
 from vipcheck.expected import ExpectedVirtualService
@@ -38,7 +40,7 @@ class _Mismatch:
 
     kind: FindingKind
     text: str
-    command: str
+    command: Argv
 
 
 def check_real_servers_match_endpoints(
@@ -79,8 +81,8 @@ def _judge(
                 node=name,
                 observed=f"{observed.name}: {mismatch.text}",
                 expected=_expected_text(expected),
-                fix=f"on {name}: {mismatch.command}; then restart kube-proxy there: "
-                f"{restart_kube_proxy(name)}",
+                fix=f"on {name}: {shlex.join(mismatch.command)}; then restart kube-proxy there: "
+                f"{restart_kube_proxy_text(name)}",
                 evidence=tuple(_raw_lines(observed)),
                 commands=(mismatch.command,),
                 cluster_commands=(restart_kube_proxy(name),),
@@ -96,7 +98,7 @@ def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list
     if present == expected.real_servers and all(rs.weight for rs in observed.real_servers):
         return []  # the common case, decided before any message is formatted
     mismatches: list[_Mismatch] = []
-    service = f"{ipvsadm_service_option(expected.protocol)} {_address(expected)}"
+    service = (ipvsadm_service_option(expected.protocol), str(_address(expected)))
     for rs in observed.real_servers:
         endpoint = HostPort(*rs.key)
         if endpoint in expected.real_servers:
@@ -106,7 +108,7 @@ def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list
                         FindingKind.READY_REAL_SERVER_AT_WEIGHT_ZERO,
                         f"{rs.name} has weight 0 but its endpoint is ready "
                         "(graceful-termination state lost by a kube-proxy restart, #92019)",
-                        f"ipvsadm -e {service} -r {rs.name} -m -w 1",
+                        ("ipvsadm", "-e", *service, "-r", rs.name, "-m", "-w", "1"),
                     )
                 )
         elif not _gracefully_terminating(rs, expected.protocol):
@@ -114,14 +116,14 @@ def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list
                 _Mismatch(
                     FindingKind.STALE_REAL_SERVER,
                     _stale_text(rs, expected),
-                    f"ipvsadm -d {service} -r {rs.name}",
+                    ("ipvsadm", "-d", *service, "-r", rs.name),
                 )
             )
     mismatches += [
         _Mismatch(
             FindingKind.MISSING_REAL_SERVER,
             f"missing: {endpoint} is a ready endpoint but no real server",
-            f"ipvsadm -a {service} -r {endpoint} -m -w 1",
+            ("ipvsadm", "-a", *service, "-r", str(endpoint), "-m", "-w", "1"),
         )
         for endpoint in sorted(expected.real_servers - present, key=str)
     ]

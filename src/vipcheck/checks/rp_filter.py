@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from vipcheck.checks.base import (
     Check,
     FindingKind,
@@ -97,7 +99,7 @@ def check_rp_filter(subject: InterfaceSubject, facts: Facts, settings: Settings)
     if effective != STRICT:
         return []
     strict = [keys[name] for name, value in values.items() if value == STRICT]
-    settings_text = " ".join(f"{key}=2" for key in strict)
+    loose = tuple(f"{key}=2" for key in strict)
     return [
         Violation(
             kind=FindingKind.STRICT_RP_FILTER,
@@ -107,7 +109,7 @@ def check_rp_filter(subject: InterfaceSubject, facts: Facts, settings: Settings)
             + ", ".join(f"{name}={value}" for name, value in values.items())
             + ")",
             expected="0 or 2",
-            fix=f"on {node.name}: sysctl -w {settings_text}, and persist it in "
+            fix=f"on {node.name}: {shlex.join(('sysctl', '-w', *loose))}, and persist it in "
             f"/etc/sysctl.d/90-rp-filter.conf ("
             + "; ".join(f"{key} = 2" for key in strict)
             + "); use 0 instead of 2 where Calico's Felix refuses loose mode",
@@ -115,7 +117,7 @@ def check_rp_filter(subject: InterfaceSubject, facts: Facts, settings: Settings)
                 *(f"{key} = {values[name]}" for name, key in keys.items()),
                 f"interfaces from {node.interfaces.link_source or node.interfaces.addr_source}",
             ),
-            commands=tuple(f"sysctl -w {key}=2" for key in strict),
+            commands=tuple(("sysctl", "-w", setting) for setting in loose),
         )
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from vipcheck.checks.base import (
@@ -13,7 +14,11 @@ from vipcheck.checks.base import (
     Severity,
     Violation,
 )
-from vipcheck.checks.kube_proxy import require_ipvs_mode, restart_kube_proxy
+from vipcheck.checks.kube_proxy import (
+    require_ipvs_mode,
+    restart_kube_proxy,
+    restart_kube_proxy_text,
+)
 from vipcheck.checks.scopes import NODES
 from vipcheck.facts import KERNEL_RELEASE, KUBE_PROXY, SYSCTLS, Facts
 from vipcheck.parse import ParseError
@@ -49,6 +54,7 @@ class SysctlEquals:
             )
         if observed == self.value:
             return []
+        command = ("sysctl", "-w", f"{self.key}={self.value}")
         return [
             Violation(
                 kind=FindingKind.WRONG_SYSCTL_VALUE,
@@ -56,10 +62,10 @@ class SysctlEquals:
                 node=node.name,
                 observed=f"{self.key} = {observed}",
                 expected=f"{self.key} = {self.value}",
-                fix=f"on {node.name}: sysctl -w {self.key}={self.value}, persist it in "
-                f"/etc/sysctl.d/, then restart kube-proxy there: {restart_kube_proxy(node.name)}",
+                fix=f"on {node.name}: {shlex.join(command)}, persist it in /etc/sysctl.d/, "
+                f"then restart kube-proxy there: {restart_kube_proxy_text(node.name)}",
                 evidence=(f"{self.key} = {observed}",),
-                commands=(f"sysctl -w {self.key}={self.value}",),
+                commands=(command,),
                 cluster_commands=(restart_kube_proxy(node.name),),
             )
         ]
@@ -74,6 +80,7 @@ def check_tcp_tw_recycle_off(
     if not value:
         return []
     timestamps = node.sysctls.get("net.ipv4.tcp_timestamps")
+    command = ("sysctl", "-w", f"{TW_RECYCLE}=0")
     return [
         Violation(
             kind=FindingKind.WRONG_SYSCTL_VALUE,
@@ -82,10 +89,10 @@ def check_tcp_tw_recycle_off(
             observed=f"{TW_RECYCLE} = {value} (net.ipv4.tcp_timestamps = {timestamps}): SYNs from "
             "clients behind NAT are dropped",
             expected=f"{TW_RECYCLE} = 0, or absent (removed in Linux 4.12)",
-            fix=f"on {node.name}: sysctl -w {TW_RECYCLE}=0, and delete it from /etc/sysctl.conf "
+            fix=f"on {node.name}: {shlex.join(command)}, and delete it from /etc/sysctl.conf "
             f"and /etc/sysctl.d/*.conf (grep -r tcp_tw_recycle /etc/sysctl.conf /etc/sysctl.d)",
             evidence=(f"{TW_RECYCLE} = {value}",),
-            commands=(f"sysctl -w {TW_RECYCLE}=0",),
+            commands=(command,),
         )
     ]
 
@@ -164,7 +171,7 @@ def check_conntrack_headroom(
             observed=f"{count} of {maximum} entries in use ({usage})",
             expected=f"at most {limit}% of {CONNTRACK_MAX}",
             fix=f"raise conntrack.maxPerCore / conntrack.min in the kube-proxy ConfigMap and "
-            f"restart kube-proxy on {node.name}: {restart_kube_proxy(node.name)}; stop-gap on "
+            f"restart kube-proxy on {node.name}: {restart_kube_proxy_text(node.name)}; stop-gap on "
             f"{node.name}: sysctl -w {CONNTRACK_MAX}={max(maximum * 2, count * 2)}",
             evidence=(f"{CONNTRACK_COUNT} = {count}", f"{CONNTRACK_MAX} = {maximum}"),
         )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+
 from vipcheck.checks.base import (
+    Argv,
     Check,
     FindingKind,
     NodeSubject,
@@ -10,7 +13,11 @@ from vipcheck.checks.base import (
     Severity,
     Violation,
 )
-from vipcheck.checks.kube_proxy import require_ipvs_mode, restart_kube_proxy
+from vipcheck.checks.kube_proxy import (
+    require_ipvs_mode,
+    restart_kube_proxy,
+    restart_kube_proxy_text,
+)
 from vipcheck.checks.scopes import NODES
 from vipcheck.facts import (
     IPVS_CONNECTIONS,
@@ -24,7 +31,7 @@ from vipcheck.facts import (
 from vipcheck.model.node import ConnState, IpvsTimeouts
 from vipcheck.settings import Settings
 
-EDIT_CONFIG = "kubectl -n kube-system edit configmap kube-proxy"
+EDIT_CONFIG: Argv = ("kubectl", "-n", "kube-system", "edit", "configmap", "kube-proxy")
 # The kernel's FIN_WAIT timer: tcp_timeouts[IP_VS_TCP_S_FIN_WAIT] = 2*60*HZ in ip_vs_proto_tcp.c.
 KERNEL_TCPFIN_S = 120
 FIN_WAIT = ConnState.FIN_WAIT.value
@@ -113,16 +120,17 @@ def _tcpfin_too_long(
     node: NodeFacts, limit: int, *, observed: str, evidence: tuple[str, ...], node_command: bool
 ) -> Violation:
     """The finding, with the node's stop-gap command only where ipvsadm showed the timeouts."""
-    stop_gap = f"ipvsadm --set 0 {limit} 0"
+    stop_gap = ("ipvsadm", "--set", "0", str(limit), "0")
     return Violation(
         kind=FindingKind.TCPFIN_TIMEOUT_TOO_LONG,
         subject="IPVS tcpfin timeout",
         node=node.name,
         observed=observed,
         expected=f"at most {limit} s",
-        fix=f"set `ipvs.tcpFinTimeout: {limit}s` in the kube-proxy ConfigMap ({EDIT_CONFIG}) "
-        f"and restart kube-proxy on {node.name}: {restart_kube_proxy(node.name)}; stop-gap "
-        f"on {node.name}: {stop_gap} (0 leaves tcp and udp unchanged)",
+        fix=f"set `ipvs.tcpFinTimeout: {limit}s` in the kube-proxy ConfigMap "
+        f"({shlex.join(EDIT_CONFIG)}) "
+        f"and restart kube-proxy on {node.name}: {restart_kube_proxy_text(node.name)}; stop-gap "
+        f"on {node.name}: {shlex.join(stop_gap)} (0 leaves tcp and udp unchanged)",
         evidence=evidence,
         commands=(stop_gap,) if node_command else (),
         cluster_commands=(EDIT_CONFIG, restart_kube_proxy(node.name)),
@@ -150,7 +158,7 @@ def check_timeouts_match_kube_proxy_config(
     if not wrong:
         return []
     wanted = {field: want for field, want, _ in wrong}
-    set_args = " ".join(str(wanted.get(field, 0)) for field, _, _ in configured)
+    set_timeouts = ("ipvsadm", "--set", *(str(wanted.get(field, 0)) for field, _, _ in configured))
     return [
         Violation(
             kind=FindingKind.TIMEOUTS_DIFFER_FROM_CONFIG,
@@ -160,11 +168,12 @@ def check_timeouts_match_kube_proxy_config(
             expected="as kube-proxy's config sets them: "
             + ", ".join(f"ipvs.{field} {want}s" for field, want, _ in wrong),
             fix=f"restart kube-proxy on {node.name}, which applies the configured timeouts at "
-            f"start: {restart_kube_proxy(node.name)}; or on {node.name}: ipvsadm --set {set_args} "
+            f"start: {restart_kube_proxy_text(node.name)}; or on {node.name}: "
+            f"{shlex.join(set_timeouts)} "
             "(0 leaves a value unchanged); then find what changed them (keepalived lvs_timeouts, "
             "a cron ipvsadm --set, a module reload)",
             evidence=(_timeout_line(timeouts),),
-            commands=(f"ipvsadm --set {set_args}",),
+            commands=(set_timeouts,),
             cluster_commands=(restart_kube_proxy(node.name),),
         )
     ]

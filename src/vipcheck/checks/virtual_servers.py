@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
 from vipcheck.checks.kube_proxy import (
     NotShown,
@@ -9,7 +11,7 @@ from vipcheck.checks.kube_proxy import (
     judge_port_on_each_node,
     not_in_paste,
     require_ipvs_mode,
-    restart_kube_proxy,
+    restart_kube_proxy_text,
 )
 from vipcheck.checks.scopes import NODES, SERVICE_PORTS
 from vipcheck.expected import ExpectedVirtualService, Rule, explain_virtual_services
@@ -57,7 +59,7 @@ def _judge(
             continue
         restart = (
             f"restart kube-proxy there and read its log for bind or ipset errors: "
-            f"{restart_kube_proxy(name)}"
+            f"{restart_kube_proxy_text(name)}"
         )
         if observed is None:
             violations.append(
@@ -105,11 +107,11 @@ def _persistence(timeout: int | None) -> str:
 
 def _edit_command(expected: ExpectedVirtualService) -> str:
     """ipvsadm -E restoring the scheduler and persistence (no -p clears persistence)."""
-    persistent = "" if expected.persistent_timeout is None else f" -p {expected.persistent_timeout}"
-    return (
-        f"ipvsadm -E {ipvsadm_service_option(expected.protocol)} "
-        f"{HostPort(expected.address, expected.port)} -s {expected.scheduler}{persistent}"
-    )
+    timeout = expected.persistent_timeout
+    persistent = () if timeout is None else ("-p", str(timeout))
+    option = ipvsadm_service_option(expected.protocol)
+    address = str(HostPort(expected.address, expected.port))
+    return shlex.join(("ipvsadm", "-E", option, address, "-s", expected.scheduler, *persistent))
 
 
 def _name(expected: ExpectedVirtualService) -> str:
@@ -160,9 +162,11 @@ def check_no_orphan_virtual_servers(
                 observed=f"{service.name} with {len(service.real_servers)} real server(s) "
                 "matches no Service address, nodePort or ipvs.excludeCIDRs entry",
                 expected="every non-fwmark VS belongs to a Service or lies in ipvs.excludeCIDRs",
-                fix=f"on {node.name}: if no other agent owns it, ipvsadm -D {option} {address}, "
-                f"or restart kube-proxy there: {restart_kube_proxy(node.name)}; if another agent "
-                f"owns it, add {service.address} to ipvs.excludeCIDRs in the kube-proxy ConfigMap",
+                fix=f"on {node.name}: if no other agent owns it, "
+                f"{shlex.join(('ipvsadm', '-D', option, str(address)))}, "
+                f"or restart kube-proxy there: {restart_kube_proxy_text(node.name)}; "
+                f"if another agent owns it, add {service.address} to ipvs.excludeCIDRs in the "
+                "kube-proxy ConfigMap",
                 evidence=(service.raw, *(rs.raw for rs in service.real_servers)),
             )
         )

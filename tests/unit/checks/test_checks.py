@@ -202,6 +202,13 @@ def test_seed_stale_real_server_names_the_endpoint_port_and_the_exact_command() 
     assert violation.expected == "TCP 10.96.0.20:6379: weight > 0 on exactly 10.244.3.10:6379"
     assert violation.fix.startswith("on node-2: ipvsadm -d -t 10.96.0.20:6379 -r 10.244.3.10:80;")
     assert "--field-selector spec.nodeName=node-2" in violation.fix
+    assert violation.commands == (
+        ("ipvsadm", "-d", "-t", "10.96.0.20:6379", "-r", "10.244.3.10:80"),
+    )
+    assert violation.cluster_commands == (
+        ("kubectl", "-n", "kube-system", "delete", "pod", "-l", "k8s-app=kube-proxy",
+         "--field-selector", "spec.nodeName=node-2"),
+    )  # fmt: skip
     assert "  -> 10.244.3.10:80               Masq    1      0          0" in [
         line.rstrip() for line in violation.evidence
     ]
@@ -239,6 +246,10 @@ def test_seed_tcpfin_says_fin_wait_and_gives_config_and_stop_gap() -> None:
     assert "FIN_WAIT for 120 s" in violation.observed
     assert "ipvs.tcpFinTimeout: 30s" in violation.fix
     assert "ipvsadm --set 0 30 0" in violation.fix
+    assert violation.commands == (("ipvsadm", "--set", "0", "30", "0"),)
+    assert violation.cluster_commands[0] == (
+        "kubectl", "-n", "kube-system", "edit", "configmap", "kube-proxy"
+    )  # fmt: skip
     assert violation.evidence == ("Timeout (tcp tcpfin udp): 900 120 300",)
     why = check_by_id("ipvs-tcpfin-timeout").why
     assert "TIME_WAIT, a fixed 120 s" in why
@@ -518,6 +529,16 @@ def test_rp_filter_of_a_dotted_interface_uses_sysctl_slash_key() -> None:
     [violation] = only(snapshot, "rp-filter-not-strict", InterfaceSubject("node-1", "eth0.100"))
     assert violation.observed == "rp_filter effective=1 (all=0, eth0.100=1)"
     assert "sysctl -w net.ipv4.conf.eth0/100.rp_filter=2," in violation.fix
+
+
+def test_rp_filter_of_an_interface_named_like_a_command_keeps_the_name_one_argument() -> None:
+    # Linux allows `$`, `(`, `)`, `{`, `}` in interface names: the command is data, not shell.
+    name = "$(touch${IFS}P)"
+    snapshot = with_sysctl(healthy(), "node-1", "net.ipv4.conf.all.rp_filter", "0")
+    snapshot = with_sysctl(snapshot, "node-1", f"net.ipv4.conf.{name}.rp_filter", "1")
+    [violation] = only(snapshot, "rp-filter-not-strict", InterfaceSubject("node-1", name))
+    assert violation.commands == (("sysctl", "-w", f"net.ipv4.conf.{name}.rp_filter=2"),)
+    assert f"on node-1: sysctl -w 'net.ipv4.conf.{name}.rp_filter=2'," in violation.fix
 
 
 def test_rp_filter_of_an_interface_sysctl_does_not_know_does_not_apply() -> None:
