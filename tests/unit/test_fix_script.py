@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_untrusted import LINUX_INTERFACE_NAMES
+from tests.strategies import LINUX_INTERFACE_NAMES
 from vipcheck.checks.rp_filter import rp_filter_key
 from vipcheck.cli import SUITES_DIR
 from vipcheck.fix_script import NotRunnable, _comment, node_argv, render_fix_script
