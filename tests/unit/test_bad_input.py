@@ -276,3 +276,16 @@ def test_a_bad_baseline_is_exit_4_in_one_line_naming_it(
     assert f"ERROR: {baseline}: {message}" in output.splitlines()
     assert "Traceback" not in output
     assert "INTERNALERROR" not in output
+
+
+def test_a_waivers_file_nested_100k_deep_is_exit_4_in_one_line(tmp_path: Path) -> None:
+    # Issue 23: PyYAML's RecursionError was an INTERNALERROR, exit 3.
+    waivers = tmp_path / "waivers.yaml"
+    waivers.write_text("[" * 100_000 + "]" * 100_000)
+    result = run_vipcheck(
+        ["--from-snapshot", str(RECORDED), "--vipcheck-waivers", str(waivers)], tmp_path
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == USAGE, output
+    assert f"ERROR: {waivers}: not YAML vipcheck can read: nested too deeply" in output.splitlines()
+    assert "INTERNALERROR" not in output
