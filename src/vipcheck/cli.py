@@ -81,9 +81,15 @@ class _DiffParser(argparse.ArgumentParser):
 
 
 def diff_main(argv: list[str]) -> int:
-    """`vipcheck diff BEFORE AFTER [--json FILE]`: exit 1 when anything is new, 4 on bad input."""
+    """`vipcheck diff BEFORE AFTER [--json FILE]`: exit 1 when anything is new, 4 on bad input.
+
+    A side that cannot be read, is too big or is not shaped as vipcheck writes summaries is one
+    line naming it and exit 4, never a traceback (whose exit 1 would say "something is new").
+    """
     from vipcheck.diff import compare, load_side, write_json  # noqa: PLC0415
+    from vipcheck.snapshot import MAX_FILE_BYTES, format_size, parse_size  # noqa: PLC0415
     from vipcheck.summaries import SummaryError  # noqa: PLC0415
+    from vipcheck.untrusted import printable  # noqa: PLC0415
 
     parser = _DiffParser(
         prog="vipcheck diff",
@@ -93,20 +99,30 @@ def diff_main(argv: list[str]) -> int:
     parser.add_argument("before", type=Path, help="summary.json or snapshot directory")
     parser.add_argument("after", type=Path, help="summary.json or snapshot directory")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the diff as JSON")
+    parser.add_argument(
+        "--vipcheck-max-file-size",
+        default=format_size(MAX_FILE_BYTES, unit=True),
+        metavar="SIZE",
+        help="the largest summary or snapshot file read (default %(default)s)",
+    )
     args = parser.parse_args(argv)
+    try:
+        max_file_bytes = parse_size(args.vipcheck_max_file_size)
+    except ValueError as error:
+        parser.error(f"--vipcheck-max-file-size: {error}")
     progress = lambda line: print(f"vipcheck: {line}", file=sys.stderr)  # noqa: E731
     try:
-        before = load_side(args.before, progress)
-        after = load_side(args.after, progress)
+        before = load_side(args.before, progress, max_file_bytes)
+        after = load_side(args.after, progress, max_file_bytes)
     except SummaryError as error:
-        print(f"vipcheck diff: error: {error}", file=sys.stderr)
+        print(f"vipcheck diff: error: {printable(str(error), one_line=True)}", file=sys.stderr)
         return int(pytest.ExitCode.USAGE_ERROR)
     diff = compare(before, after, (str(args.before), str(args.after)))
-    for line in diff.lines():
+    for line in diff.lines(args.json):
         print(line)
     if args.json is not None:
         write_json(diff, args.json)
-        print(f"vipcheck diff: JSON: {args.json}")
+        print(f"vipcheck diff: JSON: {printable(str(args.json), one_line=True)}")
     return diff.exit_code
 
 

@@ -9,16 +9,22 @@ item that errored or skipped) it is incomparable, never counted as fixed or brok
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from vipcheck.snapshot import MAX_FILE_BYTES, SnapshotError, load_snapshot
 from vipcheck.summaries import FAILING, FindingKey, SummaryError, load_summary, record_findings
+from vipcheck.untrusted import printable
 
 JUDGED = FAILING | {"passed"}
+# Lines the terminal shows of each list: two runs of a big cluster can differ in every item
+# (10,000 new failures printed 10,000 lines); --json keeps them all.
+SHOWN = 50
 HANDSHAKE = "vip-handshake"
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +136,12 @@ class Diff:
             },
         }
 
-    def lines(self) -> Iterable[str]:
-        yield f"vipcheck diff: {self.before} -> {self.after}"
+    def lines(self, json_path: Path | None = None) -> Iterator[str]:
+        """What the terminal shows: every count, at most SHOWN lines of each list (the rest
+        counted; json_path, the --json file, holds them all), each line escaped: subjects,
+        nodes and observations come from the runs compared."""
+        hint = f"see {json_path}" if json_path else "--json FILE lists them all"
+        yield _line(f"vipcheck diff: {self.before} -> {self.after}")
         for title, findings in (
             ("new", self.new),
             ("resolved", self.resolved),
@@ -139,20 +149,23 @@ class Diff:
             ("incomparable", self.incomparable),
         ):
             yield f"{title} ({len(findings)}):"
-            yield from (f"  {finding.text()}" for finding in findings)
+            yield from _listed(findings, Finding.text, hint)
         for title, items in (
             ("handshake: reachable before, not after", self.became_unreachable),
             ("handshake: reachable after, not before", self.became_reachable),
         ):
             if items:
                 yield f"{title} ({len(items)}):"
-                yield from (f"  {item}" for item in items)
+                yield from _listed(items, str, hint)
         for label, side in (
             ("only in before", self.only_before),
             ("only in after", self.only_after),
         ):
             for kind, subjects in side.items():
-                yield f"{label} (incomparable): {kind}: {', '.join(subjects)}"
+                named = ", ".join(subjects[:SHOWN])
+                if len(subjects) > SHOWN:
+                    named += f", ... and {len(subjects) - SHOWN:,} more ({hint})"
+                yield _line(f"{label} (incomparable): {kind}: {named}")
         verdict = "new failures: exit 1" if self.new else "nothing new: exit 0"
         yield (
             f"{len(self.new)} new, {len(self.resolved)} resolved, {len(self.unchanged)} unchanged, "
@@ -160,10 +173,23 @@ class Diff:
         )
 
 
+def _listed(items: Sequence[T], text: Callable[[T], str], hint: str) -> Iterator[str]:
+    """The first SHOWN items, one escaped line each, then how many more there are."""
+    for item in items[:SHOWN]:
+        yield _line(f"  {text(item)}")
+    if len(items) > SHOWN:
+        yield f"  ... and {len(items) - SHOWN:,} more ({hint})"
+
+
+def _line(text: str) -> str:
+    return printable(text, one_line=True)
+
+
 def compare(before: Mapping[str, Any], after: Mapping[str, Any], names: tuple[str, str]) -> Diff:
     """Compare two JSON summaries."""
     old, new = Side.of(names[0], before), Side.of(names[1], after)
     diff = Diff(*names)
+    all_nodes = old.nodes | new.nodes
     for key in sorted(old.failures.keys() | new.failures.keys(), key=_order):
         in_old, in_new = key in old.failures, key in new.failures
         finding = new.failures[key] if in_new else old.failures[key]
@@ -171,7 +197,7 @@ def compare(before: Mapping[str, Any], after: Mapping[str, Any], names: tuple[st
             diff.unchanged.append(finding)
             continue
         other = old if in_new else new
-        why = _incomparable(key, other, old, new)
+        why = _incomparable(key, other, all_nodes)
         if why:
             diff.incomparable.append(Finding(*key, observed=finding.observed, why=why))
         elif in_new:
@@ -189,10 +215,9 @@ def compare(before: Mapping[str, Any], after: Mapping[str, Any], names: tuple[st
     return diff
 
 
-def _incomparable(key: FindingKey, other: Side, old: Side, new: Side) -> str:
+def _incomparable(key: FindingKey, other: Side, all_nodes: set[str]) -> str:
     """Why a failure on one side cannot be compared with the other side, or "" when it can."""
     check, subject, node = key
-    all_nodes = old.nodes | new.nodes
     if node in all_nodes and node not in other.nodes:
         return f"node {node} is not in {other.name}"
     outcome = other.outcomes.get((check, subject))
@@ -215,25 +240,29 @@ def _order(key: FindingKey) -> tuple[str, str, str]:
     return key[0], key[1], key[2] or ""
 
 
-def load_side(path: Path, progress: Progress) -> dict[str, Any]:
-    """A JSON summary as is; a snapshot directory through every check, offline."""
+def load_side(
+    path: Path, progress: Progress, max_file_bytes: int = MAX_FILE_BYTES
+) -> dict[str, Any]:
+    """A JSON summary as is; a snapshot directory through every check, offline. Either is held
+    to max_file_bytes (--vipcheck-max-file-size), as a replayed snapshot is."""
     if path.is_dir():
-        return summarize_snapshot(path, progress)
-    return load_summary(path)
+        return summarize_snapshot(path, progress, max_file_bytes)
+    return load_summary(path, max_file_bytes)
 
 
-def summarize_snapshot(directory: Path, progress: Progress) -> dict[str, Any]:
+def summarize_snapshot(
+    directory: Path, progress: Progress, max_file_bytes: int = MAX_FILE_BYTES
+) -> dict[str, Any]:
     """Run the catalogue on a snapshot (its recorded probes, if any) into a JSON summary."""
     from vipcheck.cases import cases_for, run_case  # noqa: PLC0415 (the checks: only here)
     from vipcheck.checks import CATALOGUE  # noqa: PLC0415
     from vipcheck.facts import Facts  # noqa: PLC0415
     from vipcheck.report import Summary  # noqa: PLC0415
     from vipcheck.settings import DEFAULTS  # noqa: PLC0415
-    from vipcheck.snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
 
-    progress(f"running the checks on snapshot {directory}")
+    progress(f"running the checks on snapshot {printable(str(directory), one_line=True)}")
     try:
-        facts = Facts.from_snapshot(load_snapshot(directory))
+        facts = Facts.from_snapshot(load_snapshot(directory, max_file_bytes))
     except SnapshotError as error:
         raise SummaryError(str(error)) from None
     summary = Summary()

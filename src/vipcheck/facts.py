@@ -54,6 +54,7 @@ from vipcheck.snapshot import (
     PROBE_DIR,
     PROBE_FILES,
     PROBE_PLAN,
+    KeptLines,
     NodeSnapshot,
     Snapshot,
     SnapshotLineError,
@@ -334,24 +335,41 @@ class NodeFacts:
         """The table's SYN_RECV entries, all that the handshake checks read of it."""
         return self.connections_in(SYN_RECV)
 
+    @property
+    def syn_recv_cut(self) -> str | None:
+        """Why syn_recv_connections are the table's first SYN_RECV rows only, or None."""
+        return self.connections_cut(SYN_RECV)
+
     def connections_in(self, state: str) -> tuple[Connection, ...]:
         """The table's entries in one state (e.g. SYN_RECV, FIN_WAIT), parsed once per state.
 
         A busy director lists a million entries; parsing each into a Connection took 20 s and
         600 MiB, so only the rows naming the state are parsed (the others are blanked, which
         keeps line numbers, and are not validated); a snapshot's table is streamed, never read
-        whole (vipcheck.snapshot.lines_with). An empty file is still refused as empty.
+        whole (vipcheck.snapshot.lines_with). An empty file is still refused as empty. At most
+        the first MAX_KEPT_ROWS rows in the state are kept (connections_cut says when).
         """
+        return self._rows_in(state).rows
+
+    def connections_cut(self, state: str) -> str | None:
+        """Why connections_in(state) holds only the table's first rows in that state (it had
+        more than vipcheck keeps: a flood, or a forged table), naming file and count; or None.
+        A check judging them must not pass on them alone."""
+        return self._rows_in(state).cut
+
+    def _rows_in(self, state: str) -> _Rows:
         return self.derive(("connections in", state), lambda: self._parse_connections_in(state))
 
-    def _parse_connections_in(self, state: str) -> tuple[Connection, ...]:
+    def _parse_connections_in(self, state: str) -> _Rows:
         name, path = self._first_name(IPVS_CONNECTIONS)
-        text, nonblank = _lines_in(self._snapshot.files, name, path, state)
-        if nonblank and not text.strip():
-            return ()
+        kept = _lines_in(self._snapshot.files, name, path, state)
+        if kept.nonblank and not kept.text.strip():
+            return _Rows(())
         if path.endswith("ip_vs_conn.txt"):
-            return parse_proc_ip_vs_conn(text, path)
-        return parse_ipvsadm_connections(text, path)
+            rows = parse_proc_ip_vs_conn(kept.text, path)
+        else:
+            rows = parse_ipvsadm_connections(kept.text, path)
+        return _Rows(rows, _cut(kept, path, state))
 
     @_fact
     def sysctls(self) -> Sysctls:
@@ -432,7 +450,9 @@ class ProbeFacts:
 
     def connections_after(self, node: str) -> tuple[Connection, ...] | None:
         """The SYN_RECV entries of a node's IPVS connection table re-read after the probes, if
-        it was (all that is read of it; streamed as syn_recv_connections is, once per node)."""
+        it was (all that is read of it; streamed as syn_recv_connections is, once per node).
+        Only evidence reads them (counts per VIP beside a failed handshake), so a table cut at
+        MAX_KEPT_ROWS gives the counts of its first rows, and no verdict rests on them."""
         return self._derived.get(("after", node), lambda: self._syn_recv_after(node))
 
     def _syn_recv_after(self, node: str) -> tuple[Connection, ...] | None:
@@ -441,17 +461,37 @@ class ProbeFacts:
             return None
         path = f"{PROBE_DIR}/{name}"
         self._observer(path)
-        text, nonblank = _lines_in(self._files, name, path, SYN_RECV)
-        return () if nonblank and not text.strip() else parse_proc_ip_vs_conn(text, path)
+        kept = _lines_in(self._files, name, path, SYN_RECV)
+        if kept.nonblank and not kept.text.strip():
+            return ()
+        return parse_proc_ip_vs_conn(kept.text, path)
 
 
-def _lines_in(files: Mapping[str, str], name: str, path: str, state: str) -> tuple[str, bool]:
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """A connection table's rows in one state, and why they are its first ones only (or None)."""
+
+    rows: tuple[Connection, ...]
+    cut: str | None = None
+
+
+def _lines_in(files: Mapping[str, str], name: str, path: str, state: str) -> KeptLines:
     """A connection table's lines naming state, in place (lines_with); a line too long for a
     table is a ParseError naming it."""
     try:
         return lines_with(files, name, state)
     except SnapshotLineError as error:
         raise ParseError(path, error.line, error.reason) from None
+
+
+def _cut(kept: KeptLines, path: str, state: str) -> str | None:
+    """What a cut table held past what was kept, in words for a check's evidence or error."""
+    if not kept.cut:
+        return None
+    return (
+        f"{path}: {kept.kept + kept.cut:,} lines name {state}, more than vipcheck keeps of "
+        f"one state: only the first {kept.kept:,} were kept"
+    )
 
 
 @dataclass(frozen=True)

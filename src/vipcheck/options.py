@@ -87,8 +87,12 @@ def gate_options(
     html_path: Path,
     fix_script: Path | None,
     known_checks: tuple[str, ...],
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> GateOptions:
-    """Validate the gate's options, reading the waivers and the baseline now, before any item."""
+    """Validate the gate's options, reading the waivers and the baseline now, before any item.
+
+    The baseline is a file from elsewhere, held to --vipcheck-max-file-size as snapshot files are.
+    """
     try:
         severity = Severity(fail_on)
     except ValueError:
@@ -96,7 +100,11 @@ def gate_options(
         raise OptionError(f"--vipcheck-fail-on {fail_on!r}: expected {choices}") from None
     try:
         waivers = () if waivers_file is None else load_waivers(waivers_file, known_checks)
-        baseline = None if baseline_file is None else failure_keys(load_summary(baseline_file))
+        baseline = (
+            None
+            if baseline_file is None
+            else failure_keys(load_summary(baseline_file, max_file_bytes))
+        )
     except (WaiverError, SummaryError) as error:
         raise OptionError(str(error)) from None
     return GateOptions(

@@ -487,6 +487,7 @@ def _gate_options(config: pytest.Config) -> GateOptions:
             html_path=config.getoption("vipcheck_html"),
             fix_script=config.getoption("vipcheck_fix_script"),
             known_checks=tuple(CHECKS_BY_ID),
+            max_file_bytes=config.getoption("vipcheck_max_file_size"),
         )
     except OptionError as error:
         raise _usage_error(str(error)) from None

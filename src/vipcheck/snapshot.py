@@ -7,14 +7,19 @@ the checks that need it, naming the file and the command that produces it.
 
 from __future__ import annotations
 
+import errno
 import json
-from collections.abc import Iterator, Mapping
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 import vipcheck
+from vipcheck.untrusted import node_name_problem, printable
 
 FORMAT_VERSION = 1
 
@@ -67,6 +72,19 @@ PROBE_FILES: Mapping[str, str] = {
 # The connection tables: a busy director's reach a million lines (100+ MB). They are never read
 # whole from disk: only the lines a fact needs are kept (lines_with), so no size limit applies.
 STREAMED_FILES = frozenset({"ip_vs_conn.txt", "ipvsadm-Lnc.txt"})
+# What lines_with keeps of one, per state a fact reads: its first rows in that state, at most
+# this many. A SYN_RECV entry lives 60 s (ip_vs_proto_tcp.c), so 100,000 is more than 1,600
+# connections failing every second for a minute, far above what a stuck return path shows (the
+# seed incident: tens); a kept row costs about 800 bytes parsed, so at most ~80 MB per state.
+# Past it, lines naming the state are counted, not kept, and the facts say the rows were cut.
+MAX_KEPT_ROWS = 100_000
+# A row is its table's fields (parse/procfs.py, parse/ipvsadm.py: with or without PE name and
+# data) in at most MAX_ROW characters (three IPv6 endpoints and 255 bytes of PE data fit).
+_ROW_FIELDS = {"ip_vs_conn.txt": frozenset({9, 11}), "ipvsadm-Lnc.txt": frozenset({6, 8})}
+MAX_ROW = 1024
+# Lines naming the state that are not rows (a pasted prompt, `ipvsadm -Lnc | grep SYN_RECV`):
+# kept for the parser, which skips prompts and names the first line that is neither.
+MAX_KEPT_OTHERS = 100
 # Any other snapshot file is read whole, once, when a fact first needs it: one larger than this is
 # refused when the snapshot is loaded (--vipcheck-max-file-size raises it). The largest at 100
 # nodes x 5,000 Services, endpointslices.json, is 16 MB.
@@ -75,6 +93,8 @@ MAX_FILE_BYTES = 64 << 20
 MAX_STREAMED_LINE = 64 << 10
 _CHUNK = 1 << 20
 
+CLUSTER_DIR = "cluster"
+NODES_DIR = "nodes"
 # Written beside a node's files when it could not be observed; its text says why.
 NODE_ERROR_FILE = "error.txt"
 # Written beside a node's files: `file: why it is missing` (e.g. ipvsadm not installed).
@@ -163,80 +183,260 @@ def save_probes(probes: Mapping[str, str], directory: Path) -> None:
 def load_snapshot(directory: Path, max_file_bytes: int = MAX_FILE_BYTES) -> Snapshot:
     """Read a snapshot directory; files not in the format are ignored, missing ones are absent.
 
-    Files are read when a fact needs them; one larger than max_file_bytes (a connection table
-    excepted, as it is streamed) is refused here, before anything is read.
+    Files are read when a fact needs them, as _Tree reads: regular files inside the directory
+    only, none larger than max_file_bytes (a connection table excepted, as it is streamed). Every
+    file of the format is looked at here, before any is read, so a link, a FIFO, a device or a
+    file too big is a SnapshotError (exit 4) naming it; so is a node directory whose name no Node
+    could have (`-oProxyCommand=...`, a newline): it would reach a shell and the fix script.
     """
     if not directory.is_dir():
-        raise SnapshotError(f"{directory}: not a snapshot directory")
-    _refuse_oversized(directory, max_file_bytes)
-    meta: dict[str, Any] = {}
-    meta_path = directory / "meta.json"
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (ValueError, OSError) as error:
-            raise SnapshotError(f"{meta_path}: {error}") from error
-        if not isinstance(meta, dict):
-            raise SnapshotError(f"{meta_path}: expected a JSON object")
-    cluster = _read_known(directory / "cluster", CLUSTER_FILES)
-    nodes: dict[str, NodeSnapshot] = {}
-    nodes_dir = directory / "nodes"
-    if nodes_dir.is_dir():
-        for node_dir in sorted(p for p in nodes_dir.iterdir() if p.is_dir()):
-            files = _read_known(node_dir, NODE_FILES)
-            error_path = node_dir / NODE_ERROR_FILE
-            node_error = _read(error_path).strip() if error_path.exists() else None
-            missing_path = node_dir / NODE_MISSING_FILE
-            missing = _read_missing(missing_path) if missing_path.exists() else {}
-            notes_path = node_dir / NODE_NOTES_FILE
-            notes = _read_missing(notes_path) if notes_path.exists() else {}
-            nodes[node_dir.name] = NodeSnapshot(node_dir.name, files, node_error, missing, notes)
+        raise SnapshotError(f"{_shown(directory)}: not a snapshot directory")
+    tree = _Tree(directory, max_file_bytes)
+    top = tree.known("", ("meta.json",))
+    meta = _meta(tree, top["meta.json"]) if top else {}
+    cluster = _FilesOnDisk(tree, tree.known(CLUSTER_DIR, CLUSTER_FILES))
+    nodes = {name: _node(tree, name) for name in _node_names(tree)}
     if not cluster and not nodes:
         raise SnapshotError(
-            f"{directory}: no cluster/*.json and no nodes/<node>/ files; "
+            f"{_shown(directory)}: no cluster/*.json and no nodes/<node>/ files; "
             "see docs/snapshot.md for the layout"
         )
-    return Snapshot(cluster, nodes, meta, meta.get("cluster_error"), _read_probes(directory))
+    return Snapshot(cluster, nodes, meta, meta.get("cluster_error"), _read_probes(tree))
 
 
-def _refuse_oversized(directory: Path, limit: int) -> None:
-    """SnapshotError naming the first file over the limit, what it is, and what to do."""
-    for path in _snapshot_files(directory):
-        if path.name in STREAMED_FILES or not path.is_file():
-            continue
+def _meta(tree: _Tree, path: str) -> dict[str, Any]:
+    text = tree.read(path)
+    try:
+        meta = json.loads(text)
+    except ValueError as error:
+        raise SnapshotError(f"{tree.shown(path)}: {error}") from None
+    except RecursionError:
+        raise SnapshotError(f"{tree.shown(path)}: JSON nested too deeply to read") from None
+    if not isinstance(meta, dict):
+        raise SnapshotError(f"{tree.shown(path)}: expected a JSON object")
+    return meta
+
+
+def _node_names(tree: _Tree) -> list[str]:
+    """The directories under nodes/, each named as a Node may be; a link there is refused."""
+    names = []
+    for name, info in sorted(tree.entries(NODES_DIR).items()):
+        path = f"{NODES_DIR}/{name}"
+        if stat.S_ISLNK(info.st_mode):
+            raise tree.refused(path, info.st_mode, directory=True)
+        if not stat.S_ISDIR(info.st_mode):
+            continue  # a note left beside the node directories is no node
+        problem = node_name_problem(name)
+        if problem is not None:
+            raise SnapshotError(f"{tree.shown(path)}: not a Kubernetes Node's name: {problem}")
+        names.append(name)
+    return names
+
+
+def _node(tree: _Tree, name: str) -> NodeSnapshot:
+    """One node's files, and what vipcheck wrote beside them (read now: they are small)."""
+    written = (NODE_ERROR_FILE, NODE_MISSING_FILE, NODE_NOTES_FILE)
+    present = tree.known(f"{NODES_DIR}/{name}", (*NODE_FILES, *written))
+    error, missing, notes = (present.get(each) for each in written)
+    return NodeSnapshot(
+        name,
+        _FilesOnDisk(tree, {file: path for file, path in present.items() if file in NODE_FILES}),
+        None if error is None else tree.read(error).strip(),
+        {} if missing is None else _read_missing(tree.read(missing)),
+        {} if notes is None else _read_missing(tree.read(notes)),
+    )
+
+
+def _read_probes(tree: _Tree) -> Mapping[str, str] | None:
+    """Every file under probes/, by path under it, read on first use; None when not probed."""
+    files = tree.walk(PROBE_DIR)
+    return _FilesOnDisk(tree, files) if PROBE_PLAN in files else None
+
+
+def _shown(path: Path | str) -> str:
+    """A path for a message in one line: a snapshot's names are others' text."""
+    return printable(str(path), one_line=True)
+
+
+# Each component below the root is opened from its parent without following a link; a file is
+# opened without blocking (a FIFO with no writer) and without becoming a controlling terminal.
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISREG, "a regular file"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a file is, in words for a message that refuses it (`a FIFO`)."""
+    return next((name for test, name in _KINDS if test(mode)), "of an unknown kind")
+
+
+class _Tree:
+    """A snapshot directory read as others wrote it: no file outside it, none but regular files,
+    none bigger than the limit.
+
+    Every component below the root is looked at (lstat) and then opened with O_NOFOLLOW from its
+    parent's descriptor, so a link anywhere in a path (error.txt -> a secret, nodes/node-1 ->
+    /etc) is refused, a FIFO is never opened (it would block the run) and neither is a device
+    (/dev/zero as meta.json grew to MemoryError; opening some has effects). The opened file is
+    checked again (fstat) and read to at most limit + 1 bytes, so one swapped, grown or lying
+    about its size since it was looked at is refused too.
+    """
+
+    def __init__(self, root: Path, limit: int) -> None:
+        self.root = root
+        self.limit = limit
+
+    def shown(self, path: str) -> str:
+        """A path under the root for a message: with the root as the user gave it."""
+        return _shown(self.root / path)
+
+    def entries(self, directory: str) -> dict[str, os.stat_result]:
+        """What a directory holds, each entry as lstat sees it; {} when it does not exist."""
+        with self.blame(directory):
+            try:
+                descriptor = self._open_directory(directory)
+            except FileNotFoundError:
+                return {}
+            try:
+                with os.scandir(descriptor) as listing:
+                    return {entry.name: entry.stat(follow_symlinks=False) for entry in listing}
+            finally:
+                os.close(descriptor)
+
+    def known(self, directory: str, names: Iterable[str]) -> dict[str, str]:
+        """Each of names present in directory, checked (check): name -> path under the root."""
+        entries = self.entries(directory)
+        found = {}
+        for name in names:
+            if name in entries:
+                path = f"{directory}/{name}" if directory else name
+                self.check(path, entries[name])
+                found[name] = path
+        return found
+
+    def walk(self, directory: str) -> dict[str, str]:
+        """Every file below directory, checked: path under directory -> path under the root."""
+        found = {}
+        pending = [directory]
+        while pending:  # no recursion: a hostile tree may be deep
+            current = pending.pop()
+            for name, info in self.entries(current).items():
+                path = f"{current}/{name}"
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append(path)
+                    continue
+                self.check(path, info)
+                found[path.removeprefix(f"{directory}/")] = path
+        return dict(sorted(found.items()))
+
+    def check(self, path: str, info: os.stat_result) -> None:
+        """Refuse what is no regular file, or one over the limit unless it is streamed."""
+        if not stat.S_ISREG(info.st_mode):
+            raise self.refused(path, info.st_mode)
+        if info.st_size > self.limit and PurePosixPath(path).name not in STREAMED_FILES:
+            raise self.oversized(path, info.st_size)
+
+    def read(self, path: str) -> str:
+        """A file's text, read whole, within the limit whatever its size said when loaded."""
+        with self.blame(path), self._open(path) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > self.limit:
+                raise self.oversized(path, size)
+            data = stream.read(self.limit + 1)
+        if len(data) > self.limit:
+            raise self.oversized(path, len(data))
+        return _decoded(data)
+
+    def stream(self, path: str) -> BinaryIO:
+        """A file opened to be streamed (a connection table): no size limit."""
+        with self.blame(path):
+            return self._open(path)
+
+    @contextmanager
+    def blame(self, path: str) -> Iterator[None]:
+        """An OSError as a SnapshotError naming the path (ELOOP: a link swapped in since it was
+        looked at)."""
         try:
-            size = path.stat().st_size
+            yield
         except OSError as error:
-            raise SnapshotError(f"{path}: {error.strerror or error}") from error
-        if size > limit:
-            raise SnapshotError(
-                f"{path}: {_size(size)}, more than the {_size(limit)} a snapshot file may hold "
-                f"(it would be read whole into memory); check that it is the output of "
-                f"`{_command_of(path)}`, or raise the limit with --vipcheck-max-file-size "
-                f"{_size(2 * size, unit=True)}"
-            )
+            why = _LINK if error.errno == errno.ELOOP else error.strerror or str(error)
+            raise SnapshotError(f"{self.shown(path)}: {why}") from None
+
+    def refused(self, path: str, mode: int, *, directory: bool = False) -> SnapshotError:
+        if directory:
+            why = " where a directory belongs: a snapshot holds directories and regular files only"
+        else:
+            why = ": a snapshot holds regular files only"
+        return SnapshotError(f"{self.shown(path)}: {file_kind(mode)}{why}")
+
+    def oversized(self, path: str, size: int) -> SnapshotError:
+        limit, command = format_size(self.limit), _command_of(PurePosixPath(path).name)
+        return SnapshotError(
+            f"{self.shown(path)}: {format_size(size)}, more than the {limit} a snapshot file may "
+            f"hold (it would be read whole into memory); check that it is the output of "
+            f"`{command}`, or raise the limit with --vipcheck-max-file-size "
+            f"{format_size(2 * size, unit=True)}"
+        )
+
+    def _open(self, path: str) -> BinaryIO:
+        parent, _, name = path.rpartition("/")
+        directory = self._open_directory(parent)
+        try:
+            self._look(directory, name, path, stat.S_ISREG)
+            descriptor = os.open(name, _FILE_FLAGS, dir_fd=directory)
+        finally:
+            os.close(directory)
+        stream = os.fdopen(descriptor, "rb")  # the caller closes it
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            stream.close()
+            raise self.refused(path, mode)
+        return stream
+
+    def _open_directory(self, path: str) -> int:
+        """A descriptor of a directory under the root, reached without following any link."""
+        descriptor = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        parts = path.split("/") if path else []
+        try:
+            for depth, part in enumerate(parts):
+                self._look(descriptor, part, "/".join(parts[: depth + 1]), stat.S_ISDIR)
+                child = os.open(part, _DIRECTORY_FLAGS, dir_fd=descriptor)
+                os.close(descriptor)
+                descriptor = child
+        except BaseException:
+            os.close(descriptor)
+            raise
+        return descriptor
+
+    def _look(self, directory: int, name: str, path: str, wanted: Callable[[int], bool]) -> None:
+        """lstat before open: a link, a FIFO or a device is refused without being opened."""
+        mode = os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode
+        if not wanted(mode):
+            raise self.refused(path, mode, directory=wanted is stat.S_ISDIR)
 
 
-def _snapshot_files(directory: Path) -> Iterator[Path]:
-    """Every file load_snapshot may read: meta.json, cluster/*, nodes/*/*, probes/**."""
-    yield directory / "meta.json"
-    for name in CLUSTER_FILES:
-        yield directory / "cluster" / name
-    nodes_dir = directory / "nodes"
-    if nodes_dir.is_dir():
-        for node_dir in sorted(p for p in nodes_dir.iterdir() if p.is_dir()):
-            for name in (*NODE_FILES, NODE_ERROR_FILE, NODE_MISSING_FILE, NODE_NOTES_FILE):
-                yield node_dir / name
-    probes = directory / PROBE_DIR
-    if probes.is_dir():
-        yield from sorted(probes.rglob("*"))
+_LINK = "a symbolic link: a snapshot holds regular files only"
 
 
-def _command_of(path: Path) -> str:
-    return NODE_FILES.get(path.name) or CLUSTER_FILES.get(path.name) or "the command that wrote it"
+def _decoded(data: bytes) -> str:
+    """Bytes as read_text gives them: what does not decode replaced, newlines made \\n."""
+    text = data.decode(errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
-def _size(size: int, *, unit: bool = False) -> str:
+def _command_of(name: str) -> str:
+    return NODE_FILES.get(name) or CLUSTER_FILES.get(name) or "the command that wrote it"
+
+
+def format_size(size: int, *, unit: bool = False) -> str:
     """Bytes in MiB, or KiB below one, rounded up (`65 MiB`); unit=True: as the option takes it."""
     shift, name = (20, "M") if size >= 1 << 20 else (10, "K")
     rounded = -(-size // (1 << shift))
@@ -253,33 +453,82 @@ def parse_size(text: str) -> int:
     return int(number) << {"": 0, "K": 10, "M": 20, "G": 30}[unit]
 
 
-def lines_with(files: Mapping[str, str], name: str, needle: str) -> tuple[str, bool]:
-    """The file's text with every line not containing needle blanked (line numbers are kept),
-    and whether the file held anything but whitespace; for the connection tables, of which the
-    checks read only the SYN_RECV rows.
+@dataclass(frozen=True, slots=True)
+class KeptLines:
+    """A connection table's lines naming one state, each at its line number (the others blank).
+
+    nonblank: whether the file held anything but whitespace; kept: how many lines were kept; cut:
+    how many more named the state past what is kept (MAX_KEPT_ROWS), counted, not kept.
+    """
+
+    text: str
+    nonblank: bool
+    kept: int = 0
+    cut: int = 0
+
+
+def lines_with(files: Mapping[str, str], name: str, needle: str) -> KeptLines:
+    """The lines of a connection table naming needle (a state), at most MAX_KEPT_ROWS rows of
+    them; for the checks, which read only the SYN_RECV and FIN_WAIT rows.
 
     A file on disk is streamed in chunks, never held whole: memory stays within a chunk, the
-    longest line (at most MAX_STREAMED_LINE, else SnapshotLineError) and the lines kept.
+    longest line (at most MAX_STREAMED_LINE, else SnapshotLineError) and the lines kept. A line
+    kept must look like a row of its table (its field count, its length); the few that do not (a
+    pasted prompt, `| grep SYN_RECV`) are kept for the parser to judge, at most MAX_KEPT_OTHERS.
     """
     if isinstance(files, _FilesOnDisk):
         return files.lines_with(name, needle)
-    return _kept_lines_of_text(files[name], needle)
+    return _kept_lines_of_text(files[name], name, needle)
 
 
 class SnapshotLineError(SnapshotError):
     """A streamed file's line too long to be what the format says: the 1-based line number."""
 
-    def __init__(self, path: Path, line: int, limit: int) -> None:
+    def __init__(self, shown: str, name: str, line: int, limit: int) -> None:
         self.line = line
-        self.reason = f"a line longer than {limit:,} bytes: not a line of `{_command_of(path)}`"
-        super().__init__(f"{path}:{line}: {self.reason}")
+        self.reason = f"a line longer than {limit:,} bytes: not a line of `{_command_of(name)}`"
+        super().__init__(f"{shown}:{line}: {self.reason}")
 
 
-def _kept_lines_of_text(text: str, needle: str) -> tuple[str, bool]:
+class _Keeper:
+    """Which lines naming the state a table keeps: its first MAX_KEPT_ROWS rows (by field count
+    and length) and MAX_KEPT_OTHERS other lines; once either is full, the rest are only counted,
+    so the rows kept are always the table's first ones in that state."""
+
+    def __init__(self, name: str) -> None:
+        self.fields = _ROW_FIELDS[PurePosixPath(name).name]
+        self.kept: list[tuple[int, str]] = []
+        self.rows = 0
+        self.others = 0
+        self.cut = 0
+
+    def offer(self, number: int, line: bytes | str) -> None:
+        if self.cut:
+            self.cut += 1
+            return
+        text = _text(line) if isinstance(line, bytes) else line
+        if len(text) <= MAX_ROW and len(text.split()) in self.fields:
+            self.rows += 1
+            full = self.rows > MAX_KEPT_ROWS
+        else:
+            self.others += 1
+            full = self.others > MAX_KEPT_OTHERS
+        if full:
+            self.cut = 1
+        else:
+            self.kept.append((number, text))
+
+    def result(self, nonblank: bool) -> KeptLines:
+        if not nonblank:
+            return KeptLines("", False)
+        return KeptLines(_blanked(self.kept), True, len(self.kept), self.cut)
+
+
+def _kept_lines_of_text(text: str, name: str, needle: str) -> KeptLines:
     """lines_with for text already in memory (a live run's): only the kept lines are copied."""
+    keeper = _Keeper(name)
     if not text or text.isspace():  # not strip(): no copy of a 100 MB table
-        return "", False
-    kept: list[tuple[int, str]] = []
+        return keeper.result(nonblank=False)
     line, position = 1, 0  # the line number at `position`, which starts a line
     start = text.find(needle)
     while start >= 0:
@@ -288,10 +537,10 @@ def _kept_lines_of_text(text: str, needle: str) -> tuple[str, bool]:
         line += text.count("\n", position, line_start)
         line_end = text.find("\n", start)
         line_end = len(text) if line_end < 0 else line_end
-        kept.append((line, text[line_start:line_end]))
+        keeper.offer(line, text[line_start:line_end])
         position, line = line_end + 1, line + 1
         start = text.find(needle, position)
-    return _blanked(kept), True
+    return keeper.result(nonblank=True)
 
 
 def _blanked(kept: list[tuple[int, str]]) -> str:
@@ -303,36 +552,17 @@ def _blanked(kept: list[tuple[int, str]]) -> str:
     return "".join(parts) + "\n"
 
 
-def _read_probes(directory: Path) -> Mapping[str, str] | None:
-    """Every file under probes/, by relative path, read on first use; None when not probed."""
-    root = directory / PROBE_DIR
-    if not (root / PROBE_PLAN).is_file():
-        return None
-    return _FilesOnDisk(
-        {
-            path.relative_to(root).as_posix(): path
-            for path in sorted(root.rglob("*"))
-            if path.is_file()
-        }
-    )
-
-
-def _read_known(directory: Path, known: Mapping[str, str]) -> Mapping[str, str]:
-    if not directory.is_dir():
-        return {}
-    return _FilesOnDisk({name: directory / name for name in known if (directory / name).is_file()})
-
-
 class _FilesOnDisk(Mapping[str, str]):
-    """A snapshot directory's files, read when a fact parses them and not kept: at 100 nodes the
-    raw text alone was hundreds of MB beside the parsed facts. A file that vanished since the
-    snapshot was loaded raises SnapshotError then."""
+    """A snapshot directory's files (name -> path under the root), read when a fact parses them
+    and not kept: at 100 nodes the raw text alone was hundreds of MB beside the parsed facts. A
+    file that vanished or changed kind since the snapshot was loaded raises SnapshotError then."""
 
-    def __init__(self, paths: Mapping[str, Path]) -> None:
+    def __init__(self, tree: _Tree, paths: Mapping[str, str]) -> None:
+        self._tree = tree
         self._paths = dict(paths)
 
     def __getitem__(self, name: str) -> str:
-        return _read(self._paths[name])
+        return self._tree.read(self._paths[name])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._paths)
@@ -343,33 +573,33 @@ class _FilesOnDisk(Mapping[str, str]):
     def __contains__(self, name: object) -> bool:
         return name in self._paths
 
-    def lines_with(self, name: str, needle: str) -> tuple[str, bool]:
+    def lines_with(self, name: str, needle: str) -> KeptLines:
         """lines_with, streamed: the file is read in chunks and never held whole."""
         path = self._paths[name]
+        shown = self._tree.shown(path)
         want = needle.encode()
-        kept: list[tuple[int, str]] = []
+        keeper = _Keeper(name)
         nonblank, line, pending = False, 1, b""  # line: the number of pending's first line
-        try:
-            with path.open("rb") as stream:
-                while chunk := stream.read(_CHUNK):
-                    nonblank = nonblank or not chunk.isspace()
-                    buffer = pending + chunk if pending else chunk
-                    cut = buffer.rfind(b"\n") + 1
-                    whole, pending = buffer[:cut], buffer[cut:]
-                    lines = whole.split(b"\n")[:-1]
-                    if len(pending) > MAX_STREAMED_LINE:
-                        raise SnapshotLineError(path, line + len(lines), MAX_STREAMED_LINE)
-                    if lines and max(map(len, lines)) > MAX_STREAMED_LINE:
-                        index = next(i for i, x in enumerate(lines) if len(x) > MAX_STREAMED_LINE)
-                        raise SnapshotLineError(path, line + index, MAX_STREAMED_LINE)
-                    if want in whole:
-                        kept += [(line + i, _text(x)) for i, x in enumerate(lines) if want in x]
-                    line += len(lines)
-        except OSError as error:
-            raise SnapshotError(f"{path}: {error.strerror or error}") from error
+        with self._tree.blame(path), self._tree.stream(path) as stream:
+            while chunk := stream.read(_CHUNK):
+                nonblank = nonblank or not chunk.isspace()
+                buffer = pending + chunk if pending else chunk
+                cut = buffer.rfind(b"\n") + 1
+                whole, pending = buffer[:cut], buffer[cut:]
+                lines = whole.split(b"\n")[:-1]
+                if len(pending) > MAX_STREAMED_LINE:
+                    raise SnapshotLineError(shown, name, line + len(lines), MAX_STREAMED_LINE)
+                if lines and max(map(len, lines)) > MAX_STREAMED_LINE:
+                    index = next(i for i, x in enumerate(lines) if len(x) > MAX_STREAMED_LINE)
+                    raise SnapshotLineError(shown, name, line + index, MAX_STREAMED_LINE)
+                if want in whole:
+                    for index, each in enumerate(lines):
+                        if want in each:
+                            keeper.offer(line + index, each)
+                line += len(lines)
         if want in pending:
-            kept.append((line, _text(pending)))
-        return (_blanked(kept), True) if nonblank else ("", False)
+            keeper.offer(line, pending)
+        return keeper.result(nonblank)
 
 
 def _text(line: bytes) -> str:
@@ -377,21 +607,14 @@ def _text(line: bytes) -> str:
     return line.removesuffix(b"\r").decode(errors="replace")
 
 
-def _read_missing(path: Path) -> dict[str, str]:
+def _read_missing(text: str) -> dict[str, str]:
     """`file: text` lines (missing.txt, notes.txt) for the files of the format."""
     missing = {}
-    for line in _read(path).splitlines():
+    for line in text.splitlines():
         name, _, why = line.partition(":")
         if name.strip() in NODE_FILES:
             missing[name.strip()] = why.strip()
     return missing
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError as error:
-        raise SnapshotError(f"{path}: {error.strerror or error}") from error
 
 
 def _write(path: Path, text: str) -> None:

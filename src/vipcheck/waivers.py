@@ -81,6 +81,8 @@ def parse_waivers(text: str, source: str, known_checks: Sequence[str] = ()) -> t
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(error, "problem", None) or str(error)
         raise WaiverError(f"{source}:{line}: not YAML: {problem}") from None
+    except RecursionError:  # `[[[...` 100,000 deep: PyYAML's composer recurses per level
+        raise WaiverError(f"{source}: not YAML vipcheck can read: nested too deeply") from None
     if root is None:
         return ()
     entries = root

@@ -248,3 +248,44 @@ def test_every_test_the_promises_name_exists() -> None:
         or (name and not re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.MULTILINE))
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, (), "JSON nested too deeply to read"),
+        ('{"results": [{"check": "a", "subject": "b", "node": {}, "outcome": "failed"}]}', (),
+         "results[0]: node: expected a string or null"),
+        ('{"results": []}' + " " * 2000, ("--vipcheck-max-file-size", "1K"),
+         "2 KiB, more than the 1 KiB a summary may hold (it is read whole into memory); raise "
+         "the limit with --vipcheck-max-file-size 4K"),
+    ],
+    ids=["nested-100k-deep", "node-not-a-string", "over-the-size-limit"],
+)  # fmt: skip
+def test_a_bad_baseline_is_exit_4_in_one_line_naming_it(
+    tmp_path: Path, text: str, args: tuple[str, ...], message: str
+) -> None:
+    # Issue 23: these were an INTERNALERROR traceback, exit 3 (a bug in vipcheck), or no limit.
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(text)
+    result = run_vipcheck(
+        ["--from-snapshot", str(RECORDED), "--vipcheck-baseline", str(baseline), *args], tmp_path
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == USAGE, output
+    assert f"ERROR: {baseline}: {message}" in output.splitlines()
+    assert "Traceback" not in output
+    assert "INTERNALERROR" not in output
+
+
+def test_a_waivers_file_nested_100k_deep_is_exit_4_in_one_line(tmp_path: Path) -> None:
+    # Issue 23: PyYAML's RecursionError was an INTERNALERROR, exit 3.
+    waivers = tmp_path / "waivers.yaml"
+    waivers.write_text("[" * 100_000 + "]" * 100_000)
+    result = run_vipcheck(
+        ["--from-snapshot", str(RECORDED), "--vipcheck-waivers", str(waivers)], tmp_path
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == USAGE, output
+    assert f"ERROR: {waivers}: not YAML vipcheck can read: nested too deeply" in output.splitlines()
+    assert "INTERNALERROR" not in output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from vipcheck.diff import compare
+from vipcheck.diff import SHOWN, compare, write_json
+from vipcheck.snapshot import MAX_FILE_BYTES
+from vipcheck.summaries import SummaryError, load_summary
 
 RECORDED = Path(__file__).parents[2] / "fixtures" / "recorded" / "seed-incidents"
 VIPCHECK = [sys.executable, "-m", "vipcheck.cli"]
@@ -188,3 +191,109 @@ def test_bad_arguments_are_a_usage_error(tmp_path: Path) -> None:
     result = run(str(RECORDED), cwd=tmp_path)
     assert result.returncode == 4
     assert "vipcheck diff: error: the following arguments are required: after" in result.stderr
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def side(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (DEEP, "JSON nested too deeply to read"),
+        ('{"results": [{"check": "a", "subject": "b", "outcome": "failed", "violations": [1]}]}',
+         "results[0]: violations: expected a list of objects"),
+        ('{"results": [{"check": "a", "subject": ["b"], "outcome": "failed"}]}',
+         "results[0]: subject: expected a string"),
+        ('{"results": [{"check": "a", "subject": "b", "outcome": {}}]}',
+         "results[0]: outcome: expected a string"),
+        ('{"results": [{"check": "a", "subject": "b", "node": {}, "outcome": "failed"}]}',
+         "results[0]: node: expected a string or null"),
+        ('{"results": [{"check": "a", "subject": "b", "outcome": "failed",'
+         ' "violations": [{"node": []}]}]}',
+         "results[0]: violations: node: expected a string or null"),
+        ('{"results": [{"check": "a"}]}',
+         "results[0]: expected a record with check, subject and outcome"),
+    ],
+    ids=["deep", "violation-not-object", "subject-list", "outcome-object", "node-object",
+         "violation-node-list", "keys-missing"],
+)  # fmt: skip
+def test_a_summary_not_shaped_as_vipcheck_writes_is_refused_naming_the_record(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    # Each of these made the diff or the baseline raise (RecursionError, TypeError, ...).
+    with pytest.raises(SummaryError) as raised:
+        load_summary(side(tmp_path, "side.json", text), MAX_FILE_BYTES)
+    assert str(raised.value) == f"{tmp_path}/side.json: {message}"
+
+
+@pytest.mark.parametrize(
+    ("which", "text", "message"),
+    [("before", DEEP, "JSON nested too deeply to read"),
+     ("after", DEEP, "JSON nested too deeply to read"),
+     ("after", '{"results": [{"check": "a", "subject": "b", "node": {}, "outcome": "failed"}]}',
+      "results[0]: node: expected a string or null")],
+)  # fmt: skip
+def test_a_malformed_side_is_exit_4_in_one_line_never_a_traceback_or_exit_1(
+    tmp_path: Path, which: str, text: str, message: str
+) -> None:
+    # Before issue 23: a RecursionError or TypeError traceback, and exit 1 ("something is new").
+    good = side(tmp_path, "good.json", json.dumps(summary(record(RP, "n/t", "n", "failed"))))
+    bad = side(tmp_path, "side.json", text)
+    sides = (bad, good) if which == "before" else (good, bad)
+    result = run(*map(str, sides), cwd=tmp_path)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [f"vipcheck diff: error: {tmp_path}/side.json: {message}"]
+    assert result.stdout == ""
+
+
+def test_a_side_that_is_a_fifo_or_too_big_is_exit_4_without_blocking(tmp_path: Path) -> None:
+    good = side(tmp_path, "good.json", json.dumps(summary()))
+    os.mkfifo(tmp_path / "fifo.json")
+    fifo = run(str(tmp_path / "fifo.json"), str(good), cwd=tmp_path)
+    assert fifo.returncode == 4
+    assert f"{tmp_path}/fifo.json: a FIFO, not a summary (a regular file)" in fifo.stderr
+    records = [record(RP, f"n/{i}", "n", "passed") for i in range(100)]
+    big = side(tmp_path, "big.json", json.dumps(summary(*records)))
+    refused = run(str(good), str(big), "--vipcheck-max-file-size", "4K", cwd=tmp_path)
+    assert refused.returncode == 4
+    assert f"{tmp_path}/big.json: 11 KiB, more than the 4 KiB a summary may hold" in (
+        refused.stderr
+    )
+    assert run(str(good), str(big), "--vipcheck-max-file-size", "1M", cwd=tmp_path).returncode == 0
+
+
+def test_a_long_diff_prints_a_bounded_number_of_lines_and_json_keeps_all(tmp_path: Path) -> None:
+    before = summary(*(record(RP, f"node-{i}/tunl0", f"node-{i}", "passed") for i in range(10_000)))
+    after = summary(*(record(RP, f"node-{i}/tunl0", f"node-{i}", "failed") for i in range(10_000)))
+    diff = compare(before, after, ("before.json", "after.json"))
+    assert len(diff.new) == 10_000
+    lines = list(diff.lines(tmp_path / "diff.json"))
+    assert len(lines) < 2 * SHOWN
+    assert f"  ... and {10_000 - SHOWN:,} more (see {tmp_path}/diff.json)" in lines
+    assert "  ... and 9,950 more (--json FILE lists them all)" in diff.lines()
+    write_json(diff, tmp_path / "diff.json")
+    assert len(json.loads((tmp_path / "diff.json").read_text())["new"]) == 10_000
+
+
+def test_many_subjects_on_one_side_are_named_up_to_the_bound() -> None:
+    before = summary(*(record(STALE, f"default/s{i}:80/TCP", None, "passed") for i in range(500)))
+    line = next(
+        line for line in compare(before, summary(), ("a", "b")).lines() if "Service ports" in line
+    )
+    assert line.endswith(", ... and 450 more (--json FILE lists them all)")
+    assert line.count(", ") == SHOWN
+
+
+def test_every_printed_line_shows_control_characters_escaped() -> None:
+    hostile = "default/x\x1b]0;owned\x07:80/TCP\n  resolved (0):"
+    before = summary(record(STALE, hostile, None, "passed"))
+    after = summary(record(STALE, hostile, None, "failed", "node-\x1b[2J1"))
+    lines = list(compare(before, after, ("before\x1b[2J", "after")).lines())
+    assert not any(ch in line for line in lines for ch in "\x1b\x07\n")
+    assert "vipcheck diff: before\\x1b[2J -> after" in lines
+    assert any("default/x\\x1b]0;owned\\x07:80/TCP\\n  resolved (0):" in line for line in lines)

@@ -16,13 +16,16 @@ from pathlib import Path
 import pytest
 
 from vipcheck import snapshot as snapshot_module
-from vipcheck.cases import Outcome, cases_for, run_case
+from vipcheck.cases import Outcome, Result, cases_for, run_case
 from vipcheck.checks import check_by_id
 from vipcheck.facts import Facts, NodeFacts, ProbeFacts
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
 from vipcheck.snapshot import (
+    MAX_KEPT_OTHERS,
+    MAX_KEPT_ROWS,
     MAX_STREAMED_LINE,
+    KeptLines,
     NodeSnapshot,
     SnapshotError,
     SnapshotLineError,
@@ -119,7 +122,7 @@ def test_streaming_keeps_the_same_lines_at_the_same_numbers_as_in_memory(
         for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1)
         if "SYN_RECV" in line
     ]
-    lines = streamed[0].split("\n")
+    lines = streamed.text.split("\n")
     assert [(n, lines[n - 1]) for n, _ in kept] == kept
     assert all(line == "" or "SYN_RECV" in line for line in lines)
 
@@ -128,8 +131,10 @@ def test_blank_tables_are_blank_both_ways(tmp_path: Path) -> None:
     (tmp_path / "nodes/node-1").mkdir(parents=True)
     (tmp_path / "nodes/node-1/ip_vs_conn.txt").write_text(" \n\n")
     on_disk = load_snapshot(tmp_path).nodes["node-1"].files
-    assert lines_with(on_disk, "ip_vs_conn.txt", "SYN_RECV") == ("", False)
-    assert lines_with({"ip_vs_conn.txt": " \n\n"}, "ip_vs_conn.txt", "SYN_RECV") == ("", False)
+    assert lines_with(on_disk, "ip_vs_conn.txt", "SYN_RECV") == KeptLines("", False)
+    assert lines_with({"ip_vs_conn.txt": " \n\n"}, "ip_vs_conn.txt", "SYN_RECV") == KeptLines(
+        "", False
+    )
 
 
 @pytest.mark.parametrize("chunk", [1000, 1 << 20])
@@ -289,3 +294,93 @@ def test_a_file_gone_since_the_snapshot_loaded_errors_its_items_naming_it(
     assert gone, [r.outcome for r in results]
     reason = f"cannot read {snap}/nodes/node-1/{name}: No such file or directory"
     assert {r.reason for r in gone} == {reason}
+
+
+SYN_ROW = ROW.format(state="SYN_RECV", expires=51)
+
+
+def test_a_table_of_only_syn_recv_rows_keeps_the_first_rows_up_to_the_cap(tmp_path: Path) -> None:
+    # Issue 23: 100 MB of SYN_RECV rows were all kept and parsed (1.27 GB RSS, 15 s); now the
+    # first MAX_KEPT_ROWS are, the rest counted, streamed and in memory alike.
+    text = SYN_ROW * (MAX_KEPT_ROWS + 5_000)
+    (tmp_path / "nodes/node-1").mkdir(parents=True)
+    (tmp_path / "nodes/node-1/ip_vs_conn.txt").write_text(text)
+    on_disk = lines_with(
+        load_snapshot(tmp_path).nodes["node-1"].files, "ip_vs_conn.txt", "SYN_RECV"
+    )
+    in_memory = lines_with({"ip_vs_conn.txt": text}, "ip_vs_conn.txt", "SYN_RECV")
+    assert on_disk == in_memory
+    assert (on_disk.kept, on_disk.cut) == (MAX_KEPT_ROWS, 5_000)
+    assert on_disk.text.count("\n") == MAX_KEPT_ROWS
+
+
+@pytest.fixture
+def small_cap(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(snapshot_module, "MAX_KEPT_ROWS", 50)
+    return 50
+
+
+def stuck_syn_recv(snap: Path, settings: Settings) -> list[Result]:
+    facts = Facts.from_snapshot(load_snapshot(snap))
+    check = check_by_id("ipvs-no-stuck-syn-recv")
+    return [run_case(case, facts, settings) for case in cases_for(check, facts)]
+
+
+def test_a_cut_table_fails_on_its_first_rows_saying_at_least_and_why(
+    snap: Path, small_cap: int
+) -> None:
+    (snap / "nodes/node-1/ip_vs_conn.txt").write_text(TABLE + SYN_ROW * 1_000)
+    node = Facts.from_snapshot(load_snapshot(snap)).nodes["node-1"]
+    assert len(node.syn_recv_connections) == small_cap
+    cut = (
+        "nodes/node-1/ip_vs_conn.txt: 1,002 lines name SYN_RECV, more than vipcheck keeps of "
+        "one state: only the first 50 were kept"
+    )
+    assert node.syn_recv_cut == cut
+    [result] = [r for r in stuck_syn_recv(snap, Settings()) if r.case.node == "node-1"]
+    assert result.outcome is Outcome.FAILED
+    [violation] = result.violations
+    assert violation.observed.startswith("at least 50 connection(s) in SYN_RECV")
+    assert violation.evidence[-1] == cut
+
+
+def test_a_cut_table_with_no_pair_over_the_limit_errors_and_never_passes(
+    snap: Path, small_cap: int
+) -> None:
+    (snap / "nodes/node-1/ip_vs_conn.txt").write_text(SYN_ROW * 1_000)
+    [result] = [
+        r for r in stuck_syn_recv(snap, Settings(syn_recv_max=100)) if r.case.node == "node-1"
+    ]
+    assert result.outcome is Outcome.ERROR
+    assert result.reason == (
+        "cannot read nodes/node-1/ip_vs_conn.txt: 1,000 lines name SYN_RECV, more than vipcheck "
+        "keeps of one state: only the first 50 were kept, and none of those is over "
+        "vipcheck_syn_recv_max (100) for one VIP and destination: the rest were not judged"
+    )
+
+
+def test_a_whole_table_under_the_limit_still_passes(snap: Path, small_cap: int) -> None:
+    (snap / "nodes/node-1/ip_vs_conn.txt").write_text(SYN_ROW * small_cap)
+    results = stuck_syn_recv(snap, Settings(syn_recv_max=small_cap))
+    assert [r.outcome for r in results if r.case.node == "node-1"] == [Outcome.PASSED]
+
+
+def test_lines_naming_the_state_that_are_no_rows_are_kept_only_a_few(snap: Path) -> None:
+    # A forged table of junk naming SYN_RECV is not kept whole: the parser names its first line.
+    junk = "SYN_RECV " + "x" * 500 + "\n"
+    (snap / "nodes/node-1/ip_vs_conn.txt").write_text(TABLE + junk * 20_000)
+    kept = lines_with(load_snapshot(snap).nodes["node-1"].files, "ip_vs_conn.txt", "SYN_RECV")
+    assert kept.kept == 2 + MAX_KEPT_OTHERS
+    with pytest.raises(ParseError, match=r"^nodes/node-1/ip_vs_conn\.txt:9: expected `Pro"):
+        Facts.from_snapshot(load_snapshot(snap)).nodes["node-1"].syn_recv_connections  # noqa: B018
+
+
+def test_a_pasted_grep_for_the_state_is_still_read(snap: Path) -> None:
+    text = "root@node-1:~# ipvsadm -Lnc | grep SYN_RECV\n" + (
+        "TCP 00:51  SYN_RECV    10.10.0.36:40120   10.96.0.30:80      10.244.3.11:8080\n"
+    )
+    (snap / "nodes/node-1/ip_vs_conn.txt").unlink()
+    (snap / "nodes/node-1/ipvsadm-Lnc.txt").write_text(text)
+    node = Facts.from_snapshot(load_snapshot(snap)).nodes["node-1"]
+    assert [c.expires_s for c in node.syn_recv_connections] == [51]
+    assert node.syn_recv_cut is None

@@ -16,7 +16,7 @@ from vipcheck.facts import (
     MissingInput,
 )
 from vipcheck.model.cluster import EndpointSlice
-from vipcheck.model.node import Connection, ConnState, HostPort
+from vipcheck.model.node import Connection, ConnState, HostPort, InvalidValue
 from vipcheck.settings import Settings
 
 EVIDENCE_ROWS = 5
@@ -25,9 +25,16 @@ EVIDENCE_ROWS = 5
 def check_no_stuck_syn_recv(
     subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
-    """A violation per (VIP, destination) with more SYN_RECV entries than tolerated."""
+    """A violation per (VIP, destination) with more SYN_RECV entries than tolerated.
+
+    A table with more SYN_RECV rows than vipcheck keeps is judged on its first ones: a pair over
+    the limit there is over it in the table ("at least"); none over it is no pass, as the rows
+    not read may hold one, so the item errors naming the count.
+    """
     node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
+    cut = node.syn_recv_cut
+    at_least = "at least " if cut else ""
     stuck: defaultdict[tuple[HostPort, HostPort], list[Connection]] = defaultdict(list)
     for connection in node.syn_recv_connections:
         if connection.protocol == "TCP" and connection.state is ConnState.SYN_RECV:
@@ -41,16 +48,21 @@ def check_no_stuck_syn_recv(
                 kind=FindingKind.STUCK_SYN_RECV,
                 subject=f"TCP {virtual} -> {destination}",
                 node=node.name,
-                observed=f"{len(rows)} connection(s) in SYN_RECV: the real server's reply never "
-                f"came back through {node.name}",
+                observed=f"{at_least}{len(rows)} connection(s) in SYN_RECV: the real server's "
+                f"reply never came back through {node.name}",
                 expected=f"at most {settings.syn_recv_max} in SYN_RECV",
                 fix=f"{_where(facts, destination)} may drop the SYN (strict rp_filter on "
                 "its tunnel: sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.tunl0.rp_filter), "
                 f"or {destination} does not answer: from {node.name} try "
                 f"`{_try_connect(destination)}`; also check that "
                 "FORWARD accepts the traffic and the route back is symmetric",
-                evidence=tuple(row.raw for row in rows[:EVIDENCE_ROWS]),
+                evidence=(*(row.raw for row in rows[:EVIDENCE_ROWS]), *([cut] if cut else [])),
             )
+        )
+    if cut and not violations:
+        raise InvalidValue(
+            f"{cut}, and none of those is over vipcheck_syn_recv_max "
+            f"({settings.syn_recv_max}) for one VIP and destination: the rest were not judged"
         )
     return violations
 

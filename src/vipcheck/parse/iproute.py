@@ -54,11 +54,14 @@ def _interface_name(name: str, source: str, line: int | None) -> str:
 
 
 def _load_json(text: str, source: str) -> dict[str, tuple[int, Mapping[str, object]]]:
-    """The interface objects by name with their ifindex."""
+    """The interface objects by name with their ifindex; JSON nested too deeply for the decoder
+    (100,000 `[`) is a ParseError, not a RecursionError."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise ParseError(source, error.lineno, f"invalid JSON: {error.msg}") from None
+    except RecursionError:
+        raise ParseError(source, None, "invalid JSON: nested too deeply to read") from None
     if not isinstance(document, list):
         raise ParseError(source, None, "expected a JSON list of interfaces from `ip -j`")
     interfaces: dict[str, tuple[int, Mapping[str, object]]] = {}

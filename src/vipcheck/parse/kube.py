@@ -342,11 +342,16 @@ def _subject(item: Mapping[str, object], fallback: str) -> str:
 
 
 def _load_json(text: str, source: str) -> object:
-    """json.loads with errors as ParseError at the JSON error's line."""
+    """json.loads with errors as ParseError at the JSON error's line; nesting deeper than the
+    decoder's recursion allows (100,000 `[`) is one too, not a RecursionError."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ParseError(source=source, line=error.lineno, message=error.msg) from None
+    except RecursionError:
+        raise ParseError(
+            source=source, line=None, message="JSON nested too deeply to read"
+        ) from None
 
 
 def _load_yaml(text: str, source: str, where: str | None) -> object:

@@ -103,7 +103,7 @@ def parse_probe_plan(text: str, source: str) -> ProbePlan:
         elapsed = data.get("elapsed_s")
     except ParseError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ParseError(source, None, f"not a probe plan: {error}") from error
     return ProbePlan(vantages, targets, settings, None if elapsed is None else float(elapsed))
 
