@@ -12,6 +12,7 @@ node tools that record each argv (the `ssh` stub hands its command to `sh -c`, a
 from __future__ import annotations
 
 import json
+import shlex
 import os
 import re
 import shutil
@@ -25,6 +26,8 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
+
+from vipcheck.untrusted import printable
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = ROOT / "fixtures" / "recorded" / "seed-incidents"
@@ -277,7 +280,7 @@ def test_a_dry_run_runs_nothing_and_prints_no_raw_byte(
 
 
 def intended(summary: dict[str, Any]) -> set[tuple[str, tuple[str, ...]]]:
-    """Every (node, argv) the summary's failures ask to run: the only calls a node may see."""
+    """Every (node, argv) the summary's failures ask to run."""
     wanted = set()
     for record in summary["results"]:
         if record["outcome"] not in ("failed", "known"):
@@ -288,6 +291,11 @@ def intended(summary: dict[str, Any]) -> set[tuple[str, tuple[str, ...]]]:
                 assert isinstance(argv, list), f"a command is not an argument list: {argv!r}"
                 wanted.add((node, tuple(argv)))
     return wanted
+
+
+def runnable(wanted: set[tuple[str, tuple[str, ...]]]) -> set[tuple[str, tuple[str, ...]]]:
+    """The commands a script may run: one a terminal would act on is left to a person."""
+    return {(node, argv) for node, argv in wanted if not any(RAW.search(word) for word in argv)}
 
 
 def test_apply_runs_exactly_the_intended_argv_on_each_node(
@@ -307,8 +315,11 @@ def test_apply_runs_exactly_the_intended_argv_on_each_node(
         for argv in [[tool, *argv]]
     }
     wanted = intended(run.summary)
-    assert any(SUBSTITUTION in " ".join(argv) for _, argv in wanted)  # the hostile fix is there
-    assert node_calls == wanted
+    assert any(SUBSTITUTION in " ".join(argv) for _, argv in runnable(wanted))
+    assert node_calls == runnable(wanted)
+    script = run.script.read_text()
+    for _, argv in wanted - runnable(wanted):  # listed for a person, shown escaped
+        assert printable(shlex.join(argv), one_line=True) in script
     assert not any(tool == "touch" for _, tool, *_ in calls(log))
     assert not any(tool == "ssh-option" for _, tool, *_ in calls(log))
     assert list(workdir.iterdir()) == []
