@@ -12,9 +12,9 @@ node tools that record each argv (the `ssh` stub hands its command to `sh -c`, a
 from __future__ import annotations
 
 import json
-import shlex
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
