@@ -501,6 +501,7 @@ class Facts:
     cluster: ClusterFacts
     nodes: Mapping[str, NodeFacts]
     probes: ProbeFacts = field(default_factory=ProbeFacts)
+    meta: Mapping[str, Any] = field(default_factory=dict)  # the snapshot's meta.json, as loaded
 
     def unobserved_nodes(self) -> dict[str, str]:
         """Each node that could not be observed, with why."""
@@ -527,4 +528,5 @@ class Facts:
             ClusterFacts(snapshot.cluster, snapshot.cluster_error, observer),
             {name: NodeFacts(node, observer) for name, node in snapshot.nodes.items()},
             ProbeFacts(probes or _not_probed, observer),
+            snapshot.meta,
         )

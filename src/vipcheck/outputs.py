@@ -9,7 +9,6 @@ dashboards and `vipcheck diff` see, and no second copy of the results is kept du
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -156,7 +155,7 @@ def write_reports(options: RunOptions, facts: Facts, gate: Gate) -> None:
         target=options.header()[0].removeprefix("vipcheck target: "),
         created=now,
         version=vipcheck_version(),
-        snapshot=_snapshot_text(options),
+        snapshot=_snapshot_text(options, facts),
         fail_on=options.gate.fail_on.value,
         unmatched_waivers=tuple(w.describe() for w in gate.unmatched()),
         baseline=None if options.gate.baseline_file is None else str(options.gate.baseline_file),
@@ -180,13 +179,14 @@ def vipcheck_version() -> str:
         return "unknown"
 
 
-def _snapshot_text(options: RunOptions) -> str:
+def _snapshot_text(options: RunOptions, facts: Facts) -> str:
+    """Where the facts came from; a replay's meta.json as loaded (read once, within limits)."""
     if options.replay is not None:
-        try:
-            meta = json.loads((options.replay / "meta.json").read_text())
-            taken = f", taken {meta['created']} by vipcheck {meta.get('vipcheck', '?')}"
-        except (OSError, ValueError, KeyError, TypeError):
-            taken = ""  # a hand-made snapshot need not have meta.json
+        created = facts.meta.get("created")
+        # A hand-made snapshot need not have meta.json, nor these keys.
+        taken = (
+            f", taken {created} by vipcheck {facts.meta.get('vipcheck', '?')}" if created else ""
+        )
         return f"replayed from {options.replay}{taken}"
     if options.save_to is not None:
         return f"live, saved to {options.save_to}"

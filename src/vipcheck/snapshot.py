@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import vipcheck
-from vipcheck.untrusted import node_name_problem, printable
+from vipcheck.untrusted import host_name_problem, node_name_problem, printable
 
 FORMAT_VERSION = 1
 
@@ -227,8 +227,11 @@ def _node_names(tree: _Tree) -> list[str]:
         if not stat.S_ISDIR(info.st_mode):
             continue  # a note left beside the node directories is no node
         problem = node_name_problem(name)
-        if problem is not None:
-            raise SnapshotError(f"{tree.shown(path)}: not a Kubernetes Node's name: {problem}")
+        if problem is not None and host_name_problem(name) is not None:
+            # A run without the API names its nodes after their hosts (`MYHOST`, `fd00::11`).
+            raise SnapshotError(
+                f"{tree.shown(path)}: not a Kubernetes Node's name ({problem}), nor a host's"
+            )
         names.append(name)
     return names
 

@@ -18,6 +18,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 # A Node's name is a DNS subdomain (RFC 1123): Kubernetes' ValidateNodeName, IsDNS1123Subdomain.
 MAX_NODE_NAME = 253
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# A host as a --hosts spec names it: a run that could not read the API names its nodes so.
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # The kernel's dev_valid_name (net/core/dev.c): at most IFNAMSIZ - 1 bytes, not "." or "..", and
 # no '/', ':' or byte for which the kernel's isspace() holds (which counts 0xA0, lib/ctype.c).
 MAX_INTERFACE_NAME = 15
@@ -40,6 +42,21 @@ def node_name_problem(name: str) -> str | None:
         return f"longer than {MAX_NODE_NAME} characters"
     if not _DNS_SUBDOMAIN.fullmatch(name):
         return "not a DNS subdomain (lowercase letters, digits, '-' and '.')"
+    return None
+
+
+def host_name_problem(name: str) -> str | None:
+    """Why `name` is neither a host name nor an IP address, or None when it is one of them.
+
+    Wider than a Node's name (capitals, `_`, IPv6), never a shell word or an option: what a
+    snapshot's node directory may be called when the run that saved it had no Nodes to go by.
+    """
+    if len(name) <= MAX_NODE_NAME and _HOST_NAME.fullmatch(name):
+        return None
+    try:
+        parse_address(name)
+    except ValueError:
+        return "neither a host name (letters, digits, '-', '_', '.'; not '-' first) nor an address"
     return None
 
 

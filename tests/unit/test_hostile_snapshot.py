@@ -22,6 +22,7 @@ import pytest
 
 from vipcheck.facts import Facts
 from vipcheck.parse import ParseError
+from vipcheck.parse.kube import parse_kube_proxy_config
 from vipcheck.snapshot import SnapshotError, load_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,16 +220,18 @@ def test_a_file_grown_past_the_limit_after_loading_is_refused_when_read(snap: Pa
         ("n\ntouch PWNED\n#", "n\\ntouch PWNED\\n#"),
         ("-oProxyCommand=x", "-oProxyCommand=x"),
         ("node-1\x1b]0;owned\x07", "node-1\\x1b]0;owned\\x07"),
-        ("Node-1", "Node-1"),
+        ("node 1", "node 1"),
+        ("$(id)", "$(id)"),
     ],
-    ids=["newline", "ssh-option", "escape", "uppercase"],
+    ids=["newline", "ssh-option", "escape", "space", "substitution"],
 )
 def test_a_node_directory_no_node_could_be_named_is_refused_in_one_line(
     snap: Path, name: str, shown: str
 ) -> None:
     shutil.copytree(snap / "nodes/node-1", snap / "nodes" / name)
     message = refusal(snap)
-    assert message.startswith(f"{snap}/nodes/{shown}: not a Kubernetes Node's name: ")
+    assert message.startswith(f"{snap}/nodes/{shown}: not a Kubernetes Node's name (")
+    assert message.endswith("), nor a host's")
     assert "\n" not in message
     assert "\x1b" not in message
 
@@ -237,11 +240,18 @@ def test_a_forged_node_directory_is_exit_4_and_runs_nothing(snap: Path) -> None:
     shutil.copytree(snap / "nodes/node-1", snap / "nodes/n\ntouch PWNED\n#")
     result = vipcheck(snap, "--vipcheck-fix-script", str(snap.parent / "fix.sh"))
     assert result.returncode == 4, result.stdout + result.stderr
-    assert f"ERROR: {snap}/nodes/n\\ntouch PWNED\\n#: not a Kubernetes Node's name" in (
+    assert f"ERROR: {snap}/nodes/n\\ntouch PWNED\\n#: not a Kubernetes Node's name (" in (
         result.stderr
     )
     assert not (snap.parent / "fix.sh").exists()
     assert not (snap.parent / "PWNED").exists()
+
+
+@pytest.mark.parametrize("host", ["MYHOST", "fd00::11", "10.0.0.11", "build_host-1"])
+def test_a_node_directory_named_after_its_host_loads(snap: Path, host: str) -> None:
+    # What a run that could not read the API saves: its nodes are named as --hosts named them.
+    (snap / "nodes/node-1").rename(snap / "nodes" / host)
+    assert host in load_snapshot(snap).nodes
 
 
 def test_a_note_beside_the_node_directories_is_still_ignored(snap: Path) -> None:
@@ -299,3 +309,13 @@ def test_services_json_nested_100k_deep_errors_items_with_no_traceback(snap: Pat
     summary = json.loads((snap.parent / "summary.json").read_text())
     reasons = {r["message"] for r in summary["results"] if r["outcome"] == "error"}
     assert "cannot read cluster/services.json: JSON nested too deeply to read" in reasons
+
+
+def test_a_kube_proxy_config_nested_100k_deep_is_a_parse_error_naming_the_file() -> None:
+    # The ConfigMap's config.conf is YAML inside JSON: PyYAML's composer recurses per level.
+    configmap = {"kind": "ConfigMap", "data": {"config.conf": DEEP}}
+    with pytest.raises(ParseError) as raised:
+        parse_kube_proxy_config(json.dumps(configmap), "cluster/kube-proxy.json")
+    assert str(raised.value) == (
+        "cluster/kube-proxy.json: data[config.conf]: YAML nested too deeply to read"
+    )

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from tests.strategies import LINUX_INTERFACE_NAMES
 from vipcheck.untrusted import (
+    host_name_problem,
     interface_name_problem,
     node_name_problem,
     parse_address,
@@ -74,3 +75,15 @@ def test_printable_leaves_no_control_character(text: str) -> None:
     shown = printable(text, one_line=True)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in shown)
     assert "\u202e" not in shown
+
+
+@pytest.mark.parametrize("name", ["MYHOST", "build_host-1", "10.0.0.11", "fd00::11", "node-1"])
+def test_hosts_as_a_run_without_the_api_names_nodes_pass(name: str) -> None:
+    assert host_name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["-oProxyCommand=x", "n\nx", "$(id)", "a b", "fd00::1%eth0", "a;b", "", "x" * 254]
+)
+def test_hosts_that_are_shell_words_or_options_are_refused(name: str) -> None:
+    assert host_name_problem(name) is not None

@@ -297,6 +297,10 @@ def _get_json(server: str, what: str, call: Lister, **arguments: Any) -> dict[st
         raise ClusterError(f"{server}: cannot connect for {what}: {reason}") from None
     try:
         document = json.loads(response.data)
+    except RecursionError:
+        raise ClusterError(
+            f"{server}: {what}: the answer is JSON nested too deeply to read"
+        ) from None
     except ValueError as error:
         raise ClusterError(f"{server}: {what}: the answer is not JSON: {error}") from None
     if not isinstance(document, dict):
@@ -308,7 +312,7 @@ def _status_message(body: str | None) -> str:
     """The message of a Kubernetes Status body, or the body's first line if it is not one."""
     try:
         status = json.loads(body or "")
-    except ValueError:
+    except (ValueError, RecursionError):
         return _first_line(body or "no body")
     if isinstance(status, dict) and status.get("message"):
         return str(status["message"])

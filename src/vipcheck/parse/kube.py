@@ -358,6 +358,11 @@ def _load_yaml(text: str, source: str, where: str | None) -> object:
     """yaml.safe_load with errors as ParseError; an embedded document's line goes in the message."""
     try:
         return yaml.safe_load(text)
+    except RecursionError:  # `[[[...` nested deeper than PyYAML's composer can recurse
+        at = "" if where is None else f"{where}: "
+        raise ParseError(
+            source=source, line=None, message=f"{at}YAML nested too deeply to read"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = None if mark is None else int(mark.line) + 1

@@ -180,3 +180,14 @@ def test_missing_kube_proxy_daemon_set_is_not_an_error(tmp_path: Path) -> None:
         "cluster: no DaemonSet kube-system/kube-proxy (404): the kube-proxy version comes from "
         "the Nodes' kubeProxyVersion, if set"
     ) in lines
+
+
+def test_an_answer_nested_100k_deep_is_one_line_naming_what_was_asked() -> None:
+    class Answer:
+        data = b"[" * 100_000 + b"]" * 100_000
+
+    with pytest.raises(ClusterError) as raised:
+        cluster._get_json("https://api:6443", "nodes.json", lambda **_: Answer())
+    assert str(raised.value) == (
+        "https://api:6443: nodes.json: the answer is JSON nested too deeply to read"
+    )
