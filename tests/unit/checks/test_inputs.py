@@ -16,6 +16,7 @@ from fixtures.lab.objects import kube_proxy_daemon_set
 from vipcheck.cases import cases_for, run_case
 from vipcheck.checks import CATALOGUE, SYSCTL_KEYS
 from vipcheck.checks.base import Check
+from vipcheck.checks.docs import render_snapshot_page
 from vipcheck.facts import Facts
 from vipcheck.model.node import Sysctls
 from vipcheck.settings import DEFAULTS
@@ -229,6 +230,12 @@ def test_every_declared_sysctl_key_is_read_by_some_run(check: Check[Any]) -> Non
 def test_the_catalogues_sysctl_keys_are_every_checks_once() -> None:
     assert tuple(sorted({key for check in CATALOGUE for key in check.sysctls})) == SYSCTL_KEYS
     assert "net.ipv4.conf.*.rp_filter" in SYSCTL_KEYS
+
+
+def test_snapshot_md_lists_the_catalogues_sysctl_keys() -> None:
+    page = (ROOT / "docs" / "snapshot.md").read_text()
+    assert render_snapshot_page(page) == page, "run `python -m vipcheck.checks.docs`"
+    assert "/proc/sys/net/ipv4/conf/*/rp_filter" in page
 
 
 def test_a_check_listing_every_sysctl_key_reads_what_no_declaration_covers() -> None:
