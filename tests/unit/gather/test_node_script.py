@@ -34,7 +34,7 @@ SHELLS = [
 IPVS_FILES = {"ipvsadm-Ln.txt", "ipvsadm-timeout.txt"}
 PROC_FILES = {"proc-ip_vs.txt", "ip_vs_conn.txt"}
 # The script a live run sends: its nodes without `sysctl` read the catalogue's keys.
-NODE_SCRIPT = build_node_script(sysctl_keys=SYSCTL_KEYS)
+LIVE_RUN_SCRIPT = build_node_script(sysctl_keys=SYSCTL_KEYS)
 
 
 def live_run_node_script() -> str:
@@ -158,7 +158,7 @@ def run_script(shell: list[str], script: str, path: str) -> subprocess.Completed
 @pytest.mark.parametrize("shell", SHELLS)
 def test_script_is_posix(shell: list[str], tmp_path: Path) -> None:
     script = tmp_path / "node.sh"
-    script.write_text(NODE_SCRIPT)
+    script.write_text(LIVE_RUN_SCRIPT)
     result = subprocess.run(
         [*shell_or_skip(shell), "-n", str(script)], capture_output=True, text=True, check=False
     )
@@ -167,7 +167,7 @@ def test_script_is_posix(shell: list[str], tmp_path: Path) -> None:
 
 def test_script_has_no_bashisms() -> None:
     for bashism in ("[[", "$'", "function ", "local ", "<<<", "source ", "pipefail"):
-        assert bashism not in NODE_SCRIPT
+        assert bashism not in LIVE_RUN_SCRIPT
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def bin_without_ipvsadm(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("shell", SHELLS[:2])
 def test_script_on_this_machine(shell: list[str], bin_without_ipvsadm: str) -> None:
-    result = run_script(shell, NODE_SCRIPT, bin_without_ipvsadm)
+    result = run_script(shell, LIVE_RUN_SCRIPT, bin_without_ipvsadm)
     assert result.returncode == 0, result.stderr
     files, missing = split_node_output(result.stdout)
     # proc-ip_vs.txt stands in for ipvsadm-Ln.txt; without ip_vs both say why they are missing.
@@ -206,7 +206,7 @@ def test_script_on_this_machine(shell: list[str], bin_without_ipvsadm: str) -> N
 
 def test_script_under_busybox_gives_every_file_or_a_reason(bin_without_ipvsadm: str) -> None:
     # busybox sh prefers its own applets (sysctl, ip): each gives output or its error line.
-    result = run_script(["busybox", "sh"], NODE_SCRIPT, bin_without_ipvsadm)
+    result = run_script(["busybox", "sh"], LIVE_RUN_SCRIPT, bin_without_ipvsadm)
     assert result.returncode == 0, result.stderr
     files, missing = split_node_output(result.stdout)
     # busybox's ip has no -j: the text files stand in for the JSON ones, which say why.
@@ -331,8 +331,8 @@ def test_the_sysctl_fallback_reads_the_keys_it_is_given() -> None:
 
 
 def test_a_live_run_reads_the_catalogues_sysctl_keys() -> None:
-    assert live_run_node_script() == NODE_SCRIPT
-    assert "/proc/sys/net/ipv4/conf/*/rp_filter" in NODE_SCRIPT
+    assert live_run_node_script() == LIVE_RUN_SCRIPT
+    assert "/proc/sys/net/ipv4/conf/*/rp_filter" in LIVE_RUN_SCRIPT
 
 
 def test_a_failing_command_keeps_its_output_only_where_partial_output_is_kept() -> None:
@@ -365,7 +365,7 @@ class Cut:
 def test_the_real_output_cut_at_any_frame_boundary_or_inside_is_truncated(
     bin_without_ipvsadm: str,
 ) -> None:
-    whole = run_script(["sh"], NODE_SCRIPT, bin_without_ipvsadm).stdout.encode()
+    whole = run_script(["sh"], LIVE_RUN_SCRIPT, bin_without_ipvsadm).stdout.encode()
     target = NodeTarget("node-1", "ssh://node-1")
     node = gather_node(target, 5, lambda _line: None, runner=Cut(whole, len(whole)))
     assert node.error is None
@@ -383,9 +383,9 @@ def test_the_real_output_cut_at_any_frame_boundary_or_inside_is_truncated(
 
 def test_the_connection_table_is_read_once_not_again_through_ipvsadm() -> None:
     # `ipvsadm -Lnc` reads /proc/net/ip_vs_conn: a million-entry table would come back twice.
-    assert "cat /proc/net/ip_vs_conn" in NODE_SCRIPT
-    assert "ipvsadm -Lnc" not in NODE_SCRIPT
-    assert "ipvsadm-Lnc.txt" not in NODE_SCRIPT
+    assert "cat /proc/net/ip_vs_conn" in LIVE_RUN_SCRIPT
+    assert "ipvsadm -Lnc" not in LIVE_RUN_SCRIPT
+    assert "ipvsadm-Lnc.txt" not in LIVE_RUN_SCRIPT
     assert PASTED_ONLY <= FALLBACK_FILES
     # Recording the formats (fixtures.lab record) still runs every command as given.
     assert "vipcheck_run ipvsadm-Lnc.txt ipvsadm -Lnc\n" in build_node_script(fallbacks=False)
@@ -417,4 +417,4 @@ def test_small_reads_give_the_file_whole(
     files, missing = split_node_output(result.stdout)
     assert missing == {}
     assert files["t.txt"] == table.read_text()
-    assert "vipcheck_run proc-ip_vs.txt vipcheck_small_reads /proc/net/ip_vs\n" in NODE_SCRIPT
+    assert "vipcheck_run proc-ip_vs.txt vipcheck_small_reads /proc/net/ip_vs\n" in LIVE_RUN_SCRIPT
