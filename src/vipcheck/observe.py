@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.facts import Facts, NotProbed, ProbeLoader
 from vipcheck.options import RunOptions
 from vipcheck.snapshot import Snapshot, SnapshotError, load_snapshot, save_probes, save_snapshot
@@ -68,7 +69,7 @@ def _gather(options: RunOptions, progress: Progress) -> Snapshot:
     from vipcheck.transport import TargetError  # noqa: PLC0415
 
     try:
-        return gather(options.gather, progress)
+        return gather(options.gather, progress, sysctl_keys=SYSCTL_KEYS)
     except ClusterConfigError as error:
         if options.gather.kind is not None:
             raise ObserveError(f"--kind {options.gather.kind}: {error}") from None

@@ -31,12 +31,11 @@ CLUSTER_FILES: Mapping[str, str] = {
     "kube-proxy.json": "kubectl -n kube-system get configmap kube-proxy -o json",
     "kube-proxy-daemonset.json": "kubectl -n kube-system get daemonset kube-proxy -o json",
 }
-# Where a node has no `sysctl`: the keys the checks read, straight from /proc/sys.
-PROC_SYS_COMMAND = (
-    "grep -H . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/tcp_timestamps "
-    "/proc/sys/net/ipv4/tcp_tw_recycle /proc/sys/net/ipv4/conf/*/rp_filter /proc/sys/net/ipv4/vs/* "
-    "/proc/sys/net/netfilter/nf_conntrack_count /proc/sys/net/netfilter/nf_conntrack_max"
-)
+# Where a node has no `sysctl`: the keys the checks read, straight from /proc/sys. Each check
+# declares its keys (Check.sysctls); gathering is handed the catalogue's, as this layer knows no
+# check, so the documented form names them (proc_sys_command gives the command for given keys).
+PROC_SYS_COMMAND = "grep -H . /proc/sys/<each key the checks read>"
+_KEY_TO_PATH = str.maketrans("./", "/.")
 # Where a node has no `ip` at all: names, flags and kinds of its interfaces (no IPv4 addresses).
 SYS_CLASS_NET_COMMAND = (
     "grep -H . /sys/class/net/*/ifindex /sys/class/net/*/flags /sys/class/net/*/operstate "
@@ -128,6 +127,12 @@ class Snapshot:
     meta: Mapping[str, Any] = field(default_factory=dict)
     cluster_error: str | None = None
     probes: Mapping[str, str] | None = None  # path under probes/ -> text; None: never probed
+
+
+def proc_sys_command(keys: Iterable[str]) -> str:
+    """proc-sys.txt's command for these sysctl keys: `grep -H .` of each key's file, a `.` of the
+    key a `/` of the path and a `/` a `.` (net.ipv4.conf.eth0/100 is .../conf/eth0.100/...)."""
+    return " ".join(("grep -H .", *("/proc/sys/" + key.translate(_KEY_TO_PATH) for key in keys)))
 
 
 def new_meta(target: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """docs/architecture.md's "Adding a check", followed for real on a copy of the checkout.
 
 The new files are the code blocks of that section as written there, so the page cannot drift from
-what adding a check takes: the check's items run, land in the JSON summary and in docs/checks.md.
+what adding a check takes: the check's items run, land in the JSON summary and in docs/checks.md,
+and the sysctl key it declares, one no check read before, reaches a live run's node script and
+docs/snapshot.md; a node without the key skips.
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.gather.test_node_script import live_run_node_script
+
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = ROOT / "fixtures" / "recorded" / "seed-incidents"
+# live_run_node_script, run in the copy: the node script its observe sends.
+LIVE_SCRIPT = (
+    f"import sys; sys.path.append({str(ROOT)!r}); "
+    "from tests.unit.gather.test_node_script import live_run_node_script; "
+    "print(live_run_node_script())"
+)
+SYNCOOKIES_FILE = "/proc/sys/net/ipv4/tcp_syncookies"
 COPIED = ("src", "suites", "docs", "conftest.py", "pyproject.toml")
 # A fenced block whose first line is a comment naming the file it is.
 FILE_BLOCK = re.compile(r"^( *)```python\n\1# (\S+)\n(.*?)^\1```$", re.MULTILINE | re.DOTALL)
@@ -70,6 +81,9 @@ def test_the_documented_steps_add_a_check_with_items_json_and_docs(
 ) -> None:
     files = documented_files()
     assert set(files) == {"src/vipcheck/checks/syncookies.py", "suites/test_syncookies.py"}
+    # The key is new: before the check, nothing reads it.
+    assert SYNCOOKIES_FILE not in live_run_node_script()
+    assert SYNCOOKIES_FILE not in (checkout / "docs" / "snapshot.md").read_text()
     for path, text in files.items():
         (checkout / path).write_text(text)
     add_to_catalogue(
@@ -82,6 +96,9 @@ def test_the_documented_steps_add_a_check_with_items_json_and_docs(
     shutil.copytree(RECORDED, snapshot)
     sysctl = snapshot / "nodes" / "node-3" / "sysctl.txt"
     sysctl.write_text(sysctl.read_text().replace("tcp_syncookies = 1", "tcp_syncookies = 0"))
+    # node-2's kernel lacks the key: nothing is wrong there that vipcheck can see.
+    sysctl = snapshot / "nodes" / "node-2" / "sysctl.txt"
+    sysctl.write_text(sysctl.read_text().replace("net.ipv4.tcp_syncookies = 1\n", ""))
     summary = tmp_path / "summary.json"
     result = run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "syncookies",
@@ -90,19 +107,27 @@ def test_the_documented_steps_add_a_check_with_items_json_and_docs(
     )  # fmt: skip
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout + result.stderr
     assert "FAILED suites/test_syncookies.py::test_tcp_syncookies_on[node-3]" in result.stdout
-    assert "2 passed" in result.stdout
+    assert "1 passed, 1 skipped" in result.stdout
     records = json.loads(summary.read_text())["results"]
     assert {(r["check"], r["subject"], r["outcome"]) for r in records} == {
         ("tcp-syncookies-on", "node-1", "passed"),
-        ("tcp-syncookies-on", "node-2", "passed"),
+        ("tcp-syncookies-on", "node-2", "skipped"),
         ("tcp-syncookies-on", "node-3", "failed"),
     }
     [failed] = [r for r in records if r["outcome"] == "failed"]
     assert failed["violations"][0]["kind"] == "wrong-sysctl-value"
+    [skipped] = [r for r in records if r["outcome"] == "skipped"]
+    assert skipped["message"] == "net.ipv4.tcp_syncookies not in nodes/node-2/sysctl.txt"
+
+    live = run([sys.executable, "-c", LIVE_SCRIPT], checkout)
+    assert SYNCOOKIES_FILE in live.stdout, live.stderr or "not in the live run's node script"
 
     stale = run([sys.executable, "-m", "vipcheck.checks.docs", "--check"], checkout)
     assert stale.returncode == 1, "step 4 is needed: the page must be stale before it"
     assert run([sys.executable, "-m", "vipcheck.checks.docs"], checkout).returncode == 0
     page = (checkout / "docs" / "checks.md").read_text()
     assert "## `tcp-syncookies-on`" in page
-    assert "`nodes/<node>/sysctl.txt`" in page.split("## `tcp-syncookies-on`")[1]
+    section = page.split("## `tcp-syncookies-on`")[1]
+    assert "`nodes/<node>/sysctl.txt`" in section
+    assert f"`nodes/<node>/proc-sys.txt` (`grep -H . {SYNCOOKIES_FILE}` on the node)" in section
+    assert SYNCOOKIES_FILE in (checkout / "docs" / "snapshot.md").read_text()

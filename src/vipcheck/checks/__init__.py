@@ -44,6 +44,9 @@ CATALOGUE: tuple[Check[Any], ...] = (
     VIP_HANDSHAKE,
 )
 
+# Every sysctl key the catalogue reads: what a node without `sysctl` is asked for (proc-sys.txt).
+SYSCTL_KEYS: tuple[str, ...] = tuple(sorted({key for check in CATALOGUE for key in check.sysctls}))
+
 CHECKS_BY_ID: Mapping[str, Check[Any]] = MappingProxyType({check.id: check for check in CATALOGUE})
 if len(CHECKS_BY_ID) != len(CATALOGUE):
     raise RuntimeError("two checks share an id")

@@ -130,6 +130,9 @@ class Check(Generic[S]):
     scope: Scope[S]
     inputs: tuple[Input, ...]
     run: Callable[[S, Facts, Settings], list[Violation]]
+    # The sysctl keys `run` reads, `*` a glob within one name (net.ipv4.conf.*.rp_filter): a node
+    # without `sysctl` is asked for the catalogue's keys alone (proc-sys.txt), so declare each.
+    sysctls: tuple[str, ...] = ()
 
 
 class NotApplicable(Exception):

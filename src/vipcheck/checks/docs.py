@@ -1,4 +1,8 @@
-"""Generate docs/checks.md from the catalogue, so the page can never drift from the code."""
+"""Generate docs/checks.md, and docs/snapshot.md's sysctl keys, from the catalogue.
+
+So the pages can never drift from the code: each check's section, and which keys a node without
+`sysctl` is asked for (the checks' `sysctls`), are written from the checks themselves.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vipcheck.checks import CATALOGUE
+from vipcheck.checks import CATALOGUE, SYSCTL_KEYS
 from vipcheck.checks.base import Check
 from vipcheck.expected import VERSION_RULES
 from vipcheck.facts import Input
-from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES, PROBE_DIR, PROBE_FILES
+from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES, PROBE_DIR, PROBE_FILES, proc_sys_command
 
 DEFAULT_OUTPUT = Path("docs") / "checks.md"
+SNAPSHOT_PAGE = Path("docs") / "snapshot.md"
+# docs/snapshot.md's generated part lies between these lines, which stay in the page.
+PROC_SYS_BEGIN = "<!-- generated from the checks' `sysctls` by `python -m vipcheck.checks.docs` -->"
+PROC_SYS_END = "<!-- end of the generated part -->"
 HEADER = """\
 # Check catalogue
 
@@ -71,9 +79,31 @@ def render_catalogue() -> str:
     )
 
 
+def render_proc_sys() -> str:
+    """docs/snapshot.md's part naming the keys proc-sys.txt holds, markers included."""
+    keys = ", ".join(f"`{key}`" for key in SYSCTL_KEYS)
+    return (
+        f"{PROC_SYS_BEGIN}\n"
+        f"`proc-sys.txt` holds the sysctl keys the checks read, as each check declares them (`*` "
+        f"is a glob within one name): {keys}. By hand (grep exits 2 on a key the kernel lacks, "
+        f"such as `net.ipv4.tcp_tw_recycle` from Linux 4.12: keep the file):\n\n"
+        f"```sh\nssh node-2 '{proc_sys_command(SYSCTL_KEYS)}' > snap/nodes/node-2/proc-sys.txt\n"
+        f"```\n{PROC_SYS_END}"
+    )
+
+
+def render_snapshot_page(page: str) -> str:
+    """docs/snapshot.md with its generated part made current; ValueError without its markers."""
+    before, begin, rest = page.partition(PROC_SYS_BEGIN)
+    _, end, after = rest.partition(PROC_SYS_END)
+    if not (begin and end):
+        raise ValueError(f"no lines {PROC_SYS_BEGIN!r} ... {PROC_SYS_END!r} to write between")
+    return before + render_proc_sys() + after
+
+
 def _section(check: Check[Any]) -> str:
     """One check's id, title, severity, scope, inputs with their commands, why and fix."""
-    inputs = "\n".join(f"  - {_alternatives(each)}" for each in check.inputs)
+    inputs = "\n".join(f"  - {_alternatives(each, check)}" for each in check.inputs)
     return (
         f"\n## `{check.id}`\n\n"
         f"{check.title}.\n\n"
@@ -85,13 +115,16 @@ def _section(check: Check[Any]) -> str:
     )
 
 
-def _alternatives(each: Input) -> str:
+def _alternatives(each: Input, check: Check[Any]) -> str:
     """One input: its file, or its alternative files joined by `or`."""
-    return " or ".join(_input(name) for name in each.files)
+    return " or ".join(_input(name, check) for name in each.files)
 
 
-def _input(name: str) -> str:
-    """A snapshot file with where it lives and the command that produces it."""
+def _input(name: str, check: Check[Any]) -> str:
+    """A snapshot file with where it lives and the command that produces it (for proc-sys.txt,
+    the command reading the check's own keys)."""
+    if name == "proc-sys.txt" and check.sysctls:
+        return f"`nodes/<node>/{name}` (`{proc_sys_command(check.sysctls)}` on the node)"
     if name in CLUSTER_FILES:
         return f"`cluster/{name}` (`{CLUSTER_FILES[name]}`)"
     probe_file = name.removeprefix(f"{PROBE_DIR}/")
@@ -101,24 +134,37 @@ def _input(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the page, or with --check fail when the committed page is stale."""
+    """Write the pages, or with --check fail when a committed one is stale."""
     parser = argparse.ArgumentParser(prog="python -m vipcheck.checks.docs", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="default: %(default)s")
+    parser.add_argument(
+        "--snapshot-page", type=Path, default=SNAPSHOT_PAGE, help="default: %(default)s"
+    )
     options = parser.parse_args(argv)
-    page = render_catalogue()
+    try:
+        snapshot_page = render_snapshot_page(options.snapshot_page.read_text())
+    except (OSError, ValueError) as error:
+        why = error.strerror if isinstance(error, OSError) else error
+        print(f"{options.snapshot_page}: {why}", file=sys.stderr)
+        return 2
+    pages = {options.output: render_catalogue(), options.snapshot_page: snapshot_page}
     if options.check:
-        current = options.output.read_text() if options.output.exists() else ""
-        if current != page:
+        stale = [path for path, page in pages.items() if _current(path) != page]
+        for path in stale:
             print(
-                f"{options.output} is stale: run `python -m vipcheck.checks.docs` and commit it",
+                f"{path} is stale: run `python -m vipcheck.checks.docs` and commit it",
                 file=sys.stderr,
             )
-            return 1
-        return 0
-    options.output.parent.mkdir(parents=True, exist_ok=True)
-    options.output.write_text(page)
+        return 1 if stale else 0
+    for path, page in pages.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page)
     return 0
+
+
+def _current(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 if __name__ == "__main__":

@@ -407,4 +407,5 @@ VIP_HANDSHAKE = Check(
         CONNECTIONS_AFTER_PROBES,
     ),
     run=check_vip_handshake,
+    sysctls=RP_FILTER_NOT_STRICT.sysctls,
 )

@@ -139,4 +139,5 @@ RP_FILTER_NOT_STRICT = Check(
     scope=node_interfaces(rp_filter_interfaces),
     inputs=(NODE_OBJECTS, SYSCTLS, IP_ADDR, IP_LINK),
     run=check_rp_filter,
+    sysctls=(rp_filter_key("*"),),
 )

@@ -21,17 +21,36 @@ from vipcheck.checks.kube_proxy import (
 )
 from vipcheck.checks.scopes import NODES
 from vipcheck.facts import KERNEL_RELEASE, KUBE_PROXY, SYSCTLS, Facts
+from vipcheck.model.node import Sysctls
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
 
 TW_RECYCLE = "net.ipv4.tcp_tw_recycle"
+TIMESTAMPS = "net.ipv4.tcp_timestamps"
 CONN_REUSE_MODE = "net.ipv4.vs.conn_reuse_mode"
 CONNTRACK_COUNT = "net.netfilter.nf_conntrack_count"
 CONNTRACK_MAX = "net.netfilter.nf_conntrack_max"
+IP_FORWARD = "net.ipv4.ip_forward"
+EXPIRE_NODEST = "net.ipv4.vs.expire_nodest_conn"
+# The IPVS knobs, declared whole: their checks judge one each, and the others beside them
+# (vs/conntrack, expire_quiescent_template) are what a person reading a node's snapshot asks next.
+IPVS_KNOBS = "net.ipv4.vs.*"
 # kube-proxy sets conn_reuse_mode=0 from 4.1; 5.9 fixed the 1 s delay, so it leaves the default 1.
 CONN_REUSE_MODE_SINCE = (4, 1)
 CONN_REUSE_MODE_FIXED = (5, 9)
 _RELEASE = re.compile(r"(\d+)\.(\d+)")
+
+
+def require_int(sysctls: Sysctls, key: str, why: str = "") -> int:
+    """The key's value; a node without the key SKIPS the check (NotApplicable), naming the file.
+
+    why is the reason's tail as written (` (module not loaded?)`): an absent key says nothing
+    wrong by itself, where comparing None with a wanted value would FAIL the node.
+    """
+    value = sysctls.int_value(key)
+    if value is None:
+        raise NotApplicable(f"{key} not in {sysctls.source}{why}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +66,8 @@ class SysctlEquals:
         node, cluster = facts.nodes[subject.node], facts.cluster
         if self.ipvs_only:
             require_ipvs_mode(cluster)
-        observed = node.sysctls.int_value(self.key)
-        if observed is None:
-            raise NotApplicable(
-                f"{self.key} not in {node.sysctls.source} (module not loaded, or an older kernel?)"
-            )
+        why = " (module not loaded, or an older kernel?)"
+        observed = require_int(node.sysctls, self.key, why)
         if observed == self.value:
             return []
         command = ("sysctl", "-w", f"{self.key}={self.value}")
@@ -79,7 +95,7 @@ def check_tcp_tw_recycle_off(
     value = node.sysctls.int_value(TW_RECYCLE)
     if not value:
         return []
-    timestamps = node.sysctls.get("net.ipv4.tcp_timestamps")
+    timestamps = node.sysctls.get(TIMESTAMPS)
     command = ("sysctl", "-w", f"{TW_RECYCLE}=0")
     return [
         Violation(
@@ -107,9 +123,7 @@ def check_conn_reuse_mode(
     version = kernel_version(release, f"nodes/{node.name}/uname.txt")
     if version < CONN_REUSE_MODE_SINCE:
         raise NotApplicable(f"kernel {release} is older than 4.1: kube-proxy leaves it alone")
-    value = node.sysctls.int_value(CONN_REUSE_MODE)
-    if value is None:
-        raise NotApplicable(f"{CONN_REUSE_MODE} not in {node.sysctls.source}: ip_vs not loaded?")
+    value = require_int(node.sysctls, CONN_REUSE_MODE, ": ip_vs not loaded?")
     fixed = version >= CONN_REUSE_MODE_FIXED
     wanted = 1 if fixed else 0
     if value == wanted:
@@ -192,6 +206,7 @@ TCP_TW_RECYCLE_OFF = Check(
     scope=NODES,
     inputs=(SYSCTLS,),
     run=check_tcp_tw_recycle_off,
+    sysctls=(TW_RECYCLE, TIMESTAMPS),
 )
 
 CONN_REUSE_MODE_CHECK = Check(
@@ -209,6 +224,7 @@ CONN_REUSE_MODE_CHECK = Check(
     scope=NODES,
     inputs=(KUBE_PROXY, SYSCTLS, KERNEL_RELEASE),
     run=check_conn_reuse_mode,
+    sysctls=(IPVS_KNOBS,),
 )
 
 EXPIRE_NODEST_CONN = Check(
@@ -223,7 +239,8 @@ EXPIRE_NODEST_CONN = Check(
     severity=Severity.WARNING,
     scope=NODES,
     inputs=(KUBE_PROXY, SYSCTLS),
-    run=SysctlEquals("net.ipv4.vs.expire_nodest_conn", 1, ipvs_only=True),
+    run=SysctlEquals(EXPIRE_NODEST, 1, ipvs_only=True),
+    sysctls=(IPVS_KNOBS,),
 )
 
 IP_FORWARD_ENABLED = Check(
@@ -238,7 +255,8 @@ IP_FORWARD_ENABLED = Check(
     severity=Severity.CRITICAL,
     scope=NODES,
     inputs=(SYSCTLS,),
-    run=SysctlEquals("net.ipv4.ip_forward", 1, ipvs_only=False),
+    run=SysctlEquals(IP_FORWARD, 1, ipvs_only=False),
+    sysctls=(IP_FORWARD,),
 )
 
 CONNTRACK_HEADROOM = Check(
@@ -254,4 +272,5 @@ CONNTRACK_HEADROOM = Check(
     scope=NODES,
     inputs=(SYSCTLS,),
     run=check_conntrack_headroom,
+    sysctls=(CONNTRACK_COUNT, CONNTRACK_MAX),
 )

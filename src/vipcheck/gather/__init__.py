@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from vipcheck.gather.cluster import ClusterError, gather_cluster
+from vipcheck.gather.node_script import build_node_script
 from vipcheck.gather.nodes import gather_nodes
 from vipcheck.options import GatherOptions
 from vipcheck.parse import ParseError
@@ -53,14 +54,17 @@ def gather(
     *,
     runner: NodeRunner = HOST_SPEC_RUNNER,
     read_cluster: ClusterReader = gather_cluster,
+    sysctl_keys: Sequence[str] = (),
 ) -> Snapshot:
     """Observe the cluster and its nodes; an unreadable API still lets the given hosts be read.
 
     With --hosts the specs are known before the API answers, so they are gathered while it is
     listed, and paired with nodes afterwards (a spec that is no node was read for nothing and is
     dropped); otherwise the API's node list says which nodes to gather: they are gathered as soon
-    as it is listed, while the rest of the API (Services, EndpointSlices) is.
+    as it is listed, while the rest of the API (Services, EndpointSlices) is. Nodes without
+    `sysctl` are read the files of sysctl_keys (the checks' keys, which this layer does not know).
     """
+    script = build_node_script(sysctl_keys=sysctl_keys)
     early = _early_targets(options)
     nodes_listed: Future[str] = Future()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipcheck-api") as api:
@@ -70,13 +74,13 @@ def gather(
             wait(either, return_when=FIRST_COMPLETED)
             if nodes_listed.done():
                 early = _listed_targets(options, nodes_listed.result())
-        gathered = _gather(early, options, progress, runner)
+        gathered = _gather(early, options, progress, runner, script)
         cluster, cluster_error = listing.result()
     names, resolution = resolve(options, cluster.get("nodes.json"))
     _report_unpaired(resolution, names, progress)
     by_spec = {target.spec: gathered[target.node] for target in early}
     later = [target for target in resolution.targets if target.spec not in by_spec]
-    observed = _gather(later, options, progress, runner)
+    observed = _gather(later, options, progress, runner, script)
     observed |= {
         target.node: replace(by_spec[target.spec], name=target.node)
         for target in resolution.targets
@@ -131,10 +135,19 @@ def _early_targets(options: GatherOptions) -> tuple[NodeTarget, ...]:
 
 
 def _gather(
-    targets: Sequence[NodeTarget], options: GatherOptions, progress: Progress, runner: NodeRunner
+    targets: Sequence[NodeTarget],
+    options: GatherOptions,
+    progress: Progress,
+    runner: NodeRunner,
+    script: str,
 ) -> dict[str, NodeSnapshot]:
     return gather_nodes(
-        targets, options.timeout_s, progress, parallel=options.parallel, runner=runner
+        targets,
+        options.timeout_s,
+        progress,
+        parallel=options.parallel,
+        runner=runner,
+        script=script,
     )
 
 

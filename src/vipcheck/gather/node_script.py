@@ -17,18 +17,21 @@ two frames, where every frame read is whole and nothing else would tell.
 Old and small nodes get fallbacks, each run only where the preferred command cannot: `ip addr show`
 and `ip -d link show` text where `ip -j` is unknown (iproute2 before 4.14, busybox; busybox's `ip`
 has no `-d` either, so plain `ip link show`), /sys/class/net where there is no `ip`, /proc/sys
-where there is no `sysctl`. `sysctl -a` that fails on one unreadable key keeps what it printed,
-with a note naming its exit status and first error line. /proc/net/ip_vs, the table of nodes
-without ipvsadm, is read 16 bytes at a time (`dd bs=16`): see vipcheck_small_reads below.
+where there is no `sysctl` (the files of the sysctl keys the script is built for: the checks
+declare them, and a live run hands the catalogue's down). `sysctl -a` that fails on one
+unreadable key keeps what it printed, with a note naming its exit status and first error line.
+/proc/net/ip_vs, the table of nodes without ipvsadm, is read 16 bytes at a time (`dd bs=16`):
+see vipcheck_small_reads below.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from vipcheck.snapshot import NODE_FILES
+from vipcheck.snapshot import NODE_FILES, PROC_SYS_COMMAND, proc_sys_command
 
 # Files whose output is kept when the command fails after printing it, with a note.
 KEEPS_PARTIAL_OUTPUT = frozenset({"sysctl.txt"})
@@ -118,14 +121,16 @@ _IP_VS = "/proc/net/ip_vs"
 _NO_IP_VS = f"{_IP_VS} absent: ip_vs module not loaded"
 
 
-# Files the script produces with a function of its own rather than the documented command.
+# Files the script produces with a function of its own rather than the documented command; a
+# documented `grep -H .` runs as vipcheck_grep_h (no grep needed).
 _SCRIPT_COMMANDS = {
     "proc-ip_vs.txt": "vipcheck_small_reads /proc/net/ip_vs",
     "ip-link.txt": "vipcheck_ip_link_text",
-    "proc-sys.txt": "vipcheck_grep_h " + NODE_FILES["proc-sys.txt"].removeprefix("grep -H . "),
-    "sys-class-net.txt": "vipcheck_grep_h "
-    + NODE_FILES["sys-class-net.txt"].removeprefix("grep -H . "),
 }
+_GREP_H = "grep -H . "
+PROC_SYS = "proc-sys.txt"
+# A sysctl key the script may name: words of letters, digits, `_` and `-`, `*` a glob in one.
+_SYSCTL_KEY = re.compile(r"[\w*-]+(?:\.[\w*-]+)+", re.ASCII)
 _HAS_IP = "command -v ip >/dev/null 2>&1"
 _IP_WITHOUT_JSON = (
     "`ip -j` unknown (iproute2 before 4.14, or busybox): ip-addr.txt and ip-link.txt hold the text"
@@ -141,7 +146,7 @@ _FALLBACK_GUARDS: dict[str, list[tuple[str, str | None]]] = {
         (f"{{ ! {_HAS_IP}; }}", None),
         ("[ -d /sys/class/net ]", "/sys/class/net absent"),
     ],
-    "proc-sys.txt": [("{ ! command -v sysctl >/dev/null 2>&1; }", None)],
+    PROC_SYS: [("{ ! command -v sysctl >/dev/null 2>&1; }", None)],
     # The table ipvsadm-Ln.txt (just before it in NODE_FILES) holds: read only where that was not
     # produced (no ipvsadm: old nodes, kind's; ipvsadm failing), with small reads.
     "proc-ip_vs.txt": [
@@ -181,22 +186,26 @@ def _guards(name: str, command: str, documented: bool) -> list[tuple[str, str | 
 def build_node_script(
     files: Mapping[str, str] = NODE_FILES,
     *,
+    sysctl_keys: Sequence[str] = (),
     path_suffix: str = ":/usr/sbin:/sbin",
     fallbacks: bool = True,
 ) -> str:
     """The script for a table of file name -> command (plain words, as NODE_FILES holds).
 
+    sysctl_keys are the keys proc-sys.txt's documented command reads (`*` a glob): the checks
+    declare them, and this layer knows no check; without any, that file is not produced.
     path_suffix is appended to the login's PATH, where ipvsadm, sysctl and ip usually live.
     With fallbacks, the files of FALLBACK_FILES are produced only where the preferred ones cannot
     be, and PASTED_ONLY ones not at all; without, every command runs as given (to record them all).
     """
     parts = [_PREAMBLE.replace("{path_suffix}", path_suffix)]
-    for name, command in files.items():
+    known = _for_sysctl_keys(NODE_FILES, sysctl_keys)
+    for name, command in _for_sysctl_keys(files, sysctl_keys).items():
         quoted = shlex.quote(name)
-        documented = fallbacks and NODE_FILES.get(name) == command
+        documented = fallbacks and known.get(name) == command
         if documented and name in PASTED_ONLY:
             continue
-        script_command = _SCRIPT_COMMANDS.get(name, command) if documented else command
+        script_command = _script_command(name, command) if documented else command
         words = script_command.split()
         # Globs (/proc/sys/net/ipv4/conf/*/rp_filter) are left for the shell to expand.
         run = f"vipcheck_run {quoted} " + " ".join(
@@ -213,6 +222,26 @@ def build_node_script(
     return "".join(parts)
 
 
+def _for_sysctl_keys(files: Mapping[str, str], keys: Sequence[str]) -> dict[str, str]:
+    """The table with proc-sys.txt's documented form made the command for these keys, or left
+    out without any (nothing to read)."""
+    if files.get(PROC_SYS) != PROC_SYS_COMMAND:
+        return dict(files)
+    if not keys:
+        return {name: command for name, command in files.items() if name != PROC_SYS}
+    if bad := [key for key in keys if not _SYSCTL_KEY.fullmatch(key)]:
+        raise ValueError(f"sysctl key {bad[0]!r}: expected dotted words of [A-Za-z0-9_*-]")
+    return {**files, PROC_SYS: proc_sys_command(keys)}
+
+
+def _script_command(name: str, command: str) -> str:
+    """What the script runs for a documented command: its own function where it has one."""
+    if command.startswith(_GREP_H):
+        return "vipcheck_grep_h " + command.removeprefix(_GREP_H)
+    return _SCRIPT_COMMANDS.get(name, command)
+
+
+# The script without sysctl keys (no proc-sys.txt): a live run's is built with the catalogue's.
 NODE_SCRIPT = build_node_script()
 
 

@@ -21,13 +21,17 @@ def gather_nodes(
     *,
     parallel: int = GATHER_PARALLEL,
     runner: NodeRunner = HOST_SPEC_RUNNER,
+    script: str = NODE_SCRIPT,
 ) -> dict[str, NodeSnapshot]:
     """Every target's snapshot, keyed by node name in the targets' order; failures are kept."""
     if not targets:
         return {}
     workers = max(1, min(parallel, len(targets)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vipcheck-gather") as pool:
-        futures = [pool.submit(gather_node, t, timeout_s, progress, runner=runner) for t in targets]
+        futures = [
+            pool.submit(gather_node, t, timeout_s, progress, runner=runner, script=script)
+            for t in targets
+        ]
         return {t.node: future.result() for t, future in zip(targets, futures, strict=True)}
 
 
@@ -37,11 +41,12 @@ def gather_node(
     progress: Progress,
     *,
     runner: NodeRunner = HOST_SPEC_RUNNER,
+    script: str = NODE_SCRIPT,
 ) -> NodeSnapshot:
     """One node's raw files, or why it could not be observed (its items ERROR, never FAIL)."""
     started = time.monotonic()
     try:
-        result = runner.run(target, NODE_SCRIPT, timeout_s)
+        result = runner.run(target, script, timeout_s)
     except TransportError as error:
         progress(f"{target.node}: not observed: {error}")
         return NodeSnapshot(target.node, error=str(error))

@@ -699,12 +699,21 @@ def test_docs_page_is_current() -> None:
 
 
 def test_docs_check_mode_fails_on_a_stale_page(tmp_path: Path) -> None:
-    page = tmp_path / "checks.md"
+    page, snapshot_page = tmp_path / "checks.md", tmp_path / "snapshot.md"
     page.write_text("# old\n")
-    assert main(["--check", "--output", str(page)]) == 1
-    assert main(["--output", str(page)]) == 0
-    assert main(["--check", "--output", str(page)]) == 0
+    snapshot_page.write_text((ROOT / "docs" / "snapshot.md").read_text())
+    pages = ["--output", str(page), "--snapshot-page", str(snapshot_page)]
+    assert main(["--check", *pages]) == 1
+    assert main(pages) == 0
+    assert main(["--check", *pages]) == 0
     assert "## `ipvs-tcpfin-timeout`" in page.read_text()
+    # docs/snapshot.md's generated part: stale when the keys change, refused without its markers.
+    snapshot_page.write_text(snapshot_page.read_text().replace("net.ipv4.ip_forward", "gone"))
+    assert main(["--check", *pages]) == 1
+    assert main(pages) == 0
+    assert main(["--check", *pages]) == 0
+    snapshot_page.write_text("# no markers\n")
+    assert main(["--check", *pages]) == 2
 
 
 def test_stale_and_missing_real_servers_on_one_node_are_one_violation_each() -> None:

@@ -1,10 +1,10 @@
-"""Each check reads exactly the snapshot files it declares, listing its subjects included."""
+"""Each check reads exactly the snapshot files and sysctl keys it declares, its subjects' too."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -14,9 +14,11 @@ import pytest
 
 from fixtures.lab.objects import kube_proxy_daemon_set
 from vipcheck.cases import cases_for, run_case
-from vipcheck.checks import CATALOGUE
+from vipcheck.checks import CATALOGUE, SYSCTL_KEYS
 from vipcheck.checks.base import Check
+from vipcheck.checks.docs import render_snapshot_page
 from vipcheck.facts import Facts
+from vipcheck.model.node import Sysctls
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import Snapshot, load_snapshot
 
@@ -28,6 +30,9 @@ OLD_NODE = ROOT / "fixtures" / "recorded" / "seed-incidents-old-node"
 # The first of each pair of alternatives: removing it makes the facts read the second.
 PRIMARIES = ("ipvsadm-Ln.txt", "ip_vs_conn.txt")
 TIMEOUTS = "ipvsadm-timeout.txt"
+SYSCTL = "sysctl.txt"
+# What a check that lists every sysctl key is noted to read: no declaration covers it.
+EVERY_KEY = "<every key>"
 
 
 def without_primaries(snapshot: Snapshot) -> Snapshot:
@@ -54,6 +59,17 @@ def without_timeouts(snapshot: Snapshot) -> Snapshot:
     connection table and the kube-proxy config instead."""
     nodes = {
         name: replace(node, files={k: v for k, v in node.files.items() if k != TIMEOUTS})
+        for name, node in snapshot.nodes.items()
+    }
+    return replace(snapshot, nodes=nodes)
+
+
+def with_tcp_tw_recycle_on(snapshot: Snapshot) -> Snapshot:
+    """An old kernel's tcp_tw_recycle=1, so its check reads net.ipv4.tcp_timestamps too."""
+    nodes = {
+        name: replace(
+            node, files={**node.files, SYSCTL: node.files[SYSCTL] + "net.ipv4.tcp_tw_recycle = 1\n"}
+        )
         for name, node in snapshot.nodes.items()
     }
     return replace(snapshot, nodes=nodes)
@@ -101,6 +117,7 @@ def variants() -> dict[str, Snapshot]:
         ),
         "probed with vantage errors": with_vantage_errors(probed),
         "seed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(seed),
+        "seed with tcp_tw_recycle on": with_tcp_tw_recycle_on(seed),
         "probed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(probed),
         "probed on an old node": with_nodes_of(probed, old),
         "probed without ip or sysctl": without_ip_or_sysctl(with_nodes_of(probed, old)),
@@ -114,16 +131,60 @@ def as_declared(path: str) -> str:
     return re.sub(r"^probes/(?!after/|plan\.json$)[^/]+/", "probes/<vantage>/", path)
 
 
-def files_read(check: Check[Any], snapshot: Snapshot) -> set[str]:
-    """Every file the check reads to list its subjects and to run on each, on fresh facts."""
-    seen: set[str] = set()
+class KeysLookedUp(Mapping[str, str]):
+    """A Sysctls fact's values, noting each key looked up; listing them all notes EVERY_KEY."""
+
+    def __init__(self, values: Mapping[str, str], seen: set[str]) -> None:
+        self.wrapped, self.seen = values, seen
+
+    def __getitem__(self, key: str) -> str:
+        self.seen.add(key)
+        return self.wrapped[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self.seen.add(EVERY_KEY)
+        return iter(self.wrapped)
+
+    def __len__(self) -> int:
+        return len(self.wrapped)
+
+
+@cache
+def reads(check_id: str, variant: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The files and sysctl keys a check reads on a variant, listing its subjects included,
+    each on fresh facts."""
+    check, snapshot = CHECKS[check_id], variants()[variant]
+    files: set[str] = set()
+    keys: set[str] = set()
+    built = Sysctls.__post_init__
+
+    def noting_keys(sysctls: Sysctls) -> None:
+        if isinstance(sysctls.values, KeysLookedUp):  # dataclasses.replace of a noted one
+            object.__setattr__(sysctls, "values", sysctls.values.wrapped)
+        built(sysctls)
+        object.__setattr__(sysctls, "values", KeysLookedUp(sysctls.values, keys))
 
     def fresh() -> Facts:
-        return Facts.from_snapshot(snapshot, observer=lambda path: seen.add(as_declared(path)))
+        return Facts.from_snapshot(snapshot, observer=lambda path: files.add(as_declared(path)))
 
-    for case in list(cases_for(check, fresh())):
-        run_case(case, fresh(), DEFAULTS)
-    return seen
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Sysctls, "__post_init__", noting_keys)
+        for case in list(cases_for(check, fresh())):
+            run_case(case, fresh(), DEFAULTS)
+    return frozenset(files), frozenset(keys)
+
+
+def files_read(check: Check[Any], variant: str) -> frozenset[str]:
+    return reads(check.id, variant)[0]
+
+
+def keys_read(check: Check[Any], variant: str) -> frozenset[str]:
+    return reads(check.id, variant)[1]
+
+
+def declares(pattern: str, key: str) -> bool:
+    """Whether a declared sysctl key names this key: `*` stands for any part of one name."""
+    return re.fullmatch(re.escape(pattern).replace(r"\*", "[^.]*"), key) is not None
 
 
 def declared(check: Check[Any]) -> set[str]:
@@ -134,6 +195,7 @@ def ids(checks: Iterable[Check[Any]]) -> list[str]:
     return [check.id for check in checks]
 
 
+CHECKS = {check.id: check for check in CATALOGUE}
 each_check: Callable[[Callable[..., None]], Callable[..., None]] = pytest.mark.parametrize(
     "check", CATALOGUE, ids=ids(CATALOGUE)
 )
@@ -142,13 +204,46 @@ each_check: Callable[[Callable[..., None]], Callable[..., None]] = pytest.mark.p
 @each_check
 @pytest.mark.parametrize("variant", list(variants()))
 def test_every_file_a_check_reads_is_declared(check: Check[Any], variant: str) -> None:
-    assert files_read(check, variants()[variant]) - declared(check) == set()
+    assert files_read(check, variant) - declared(check) == set()
 
 
 @each_check
 def test_every_declared_file_is_read_by_some_run(check: Check[Any]) -> None:
-    read = set().union(*(files_read(check, snapshot) for snapshot in variants().values()))
+    read = set().union(*(files_read(check, variant) for variant in variants()))
     assert declared(check) - read == set()
+
+
+@each_check
+@pytest.mark.parametrize("variant", list(variants()))
+def test_every_sysctl_key_a_check_reads_is_declared(check: Check[Any], variant: str) -> None:
+    # A node without `sysctl` is asked for the declared keys alone (proc-sys.txt).
+    read = keys_read(check, variant)
+    assert {key for key in read if not any(declares(p, key) for p in check.sysctls)} == set()
+
+
+@each_check
+def test_every_declared_sysctl_key_is_read_by_some_run(check: Check[Any]) -> None:
+    read = set().union(*(keys_read(check, variant) for variant in variants()))
+    assert [p for p in check.sysctls if not any(declares(p, key) for key in read)] == []
+
+
+def test_the_catalogues_sysctl_keys_are_every_checks_once() -> None:
+    assert tuple(sorted({key for check in CATALOGUE for key in check.sysctls})) == SYSCTL_KEYS
+    assert "net.ipv4.conf.*.rp_filter" in SYSCTL_KEYS
+
+
+def test_snapshot_md_lists_the_catalogues_sysctl_keys() -> None:
+    page = (ROOT / "docs" / "snapshot.md").read_text()
+    assert render_snapshot_page(page) == page, "run `python -m vipcheck.checks.docs`"
+    assert "/proc/sys/net/ipv4/conf/*/rp_filter" in page
+
+
+def test_a_check_listing_every_sysctl_key_reads_what_no_declaration_covers() -> None:
+    seen: set[str] = set()
+    values = KeysLookedUp({"net.ipv4.ip_forward": "1"}, seen)
+    assert (values.get("net.ipv4.ip_forward"), "net.ipv4.tcp_tw_recycle" in values) == ("1", False)
+    assert list(values) == ["net.ipv4.ip_forward"]
+    assert seen == {"net.ipv4.ip_forward", "net.ipv4.tcp_tw_recycle", EVERY_KEY}
 
 
 def test_reads_are_named_as_declared() -> None:

@@ -9,17 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.checks.test_inputs import declares
+from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.gather.node_script import (
+    END,
     FALLBACK_FILES,
-    NODE_SCRIPT,
     PASTED_ONLY,
     build_node_script,
     split_node_frames,
     split_node_output,
 )
 from vipcheck.gather.nodes import gather_node
+from vipcheck.observe import ObserveError, observe
+from vipcheck.options import GatherOptions, RunOptions
+from vipcheck.parse.sysctl import parse_proc_sys
 from vipcheck.snapshot import NODE_FILES
-from vipcheck.transport import NodeTarget, RunResult
+from vipcheck.transport import HostSpecRunner, NodeTarget, RunResult
 
 SHELLS = [
     pytest.param(["sh"], id="sh"),
@@ -28,6 +33,29 @@ SHELLS = [
 ]
 IPVS_FILES = {"ipvsadm-Ln.txt", "ipvsadm-timeout.txt"}
 PROC_FILES = {"proc-ip_vs.txt", "ip_vs_conn.txt"}
+# The script a live run sends: its nodes without `sysctl` read the catalogue's keys.
+LIVE_RUN_SCRIPT = build_node_script(sysctl_keys=SYSCTL_KEYS)
+
+
+def live_run_node_script() -> str:
+    """The script a live run (vipcheck.observe) sends its nodes, caught at the transport seam.
+
+    The run names one host and an absent kubeconfig: the host is gathered while the API is
+    read, then the run stops on the kubeconfig.
+    """
+    sent: list[str] = []
+
+    def run(self: HostSpecRunner, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        sent.append(script)
+        return RunResult(0, END + "\n", "")
+
+    options = GatherOptions(kubeconfig="/nonexistent/kubeconfig", hosts=("ssh://node-1",))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HostSpecRunner, "run", run)
+        with pytest.raises(ObserveError, match="no such file"):
+            observe(RunOptions(gather=options), lambda _line: None)
+    [script] = sent
+    return script
 
 
 @pytest.mark.parametrize(
@@ -130,7 +158,7 @@ def run_script(shell: list[str], script: str, path: str) -> subprocess.Completed
 @pytest.mark.parametrize("shell", SHELLS)
 def test_script_is_posix(shell: list[str], tmp_path: Path) -> None:
     script = tmp_path / "node.sh"
-    script.write_text(NODE_SCRIPT)
+    script.write_text(LIVE_RUN_SCRIPT)
     result = subprocess.run(
         [*shell_or_skip(shell), "-n", str(script)], capture_output=True, text=True, check=False
     )
@@ -139,7 +167,7 @@ def test_script_is_posix(shell: list[str], tmp_path: Path) -> None:
 
 def test_script_has_no_bashisms() -> None:
     for bashism in ("[[", "$'", "function ", "local ", "<<<", "source ", "pipefail"):
-        assert bashism not in NODE_SCRIPT
+        assert bashism not in LIVE_RUN_SCRIPT
 
 
 @pytest.fixture
@@ -156,7 +184,7 @@ def bin_without_ipvsadm(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("shell", SHELLS[:2])
 def test_script_on_this_machine(shell: list[str], bin_without_ipvsadm: str) -> None:
-    result = run_script(shell, NODE_SCRIPT, bin_without_ipvsadm)
+    result = run_script(shell, LIVE_RUN_SCRIPT, bin_without_ipvsadm)
     assert result.returncode == 0, result.stderr
     files, missing = split_node_output(result.stdout)
     # proc-ip_vs.txt stands in for ipvsadm-Ln.txt; without ip_vs both say why they are missing.
@@ -178,7 +206,7 @@ def test_script_on_this_machine(shell: list[str], bin_without_ipvsadm: str) -> N
 
 def test_script_under_busybox_gives_every_file_or_a_reason(bin_without_ipvsadm: str) -> None:
     # busybox sh prefers its own applets (sysctl, ip): each gives output or its error line.
-    result = run_script(["busybox", "sh"], NODE_SCRIPT, bin_without_ipvsadm)
+    result = run_script(["busybox", "sh"], LIVE_RUN_SCRIPT, bin_without_ipvsadm)
     assert result.returncode == 0, result.stderr
     files, missing = split_node_output(result.stdout)
     # busybox's ip has no -j: the text files stand in for the JSON ones, which say why.
@@ -248,7 +276,7 @@ def old_node_bin(tmp_path: Path, *busybox_applets: str) -> str:
 def run_old_node(
     shell: list[str], path: str
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-    result = run_script(shell, build_node_script(path_suffix=""), path)
+    result = run_script(shell, build_node_script(sysctl_keys=SYSCTL_KEYS, path_suffix=""), path)
     assert result.returncode == 0, result.stderr
     frames = split_node_frames(result.stdout)
     return frames.files, frames.missing, frames.notes
@@ -282,6 +310,29 @@ def test_without_ip_and_sysctl_the_kernel_files_stand_in(shell: list[str], tmp_p
     assert "/sys/class/net/lo/type:772\n" in files["sys-class-net.txt"]
     assert "/proc/sys/net/ipv4/conf/all/rp_filter:" in files["proc-sys.txt"]
     assert notes == {}
+    # The catalogue's keys, and only those.
+    read = parse_proc_sys(files["proc-sys.txt"], "proc-sys.txt").values
+    assert {"net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter"} <= read.keys()
+    assert [key for key in read if not any(declares(p, key) for p in SYSCTL_KEYS)] == []
+
+
+def test_the_sysctl_fallback_reads_the_keys_it_is_given() -> None:
+    script = build_node_script(sysctl_keys=("net.ipv4.ip_forward", "net.ipv4.conf.*.rp_filter"))
+    assert (
+        "vipcheck_run proc-sys.txt vipcheck_grep_h /proc/sys/net/ipv4/ip_forward "
+        "/proc/sys/net/ipv4/conf/*/rp_filter\n"
+    ) in script
+    # Without keys there is nothing to read: no proc-sys.txt, and no empty one to misread.
+    assert "proc-sys.txt" not in build_node_script()
+    # A key is a name, never shell: refused before it reaches a script.
+    for key in ("net.ipv4.$(reboot)", "net.ipv4.a b", "ip_forward"):
+        with pytest.raises(ValueError, match="sysctl key"):
+            build_node_script(sysctl_keys=(key,))
+
+
+def test_a_live_run_reads_the_catalogues_sysctl_keys() -> None:
+    assert live_run_node_script() == LIVE_RUN_SCRIPT
+    assert "/proc/sys/net/ipv4/conf/*/rp_filter" in LIVE_RUN_SCRIPT
 
 
 def test_a_failing_command_keeps_its_output_only_where_partial_output_is_kept() -> None:
@@ -314,7 +365,7 @@ class Cut:
 def test_the_real_output_cut_at_any_frame_boundary_or_inside_is_truncated(
     bin_without_ipvsadm: str,
 ) -> None:
-    whole = run_script(["sh"], NODE_SCRIPT, bin_without_ipvsadm).stdout.encode()
+    whole = run_script(["sh"], LIVE_RUN_SCRIPT, bin_without_ipvsadm).stdout.encode()
     target = NodeTarget("node-1", "ssh://node-1")
     node = gather_node(target, 5, lambda _line: None, runner=Cut(whole, len(whole)))
     assert node.error is None
@@ -332,9 +383,9 @@ def test_the_real_output_cut_at_any_frame_boundary_or_inside_is_truncated(
 
 def test_the_connection_table_is_read_once_not_again_through_ipvsadm() -> None:
     # `ipvsadm -Lnc` reads /proc/net/ip_vs_conn: a million-entry table would come back twice.
-    assert "cat /proc/net/ip_vs_conn" in NODE_SCRIPT
-    assert "ipvsadm -Lnc" not in NODE_SCRIPT
-    assert "ipvsadm-Lnc.txt" not in NODE_SCRIPT
+    assert "cat /proc/net/ip_vs_conn" in LIVE_RUN_SCRIPT
+    assert "ipvsadm -Lnc" not in LIVE_RUN_SCRIPT
+    assert "ipvsadm-Lnc.txt" not in LIVE_RUN_SCRIPT
     assert PASTED_ONLY <= FALLBACK_FILES
     # Recording the formats (fixtures.lab record) still runs every command as given.
     assert "vipcheck_run ipvsadm-Lnc.txt ipvsadm -Lnc\n" in build_node_script(fallbacks=False)
@@ -366,4 +417,4 @@ def test_small_reads_give_the_file_whole(
     files, missing = split_node_output(result.stdout)
     assert missing == {}
     assert files["t.txt"] == table.read_text()
-    assert "vipcheck_run proc-ip_vs.txt vipcheck_small_reads /proc/net/ip_vs\n" in NODE_SCRIPT
+    assert "vipcheck_run proc-ip_vs.txt vipcheck_small_reads /proc/net/ip_vs\n" in LIVE_RUN_SCRIPT
