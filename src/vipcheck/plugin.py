@@ -24,7 +24,6 @@ from _pytest.config.findpaths import determine_setup
 from vipcheck import outputs
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
 from vipcheck.checks import CHECKS_BY_ID, check_by_id
-from vipcheck.checks.base import Severity
 from vipcheck.facts import Facts
 from vipcheck.gate import Gate
 from vipcheck.kind import valid_kind_name
@@ -45,6 +44,7 @@ from vipcheck.report import Summary, unjudged_critical
 from vipcheck.settings import DEFAULTS, Settings, setting_help
 from vipcheck.snapshot import MAX_FILE_BYTES, parse_size
 from vipcheck.untrusted import printable
+from vipcheck.vocabulary import Severity
 
 MARKER = "vipcheck_check"
 PROBE_MARKER = "probe"
