@@ -23,7 +23,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import urllib3
 import yaml
 
 from vipcheck.vocabulary import Progress
@@ -38,32 +37,35 @@ KUBE_PROXY = ("kube-system", "kube-proxy")
 
 @dataclass(frozen=True, slots=True)
 class _Kubernetes:
-    """The parts of the kubernetes client this module uses."""
+    """The parts of the kubernetes client (and urllib3, its HTTP library) this module uses."""
 
     client: ModuleType
     config: ModuleType
     kube_config: ModuleType
     api_exception: type[Any]  # its status, reason and body are read
     config_exception: type[Exception]
+    http_error: type[Any]  # urllib3's; its reason is read
 
 
 @functools.cache
 def _kubernetes() -> _Kubernetes:
     """The kubernetes client, imported when a cluster is first read, not with this module.
 
-    Importing it takes 0.15-0.2 s, which a replay would pay for nothing, and so would every
-    pytest session in an environment where vipcheck is installed (the plugin loads observing,
-    which loads gathering). A third-party cost kept in the one module that imports kubernetes,
-    not a way around layering: `tests/unit/test_layers.py` checks the plugin loads no kubernetes.
+    Importing it (with urllib3, ssl and http) takes 0.15-0.2 s, which a replay would pay for
+    nothing, and so would every pytest session in an environment where vipcheck is installed
+    (the plugin loads observing, which loads gathering). A third-party cost kept in the one
+    module that imports kubernetes, not a way around layering: tests/unit/test_layers.py
+    checks that the plugin loads no kubernetes.
     """
     import kubernetes.client  # noqa: PLC0415
     import kubernetes.config  # noqa: PLC0415
     from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
     from kubernetes.config import kube_config  # noqa: PLC0415
     from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
+    from urllib3.exceptions import HTTPError  # noqa: PLC0415
 
     return _Kubernetes(
-        kubernetes.client, kubernetes.config, kube_config, ApiException, ConfigException
+        kubernetes.client, kubernetes.config, kube_config, ApiException, ConfigException, HTTPError
     )
 
 
@@ -325,7 +327,7 @@ def _get_json(server: str, what: str, call: Lister, **arguments: Any) -> dict[st
             f"{server}: {what}: {error.status} {error.reason}: {_status_message(error.body)}",
             error.status,
         ) from None
-    except urllib3.exceptions.HTTPError as error:
+    except _kubernetes().http_error as error:
         reason = getattr(error, "reason", None) or error
         raise ClusterError(f"{server}: cannot connect for {what}: {reason}") from None
     try:
