@@ -76,49 +76,80 @@ def our_modules() -> list[str]:
     return sorted(name for name in names if name != PACKAGE_ROOT)
 
 
-def loaded_by(modules: Sequence[str], path: Sequence[Path] = ()) -> set[str]:
-    """The modules in `sys.modules` after a fresh interpreter imports `modules` (and `path`)."""
-    script = (
-        "import importlib, json, sys\n"
-        f"sys.path[:0] = {[str(p) for p in path]!r}\n"
-        "for name in sys.argv[1:]:\n"
-        "    importlib.import_module(name)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
+# Run in a fresh interpreter: import the modules named, and say which module first imported each
+# module loaded (the frame that ran the import statement, past importlib's own).
+IMPORT_SCRIPT = """
+import importlib, json, sys
+
+importers = {}
+
+
+class Witness:
+    def find_spec(self, name, path=None, target=None):
+        frame = sys._getframe(1)
+        while frame is not None and "importlib" in frame.f_globals.get("__name__", "importlib"):
+            frame = frame.f_back
+        importers.setdefault(name, frame.f_globals["__name__"] if frame else "?")
+
+
+sys.meta_path.insert(0, Witness())
+sys.path[:0] = json.loads(sys.argv[1])
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+print(json.dumps({name: importers.get(name, "") for name in sys.modules}))
+"""
+
+
+def loaded_by(modules: Sequence[str], path: Sequence[Path] = ()) -> dict[str, str]:
+    """Every module in `sys.modules` after a fresh interpreter imports `modules` (with `path`
+    first on sys.path), each with the module that imported it first ('' if loaded at start)."""
     done = subprocess.run(
-        [sys.executable, "-c", script, *modules],
+        [sys.executable, "-c", IMPORT_SCRIPT, json.dumps([str(p) for p in path]), *modules],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return set(json.loads(done.stdout))
+    loaded: dict[str, str] = json.loads(done.stdout)
+    return loaded
 
 
 def loaded_from_above(
     index: int, layers: Sequence[Layer], modules: Sequence[str], path: Sequence[Path] = ()
 ) -> dict[str, list[str]]:
-    """For each module of layer `index` that loads a module of a higher layer: those modules.
+    """What importing layer `index` loads from higher layers, by the chain of imports that led
+    there: {"a.low -> a.middle -> a.high": [every higher module loaded through it]}."""
+    loaded = loaded_by([m for m in modules if layer_of(m, layers) == index], path)
 
-    The layer is imported whole first (one interpreter); only when that loads something above
-    is each of its modules imported alone, to name the culprit.
-    """
-    mine = [m for m in modules if layer_of(m, layers) == index]
+    def higher(name: str) -> bool:
+        return (layer_of(name, layers) or -1) > index
 
-    def above(loaded: set[str]) -> list[str]:
-        return sorted(m for m in loaded if (layer_of(m, layers) or -1) > index)
+    def entry(name: str) -> str:
+        """The first higher module on the way to `name`."""
+        while higher(importer := loaded.get(name, "")):
+            name = importer
+        return name
 
-    if not above(loaded_by(mine, path)):
-        return {}
-    culprits = {module: above(loaded_by([module], path)) for module in mine}
-    return {module: found for module, found in culprits.items() if found}
+    def chain(name: str) -> str:
+        """`name` and the modules that imported it, back to the module of this layer."""
+        links = [name]
+        while (importer := loaded.get(links[-1], "")) in loaded:
+            links.append(importer)
+            if layer_of(importer, layers) == index:
+                break
+        return " -> ".join(reversed(links))
+
+    found: dict[str, list[str]] = {}
+    for name in sorted(filter(higher, loaded)):
+        found.setdefault(chain(entry(name)), []).append(name)
+    return found
 
 
 def describe(found: dict[str, list[str]], layers: Sequence[Layer]) -> str:
-    """`importing M loads checks (vipcheck.checks and 13 more), facts (vipcheck.facts)`."""
+    """`a -> b -> vipcheck.checks.base loads checks (vipcheck.checks and 13 more), facts (...)`."""
     parts = []
-    for module, loaded in found.items():
+    for route, loaded in found.items():
         by_layer: dict[str, list[str]] = {}
         for name in loaded:
             by_layer.setdefault(layers[layer_of(name, layers) or 0].name, []).append(name)
@@ -126,7 +157,7 @@ def describe(found: dict[str, list[str]], layers: Sequence[Layer]) -> str:
             f"{layer} ({names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''})"
             for layer, names in by_layer.items()
         )
-        parts.append(f"importing {module} loads {shown}")
+        parts.append(f"{route} loads {shown}")
     return "; ".join(parts)
 
 
@@ -172,9 +203,11 @@ def test_a_chain_of_imports_is_caught_and_its_start_named(tmp_path: Path) -> Non
     ]
     modules = ["layered.low", "layered.other_low", "layered.middle", "layered.high"]
     assert loaded_from_above(0, layers, modules, [tmp_path]) == {
-        "layered.low": ["layered.high", "layered.middle"]
+        "layered.low -> layered.middle": ["layered.high", "layered.middle"]
     }
-    assert loaded_from_above(1, layers, modules, [tmp_path]) == {"layered.middle": ["layered.high"]}
+    assert loaded_from_above(1, layers, modules, [tmp_path]) == {
+        "layered.middle -> layered.high": ["layered.high"]
+    }
     assert loaded_from_above(2, layers, modules, [tmp_path]) == {}
 
 
