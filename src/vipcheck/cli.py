@@ -17,7 +17,11 @@ from typing import NoReturn
 
 import pytest
 
+from vipcheck.diff import compare, load_side, write_json
 from vipcheck.plugin import report_header
+from vipcheck.snapshot import MAX_FILE_BYTES, format_size, parse_size
+from vipcheck.summaries import SummaryError
+from vipcheck.untrusted import printable
 
 # Where the installed suites are: site-packages, or the checkout's suites/ when editable.
 SUITES_DIR = Path(str(files("vipcheck.suites")))
@@ -86,11 +90,6 @@ def diff_main(argv: list[str]) -> int:
     A side that cannot be read, is too big or is not shaped as vipcheck writes summaries is one
     line naming it and exit 4, never a traceback (whose exit 1 would say "something is new").
     """
-    from vipcheck.diff import compare, load_side, write_json  # noqa: PLC0415
-    from vipcheck.snapshot import MAX_FILE_BYTES, format_size, parse_size  # noqa: PLC0415
-    from vipcheck.summaries import SummaryError  # noqa: PLC0415
-    from vipcheck.untrusted import printable  # noqa: PLC0415
-
     parser = _DiffParser(
         prog="vipcheck diff",
         description="Compare two runs: new, resolved, unchanged and incomparable failures. Each "

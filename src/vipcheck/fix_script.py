@@ -20,14 +20,12 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from vipcheck.options import GatherOptions
+from vipcheck.transport import NodeTarget, TargetError, resolve_targets
 from vipcheck.untrusted import printable
-
-if TYPE_CHECKING:
-    from vipcheck.options import GatherOptions
-    from vipcheck.transport import NodeTarget
 
 # Outcomes whose commands go in the script: a waived failure is accepted, so it is left alone.
 FIXABLE = frozenset({"failed", "known"})
@@ -275,20 +273,9 @@ def _comment(text: str) -> str:
 def reach_targets(
     options: GatherOptions, node_addresses: Mapping[str, Sequence[str]]
 ) -> dict[str, NodeTarget]:
-    """How the user reached each node (--hosts, --ssh-config), resolved as gathering does."""
-    from vipcheck.transport import TargetError, resolve_targets  # noqa: PLC0415 (testinfra)
-
+    """How the user reached each node (--hosts, --ssh-config), paired as gathering pairs them."""
     try:
-        resolution = resolve_targets(
-            options.hosts,
-            options.ssh_config,
-            list(node_addresses),
-            node_addresses,
-            options.node_map,
-            ssh_identity_file=options.ssh_identity_file,
-            sudo=options.sudo,
-            connection=options.connection,
-        )
+        resolution = resolve_targets(options, list(node_addresses), node_addresses)
     except TargetError:
         return {}
     return {target.node: target for target in resolution.targets}

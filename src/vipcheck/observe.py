@@ -6,15 +6,20 @@ scripts or tests may call it directly. Only reads: the probes open and close TCP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 
 from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.facts import Facts, NotProbed, ProbeLoader
+from vipcheck.gather import gather
+from vipcheck.gather.cluster import ClusterConfigError
+from vipcheck.gather.probes import ProbeError, vantage_points
+from vipcheck.kind import find_kind_cluster
 from vipcheck.options import RunOptions
+from vipcheck.probing import run_probes
 from vipcheck.snapshot import Snapshot, SnapshotError, load_snapshot, save_probes, save_snapshot
-
-Progress = Callable[[str], None]
+from vipcheck.transport import TargetError
+from vipcheck.vocabulary import Progress
 
 
 class ObserveError(Exception):
@@ -45,29 +50,21 @@ def _with_kind_nodes(options: RunOptions, progress: Progress) -> RunOptions:
     Other --hosts specs stay: they name no node, so they are outside hosts (`local://`, the Docker
     host) that probe from outside the cluster.
     """
-    from vipcheck.kind import find_kind_cluster  # noqa: PLC0415
-    from vipcheck.transport import TargetError  # noqa: PLC0415
-
     assert options.gather.kind is not None
     try:
         cluster = find_kind_cluster(options.gather.kind)
     except TargetError as error:
         raise ObserveError(str(error)) from None
     progress(f"kind cluster {cluster.name}: nodes {', '.join(cluster.nodes)} (docker exec)")
-    gather = replace(
+    target = replace(
         options.gather,
         context=cluster.context,
         hosts=(*cluster.specs, *options.gather.hosts),
     )
-    return replace(options, gather=gather)
+    return replace(options, gather=target)
 
 
 def _gather(options: RunOptions, progress: Progress) -> Snapshot:
-    # Imported here: the kubernetes client is heavy, and replay never needs it.
-    from vipcheck.gather import gather  # noqa: PLC0415
-    from vipcheck.gather.cluster import ClusterConfigError  # noqa: PLC0415
-    from vipcheck.transport import TargetError  # noqa: PLC0415
-
     try:
         return gather(options.gather, progress, sysctl_keys=SYSCTL_KEYS)
     except ClusterConfigError as error:
@@ -94,8 +91,6 @@ def _with_live_probes(options: RunOptions, snapshot: Snapshot, progress: Progres
     """
     if not options.probes.enabled:
         return Facts.from_snapshot(snapshot, _refuse("probing turned off (--no-probe)"))
-    from vipcheck.gather.probes import ProbeError, vantage_points  # noqa: PLC0415
-    from vipcheck.probing import run_probes  # noqa: PLC0415
 
     nodes_json = snapshot.cluster.get("nodes.json")
     try:

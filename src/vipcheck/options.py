@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from vipcheck.checks.base import Severity
 from vipcheck.model.probe import ProbeSettings
 from vipcheck.settings import Settings
 from vipcheck.snapshot import MAX_FILE_BYTES
 from vipcheck.summaries import FindingKey, SummaryError, failure_keys, load_summary
+from vipcheck.vocabulary import Severity
 from vipcheck.waivers import Waiver, WaiverError, load_waivers
 
 DEFAULT_JSON = Path("reports") / "summary.json"

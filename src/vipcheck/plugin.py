@@ -1,4 +1,5 @@
-"""The pytest plugin: vipcheck's options, one item per case of every suite test, the JSON summary.
+"""The pytest plugin, hooks only: options (declared in vipcheck.pytest_options), one item per case
+of every suite test, the JSON summary.
 
 A test is a suite test when it carries the `vipcheck_check(check_id)` marker, wherever its module
 comes from (a checkout, `--pyargs vipcheck.suites`, the `vipcheck` command). The target is
@@ -9,60 +10,29 @@ contacts nothing and writes nothing.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import gc
 import sys
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.config.findpaths import determine_setup
 
 from vipcheck import outputs
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
-from vipcheck.checks import CHECKS_BY_ID, check_by_id
-from vipcheck.checks.base import Severity
+from vipcheck.checks import check_by_id
 from vipcheck.facts import Facts
 from vipcheck.gate import Gate
-from vipcheck.kind import valid_kind_name
-from vipcheck.model.probe import ProbeSettings
 from vipcheck.observe import ObserveError, observe
-from vipcheck.options import (
-    DEFAULT_HTML,
-    DEFAULT_JSON,
-    GATHER_PARALLEL,
-    GateOptions,
-    GatherOptions,
-    OptionError,
-    ProbeOptions,
-    RunOptions,
-    gate_options,
-)
+from vipcheck.options import RunOptions
+from vipcheck.pytest_options import PATH_OPTIONS, add_options, options_from_config, usage_error
+from vipcheck.pytest_setup import settle_rootdir
 from vipcheck.report import Summary, unjudged_critical
-from vipcheck.settings import DEFAULTS, Settings, setting_help
-from vipcheck.snapshot import MAX_FILE_BYTES, parse_size
 from vipcheck.untrusted import printable
 
 MARKER = "vipcheck_check"
 PROBE_MARKER = "probe"
-PROBE_DEFAULTS = ProbeSettings()
-# Options whose value is a path, ours and testinfra's: pytest takes such a value for a test path
-# when it settles rootdir and config, before plugins add their options.
-PATH_OPTIONS = (
-    "from_snapshot",
-    "save_snapshot",
-    "vipcheck_json",
-    "kubeconfig",
-    "ssh_config",
-    "ssh_identity_file",
-    "vipcheck_waivers",
-    "vipcheck_baseline",
-    "vipcheck_html",
-    "vipcheck_fix_script",
-)
 
 
 @dataclass
@@ -82,179 +52,14 @@ SESSION_KEY = pytest.StashKey[VipcheckSession]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("vipcheck", "vipcheck: kube-proxy IPVS datapath conformance")
-    group.addoption("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
-    group.addoption("--context", help="kubeconfig context to use (default: the current one)")
-    group.addoption(
-        "--kind",
-        metavar="NAME",
-        type=_kind_name,
-        help="a kind cluster: context kind-NAME, nodes its Docker containers (docker exec; "
-        "DOCKER_HOST and DOCKER_CONTEXT honoured)",
-    )
-    group.addoption(
-        "--vipcheck-node",
-        action="append",
-        default=[],
-        metavar="HOST=NODE",
-        type=_node_mapping,
-        help="say which Kubernetes node a --hosts spec (or its host) is, when names differ",
-    )
-    group.addoption(
-        "--vipcheck-timeout",
-        type=_positive_float,
-        default=60.0,
-        metavar="SECONDS",
-        help="per-node gathering timeout (default 60)",
-    )
-    group.addoption(
-        "--vipcheck-parallel",
-        type=_positive_count,
-        default=GATHER_PARALLEL,
-        metavar="N",
-        help=f"nodes gathered at once (default {GATHER_PARALLEL}); each has its own timeout",
-    )
-    group.addoption(
-        "--save-snapshot", type=Path, metavar="DIR", help="also write what was gathered to DIR"
-    )
-    group.addoption(
-        "--from-snapshot",
-        type=_snapshot_dir,
-        metavar="DIR",
-        help="replay a snapshot directory: no cluster and no nodes are contacted",
-    )
-    group.addoption(
-        "--vipcheck-max-file-size",
-        type=_file_size,
-        default=MAX_FILE_BYTES,
-        metavar="SIZE",
-        help=f"largest snapshot file --from-snapshot reads whole, e.g. 256M or 1G (default "
-        f"{MAX_FILE_BYTES >> 20}M; connection tables are streamed, not limited)",
-    )
-    group.addoption(
-        "--vipcheck-json",
-        type=Path,
-        default=DEFAULT_JSON,
-        metavar="FILE",
-        help=f"JSON summary of every result (default {DEFAULT_JSON})",
-    )
-    group.addoption(
-        "--no-probe",
-        action="store_true",
-        default=False,
-        help="open no connection: the handshake probes (marker `probe`) are skipped",
-    )
-    group.addoption(
-        "--probe-from",
-        action="append",
-        default=[],
-        metavar="NAME[,NAME]",
-        help="probe only from these nodes or outside hosts (default: every node, and every "
-        "ssh_config Host or --hosts spec that is no node)",
-    )
-    group.addoption(
-        "--probe-timeout",
-        type=_positive_int,
-        default=PROBE_DEFAULTS.timeout_s,
-        metavar="SECONDS",
-        help=f"per-connection timeout of a probe (default {PROBE_DEFAULTS.timeout_s})",
-    )
-    group.addoption(
-        "--probe-budget",
-        type=_positive_int,
-        default=PROBE_DEFAULTS.budget_s,
-        metavar="SECONDS",
-        help="time cap of one vantage point's probes per round; attempts past it are not made "
-        f"(default {PROBE_DEFAULTS.budget_s})",
-    )
-    group.addoption(
-        "--probe-total",
-        type=_positive_int,
-        default=ProbeOptions().total_s,
-        metavar="SECONDS",
-        help="time cap of the whole probe in a large cluster, whose Service ports are then "
-        f"dealt across node vantage points (default {ProbeOptions().total_s}; docs/probe.md)",
-    )
-    group.addoption(
-        "--vipcheck-waivers",
-        type=Path,
-        metavar="FILE",
-        help="YAML waivers (check, subject/node, reason, owner, expires): matching failures are "
-        "reported as waived until they expire (ini: vipcheck_waivers)",
-    )
-    group.addoption(
-        "--vipcheck-fail-on",
-        default=Severity.WARNING.value,
-        choices=[s.value for s in Severity],
-        help="lowest severity whose failures make the exit code 1; failures below it are shown "
-        "and counted (default warning)",
-    )
-    group.addoption(
-        "--vipcheck-baseline",
-        type=Path,
-        metavar="SUMMARY",
-        help="a JSON summary of an earlier run: fail only what is new against it",
-    )
-    group.addoption(
-        "--vipcheck-html",
-        type=Path,
-        default=DEFAULT_HTML,
-        metavar="FILE",
-        help=f"self-contained HTML report (default {DEFAULT_HTML})",
-    )
-    group.addoption(
-        "--vipcheck-fix-script",
-        type=Path,
-        metavar="FILE",
-        help="write a POSIX sh script of the failures' fix commands, for review (never run)",
-    )
-    parser.addini("vipcheck_waivers", "YAML waivers file (as --vipcheck-waivers)", default="")
-    for name, text in setting_help().items():
-        parser.addini(f"vipcheck_{name}", text, default=str(getattr(DEFAULTS, name)))
+    add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
-    """Find rootdir and config again when pytest took one of our options' values for a test path.
-
-    pytest settles them before plugins add options, so `pytest --from-snapshot /elsewhere` in a
-    checkout looked for configuration in /elsewhere and collected the wrong tests. Now that the
-    options are known, decide again from the real test paths; nothing changes when they agree.
-    """
-    namespace = early_config.known_args_namespace
-    if namespace.inifilename or namespace.rootdir:
-        return
-    here = early_config.invocation_params.dir
-    given = {
-        (here / str(v)).resolve() for name in PATH_OPTIONS if (v := getattr(namespace, name, None))
-    }
-    taken = {(here / arg).resolve() for arg in args if not arg.startswith("-")}
-    if not given & taken:
-        return
-    rootpath, inipath, inicfg, ignored = determine_setup(
-        inifile=None,
-        override_ini=namespace.override_ini,
-        args=namespace.file_or_dir,
-        rootdir_cmd_arg=None,
-        invocation_dir=early_config.invocation_params.dir,
-    )
-    if (rootpath, inipath) == (early_config.rootpath, early_config.inipath):
-        return
-    old_cutdir = str(early_config.inipath.parent if early_config.inipath else early_config.rootpath)
-    early_config._rootpath = rootpath
-    early_config._inipath = inipath
-    early_config._inicfg = inicfg
-    early_config._ignored_config_files = ignored
-    early_config._inicache.clear()
-    early_config._parser.extra_info.update(rootdir=str(rootpath), inifile=str(inipath))
-    args[:] = [*early_config.getini("addopts"), *args]
-    early_config.known_args_namespace = early_config._parser.parse_known_args(
-        args, namespace=copy.copy(early_config.option)
-    )
-    if namespace.confcutdir in (None, old_cutdir):
-        cutdir = inipath.parent if inipath else rootpath
-        early_config.known_args_namespace.confcutdir = str(cutdir)
-    early_config._configure_python_path()
+    """Find rootdir and config again when pytest took one of our options' values for a test path
+    (vipcheck.pytest_setup)."""
+    settle_rootdir(early_config, args, PATH_OPTIONS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -265,7 +70,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{PROBE_MARKER}: opens TCP connections to the target (deselect with -m 'not probe')",
     )
-    options = _run_options(config)
+    options = options_from_config(config)
     gate = Gate(
         waivers=options.gate.waivers,
         baseline=options.gate.baseline,
@@ -300,7 +105,7 @@ def pytest_collection_modifyitems(config: pytest.Config) -> None:
     """Stop with a usage error (exit 4) for what collection met: nothing has run yet."""
     errors = config.stash[SESSION_KEY].usage_errors
     if errors:
-        raise _usage_error(*dict.fromkeys(errors))
+        raise usage_error(*dict.fromkeys(errors))
 
 
 @pytest.fixture
@@ -436,156 +241,9 @@ def _restore_gc(session: VipcheckSession, thresholds: tuple[int, int, int]) -> N
         gc.set_threshold(*thresholds)
 
 
-def _run_options(config: pytest.Config) -> RunOptions:
-    """Every vipcheck option and ini value, validated, in one object."""
-    replay: Path | None = config.getoption("from_snapshot")
-    save_to: Path | None = config.getoption("save_snapshot")
-    if replay is not None and save_to is not None:
-        raise pytest.UsageError("--save-snapshot and --from-snapshot exclude each other")
-    return RunOptions(
-        gather=GatherOptions(
-            kubeconfig=config.getoption("kubeconfig"),
-            context=config.getoption("context"),
-            hosts=tuple(_split_commas(_given_hosts(config))),
-            ssh_config=config.getoption("ssh_config", None),
-            ssh_identity_file=config.getoption("ssh_identity_file", None),
-            sudo=bool(config.getoption("sudo", False)),
-            connection=config.getoption("connection", None),
-            kind=_kind_option(config),
-            node_map=dict(config.getoption("vipcheck_node")),
-            timeout_s=config.getoption("vipcheck_timeout"),
-            parallel=config.getoption("vipcheck_parallel"),
-        ),
-        replay=replay,
-        save_to=save_to,
-        max_file_bytes=config.getoption("vipcheck_max_file_size"),
-        json_path=config.getoption("vipcheck_json"),
-        probes=ProbeOptions(
-            enabled=not config.getoption("no_probe"),
-            probe_from=tuple(_split_commas(config.getoption("probe_from"))),
-            total_s=config.getoption("probe_total"),
-            settings=ProbeSettings(
-                timeout_s=config.getoption("probe_timeout"),
-                budget_s=config.getoption("probe_budget"),
-            ),
-        ),
-        settings=_settings(config),
-        gate=_gate_options(config),
-    )
-
-
-def _gate_options(config: pytest.Config) -> GateOptions:
-    waivers: Path | None = config.getoption("vipcheck_waivers")
-    ini_waivers = str(config.getini("vipcheck_waivers") or "")
-    if waivers is None and ini_waivers:
-        waivers = (config.inipath.parent if config.inipath else config.rootpath) / ini_waivers
-    try:
-        return gate_options(
-            waivers_file=waivers,
-            fail_on=config.getoption("vipcheck_fail_on"),
-            baseline_file=config.getoption("vipcheck_baseline"),
-            html_path=config.getoption("vipcheck_html"),
-            fix_script=config.getoption("vipcheck_fix_script"),
-            known_checks=tuple(CHECKS_BY_ID),
-            max_file_bytes=config.getoption("vipcheck_max_file_size"),
-        )
-    except OptionError as error:
-        raise _usage_error(str(error)) from None
-
-
-def _given_hosts(config: pytest.Config) -> list[str]:
-    """testinfra's --hosts: one comma-separated string, not a list of specs."""
-    given: str | list[str] | None = config.getoption("hosts", None)
-    return [given] if isinstance(given, str) else list(given or [])
-
-
-def _split_commas(values: list[str]) -> list[str]:
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
-
-
-def _settings(config: pytest.Config) -> Settings:
-    values = {}
-    for name in setting_help():
-        raw = config.getini(f"vipcheck_{name}")
-        try:
-            values[name] = int(str(raw))
-        except ValueError:
-            message = f"ini option vipcheck_{name}: not an integer: {raw!r}"
-            raise pytest.UsageError(message) from None
-    return Settings(**values)
-
-
-def _kind_name(text: str) -> str:
-    why = valid_kind_name(text)
-    if why is not None:
-        raise pytest.UsageError(f"--kind {why}")
-    return text
-
-
-def _kind_option(config: pytest.Config) -> str | None:
-    """--kind NAME, which names the context and the nodes itself."""
-    name: str | None = config.getoption("kind")
-    if name is None:
-        return None
-    if config.getoption("context"):
-        raise pytest.UsageError(f"--kind {name} and --context exclude each other")
-    return name
-
-
-def _node_mapping(text: str) -> tuple[str, str]:
-    host, sep, node = text.partition("=")
-    if not sep or not host or not node:
-        raise pytest.UsageError(f"--vipcheck-node {text!r}: expected HOST=NODE")
-    return host, node
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise pytest.UsageError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise pytest.UsageError(f"must be more than 0 seconds: {text!r}")
-    return value
-
-
-def _positive_count(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise pytest.UsageError(f"expected a whole number above 0: {text!r}")
-    return int(text)
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise pytest.UsageError(f"expected a whole number of seconds above 0: {text!r}")
-    return int(text)
-
-
-def _file_size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as error:
-        raise pytest.UsageError(f"--vipcheck-max-file-size: {error}") from None
-
-
-def _snapshot_dir(text: str) -> Path:
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise pytest.UsageError(f"--from-snapshot {text}: not a directory")
-    if not path.is_dir():
-        raise pytest.UsageError(f"--from-snapshot {text}: no such directory")
-    return path
-
-
 def _write_line(reporter: pytest.TerminalReporter, line: str) -> None:
     """One line of the terminal summary; it may quote a node's text, so controls show escaped."""
     reporter.write_line(printable(line, one_line=True))
-
-
-def _usage_error(*lines: str) -> pytest.UsageError:
-    """Exit 4 with these lines, which may quote a snapshot, a kubeconfig or a baseline: controls
-    are shown escaped, one line each."""
-    return pytest.UsageError("\n".join(printable(line, one_line=True) for line in lines))
 
 
 def _print(config: pytest.Config, line: str) -> None:

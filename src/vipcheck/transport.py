@@ -26,12 +26,14 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import testinfra.backend
 from testinfra.backend.base import BaseBackend
+
+from vipcheck.options import GatherOptions
 
 # Backends that spawn a local command through run_local, so the timeout can kill its process group.
 _COMMAND_BACKENDS = frozenset(
@@ -123,22 +125,34 @@ HOST_SPEC_RUNNER: NodeRunner = HostSpecRunner()
 
 
 def resolve_targets(
-    hosts: Sequence[str],
-    ssh_config: str | None,
+    options: GatherOptions,
     node_names: Sequence[str],
     node_addresses: Mapping[str, Sequence[str]],
-    node_map: Mapping[str, str],
-    *,
-    ssh_identity_file: str | None = None,
-    sudo: bool = False,
-    connection: str | None = None,
+) -> Resolution:
+    """Which host spec reaches which API node, as the user said (--hosts, --ssh-config,
+    --vipcheck-node, --kind): the one pairing, for gathering, probing and the fix script."""
+    resolution = _pair(options, node_names, node_addresses)
+    if options.kind is not None and resolution.not_given:
+        reason = f"not given: no Docker container of kind cluster {options.kind} is named so"
+        reasons = {**resolution.reasons, **dict.fromkeys(resolution.not_given, reason)}
+        resolution = replace(resolution, reasons=reasons)
+    return resolution
+
+
+def _pair(
+    options: GatherOptions,
+    node_names: Sequence[str],
+    node_addresses: Mapping[str, Sequence[str]],
 ) -> Resolution:
     """Pair host specs with API nodes: by node map, then host == node name, then by address."""
+    ssh_config = options.ssh_config
 
     def target(node: str, spec: str) -> NodeTarget:
-        return NodeTarget(node, spec, ssh_config, ssh_identity_file, sudo, connection)
+        return NodeTarget(
+            node, spec, ssh_config, options.ssh_identity_file, options.sudo, options.connection
+        )
 
-    if not hosts:
+    if not options.hosts:
         if ssh_config is None:
             reason = "not given: no --hosts spec or ssh_config Host for it"
             return Resolution((), tuple(node_names), (), dict.fromkeys(node_names, reason))
@@ -155,9 +169,9 @@ def resolve_targets(
     targets: list[NodeTarget] = []
     spec_of: dict[str, str] = {}
     unknown: list[str] = []
-    for spec in hosts:
-        host = spec_host(spec, connection)
-        node = _node_for(spec, host, node_names, node_addresses, node_map)
+    for spec in options.hosts:
+        host = spec_host(spec, options.connection)
+        node = _node_for(spec, host, node_names, node_addresses, options.node_map)
         if node is None:
             unknown.append(spec)
             continue

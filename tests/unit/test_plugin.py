@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import inspect
 import json
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,11 @@ from vipcheck.cases import cases_for
 from vipcheck.checks import CATALOGUE
 from vipcheck.cli import SUITES_DIR
 from vipcheck.facts import Facts
+from vipcheck.model.probe import ProbeSettings
+from vipcheck.options import GatherOptions, ProbeOptions, RunOptions, gate_options
+from vipcheck.pytest_options import OPTIONS, PATH_OPTIONS
+from vipcheck.pytest_setup import CHECKED_PYTEST
+from vipcheck.settings import Settings
 from vipcheck.snapshot import load_snapshot
 
 pytest_plugins = ["pytester"]
@@ -313,3 +321,83 @@ def test_a_suite_items_traceback_shows_controls_escaped_and_others_are_left_alon
     assert "\ncaptured \\x1b[2J\n" in suite
     assert f"FAILED test_mixed.py::test_suite[node-1/eth0] - RuntimeError: {shown}\n" in other
     assert "FAILED test_mixed.py::test_other - RuntimeError: theirs \x1b[1m\n" in other
+
+
+def test_pytest_is_a_release_the_private_rootdir_fix_was_checked_with() -> None:
+    installed = tuple(int(part) for part in pytest.__version__.split(".")[:2])
+    low, high = CHECKED_PYTEST
+    assert low <= installed <= high, (
+        f"pytest {pytest.__version__} is not among the releases vipcheck.pytest_setup was "
+        f"checked with ({'.'.join(map(str, low))} to {'.'.join(map(str, high))}): read "
+        "Config._preparse and _pytest.config.findpaths.determine_setup in this release, make "
+        "settle_rootdir do what they do, run tests/unit/test_invocation.py, then widen "
+        "CHECKED_PYTEST (and pyproject.toml's pytest requirement)"
+    )
+
+
+def test_pyproject_requires_the_lowest_pytest_checked() -> None:
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    required = [d for d in project["project"]["dependencies"] if d.startswith("pytest>")]
+    low = ".".join(map(str, CHECKED_PYTEST[0]))
+    assert required == [f"pytest>={low}"]
+
+
+def declared_fields() -> set[str]:
+    """Every value of RunOptions a person may set, as a dotted path; the gate's are what
+    gate_options takes (it reads the waivers and baseline files they name)."""
+    groups = {
+        "": RunOptions,
+        "gather": GatherOptions,
+        "probes": ProbeOptions,
+        "probes.settings": ProbeSettings,
+        "settings": Settings,
+    }
+    paths = {
+        f"{prefix}.{f.name}".lstrip(".")
+        for prefix, group in groups.items()
+        for f in dataclasses.fields(group)
+    }
+    gate = {f"gate.{name}" for name in inspect.signature(gate_options).parameters}
+    return (paths | gate) - {*groups, "gate", "gate.known_checks", "gate.max_file_bytes"}
+
+
+# Fields that are no option on purpose: the probe's pacing is fixed.
+FIXED = {"probes.settings.delay_s", "probes.settings.parallel"}
+
+
+def test_each_run_option_is_declared_once_in_the_table() -> None:
+    fields = [option.field for option in OPTIONS]
+    assert len(fields) == len(set(fields)), fields
+    assert set(fields) == declared_fields() - FIXED
+    assert set(PATH_OPTIONS) >= {"from_snapshot", "kubeconfig", "ssh_config", "vipcheck_json"}
+
+
+def test_the_help_lists_every_flag_and_ini_value_of_the_table(pytester: pytest.Pytester) -> None:
+    shown = pytester.runpytest_inprocess("--help").stdout.str()
+    ours = [o for o in OPTIONS if not o.testinfra]
+    missing = [o.flag for o in ours if o.flag and f"{o.flag}" not in shown]
+    missing += [o.ini for o in ours if o.ini and f"{o.ini} " not in shown]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("given", "ini", "message"),
+    [
+        (["--kind", "Bad_Name"], "", "ERROR: --kind 'Bad_Name' is not a kind cluster name *"),
+        (["--kind", "lab", "--context", "c"], "", "ERROR: --kind lab and --context exclude *"),
+        (["--vipcheck-node", "x"], "", "ERROR: --vipcheck-node 'x': expected HOST=NODE"),
+        (["--vipcheck-timeout", "0"], "", "ERROR: must be more than 0 seconds: '0'"),
+        (["--probe-budget", "x"], "", "ERROR: expected a whole number of seconds above 0: 'x'"),
+        (["--vipcheck-max-file-size", "0"], "", "ERROR: --vipcheck-max-file-size: expected *"),
+        (["--from-snapshot", "nope"], "", "ERROR: --from-snapshot nope: no such directory"),
+        (["--from-snapshot", ".", "--save-snapshot", "s"], "", "ERROR: --save-snapshot and *"),
+        ([], "vipcheck_syn_recv_max = many", "ERROR: ini option vipcheck_syn_recv_max: not an *"),
+    ],
+)
+def test_a_bad_option_is_a_usage_error_naming_it(
+    pytester: pytest.Pytester, given: list[str], ini: str, message: str
+) -> None:
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", *given)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])

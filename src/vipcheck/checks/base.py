@@ -7,19 +7,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
+from vipcheck import vocabulary
 from vipcheck.facts import Facts, Input
 from vipcheck.settings import Settings
 
+# A check declares its severity: the leaf module's, named here so a check imports from one place.
+Severity = vocabulary.Severity
+
 # A command as the argument list a program receives: argv[0] is the program.
 Argv = tuple[str, ...]
-
-
-class Severity(StrEnum):
-    """How bad a violation is for traffic through Service VIPs."""
-
-    CRITICAL = "critical"  # connections fail now
-    WARNING = "warning"  # connections fail under load, churn or later
-    INFO = "info"  # worth knowing; nothing fails because of it
 
 
 class FindingKind(StrEnum):

@@ -28,8 +28,7 @@ from vipcheck.transport import (
     TargetError,
     resolve_targets,
 )
-
-Progress = Callable[[str], None]
+from vipcheck.vocabulary import Progress
 
 
 class ClusterReader(Protocol):
@@ -154,21 +153,7 @@ def _gather(
 def resolve(options: GatherOptions, nodes_json: str | None) -> tuple[list[str], Resolution]:
     """The API's node names, and the host spec that reaches each: for gathering and probing."""
     names, addresses = node_inventory(nodes_json)
-    resolution = resolve_targets(
-        options.hosts,
-        options.ssh_config,
-        names,
-        addresses,
-        options.node_map,
-        ssh_identity_file=options.ssh_identity_file,
-        sudo=options.sudo,
-        connection=options.connection,
-    )
-    if options.kind is not None and resolution.not_given:
-        reason = f"not given: no Docker container of kind cluster {options.kind} is named so"
-        reasons = {**resolution.reasons, **dict.fromkeys(resolution.not_given, reason)}
-        resolution = replace(resolution, reasons=reasons)
-    return names, resolution
+    return names, resolve_targets(options, names, addresses)
 
 
 def node_inventory(nodes_json: str | None) -> tuple[list[str], dict[str, list[str]]]:

@@ -12,28 +12,61 @@ loads keys from files only) and removed once the cluster is read.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import urllib3
 import yaml
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config import kube_config
-from kubernetes.config.config_exception import ConfigException
 
-Progress = Callable[[str], None]
+from vipcheck.vocabulary import Progress
+
 Lister = Callable[..., Any]
 
 PAGE_SIZE = 500
 REQUEST_TIMEOUT_S = (10, 60)  # connect, read
 DEFAULT_KUBECONFIG = "~/.kube/config"
 KUBE_PROXY = ("kube-system", "kube-proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class _Kubernetes:
+    """The parts of the kubernetes client (and urllib3, its HTTP library) this module uses."""
+
+    client: ModuleType
+    config: ModuleType
+    kube_config: ModuleType
+    api_exception: type[Any]  # its status, reason and body are read
+    config_exception: type[Exception]
+    http_error: type[Any]  # urllib3's; its reason is read
+
+
+@functools.cache
+def _kubernetes() -> _Kubernetes:
+    """The kubernetes client, imported when a cluster is first read, not with this module.
+
+    Importing it (with urllib3, ssl and http) takes 0.15-0.2 s, which a replay would pay for
+    nothing, and so would every pytest session in an environment where vipcheck is installed
+    (the plugin loads observing, which loads gathering). A third-party cost kept in the one
+    module that imports kubernetes, not a way around layering: tests/unit/test_layers.py
+    checks that the plugin loads no kubernetes.
+    """
+    import kubernetes.client  # noqa: PLC0415
+    import kubernetes.config  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+    from kubernetes.config import kube_config  # noqa: PLC0415
+    from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
+    from urllib3.exceptions import HTTPError  # noqa: PLC0415
+
+    return _Kubernetes(
+        kubernetes.client, kubernetes.config, kube_config, ApiException, ConfigException, HTTPError
+    )
 
 
 class ClusterConfigError(Exception):
@@ -77,6 +110,7 @@ def _read_cluster(
     api_client, source = api_client_for(kubeconfig, context)
     server = api_client.configuration.host
     progress(f"cluster: reading {server} ({source})")
+    client = _kubernetes().client
     files: dict[str, str] = {}
     with api_client:
         core = client.CoreV1Api(api_client)
@@ -122,14 +156,15 @@ def _read_cluster(
 
 def api_client_for(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
     """A client configured as kubectl would be, and a description of where that came from."""
-    configuration = client.Configuration()
+    k8s = _kubernetes()
+    configuration = k8s.client.Configuration()
     paths = _kubeconfig_paths(kubeconfig)
     if paths is None:
         try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except ConfigException as error:
+            k8s.config.load_incluster_config(client_configuration=configuration)
+        except k8s.config_exception as error:
             raise ClusterConfigError(f"in-cluster configuration: {error}") from None
-        return client.ApiClient(configuration), "in-cluster service account"
+        return k8s.client.ApiClient(configuration), "in-cluster service account"
     label = os.pathsep.join(paths)
     contexts = _contexts(paths, label)
     if context is not None and context not in contexts:
@@ -138,19 +173,19 @@ def api_client_for(kubeconfig: str | None, context: str | None) -> tuple[Any, st
         )
     try:
         with _plugin_failures() as failures:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
+            k8s.config.load_kube_config(
                 config_file=label,
                 context=context,
                 client_configuration=configuration,
                 persist_config=False,
             )
-    except (ConfigException, KeyError, TypeError, ValueError, OSError) as error:
+    except (k8s.config_exception, KeyError, TypeError, ValueError, OSError) as error:
         # OSError: an auth-provider's cmd-path that cannot run (FileNotFoundError).
         raise _config_error(label, context, contexts, str(error)) from None
     if failures:
         why = failures[0].removeprefix("exec: ")
         raise _config_error(label, context, contexts, f"exec credential plugin: {why}")
-    return client.ApiClient(configuration), f"kubeconfig {label}" + (
+    return k8s.client.ApiClient(configuration), f"kubeconfig {label}" + (
         f", context {context}" if context else ""
     )
 
@@ -175,7 +210,7 @@ class _PluginFailures(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.pathname == kube_config.__file__:
+        if record.pathname == _kubernetes().kube_config.__file__:
             self.messages.append(record.getMessage())
 
 
@@ -199,7 +234,7 @@ def _remove_decoded_credentials() -> None:
     the cluster is read. kube_config has `_cleanup_temp_files` in 29.0.0 (the lowest release
     vipcheck takes), 37.0.3 and 12.0.1 (checked); a release without it is left to its own.
     """
-    cleanup = getattr(kube_config, "_cleanup_temp_files", None)
+    cleanup = getattr(_kubernetes().kube_config, "_cleanup_temp_files", None)
     if cleanup is not None:
         cleanup()
 
@@ -283,7 +318,7 @@ def _get_json(server: str, what: str, call: Lister, **arguments: Any) -> dict[st
     """One GET's raw JSON body, or a one-line ClusterError naming the server, object and why."""
     try:
         response = call(**arguments, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S)
-    except ApiException as error:
+    except _kubernetes().api_exception as error:
         if not error.status:
             raise ClusterError(
                 f"{server}: cannot connect for {what}: {_first_line(str(error.reason))}"
@@ -292,7 +327,7 @@ def _get_json(server: str, what: str, call: Lister, **arguments: Any) -> dict[st
             f"{server}: {what}: {error.status} {error.reason}: {_status_message(error.body)}",
             error.status,
         ) from None
-    except urllib3.exceptions.HTTPError as error:
+    except _kubernetes().http_error as error:
         reason = getattr(error, "reason", None) or error
         raise ClusterError(f"{server}: cannot connect for {what}: {reason}") from None
     try:

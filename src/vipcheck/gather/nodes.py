@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from vipcheck.gather.node_script import CUT_OFF, NODE_SCRIPT, split_node_frames
 from vipcheck.options import GATHER_PARALLEL
 from vipcheck.snapshot import NodeSnapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, TransportError
-
-Progress = Callable[[str], None]
+from vipcheck.vocabulary import Progress
 
 
 def gather_nodes(

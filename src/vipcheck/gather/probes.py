@@ -8,7 +8,7 @@ as printed, for probes/ in the snapshot; the check reads them through facts.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,8 +26,8 @@ from vipcheck.transport import (
     spec_host,
     ssh_config_hosts,
 )
+from vipcheck.vocabulary import Progress
 
-Progress = Callable[[str], None]
 AFTER_SCRIPT = build_node_script({"ip_vs_conn.txt": "cat /proc/net/ip_vs_conn"})
 _WILDCARDS = frozenset("*?!")
 # Seconds beyond the script's own time cap for ssh to connect and the output to come back.

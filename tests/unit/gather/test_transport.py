@@ -15,6 +15,7 @@ import pytest
 import testinfra.backend
 
 from vipcheck import transport
+from vipcheck.options import GatherOptions
 from vipcheck.transport import NodeTarget, TargetError, TransportError, resolve_targets, run_on
 
 NAMES = ("node-1", "node-2", "node-3")
@@ -69,7 +70,9 @@ def test_hosts_map_to_nodes(
     not_given: tuple[str, ...],
     unknown: tuple[str, ...],
 ) -> None:
-    resolution = resolve_targets(hosts, None, NAMES, ADDRESSES, node_map, sudo=True)
+    resolution = resolve_targets(
+        GatherOptions(hosts=tuple(hosts), node_map=node_map, sudo=True), NAMES, ADDRESSES
+    )
     assert specs(resolution.targets) == expected
     assert resolution.not_given == not_given
     assert resolution.unknown == unknown
@@ -79,7 +82,9 @@ def test_hosts_map_to_nodes(
 
 
 def test_without_api_nodes_each_spec_is_its_own_host() -> None:
-    resolution = resolve_targets(["ssh://root@worker-a:22", "worker-b"], None, [], {}, {})
+    resolution = resolve_targets(
+        GatherOptions(hosts=("ssh://root@worker-a:22", "worker-b")), [], {}
+    )
     assert specs(resolution.targets) == {
         "worker-a": "ssh://root@worker-a:22",
         "worker-b": "worker-b",
@@ -89,13 +94,13 @@ def test_without_api_nodes_each_spec_is_its_own_host() -> None:
 
 def test_local_spec_is_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "node-2")
-    resolution = resolve_targets(["local://"], None, NAMES, ADDRESSES, {})
+    resolution = resolve_targets(GatherOptions(hosts=("local://",)), NAMES, ADDRESSES)
     assert specs(resolution.targets) == {"node-2": "local://"}
 
 
 def test_two_specs_for_one_node_are_refused() -> None:
     with pytest.raises(TargetError, match=r"ssh://node-1 and 10\.0\.0\.11 are both node node-1"):
-        resolve_targets(["ssh://node-1", "10.0.0.11"], None, NAMES, ADDRESSES, {})
+        resolve_targets(GatherOptions(hosts=("ssh://node-1", "10.0.0.11")), NAMES, ADDRESSES)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +122,9 @@ def test_ssh_config_hosts_name_the_nodes(
 ) -> None:
     path = tmp_path / "ssh_config"
     path.write_text(config)
-    resolution = resolve_targets([], str(path), NAMES, ADDRESSES, {}, ssh_identity_file="/k")
+    resolution = resolve_targets(
+        GatherOptions(ssh_config=str(path), ssh_identity_file="/k"), NAMES, ADDRESSES
+    )
     assert specs(resolution.targets) == {n: f"ssh://{n}" for n in given}
     assert all(
         t.ssh_config == str(path) and t.ssh_identity_file == "/k" for t in resolution.targets
@@ -131,14 +138,14 @@ def test_ssh_config_hosts_name_the_nodes(
 
 
 def test_nothing_given_reports_every_node() -> None:
-    resolution = resolve_targets([], None, NAMES, ADDRESSES, {})
+    resolution = resolve_targets(GatherOptions(), NAMES, ADDRESSES)
     assert resolution.targets == ()
     assert resolution.not_given == NAMES
 
 
 def test_unreadable_ssh_config_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match=rf"^ssh_config {tmp_path}/nope: cannot read: "):
-        resolve_targets([], str(tmp_path / "nope"), NAMES, ADDRESSES, {})
+        resolve_targets(GatherOptions(ssh_config=str(tmp_path / "nope")), NAMES, ADDRESSES)
 
 
 def test_run_on_local_returns_output_and_status() -> None:
