@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vipcheck.checks import SYSCTL_KEYS
+from vipcheck.gather.node_script import build_node_script
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = "big"
 ROUNDS = 5
@@ -320,8 +323,8 @@ def report(bench: LabBench, booted: Boot, scenario: str, target: float) -> bool:
 
 def main(workdir: Path, rounds: int = ROUNDS, scenario: str = SCENARIO) -> int:
     """Boot the scenario, time the rounds, print, stop the lab; 1 when the target is missed."""
-    from vipcheck.gather.node_script import NODE_SCRIPT  # noqa: PLC0415
-
+    # The script vipcheck's own gather sends: with the catalogue's sysctl keys.
+    script = build_node_script(sysctl_keys=SYSCTL_KEYS)
     workdir.mkdir(parents=True, exist_ok=True)
     lab, runs = workdir / "lab", workdir / "lab-runs"
     runs.mkdir(exist_ok=True)
@@ -343,7 +346,7 @@ def main(workdir: Path, rounds: int = ROUNDS, scenario: str = SCENARIO) -> int:
             return seconds, run_problems(rc, summary, log)
 
         def run_raw() -> tuple[float, list[str]]:
-            return raw_gather(lab / "ssh_config", nodes, NODE_SCRIPT)
+            return raw_gather(lab / "ssh_config", nodes, script)
 
         module = runs / "test_noop.py"
         counted: list[int] = []

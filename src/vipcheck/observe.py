@@ -6,10 +6,9 @@ scripts or tests may call it directly. Only reads: the probes open and close TCP
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.facts import Facts, NotProbed, ProbeLoader
 from vipcheck.gather import gather
 from vipcheck.gather.cluster import ClusterConfigError
@@ -26,8 +25,12 @@ class ObserveError(Exception):
     """The target cannot be observed as asked: a usage error, in one line saying what to fix."""
 
 
-def observe(options: RunOptions, progress: Progress) -> Facts:
-    """The run's facts; a bad snapshot, kubeconfig, inventory or --probe-from is ObserveError."""
+def observe(options: RunOptions, progress: Progress, sysctl_keys: Sequence[str]) -> Facts:
+    """The run's facts; a bad snapshot, kubeconfig, inventory or --probe-from is ObserveError.
+
+    sysctl_keys: what the checks read, for nodes without `sysctl` (the catalogue's SYSCTL_KEYS:
+    the catalogue sits above this layer, so its caller hands them down).
+    """
     try:
         if options.replay is not None:
             progress(f"replaying snapshot {options.replay}")
@@ -35,7 +38,7 @@ def observe(options: RunOptions, progress: Progress) -> Facts:
             return Facts.from_snapshot(snapshot, _replayed_probes(options, snapshot))
         if options.gather.kind is not None:
             options = _with_kind_nodes(options, progress)
-        snapshot = _gather(options, progress)
+        snapshot = _gather(options, progress, sysctl_keys)
         if options.save_to is not None:
             save_snapshot(snapshot, options.save_to)
             progress(f"snapshot saved to {options.save_to}")
@@ -64,9 +67,9 @@ def _with_kind_nodes(options: RunOptions, progress: Progress) -> RunOptions:
     return replace(options, gather=target)
 
 
-def _gather(options: RunOptions, progress: Progress) -> Snapshot:
+def _gather(options: RunOptions, progress: Progress, sysctl_keys: Sequence[str]) -> Snapshot:
     try:
-        return gather(options.gather, progress, sysctl_keys=SYSCTL_KEYS)
+        return gather(options.gather, progress, sysctl_keys=sysctl_keys)
     except ClusterConfigError as error:
         if options.gather.kind is not None:
             raise ObserveError(f"--kind {options.gather.kind}: {error}") from None

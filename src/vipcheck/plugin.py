@@ -21,7 +21,7 @@ import pytest
 
 from vipcheck import outputs
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
-from vipcheck.checks import check_by_id
+from vipcheck.checks import SYSCTL_KEYS, check_by_id
 from vipcheck.facts import Facts
 from vipcheck.gate import Gate
 from vipcheck.observe import ObserveError, observe
@@ -216,7 +216,7 @@ def _observed(config: pytest.Config, session: VipcheckSession) -> Facts | None:
     if session.facts is None and not session.usage_errors:
         _collect_garbage_rarely(config)
         try:
-            session.facts = observe(session.options, lambda line: _print(config, line))
+            session.facts = observe(session.options, lambda line: _print(config, line), SYSCTL_KEYS)
         except ObserveError as error:
             session.usage_errors.append(str(error))
     return session.facts

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.lab.running import LabPool, RunningLab
+from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.gather import gather
 from vipcheck.gather.node_script import FALLBACK_FILES
 from vipcheck.options import GatherOptions
@@ -71,7 +72,7 @@ def gathered(lab: RunningLab) -> Gathered:
     options = GatherOptions(
         kubeconfig=str(lab.workdir / "kubeconfig"), ssh_config=str(lab.workdir / "ssh_config")
     )
-    snapshot = gather(options, progress.append, runner=CountingRunner())
+    snapshot = gather(options, progress.append, runner=CountingRunner(), sysctl_keys=SYSCTL_KEYS)
     after = {node: node_state(lab, node) for node in NODES}
     print("\n".join(progress))
     return Gathered(snapshot, round_trips, progress, before, after, volatile)
@@ -141,7 +142,7 @@ def test_a_node_on_a_closed_port_is_an_error_naming_it(lab: RunningLab, tmp_path
         kubeconfig=str(lab.workdir / "kubeconfig"), ssh_config=str(ssh_config), timeout_s=30
     )
     started = time.monotonic()
-    snapshot = gather(options, lambda _line: None)
+    snapshot = gather(options, lambda _line: None, sysctl_keys=SYSCTL_KEYS)
     assert time.monotonic() - started < 15
     broken = snapshot.nodes["node-3"]
     assert broken.files == {}

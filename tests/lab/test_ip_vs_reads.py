@@ -15,6 +15,7 @@ import shlex
 import pytest
 
 from fixtures.lab.running import LabPool, RunningLab
+from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.gather import gather
 from vipcheck.gather.node_script import build_node_script, split_node_output
 from vipcheck.model.node import IpvsTable
@@ -38,7 +39,7 @@ def snapshot(lab: RunningLab) -> Snapshot:
     options = GatherOptions(
         kubeconfig=str(lab.workdir / "kubeconfig"), ssh_config=str(lab.workdir / "ssh_config")
     )
-    return gather(options, print)
+    return gather(options, print, sysctl_keys=SYSCTL_KEYS)
 
 
 def table(services: IpvsTable) -> dict[object, frozenset[object]]:

@@ -53,7 +53,7 @@ def gather(
     *,
     runner: NodeRunner = HOST_SPEC_RUNNER,
     read_cluster: ClusterReader = gather_cluster,
-    sysctl_keys: Sequence[str] = (),
+    sysctl_keys: Sequence[str],
 ) -> Snapshot:
     """Observe the cluster and its nodes; an unreadable API still lets the given hosts be read.
 

@@ -241,10 +241,6 @@ def _script_command(name: str, command: str) -> str:
     return _SCRIPT_COMMANDS.get(name, command)
 
 
-# The script without sysctl keys (no proc-sys.txt): a live run's is built with the catalogue's.
-NODE_SCRIPT = build_node_script()
-
-
 @dataclass(frozen=True, slots=True)
 class NodeFrames:
     """The script's output cut back into files, why each missing one is missing, and notes."""

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from vipcheck.gather.node_script import CUT_OFF, NODE_SCRIPT, split_node_frames
+from vipcheck.gather.node_script import CUT_OFF, split_node_frames
 from vipcheck.options import GATHER_PARALLEL
 from vipcheck.snapshot import NodeSnapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, TransportError
@@ -19,8 +19,8 @@ def gather_nodes(
     progress: Progress,
     *,
     parallel: int = GATHER_PARALLEL,
+    script: str,
     runner: NodeRunner = HOST_SPEC_RUNNER,
-    script: str = NODE_SCRIPT,
 ) -> dict[str, NodeSnapshot]:
     """Every target's snapshot, keyed by node name in the targets' order; failures are kept."""
     if not targets:
@@ -39,8 +39,8 @@ def gather_node(
     timeout_s: float,
     progress: Progress,
     *,
+    script: str,
     runner: NodeRunner = HOST_SPEC_RUNNER,
-    script: str = NODE_SCRIPT,
 ) -> NodeSnapshot:
     """One node's raw files, or why it could not be observed (its items ERROR, never FAIL)."""
     started = time.monotonic()

@@ -11,7 +11,7 @@ import pytest
 
 import bench.__main__ as bench_main
 from bench import lab
-from vipcheck.gather.node_script import NODE_SCRIPT
+from vipcheck.gather.node_script import build_node_script
 
 
 def test_rounds_alternate_which_runs_first() -> None:
@@ -48,7 +48,7 @@ def test_raw_gather_runs_the_node_script_once_per_node(
         "node-1",
         "sh -c 'echo hi'",
     ]
-    seconds, problems = lab.raw_gather(tmp_path / "cfg", ["node-1", "node-2"], NODE_SCRIPT)
+    seconds, problems = lab.raw_gather(tmp_path / "cfg", ["node-1", "node-2"], build_node_script())
     assert problems == []
     assert seconds > 0
     assert sorted((tmp_path / "hosts").read_text().split()) == ["node-1", "node-2"]

@@ -11,14 +11,17 @@ from typing import Any
 
 import pytest
 
+from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.gather import gather, node_inventory
 from vipcheck.gather.cluster import ClusterError
-from vipcheck.gather.node_script import END, FALLBACK_FILES
+from vipcheck.gather.node_script import END, FALLBACK_FILES, build_node_script
 from vipcheck.gather.nodes import gather_nodes
 from vipcheck.options import GatherOptions
 from vipcheck.snapshot import NODE_FILES
 from vipcheck.transport import NodeTarget, RunResult, TransportError
 
+# The script a live run sends: with the catalogue's sysctl keys.
+SCRIPT = build_node_script(sysctl_keys=SYSCTL_KEYS)
 FRAMES = (
     "===vipcheck:file=uname.txt\n6.1.0-25-amd64\n\n===vipcheck:rc=0\n"
     "===vipcheck:missing=ipvsadm-Ln.txt:ipvsadm not installed\n"
@@ -71,7 +74,7 @@ def fake() -> FakeNodes:
 def test_each_node_once_and_failures_kept(fake: FakeNodes) -> None:
     targets = [NodeTarget(f"node-{i}", f"ssh://node-{i}") for i in (1, 2, 3)]
     lines: list[str] = []
-    nodes = gather_nodes(targets, 5, lines.append, parallel=2, runner=fake)
+    nodes = gather_nodes(targets, 5, lines.append, parallel=2, runner=fake, script=SCRIPT)
     assert fake.calls == {"node-1": 1, "node-2": 1, "node-3": 1}
     assert fake.most_at_once <= 2
     assert list(nodes) == ["node-1", "node-2", "node-3"]
@@ -98,6 +101,7 @@ def test_gather_options_bound_how_many_nodes_at_once(fake: FakeNodes) -> None:
         lambda _line: None,
         runner=fake,
         read_cluster=no_cluster,
+        sysctl_keys=SYSCTL_KEYS,
     )
     assert sum(fake.calls.values()) == 10
     assert fake.most_at_once <= 3
@@ -106,7 +110,7 @@ def test_gather_options_bound_how_many_nodes_at_once(fake: FakeNodes) -> None:
 
 def test_the_real_script_on_this_machine() -> None:
     lines: list[str] = []
-    nodes = gather_nodes([NodeTarget("here", "local://")], 60, lines.append)
+    nodes = gather_nodes([NodeTarget("here", "local://")], 60, lines.append, script=SCRIPT)
     here = nodes["here"]
     assert here.error is None
     no_ip_vs = set() if Path("/proc/net/ip_vs").exists() else {"proc-ip_vs.txt"}  # both missing
@@ -163,6 +167,7 @@ def test_gather_with_a_malformed_node_list_keeps_the_cluster_files(fake: FakeNod
         lambda _line: None,
         runner=fake,
         read_cluster=lambda *_args: cluster,
+        sysctl_keys=SYSCTL_KEYS,
     )
     assert snapshot.cluster == cluster
     assert list(snapshot.nodes) == ["node-1"]
@@ -173,7 +178,13 @@ def test_gather_reports_nodes_not_given(fake: FakeNodes) -> None:
     cluster = {"nodes.json": nodes_json(("node-1", "10.0.0.11"), ("node-4", "10.0.0.14"))}
     lines: list[str] = []
     options = GatherOptions(kubeconfig="kc", hosts=("ssh://10.0.0.11", "ssh://stray"))
-    snapshot = gather(options, lines.append, runner=fake, read_cluster=lambda *_args: cluster)
+    snapshot = gather(
+        options,
+        lines.append,
+        runner=fake,
+        read_cluster=lambda *_args: cluster,
+        sysctl_keys=SYSCTL_KEYS,
+    )
     assert snapshot.cluster == cluster
     assert snapshot.cluster_error is None
     assert list(snapshot.nodes) == ["node-1", "node-4"]
@@ -196,7 +207,9 @@ def test_hosts_are_gathered_while_the_api_is_listed(fake: FakeNodes) -> None:
         return cluster
 
     options = GatherOptions(hosts=("ssh://10.0.0.11", "ssh://10.0.0.14"))
-    snapshot = gather(options, lambda _line: None, runner=watching, read_cluster=slow_api)
+    snapshot = gather(
+        options, lambda _line: None, runner=watching, read_cluster=slow_api, sysctl_keys=SYSCTL_KEYS
+    )
     assert list(snapshot.nodes) == ["node-1", "node-4"]
     assert snapshot.nodes["node-4"].name == "node-4"
     assert snapshot.nodes["node-4"].files == {"uname.txt": "6.1.0-25-amd64\n"}
@@ -207,7 +220,13 @@ def test_without_hosts_the_api_says_which_nodes_to_gather(fake: FakeNodes, tmp_p
     ssh_config.write_text("Host node-*\n  User root\nHost client\n")
     cluster = {"nodes.json": nodes_json(("node-1", "10.0.0.11"))}
     options = GatherOptions(ssh_config=str(ssh_config))
-    snapshot = gather(options, lambda _line: None, runner=fake, read_cluster=lambda *_a: cluster)
+    snapshot = gather(
+        options,
+        lambda _line: None,
+        runner=fake,
+        read_cluster=lambda *_a: cluster,
+        sysctl_keys=SYSCTL_KEYS,
+    )
     assert list(snapshot.nodes) == ["node-1"]
     assert fake.calls == {"node-1": 1}  # not the client, which is no node
 
@@ -218,7 +237,9 @@ def test_unreadable_cluster_still_gathers_the_hosts(fake: FakeNodes) -> None:
 
     lines: list[str] = []
     options = GatherOptions(hosts=("ssh://root@node-1", "node-2"))
-    snapshot = gather(options, lines.append, runner=fake, read_cluster=refused)
+    snapshot = gather(
+        options, lines.append, runner=fake, read_cluster=refused, sysctl_keys=SYSCTL_KEYS
+    )
     assert snapshot.cluster == {}
     assert snapshot.cluster_error == (
         "https://10.0.0.1:6443: cannot connect for services.json: refused"
@@ -252,14 +273,14 @@ class Answers:
 def gather_one(stdout: str) -> tuple[Any, list[str]]:
     lines: list[str] = []
     target = NodeTarget("node-1", "ssh://node-1")
-    [node] = gather_nodes([target], 5, lines.append, runner=Answers(stdout)).values()
+    [node] = gather_nodes([target], 5, lines.append, runner=Answers(stdout), script=SCRIPT).values()
     return node, lines
 
 
 def test_a_cut_output_is_never_parsed_as_whole() -> None:
     lines: list[str] = []
     [node] = gather_nodes(
-        [NodeTarget("node-1", "ssh://node-1")], 5, lines.append, runner=CutOutput()
+        [NodeTarget("node-1", "ssh://node-1")], 5, lines.append, runner=CutOutput(), script=SCRIPT
     ).values()
     assert node.files == {}
     assert node.error == (
@@ -308,7 +329,9 @@ def test_without_hosts_nodes_are_gathered_once_listed_while_the_rest_is(
         return {"nodes.json": nodes, "services.json": "{}"}
 
     options = GatherOptions(ssh_config=str(ssh_config))
-    snapshot = gather(options, lambda _line: None, runner=watching, read_cluster=api)
+    snapshot = gather(
+        options, lambda _line: None, runner=watching, read_cluster=api, sysctl_keys=SYSCTL_KEYS
+    )
     assert list(snapshot.nodes) == ["node-1", "node-4"]
     assert snapshot.nodes["node-4"].files == {"uname.txt": "6.1.0-25-amd64\n"}
     assert snapshot.cluster["services.json"] == "{}"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.gather import gather
 from vipcheck.kind import KIND_LABEL, KindCluster, find_kind_cluster, valid_kind_name
 from vipcheck.options import GatherOptions
@@ -197,7 +198,9 @@ def test_gathering_kind_nodes_keeps_each_containers_failure_on_its_node(
     ) -> dict[str, str]:
         return {"nodes.json": node_list(*names)}
 
-    snapshot = gather(options, lambda line: None, read_cluster=read_cluster)
+    snapshot = gather(
+        options, lambda line: None, read_cluster=read_cluster, sysctl_keys=SYSCTL_KEYS
+    )
     assert snapshot.nodes["lab-control-plane"].error is None
     assert "uname.txt" in snapshot.nodes["lab-control-plane"].files
     assert "has no /bin/sh" in str(snapshot.nodes["lab-noshell"].error)
@@ -272,7 +275,9 @@ def test_an_api_node_without_a_container_says_so(fake_docker: Path) -> None:
     ) -> dict[str, str]:
         return {"nodes.json": node_list("lab-control-plane", "lab-worker")}
 
-    snapshot = gather(options, lambda line: None, read_cluster=read_cluster)
+    snapshot = gather(
+        options, lambda line: None, read_cluster=read_cluster, sysctl_keys=SYSCTL_KEYS
+    )
     assert snapshot.nodes["lab-worker"].error == (
         "not given: no Docker container of kind cluster lab is named so"
     )

@@ -53,7 +53,7 @@ def live_run_node_script() -> str:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(HostSpecRunner, "run", run)
         with pytest.raises(ObserveError, match="no such file"):
-            observe(RunOptions(gather=options), lambda _line: None)
+            observe(RunOptions(gather=options), lambda _line: None, SYSCTL_KEYS)
     [script] = sent
     return script
 
@@ -367,7 +367,9 @@ def test_the_real_output_cut_at_any_frame_boundary_or_inside_is_truncated(
 ) -> None:
     whole = run_script(["sh"], LIVE_RUN_SCRIPT, bin_without_ipvsadm).stdout.encode()
     target = NodeTarget("node-1", "ssh://node-1")
-    node = gather_node(target, 5, lambda _line: None, runner=Cut(whole, len(whole)))
+    node = gather_node(
+        target, 5, lambda _line: None, runner=Cut(whole, len(whole)), script=LIVE_RUN_SCRIPT
+    )
     assert node.error is None
     assert whole.endswith(b"===vipcheck:end\n")
     # Right after each frame's rc line and each missing line, and inside the end marker.
@@ -375,7 +377,9 @@ def test_the_real_output_cut_at_any_frame_boundary_or_inside_is_truncated(
     assert len(frame_ends) >= len(set(NODE_FILES) - FALLBACK_FILES)
     sizes = [*frame_ends, len(whole) - 1, len(whole) - 5, *range(1, len(whole), 4099)]
     for size in sizes:
-        node = gather_node(target, 5, lambda _line: None, runner=Cut(whole, size))
+        node = gather_node(
+            target, 5, lambda _line: None, runner=Cut(whole, size), script=LIVE_RUN_SCRIPT
+        )
         assert node.error is not None, f"cut after {size} of {len(whole)} bytes read as whole"
         assert "output truncated" in node.error or "no output vipcheck can read" in node.error
         assert node.files == {}
