@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import pytest
 
+import vipcheck
 from vipcheck.plugin import report_header
 
 # Where the installed suites are: site-packages, or the checkout's suites/ when editable.
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
     ]
+    if args.count("--version") + args.count("-V") == 1:
+        # pytest answers a lone --version itself, naming only pytest (_pytest.config._main).
+        print(f"vipcheck {vipcheck.__version__}", flush=True)
     code = int(pytest.main([*pinned, *args], plugins=[*_entry_point_names(PLUGINS), _Header()]))
     if argv is None and sys.getprofile() is None and sys.gettrace() is None:
         _exit_now(code)
