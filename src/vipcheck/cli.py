@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import pytest
 
+import vipcheck
 from vipcheck.diff import compare, load_side, write_json
 from vipcheck.plugin import report_header
 from vipcheck.snapshot import MAX_FILE_BYTES, format_size, parse_size
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
     ]
+    if args.count("--version") + args.count("-V") == 1:
+        # pytest answers a lone --version itself, naming only pytest (_pytest.config._main).
+        print(f"vipcheck {vipcheck.__version__}", flush=True)
     code = int(pytest.main([*pinned, *args], plugins=[*_entry_point_names(PLUGINS), _Header()]))
     if argv is None and sys.getprofile() is None and sys.gettrace() is None:
         _exit_now(code)

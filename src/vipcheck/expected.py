@@ -6,7 +6,9 @@ The rules follow kube-proxy's own code, read in kubernetes/kubernetes:
 - pkg/proxy/topology.go at 008b3652959ca58af8be3fb5b6ecfe9ae7638282 (CategorizeEndpoints,
   topologyModeFromHints, availableForTopology), and its earlier canUseTopology;
 - pkg/proxy/util/nodeport_addresses.go at 030880a5dc5449403c6d1f0aa146a7dc21d6c6dc
-  (NewNodePortAddresses).
+  (NewNodePortAddresses, GetNodeIPs);
+- pkg/proxy/serviceport.go at 5ce22905a86fca8fa196524c760bb403c57dca17 (newBaseServiceInfo keeps
+  the load-balancer IPs IsVIPMode passes, pkg/proxy/util/utils.go).
 Where a rule changed between releases, VERSION_RULES says which release has which, and the
 kube-proxy version picks them: the kube-proxy DaemonSet's image tag, else the Node's
 status.nodeInfo.kubeProxyVersion (Cluster.kube_proxy_release).
@@ -68,6 +70,8 @@ class Rule(StrEnum):
     TERMINATING = "terminating"
     NO_TERMINATING = "no-terminating"
     NODE_PORT_FAMILY_UNLISTED = "node-port-family-unlisted"
+    NODE_PORT_ON_KUBE_IPVS0 = "node-port-on-kube-ipvs0"
+    LB_PROXY_MODE_AS_VIP = "lb-proxy-mode-as-vip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class KubeProxyRules:
     terminating_fallback: bool
     topology: TopologyGate
     node_hints: bool
+    lb_ip_mode: bool
 
     @property
     def who(self) -> str:
@@ -160,6 +165,16 @@ VERSION_RULES: tuple[VersionRule, ...] = (
         unknown="honoured (1.34 and later)",
         source="pkg/proxy/topology.go topologyModeFromHints; KEP-3015",
     ),
+    VersionRule(
+        place="A load-balancer ingress IP with ipMode Proxy (status.loadBalancer.ingress[].ipMode)",
+        since="from 1.30 (LoadBalancerIPMode on by default, GA 1.32): nothing for it, neither a VS "
+        "nor a kube-ipvs0 address; the load balancer proxies to the nodes itself",
+        before="treated like any load-balancer IP (a VIP): a VS per port and a kube-ipvs0 "
+        "address, so nodes of a cluster in version skew differ",
+        unknown="honoured (1.30 and later): nothing for it",
+        source="pkg/proxy/util/utils.go IsVIPMode, pkg/proxy/serviceport.go newBaseServiceInfo; "
+        "pkg/features/kube_features.go LoadBalancerIPMode; KEP-1860",
+    ),
 )
 
 
@@ -183,6 +198,7 @@ def kube_proxy_rules(release: KubeRelease | None) -> KubeProxyRules:
         terminating_fallback=since(1, 26),
         topology=topology,
         node_hints=since(1, 34),
+        lb_ip_mode=since(1, 30),
     )
 
 
@@ -300,7 +316,7 @@ def expected_virtual_services(
         zone=None if node_object is None else node_object.zone,
         rules=kube_proxy_rules(cluster.kube_proxy_release(node)),
     )
-    node_ports = _node_port_selection(cluster, node, node_addresses)
+    node_ports = _node_port_selection(cluster, node, node_addresses, where.rules)
     known = {} if same_on_every_node is None else same_on_every_node.setdefault(where.rules, {})
     expected: list[ExpectedVirtualService] = []
     for service in cluster.services:
@@ -348,10 +364,15 @@ class _Where:
 
 @dataclass(frozen=True, slots=True)
 class _NodePortSelection:
-    """The node addresses that get NodePort VSs, and the families nodePortAddresses leaves open."""
+    """The node addresses that get NodePort VSs, and the families nodePortAddresses leaves open.
+
+    on_kube_ipvs0: those of the addresses that kube-proxy binds to kube-ipvs0 (a Service's), with
+    the CIDR that holds each and whose address it is.
+    """
 
     addresses: tuple[IPAddress, ...]
     unlisted_families: frozenset[int]
+    on_kube_ipvs0: Mapping[IPAddress, tuple[IPNetwork, str]]
 
 
 def node_port_addresses(
@@ -361,13 +382,15 @@ def node_port_addresses(
 
     Empty selects them all; `primary` the Node's primary IP of each family. A family the
     entries name no CIDR of matches every address of that family (NewNodePortAddresses in
-    pkg/proxy/util/nodeport_addresses.go adds 0.0.0.0/0 or ::/0 for it).
+    pkg/proxy/util/nodeport_addresses.go adds 0.0.0.0/0 or ::/0 for it). In a family they name
+    CIDRs of, the Service addresses on kube-ipvs0 inside them are selected too (_on_kube_ipvs0).
     """
-    return _node_port_selection(cluster, node, node_addresses).addresses
+    rules = kube_proxy_rules(cluster.kube_proxy_release(node))
+    return _node_port_selection(cluster, node, node_addresses, rules).addresses
 
 
 def _node_port_selection(
-    cluster: Cluster, node: str, node_addresses: Sequence[IPAddress]
+    cluster: Cluster, node: str, node_addresses: Sequence[IPAddress], rules: KubeProxyRules
 ) -> _NodePortSelection:
     selectors = (cluster.kube_proxy or KubeProxyConfig()).node_port_addresses
     node_object = cluster.node(node)
@@ -380,14 +403,82 @@ def _node_port_selection(
         else:
             networks.append(selector)
     listed = {network.version for network in networks}
+    # A family with a zero CIDR (0.0.0.0/0, ::/0) is matched whole (MatchAll), as is one unlisted.
+    whole = {network.version for network in networks if network.prefixlen == 0}
+    inside = [network for network in networks if network.version not in whole]
+    on_kube_ipvs0 = _on_kube_ipvs0(cluster.services, inside, node_addresses, rules)
     return _NodePortSelection(
-        addresses=tuple(
-            address
-            for address in node_addresses
-            if address.version not in listed
-            or any(address in network for network in networks if network.version == address.version)
+        addresses=(
+            *(
+                address
+                for address in node_addresses
+                if address.version not in listed or _holding(networks, address) is not None
+            ),
+            *on_kube_ipvs0,
         ),
         unlisted_families=frozenset({4, 6} - listed) if selectors else frozenset(),
+        on_kube_ipvs0=on_kube_ipvs0,
+    )
+
+
+def _on_kube_ipvs0(
+    services: Iterable[Service],
+    networks: Sequence[IPNetwork],
+    node_addresses: Sequence[IPAddress],
+    rules: KubeProxyRules,
+) -> dict[IPAddress, tuple[IPNetwork, str]]:
+    """The addresses kube-proxy binds to kube-ipvs0 inside nodePortAddresses' CIDRs, with the CIDR
+    and whose each is: with CIDRs, syncProxyRules serves NodePorts on what GetNodeIPs returns,
+    every interface's addresses inside them, kube-ipvs0's included; only a family matched whole
+    uses nodeAddressSet, which leaves kube-ipvs0 out (pkg/proxy/ipvs/proxier.go,
+    pkg/proxy/util/nodeport_addresses.go). A correct kube-ipvs0 holds the bound Service
+    addresses, so those are taken rather than the ones observed: an address missing or left
+    there is what the kube-ipvs0 checks report.
+    """
+    found: dict[IPAddress, tuple[IPNetwork, str]] = {}
+    if not networks:
+        return found
+    spans: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+    for network in networks:
+        spans[network.version].append(
+            (int(network.network_address), int(network.broadcast_address))
+        )
+    own = frozenset(node_addresses)
+    for service in services:
+        # Most Services have no address inside: only integers compared, once per node.
+        if not _any_inside(spans, service) or service.exclusion is not None or not service.ports:
+            continue
+        for kind, address in _bound_addresses(service, rules):
+            holding = _holding(networks, address)
+            # The node's own addresses are selected as such (and never bound, but a ClusterIP).
+            if holding is not None and address not in own:
+                found.setdefault(address, (holding, f"{kind} of {service.key}"))
+    return found
+
+
+def _any_inside(spans: Mapping[int, Sequence[tuple[int, int]]], service: Service) -> bool:
+    """Whether any address of the Service lies in one of the spans (first, last) of its family."""
+    addresses = service.cluster_ips
+    if service.external_ips or service.lb_ingress_ips or service.lb_proxy_mode_ips:
+        addresses = (
+            *addresses,
+            *service.external_ips,
+            *service.lb_ingress_ips,
+            *service.lb_proxy_mode_ips,
+        )
+    for address in addresses:
+        value = int(address)
+        for first, last in spans[address.version]:
+            if first <= value <= last:
+                return True
+    return False
+
+
+def _holding(networks: Iterable[IPNetwork], address: IPAddress) -> IPNetwork | None:
+    """The first of the networks that holds the address, or None."""
+    return next(
+        (n for n in networks if n.version == address.version and address in n),
+        None,
     )
 
 
@@ -596,7 +687,9 @@ def _hints_enabled(service: Service, gate: TopologyGate) -> bool:
 
 
 def expected_cluster_ips(
-    services: Iterable[Service], node_addresses: Iterable[IPAddress] = ()
+    services: Iterable[Service],
+    node_addresses: Iterable[IPAddress] = (),
+    release: KubeRelease | None = None,
 ) -> frozenset[IPAddress]:
     """Addresses kube-proxy binds to kube-ipvs0: ClusterIPs, externalIPs, LB ingress IPs.
 
@@ -604,14 +697,16 @@ def expected_cluster_ips(
     outside kube-ipvs0) gets its VS but is not bound: `shouldBind := !nodeAddressSet.Has(...)`
     in syncProxyRules (pkg/proxy/ipvs/proxier.go). ClusterIPs are always bound.
     """
-    return ServiceAddresses.of(services).bound(node_addresses)
+    return ServiceAddresses.of(services, kube_proxy_rules(release)).bound(node_addresses)
 
 
 def unbound_node_addresses(
-    services: Iterable[Service], node_addresses: Iterable[IPAddress]
+    services: Iterable[Service],
+    node_addresses: Iterable[IPAddress],
+    release: KubeRelease | None = None,
 ) -> dict[IPAddress, str]:
     """Service externalIPs and LB IPs kube-proxy leaves off kube-ipvs0 as node addresses: why."""
-    return ServiceAddresses.of(services).unbound(node_addresses)
+    return ServiceAddresses.of(services, kube_proxy_rules(release)).unbound(node_addresses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,12 +718,13 @@ class ServiceAddresses:
     others: tuple[tuple[VirtualServiceKind, IPAddress, str], ...]  # kind, address, Service key
 
     @classmethod
-    def of(cls, services: Iterable[Service]) -> ServiceAddresses:
+    def of(cls, services: Iterable[Service], rules: KubeProxyRules) -> ServiceAddresses:
+        """Those of kube-proxy with these rules (which load-balancer IPs it programs)."""
         bound = [
             (kind, address, service.key)
             for service in services
             if service.exclusion is None and service.ports
-            for kind, address in _bound_addresses(service)
+            for kind, address in _bound_addresses(service, rules)
         ]
         return cls(
             frozenset(a for kind, a, _ in bound if kind is VirtualServiceKind.CLUSTER_IP),
@@ -668,7 +764,14 @@ def explain_virtual_services(cluster: Cluster) -> VirtualServiceExplanations:
             else:
                 address_why = Explained(Explanation.SERVICE, subject)
                 node_port_why = Explained(Explanation.NODE_PORT, f"{subject} nodePort")
-            for address in (*service.cluster_ips, *service.external_ips, *service.lb_ingress_ips):
+            # ipMode Proxy IPs too: kube-proxy before 1.30 programs them, and this index, built
+            # for every node alike, does not know the node's release.
+            for address in (
+                *service.cluster_ips,
+                *service.external_ips,
+                *service.lb_ingress_ips,
+                *service.lb_proxy_mode_ips,
+            ):
                 by_address.setdefault((port.protocol, address, port.port), address_why)
             if port.node_port is not None:
                 by_node_port.setdefault((port.protocol, port.node_port), node_port_why)
@@ -701,7 +804,7 @@ def _service_virtual_services(
     for port in service.ports:
         listeners = [
             (kind, address, port.port, _traffic_policy(service, kind))
-            for kind, address in _bound_addresses(service)
+            for kind, address in _bound_addresses(service, where.rules)
         ]
         if has_node_ports and port.node_port is not None:
             listeners += [
@@ -726,7 +829,7 @@ def _service_virtual_services(
                 else "externalTrafficPolicy"
             )
             uses_cluster = kind is not VirtualServiceKind.CLUSTER_IP or _externally_accessible(
-                service, port, address.version
+                service, port, address.version, where.rules
             )
             choice = (address_type, policy, policy_field, uses_cluster)
             if choice not in chosen:
@@ -741,17 +844,8 @@ def _service_virtual_services(
                     uses_cluster=uses_cluster,
                 )
             servers, because = chosen[choice]
-            if kind is VirtualServiceKind.NODE_PORT and address.version in (
-                node_ports.unlisted_families
-            ):
-                because += (
-                    Because(
-                        Rule.NODE_PORT_FAMILY_UNLISTED,
-                        f"nodePortAddresses lists no IPv{address.version} CIDR, so kube-proxy "
-                        f"serves NodePorts on every IPv{address.version} address of the node "
-                        "(NewNodePortAddresses, pkg/proxy/util/nodeport_addresses.go)",
-                    ),
-                )
+            if kind is not VirtualServiceKind.CLUSTER_IP:  # the rules of where a VS sits
+                because += tuple(_address_because(service, kind, address, where.rules, node_ports))
             if address_type not in every_endpoint:
                 every_endpoint[address_type] = frozenset(
                     HostPort(endpoint.addresses[0], endpoint_port)
@@ -776,7 +870,41 @@ def _service_virtual_services(
             )
 
 
-def _externally_accessible(service: Service, port: ServicePort, family: int) -> bool:
+def _address_because(
+    service: Service,
+    kind: VirtualServiceKind,
+    address: IPAddress,
+    rules: KubeProxyRules,
+    node_ports: _NodePortSelection,
+) -> Iterator[Because]:
+    """The rules that make a VS exist on this address where that is not obvious."""
+    if kind is VirtualServiceKind.NODE_PORT and address.version in node_ports.unlisted_families:
+        yield Because(
+            Rule.NODE_PORT_FAMILY_UNLISTED,
+            f"nodePortAddresses lists no IPv{address.version} CIDR, so kube-proxy "
+            f"serves NodePorts on every IPv{address.version} address of the node "
+            "(NewNodePortAddresses, pkg/proxy/util/nodeport_addresses.go)",
+        )
+    if kind is VirtualServiceKind.NODE_PORT and address in node_ports.on_kube_ipvs0:
+        network, whose = node_ports.on_kube_ipvs0[address]
+        yield Because(
+            Rule.NODE_PORT_ON_KUBE_IPVS0,
+            f"nodePortAddresses lists {network}, which holds {address} ({whose}, bound to "
+            "kube-ipvs0): with CIDRs kube-proxy serves NodePorts on every local address inside "
+            "them, kube-ipvs0's included (GetNodeIPs, pkg/proxy/util/nodeport_addresses.go)",
+        )
+    if kind is VirtualServiceKind.LOAD_BALANCER and address in service.lb_proxy_mode_ips:
+        yield Because(
+            Rule.LB_PROXY_MODE_AS_VIP,
+            f"{rules.who} treats {address}, a load-balancer IP with ipMode Proxy, like a VIP: "
+            "LoadBalancerIPMode is on by default only from 1.30 (IsVIPMode, "
+            "pkg/proxy/util/utils.go)",
+        )
+
+
+def _externally_accessible(
+    service: Service, port: ServicePort, family: int, rules: KubeProxyRules
+) -> bool:
     """ExternallyAccessible() of one port in one family's proxier: a nodePort, externalIP or LB IP.
 
     Only then does an internalTrafficPolicy Local port use cluster endpoints at all
@@ -787,7 +915,8 @@ def _externally_accessible(service: Service, port: ServicePort, family: int) -> 
         ServiceType.LOAD_BALANCER,
     )
     return has_node_port or any(
-        address.version == family for address in (*service.external_ips, *service.lb_ingress_ips)
+        address.version == family
+        for address in (*service.external_ips, *_lb_addresses(service, rules))
     )
 
 
@@ -798,7 +927,9 @@ def _traffic_policy(service: Service, kind: VirtualServiceKind) -> TrafficPolicy
     return service.external_traffic_policy
 
 
-def _bound_addresses(service: Service) -> Iterator[tuple[VirtualServiceKind, IPAddress]]:
+def _bound_addresses(
+    service: Service, rules: KubeProxyRules
+) -> Iterator[tuple[VirtualServiceKind, IPAddress]]:
     """The Service's addresses kube-proxy binds, in the families its ClusterIPs give it.
 
     kube-proxy runs one proxier per family and a proxier ignores a Service without a ClusterIP of
@@ -808,11 +939,18 @@ def _bound_addresses(service: Service) -> Iterator[tuple[VirtualServiceKind, IPA
         yield VirtualServiceKind.CLUSTER_IP, address
     for kind, addresses in (
         (VirtualServiceKind.EXTERNAL_IP, service.external_ips),
-        (VirtualServiceKind.LOAD_BALANCER, service.lb_ingress_ips),
+        (VirtualServiceKind.LOAD_BALANCER, _lb_addresses(service, rules)),
     ):
         for address in addresses:
             if _serves_family(service, address):
                 yield kind, address
+
+
+def _lb_addresses(service: Service, rules: KubeProxyRules) -> tuple[IPAddress, ...]:
+    """The load-balancer IPs kube-proxy programs: before 1.30 the ipMode Proxy ones too."""
+    if rules.lb_ip_mode or not service.lb_proxy_mode_ips:
+        return service.lb_ingress_ips
+    return (*service.lb_ingress_ips, *service.lb_proxy_mode_ips)
 
 
 def _address_type(address: IPAddress) -> AddressType:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from typing import Any
 
-from vipcheck.cases import Outcome, Result
+from vipcheck.cases import Case, Outcome, Result
 from vipcheck.checks.base import Severity
 from vipcheck.summaries import FindingKey
 from vipcheck.waivers import Waiver
@@ -43,6 +44,8 @@ class Gate:
     baseline_source: str = ""
     today: date = field(default_factory=today_utc)
     matched: set[Waiver] = field(default_factory=set)
+    # Waivers an item deselected (-k, -m) could have matched: not judged, rather than unused.
+    unjudged: set[Waiver] = field(default_factory=set)
     waived: list[tuple[str, str, Waiver]] = field(default_factory=list)  # (check, subject, waiver)
     carried: int = 0
 
@@ -73,9 +76,23 @@ class Gate:
             return replace(result, outcome=Outcome.KNOWN, notes=(note,))
         return result
 
+    def deselect(self, cases: Iterable[Case[Any]]) -> None:
+        """Note the cases -k or -m left out (read only when there are waivers to tell apart)."""
+        if not self.waivers:
+            return
+        for case in cases:
+            check, subject, node = case.check.id, case.id, case.node
+            self.unjudged.update(w for w in self.waivers if w.could_match(check, subject, node))
+
     def unmatched(self) -> list[Waiver]:
-        """Waivers that matched no failure in this run, in file order."""
-        return [w for w in self.waivers if w not in self.matched]
+        """Waivers that matched no failure in this run and no item it left out, in file order:
+        nothing they could have matched was found wrong, so they may have outlived their use."""
+        return [w for w in self.waivers if w not in self.matched and w not in self.unjudged]
+
+    def deselected(self) -> list[Waiver]:
+        """Waivers that matched no failure among the items run, some of whose items -k or -m
+        left out: this run cannot say whether they are still needed."""
+        return [w for w in self.waivers if w not in self.matched and w in self.unjudged]
 
     def expired(self) -> list[Waiver]:
         return [w for w in self.waivers if not w.live(self.today)]

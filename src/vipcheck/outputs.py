@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from vipcheck.cases import Outcome, Result
+from vipcheck.cases import Case, Outcome, Result
 from vipcheck.checks.base import Severity
 from vipcheck.fix_script import reach_targets, render_fix_script
 from vipcheck.gate import Gate, blocks
@@ -52,6 +52,14 @@ def junit_properties(result: Result) -> list[tuple[str, str]]:
         ]
     properties += [("vipcheck_note", note) for note in result.notes]
     return properties
+
+
+def deselected_cases(items: Iterable[pytest.Item]) -> Iterator[Case[Any]]:
+    """The vipcheck cases of items -k or -m deselected; other tests have none."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = {} if callspec is None else callspec.params
+        yield from (value for value in params.values() if isinstance(value, Case))
 
 
 def gate_category(report: pytest.TestReport) -> str | None:
@@ -122,6 +130,12 @@ def gate_lines(options: RunOptions, gate: Gate, tally: FailureTally) -> Iterator
         )
     if len(gate.waived) > SHOWN_WAIVED:
         yield f"... and {len(gate.waived) - SHOWN_WAIVED} more waived (see the JSON summary)"
+    for waiver in gate.deselected():
+        state = "expired; " if not waiver.live(gate.today) else ""
+        yield (
+            f"waiver not judged in this run ({state}its items were deselected, -k or -m): "
+            f"{waiver.describe()}"
+        )
     for waiver in gate.unmatched():
         state = "expired, " if not waiver.live(gate.today) else ""
         yield f"waiver matched nothing in this run ({state}remove it?): {waiver.describe()}"

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import gc
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +125,12 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
         # A failure during setup is reported as ERROR: "could not observe", not "observed wrong".
         pytest.fail(result.reason, pytrace=False)
     return result
+
+
+def pytest_deselected(items: Sequence[pytest.Item]) -> None:
+    """Cases -k or -m left out: their waivers are reported as not judged, not as unused."""
+    if items:
+        items[0].config.stash[SESSION_KEY].gate.deselect(outputs.deselected_cases(items))
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:

@@ -41,14 +41,26 @@ class Waiver:
 
     def matches(self, check: str, subject: str, nodes: Iterable[str | None]) -> bool:
         """Same check; subject glob on the item's subject; node glob on every node involved."""
-        if check != self.check:
-            return False
-        if self.subject is not None and not fnmatch.fnmatchcase(subject, self.subject):
+        if not self._selects(check, subject):
             return False
         if self.node is None:
             return True
         node_list = [node for node in nodes if node]
         return bool(node_list) and all(fnmatch.fnmatchcase(n, self.node) for n in node_list)
+
+    def could_match(self, check: str, subject: str, node: str | None) -> bool:
+        """Whether a failure of an item not run (deselected) might have matched: a Service
+        port's nodes are those of its violations, known only once judged, so for an item
+        without a node of its own the node glob cannot rule it out."""
+        if not self._selects(check, subject):
+            return False
+        return self.node is None or node is None or fnmatch.fnmatchcase(node, self.node)
+
+    def _selects(self, check: str, subject: str) -> bool:
+        """Same check, and the subject glob (if any) on the item's subject."""
+        if check != self.check:
+            return False
+        return self.subject is None or fnmatch.fnmatchcase(subject, self.subject)
 
     def describe(self) -> str:
         """`rp-filter-not-strict node=node-2 (alice, until 2027-01-31: reason) [file:3]`."""

@@ -110,6 +110,32 @@ def test_passes_are_never_touched_and_another_check_is_not_waived(facts: Facts) 
     assert [w.check for w in gate.unmatched()] == ["ipvs-tcpfin-timeout"]
 
 
+def test_a_waiver_whose_items_were_deselected_is_not_called_unused(facts: Facts) -> None:
+    """-k left its items out: it is not judged in this run, which says nothing of its use."""
+    tunl0 = Case(check_by_id("rp-filter-not-strict"), InterfaceSubject("node-2", "tunl0"))
+    redis = Case(
+        check_by_id("ipvs-real-servers-match-endpoints"),
+        ServicePortKey("default/redis", 6379, Protocol.TCP),
+    )
+    on_node_2 = waiver(check="rp-filter-not-strict", node="node-2", **BASE)
+    on_node_9 = waiver(check="rp-filter-not-strict", node="node-9", **BASE)
+    # A Service port's nodes are known only once judged: a node-only waiver could match it.
+    on_a_port = waiver(check="ipvs-real-servers-match-endpoints", node="node-2", **BASE)
+    other_port = waiver(check="ipvs-real-servers-match-endpoints", subject="default/web:*", **BASE)
+    gate = Gate((on_node_2, on_node_9, on_a_port, other_port), today=TODAY)
+    gate.deselect((tunl0, redis))
+    assert gate.deselected() == [on_node_2, on_a_port]
+    assert gate.unmatched() == [on_node_9, other_port]
+
+
+def test_a_waiver_that_matched_is_neither_unused_nor_deselected(facts: Facts) -> None:
+    only = waiver(check="rp-filter-not-strict", node="node-2", **BASE)
+    gate = Gate((only,), today=TODAY)
+    gate.judge(rp_filter_failure(facts))
+    gate.deselect((Case(check_by_id("rp-filter-not-strict"), NodeSubject("node-2")),))
+    assert (gate.unmatched(), gate.deselected()) == ([], [])
+
+
 def test_the_baseline_carries_known_failures_and_counts_them(facts: Facts) -> None:
     failure = rp_filter_failure(facts)
     gate = Gate(baseline=finding_keys(failure), baseline_source="before.json", today=TODAY)

@@ -114,6 +114,20 @@ def test_waivers_that_match_nothing_are_listed_at_the_end(pytester: pytest.Pytes
     assert "node=node-2 (alice" not in result.stdout.str().split("matched nothing")[-1]
 
 
+def test_a_waiver_whose_items_k_deselected_is_listed_apart(pytester: pytest.Pytester) -> None:
+    tcpfin = {**RP_WAIVER, "check": "ipvs-tcpfin-timeout", "owner": "carol"}
+    stray = {**RP_WAIVER, "node": "node-9", "owner": "bob"}
+    waivers = write_waivers(pytester, tcpfin, stray)
+    result = run_suites(pytester, "-k", "rp_filter", "--vipcheck-waivers", str(waivers))
+    result.stdout.fnmatch_lines(
+        ["vipcheck: waiver not judged in this run (its items were deselected, -k or -m): "
+         "ipvs-tcpfin-timeout node=node-2 (carol, *) [[]*waivers.yaml:2[]]",
+         "vipcheck: waiver matched nothing in this run (remove it?): rp-filter-not-strict "
+         "node=node-9 (bob, *) [[]*waivers.yaml:7[]]"]
+    )  # fmt: skip
+    assert "remove it?): ipvs-tcpfin-timeout" not in result.stdout.str()
+
+
 def test_the_waivers_file_can_come_from_the_ini_file(pytester: pytest.Pytester) -> None:
     write_waivers(pytester, RP_WAIVER)
     pytester.makeini("[pytest]\nvipcheck_waivers = waivers.yaml\n")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import vipcheck
 from vipcheck.cases import cases_for
 from vipcheck.checks import CATALOGUE
 from vipcheck.facts import Facts
@@ -160,3 +161,13 @@ def test_the_header_names_target_thresholds_and_probes_for_suite_runs_only(
     assert "vipcheck probes: off (--no-probe)" in command.stdout
     own_tests = run([*PYTEST, "--co", "-m", "lab", "tests/lab"], cwd=ROOT)
     assert "vipcheck target" not in own_tests.stdout
+
+
+def test_version_names_vipcheck_first_and_pytest_beside_it(tmp_path: Path) -> None:
+    """`vipcheck --version` is vipcheck's version; pytest's follows, as pytest prints it."""
+    result = run([*VIPCHECK, "--version"], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"vipcheck {vipcheck.__version__}",
+        f"pytest {pytest.__version__}",
+    ]

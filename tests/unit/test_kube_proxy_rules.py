@@ -2,7 +2,8 @@
 
 Each rule is read in kubernetes/kubernetes: the Local-policy fallback in
 pkg/proxy/ipvs/proxier.go syncEndpoint (#97081), shouldBind in syncProxyRules, topology in
-pkg/proxy/topology.go, nodePortAddresses per family in pkg/proxy/util/nodeport_addresses.go.
+pkg/proxy/topology.go, nodePortAddresses per family and GetNodeIPs (kube-ipvs0's addresses
+included) in pkg/proxy/util/nodeport_addresses.go, ipMode in pkg/proxy/util/utils.go IsVIPMode.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from vipcheck.expected import (
     TopologyGate,
     expected_cluster_ips,
     expected_virtual_services,
+    explain_virtual_services,
     kube_proxy_rules,
+    node_port_addresses,
     unbound_node_addresses,
 )
 from vipcheck.model.cluster import (
@@ -43,7 +46,7 @@ from vipcheck.model.cluster import (
 )
 from vipcheck.model.node import HostPort, Protocol
 from vipcheck.parse import ParseError
-from vipcheck.parse.kube import parse_kube_proxy_daemonset, parse_kube_release
+from vipcheck.parse.kube import parse_kube_proxy_daemonset, parse_kube_release, parse_services
 
 TCP = Protocol.TCP
 HTTP = ServicePort("http", 80, TCP, 8080, node_port=30080)
@@ -131,7 +134,7 @@ def test_unknown_release_is_said_in_messages() -> None:
 
 
 def test_every_version_rule_says_what_unknown_assumes() -> None:
-    assert len(VERSION_RULES) == 4
+    assert len(VERSION_RULES) == 5
     assert all(rule.unknown and rule.since and rule.before for rule in VERSION_RULES)
 
 
@@ -334,6 +337,149 @@ def test_dual_stack_node_port_on_every_ipv6_address_when_only_ipv4_cidrs_are_lis
     assert v6.follows(Rule.NODE_PORT_FAMILY_UNLISTED)
     assert "lists no IPv6 CIDR" in v6.why
     assert not node_ports[NODE_PORT].because
+
+
+# --- 5. nodePortAddresses CIDRs holding kube-ipvs0's addresses -------------------------------
+
+NODE_SUBNET = KubeProxyConfig(node_port_addresses=(ip_network("192.168.58.0/24"),))
+LB_IP = ip("192.168.58.200")  # a load-balancer IP (MetalLB, kube-vip) in the node subnet
+LB = Service(
+    "default",
+    "lb",
+    ServiceType.LOAD_BALANCER,
+    (ip_address("10.96.0.40"),),
+    (ServicePort("http", 80, TCP, 8080, node_port=30081),),
+    lb_ingress_ips=(LB_IP,),
+)
+
+
+def on_node_1_with_lb(
+    config: KubeProxyConfig, addresses: tuple[IPAddress, ...] = (NODE_1_IP,)
+) -> dict[tuple[str, IPAddress, int], ExpectedVirtualService]:
+    cluster = Cluster((WEB, LB), (web_slice(endpoint("10.244.1.10", "node-1")),), (node_1(),))
+    cluster = replace(cluster, kube_proxy=config)
+    return {vs.key: vs for vs in expected_virtual_services(cluster, "node-1", addresses)}
+
+
+def test_node_ports_on_a_load_balancer_ip_bound_inside_the_cidrs() -> None:
+    """GetNodeIPs reads every interface's addresses, kube-ipvs0's too: each nodePort gets a VS on
+    the LB IP, judged like those on the node's own address."""
+    virtual_services = on_node_1_with_lb(NODE_SUBNET)
+    web_on_lb = virtual_services["TCP", LB_IP, 30080]
+    assert web_on_lb.real_servers == {hp("10.244.1.10")}
+    assert web_on_lb.real_servers == virtual_services[NODE_PORT].real_servers
+    assert web_on_lb.follows(Rule.NODE_PORT_ON_KUBE_IPVS0)
+    assert (
+        "192.168.58.0/24, which holds 192.168.58.200 (LoadBalancer of default/lb" in web_on_lb.why
+    )
+    assert ("TCP", LB_IP, 30081) in virtual_services
+    assert not virtual_services[NODE_PORT].because
+    cluster = Cluster((LB,), nodes=(node_1(),), kube_proxy=NODE_SUBNET)
+    assert node_port_addresses(cluster, "node-1", (NODE_1_IP,)) == (NODE_1_IP, LB_IP)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(KubeProxyConfig(), id="no-cidrs"),
+        pytest.param(
+            KubeProxyConfig(node_port_addresses=(ip_network("0.0.0.0/0"),)), id="zero-cidr"
+        ),
+        pytest.param(
+            KubeProxyConfig(node_port_addresses=(ip_network("fd00::/8"),)), id="ipv4-unlisted"
+        ),
+    ],
+)
+def test_no_node_ports_on_kube_ipvs0_when_every_address_is_matched(
+    config: KubeProxyConfig,
+) -> None:
+    """A family matched whole (MatchAll: no CIDR of it, or a zero CIDR) takes nodeAddressSet,
+    every address but kube-ipvs0's."""
+    virtual_services = on_node_1_with_lb(config)
+    assert {key for key in virtual_services if key[1] == LB_IP} == {("TCP", LB_IP, 80)}
+
+
+def test_a_cluster_ip_inside_the_cidrs_gets_node_ports_too() -> None:
+    wide = KubeProxyConfig(node_port_addresses=(ip_network("10.0.0.0/8"),))
+    virtual_services = on_node_1_with_lb(wide, addresses=(NODE_1_IP, ip("10.0.0.11")))
+    assert {key for key in virtual_services if key[2] == 30080} == {
+        ("TCP", ip("10.0.0.11"), 30080),
+        ("TCP", ip("10.96.0.30"), 30080),
+        ("TCP", ip("10.96.0.40"), 30080),
+    }
+    assert virtual_services["TCP", ip("10.96.0.40"), 30080].follows(Rule.NODE_PORT_ON_KUBE_IPVS0)
+    assert not virtual_services["TCP", ip("10.0.0.11"), 30080].because
+
+
+def test_a_load_balancer_ip_the_node_owns_is_no_kube_ipvs0_address() -> None:
+    """shouldBind: the node's own address stays off kube-ipvs0; its NodePorts are its own."""
+    virtual_services = on_node_1_with_lb(NODE_SUBNET, addresses=(NODE_1_IP, LB_IP))
+    assert not virtual_services["TCP", LB_IP, 30080].because
+
+
+# --- 6. ipMode Proxy load-balancer IPs --------------------------------------------------------
+
+PROXIED_IP = ip("203.0.113.9")
+PROXIED = replace(
+    WEB,
+    type=ServiceType.LOAD_BALANCER,
+    lb_ingress_ips=(ip("203.0.113.8"),),
+    lb_proxy_mode_ips=(PROXIED_IP,),
+)
+
+
+@pytest.mark.parametrize(
+    ("version", "programmed"),
+    [("v1.29.7", True), ("v1.30.0", False), ("v1.32.1", False), (None, False)],
+)
+def test_an_ip_mode_proxy_address_is_a_vip_before_1_30(
+    version: str | None, programmed: bool
+) -> None:
+    """IsVIPMode returns true for every ingress while LoadBalancerIPMode is off (before 1.30)."""
+    cluster = Cluster(
+        (PROXIED,),
+        (web_slice(endpoint("10.244.1.10", "node-1")),),
+        (node_1(version),),
+    )
+    virtual_services = {
+        vs.key: vs for vs in expected_virtual_services(cluster, "node-1", (NODE_1_IP,))
+    }
+    assert (("TCP", PROXIED_IP, 80) in virtual_services) == programmed
+    assert ("TCP", ip("203.0.113.8"), 80) in virtual_services
+    release = None if version is None else parse_kube_release(version)
+    assert (PROXIED_IP in expected_cluster_ips((PROXIED,), (NODE_1_IP,), release)) == programmed
+    assert kube_proxy_rules(release).lb_ip_mode != programmed
+    if programmed:
+        vs = virtual_services["TCP", PROXIED_IP, 80]
+        assert vs.real_servers == {hp("10.244.1.10")}
+        assert vs.follows(Rule.LB_PROXY_MODE_AS_VIP)
+        assert "kube-proxy 1.29 treats 203.0.113.9" in vs.why
+
+
+def test_an_ip_mode_proxy_ingress_read_from_the_api_is_a_vs_on_a_1_29_node() -> None:
+    document = {
+        "kind": "Service",
+        "metadata": {"namespace": "default", "name": "web"},
+        "spec": {
+            "type": "LoadBalancer",
+            "clusterIP": "10.96.0.30",
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080}],
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": str(PROXIED_IP), "ipMode": "Proxy"}]}},
+    }
+    (service,) = parse_services(json.dumps(document), "svc.json")
+    slices = (web_slice(endpoint("10.244.1.10", "node-1")),)
+    for version, programmed in (("v1.29.7", True), ("v1.30.0", False)):
+        cluster = Cluster((service,), slices, (node_1(version),))
+        keys = {vs.key for vs in expected_virtual_services(cluster, "node-1", (NODE_1_IP,))}
+        assert (("TCP", PROXIED_IP, 80) in keys) == programmed, version
+
+
+def test_an_ip_mode_proxy_address_is_explained_on_every_node() -> None:
+    """The orphan check reads no release: a VS on such an IP is the Service's wherever it is."""
+    explained = explain_virtual_services(Cluster(services=(PROXIED,))).explain(TCP, PROXIED_IP, 80)
+    assert explained is not None
+    assert explained.detail == "default/web:80/TCP"
 
 
 # --- where the release comes from -------------------------------------------------------------

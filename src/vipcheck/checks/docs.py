@@ -37,27 +37,32 @@ present wins (`ipvsadm-Ln.txt` or `proc-ip_vs.txt`).
 VERSIONS_HEADER = """
 ## Where the expected state depends on the kube-proxy version
 
-The IPVS checks (`ipvs-real-servers-match-endpoints`, `ipvs-virtual-servers-complete`, and the
-handshake probe's plan) compare a node with what its kube-proxy programs, and a few of
-kube-proxy's rules changed between releases. vipcheck reads the release from the image tag of
-the kube-proxy DaemonSet (`cluster/kube-proxy-daemonset.json`, `registry.k8s.io/kube-proxy:v1.30.4`
-is 1.30), else from the node's `status.nodeInfo.kubeProxyVersion` in `cluster/nodes.json`
-(deprecated; newer kubelets leave it unset), and assumes the default feature gates of that
-release. Without either (no DaemonSet, a tag like `latest`, the field unset) it assumes the
-newest rules, as listed. A failure that comes from one of these rules names it and the release
-it assumed. Generated from `vipcheck.expected.VERSION_RULES`.
+The IPVS checks (`ipvs-real-servers-match-endpoints`, `ipvs-virtual-servers-complete`, the
+kube-ipvs0 checks, and the handshake probe's plan) compare a node with what its kube-proxy programs,
+and a few of kube-proxy's rules changed between releases. vipcheck reads the release from the image
+tag of the kube-proxy DaemonSet (`cluster/kube-proxy-daemonset.json`,
+`registry.k8s.io/kube-proxy:v1.30.4` is 1.30), else from the node's
+`status.nodeInfo.kubeProxyVersion` in `cluster/nodes.json` (deprecated; newer kubelets leave it
+unset), and assumes the default feature gates of that release. Without either (no DaemonSet, a tag
+like `latest`, the field unset) it assumes the newest rules, as listed. A failure that comes from
+one of these rules names it and the release it assumed. Generated from
+`vipcheck.expected.VERSION_RULES`.
 """
 
 VERSION_INDEPENDENT = """
 Rules vipcheck applies whatever the release (read in kube-proxy's
 `pkg/proxy/ipvs/proxier.go` `syncProxyRules`/`syncEndpoint` and
-`pkg/proxy/util/nodeport_addresses.go` `NewNodePortAddresses`):
+`pkg/proxy/util/nodeport_addresses.go` `NewNodePortAddresses`/`GetNodeIPs`):
 
 - an externalIP or load-balancer IP that is one of the node's own addresses (on any interface
   but kube-ipvs0) gets its VS but is not bound to kube-ipvs0 (`shouldBind`);
 - `nodePortAddresses` is applied per IP family: a family it names no CIDR of matches every
   address of that family (so IPv4-only CIDRs leave a dual-stack Service's IPv6 NodePorts on
   every IPv6 node address); `primary` means the Node's primary IP of each family;
+- in a family `nodePortAddresses` names CIDRs of, NodePorts are served on every local address
+  inside them, kube-ipvs0's included: a load-balancer IP in the node subnet, or every ClusterIP
+  when a CIDR spans the Service range, gets a VS per nodePort, judged like the node's own
+  (`GetNodeIPs` reads every interface; only a family matched whole leaves kube-ipvs0 out);
 - an internalTrafficPolicy Local ClusterIP VS falls back (as in the first row) only if the
   Service port is also reachable from outside (a nodePort, an externalIP or a load-balancer IP
   of that family); otherwise it has no real server on a node without a local endpoint.

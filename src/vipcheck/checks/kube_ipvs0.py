@@ -20,18 +20,20 @@ from vipcheck.checks.kube_proxy import (
     restart_kube_proxy_text,
 )
 from vipcheck.checks.scopes import NODES
-from vipcheck.expected import ServiceAddresses
+from vipcheck.expected import ServiceAddresses, kube_proxy_rules
 from vipcheck.facts import (
     IP_ADDR,
     IP_LINK,
     KUBE_PROXY,
+    KUBE_PROXY_DAEMONSET,
+    NODE_OBJECTS,
     SERVICES,
     ClusterFacts,
     Facts,
     MissingInput,
     NodeFacts,
 )
-from vipcheck.model.cluster import IPAddress
+from vipcheck.model.cluster import Cluster, IPAddress
 from vipcheck.model.node import Interface, IPInterface
 from vipcheck.settings import Settings
 
@@ -45,7 +47,7 @@ def check_kube_ipvs0_holds_service_ips(
     node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
     own = own_addresses(node.interfaces)
-    addresses = _service_addresses(cluster)
+    addresses = _service_addresses(cluster, node.name)
     expected = addresses.bound(own)
     device = node.interfaces.get(KUBE_IPVS0)
     restart = (
@@ -110,7 +112,7 @@ def check_kube_ipvs0_no_stale_addresses(
     node, cluster = facts.nodes[subject.node], facts.cluster
     require_ipvs_mode(cluster)
     own = own_addresses(node.interfaces)
-    addresses = _service_addresses(cluster)
+    addresses = _service_addresses(cluster, node.name)
     expected = addresses.bound(own)
     unbound = addresses.unbound(own)
     device = node.interfaces.get(KUBE_IPVS0)
@@ -139,9 +141,14 @@ def check_kube_ipvs0_no_stale_addresses(
     ]
 
 
-def _service_addresses(cluster: ClusterFacts) -> ServiceAddresses:
-    """The Services' addresses, gathered once for every node's two checks."""
-    return cluster.derive("service-addresses", lambda: ServiceAddresses.of(cluster.services))
+def _service_addresses(cluster: ClusterFacts, node: str) -> ServiceAddresses:
+    """The Services' addresses the node's kube-proxy binds, gathered once per kube-proxy release
+    (which load-balancer IPs it programs) for every node's two checks."""
+    api = Cluster(nodes=cluster.nodes, kube_proxy_image=cluster.kube_proxy_image)
+    rules = kube_proxy_rules(api.kube_proxy_release(node))
+    return cluster.derive(
+        ("service-addresses", rules), lambda: ServiceAddresses.of(cluster.services, rules)
+    )
 
 
 def _unbound_note(unbound: dict[IPAddress, str]) -> str:
@@ -174,7 +181,7 @@ def _listed(addresses: Collection[IPAddress]) -> str:
     return ", ".join(sorted(map(str, addresses))) or "no Service address"
 
 
-INPUTS = (KUBE_PROXY, SERVICES, IP_ADDR, IP_LINK)
+INPUTS = (KUBE_PROXY, SERVICES, NODE_OBJECTS, KUBE_PROXY_DAEMONSET, IP_ADDR, IP_LINK)
 
 KUBE_IPVS0_HOLDS_SERVICE_IPS = Check(
     id="kube-ipvs0-holds-service-ips",

@@ -127,7 +127,9 @@ def _expected_text(expected: ExpectedVirtualService) -> str:
     return f"{text}, because {why}" if why else text
 
 
-_ADDRESS_RULES = frozenset({Rule.NODE_PORT_FAMILY_UNLISTED})
+_ADDRESS_RULES = frozenset(
+    {Rule.NODE_PORT_FAMILY_UNLISTED, Rule.NODE_PORT_ON_KUBE_IPVS0, Rule.LB_PROXY_MODE_AS_VIP}
+)
 
 
 def check_no_orphan_virtual_servers(

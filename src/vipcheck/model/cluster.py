@@ -151,6 +151,9 @@ class Service:
     resource_version: str = ""
     annotations: Mapping[str, str] = field(default_factory=_no_labels, hash=False)
     traffic_distribution: str | None = None
+    # status.loadBalancer.ingress IPs with ipMode Proxy, which lb_ingress_ips leaves out: the load
+    # balancer proxies to the nodes itself, so kube-proxy from 1.30 programs nothing for them.
+    lb_proxy_mode_ips: tuple[IPAddress, ...] = ()
 
     @property
     def key(self) -> str:

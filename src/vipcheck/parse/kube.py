@@ -403,6 +403,9 @@ def _parse_service(reader: _Reader, item: Mapping[str, object]) -> Service:
     timeout = affinity_config.get("timeoutSeconds")
     status = reader.mapping(item.get("status"), "status")
     load_balancer = reader.mapping(status.get("loadBalancer"), "status.loadBalancer")
+    lb_ingress = list(
+        _lb_ingress_ips(reader, load_balancer.get("ingress"), "status.loadBalancer.ingress")
+    )
     return Service(
         namespace=namespace,
         name=name,
@@ -417,9 +420,8 @@ def _parse_service(reader: _Reader, item: Mapping[str, object]) -> Service:
             reader.address(ip, path)
             for path, ip in reader.items(spec.get("externalIPs"), "spec.externalIPs")
         ),
-        lb_ingress_ips=tuple(
-            _lb_ingress_ips(reader, load_balancer.get("ingress"), "status.loadBalancer.ingress")
-        ),
+        lb_ingress_ips=tuple(ip for ip, proxy in lb_ingress if not proxy),
+        lb_proxy_mode_ips=tuple(ip for ip, proxy in lb_ingress if proxy),
         session_affinity=reader.enum(
             SessionAffinity,
             spec.get("sessionAffinity"),
@@ -484,13 +486,15 @@ def _service_port(reader: _Reader, value: object, path: str) -> ServicePort:
     )
 
 
-def _lb_ingress_ips(reader: _Reader, value: object, path: str) -> Iterator[IPAddress]:
-    """Load-balancer ingress IPs kube-proxy binds: hostname-only and ipMode Proxy ones are not."""
+def _lb_ingress_ips(reader: _Reader, value: object, path: str) -> Iterator[tuple[IPAddress, bool]]:
+    """Load-balancer ingress IPs, each with whether its ipMode is Proxy (kube-proxy from 1.30
+    programs only the others, IsVIPMode); hostname-only ingresses have none."""
     for item_path, item in reader.items(value, path):
         ingress = reader.mapping(item, item_path)
-        if ingress.get("ip") in (None, "") or ingress.get("ipMode") == _LB_IP_MODE_PROXY:
+        if ingress.get("ip") in (None, ""):
             continue
-        yield reader.address(ingress.get("ip"), f"{item_path}.ip")
+        address = reader.address(ingress.get("ip"), f"{item_path}.ip")
+        yield address, ingress.get("ipMode") == _LB_IP_MODE_PROXY
 
 
 def _parse_endpoint_slice(reader: _Reader, item: Mapping[str, object]) -> EndpointSlice:

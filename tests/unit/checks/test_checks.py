@@ -443,6 +443,42 @@ def test_missing_kube_ipvs0_device() -> None:
     assert only(snapshot, "kube-ipvs0-no-stale-addresses", "node-2") == []
 
 
+def with_proxied_lb_ip(version: str) -> Snapshot:
+    """web as a LoadBalancer whose ingress IP has ipMode Proxy, bound to node-1's kube-ipvs0,
+    and node-1's kube-proxy of that release (the others stay 1.30.4)."""
+
+    def proxied(document: Any) -> None:
+        web = item(document, "web")
+        web["spec"]["type"] = "LoadBalancer"
+        web["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.9", "ipMode": "Proxy"}]}}
+
+    def release(document: Any) -> None:
+        item(document, "node-1")["status"]["nodeInfo"]["kubeProxyVersion"] = version
+
+    snapshot = edit_json(healthy(), "cluster/services.json", proxied)
+    snapshot = edit_json(snapshot, "cluster/nodes.json", release)
+    bound = {"family": "inet", "local": "203.0.113.9", "prefixlen": 32, "scope": "global"}
+    return kube_ipvs0_addresses(snapshot, "node-1", lambda a: a.append(bound))
+
+
+def test_an_ip_mode_proxy_lb_ip_is_a_vip_for_kube_proxy_before_1_30_only() -> None:
+    """LoadBalancerIPMode is on by default from 1.30 (IsVIPMode): a 1.29 node in version skew
+    binds the IP and needs its VS; a 1.30 node has neither."""
+    old = with_proxied_lb_ip("v1.29.7")
+    assert only(old, "kube-ipvs0-no-stale-addresses", "node-1") == []
+    web = ServicePortKey("default/web", 80, Protocol.TCP)
+    [missing] = only(old, "ipvs-virtual-servers-complete", web)
+    assert (missing.node, missing.observed) == (
+        "node-1",
+        "missing TCP 203.0.113.9:80 (LoadBalancer)",
+    )
+    assert "kube-proxy 1.29 treats 203.0.113.9" in missing.expected
+    new = with_proxied_lb_ip("v1.30.4")
+    [stale] = only(new, "kube-ipvs0-no-stale-addresses", "node-1")
+    assert stale.subject == "kube-ipvs0 203.0.113.9/32"
+    assert only(new, "ipvs-virtual-servers-complete", web) == []
+
+
 # --- timeouts -----------------------------------------------------------------------------------
 
 

@@ -198,6 +198,7 @@ def test_service_external_addresses_affinity_and_policies() -> None:
     assert parsed.ip_families == (IPFamily.IPV4, IPFamily.IPV6)
     assert parsed.external_ips == (ip_address("203.0.113.5"),)
     assert parsed.lb_ingress_ips == (ip_address("198.51.100.7"),)
+    assert parsed.lb_proxy_mode_ips == (ip_address("198.51.100.8"),)
     assert parsed.session_affinity is SessionAffinity.CLIENT_IP
     assert parsed.session_affinity_timeout == 60
     assert parsed.external_traffic_policy is TrafficPolicy.LOCAL
