@@ -42,7 +42,7 @@ from vipcheck.options import (
     gate_options,
 )
 from vipcheck.report import Summary, unjudged_critical
-from vipcheck.settings import DEFAULTS, Settings, setting_help
+from vipcheck.settings import DEFAULTS, Settings, SettingsError, setting_help, settings_from
 from vipcheck.snapshot import MAX_FILE_BYTES, parse_size
 from vipcheck.untrusted import printable
 
@@ -504,15 +504,10 @@ def _split_commas(values: list[str]) -> list[str]:
 
 
 def _settings(config: pytest.Config) -> Settings:
-    values = {}
-    for name in setting_help():
-        raw = config.getini(f"vipcheck_{name}")
-        try:
-            values[name] = int(str(raw))
-        except ValueError:
-            message = f"ini option vipcheck_{name}: not an integer: {raw!r}"
-            raise pytest.UsageError(message) from None
-    return Settings(**values)
+    try:
+        return settings_from(config.getini)
+    except SettingsError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def _kind_name(text: str) -> str:

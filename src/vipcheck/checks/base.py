@@ -130,6 +130,9 @@ class Check(Generic[S]):
     scope: Scope[S]
     inputs: tuple[Input, ...]
     run: Callable[[S, Facts, Settings], list[Violation]]
+    # The one check that reports an unobserved node (its cause and fix); the node's other items
+    # SKIP pointing to it (vipcheck.cases.run_case).
+    reports_node_observation: bool = False
 
 
 class NotApplicable(Exception):
