@@ -124,19 +124,30 @@ class ExpectedState:
     def _reached_at(self, name: str) -> _Expected:
         node_object = self.cluster.node(name)
         addresses = () if node_object is None else _node_object_addresses(node_object)
-        node = self._nodes.get(name)
-        try:
-            own = None if node is None else (self._addresses(node), self.on_node(node))
-        except _NODE_READ_ERRORS:
-            own = None
-        if own is not None and set(addresses) <= set(own[0]):
-            reached = set(addresses)
-            return tuple(
-                vs
-                for vs in own[1].every()
-                if vs.kind is not VirtualServiceKind.NODE_PORT or vs.address in reached
+        own = self._own_holding(name, addresses)
+        if own is None:
+            return expected_virtual_services(
+                self.cluster, name, addresses, self._same_on_every_node
             )
-        return expected_virtual_services(self.cluster, name, addresses, self._same_on_every_node)
+        reached = set(addresses)
+        return tuple(
+            vs
+            for vs in own.every()
+            if vs.kind is not VirtualServiceKind.NODE_PORT or vs.address in reached
+        )
+
+    def _own_holding(self, name: str, addresses: tuple[IPAddress, ...]) -> NodeExpected | None:
+        """The node's own expected state if its NodePort candidates hold these addresses (its
+        NodePort VSs on them are then those computed for them), else None."""
+        node = self._nodes.get(name)
+        if node is None:
+            return None
+        try:
+            if not set(addresses) <= set(self._addresses(node)):
+                return None
+            return self.on_node(node)
+        except _NODE_READ_ERRORS:
+            return None
 
 
 # What reading a node's facts may raise; the probe then plans from the Node object alone.

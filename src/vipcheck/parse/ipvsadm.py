@@ -213,7 +213,7 @@ def _title_layout(words: list[str]) -> _Layout | None:
     return None
 
 
-# A built service's line, fwmark, family, options and real servers (PendingService), by value.
+# A built service's line, fwmark, family, options and real servers' lines (PendingService).
 _BuiltKey = tuple[
     str,
     int | None,
@@ -223,7 +223,6 @@ _BuiltKey = tuple[
     str | None,
     str | None,
     tuple[str, ...],
-    tuple[RealServer, ...],
     tuple[str, ...],
 ]
 
@@ -233,9 +232,10 @@ class SharedServices:
 
     Nodes list the same services (a ClusterIP's on every node, with the same real servers), so
     one snapshot's `ipvsadm -Ln` tables share them rather than build and validate each again per
-    node. One is made per snapshot's facts (vipcheck.facts), never kept across snapshots; keyed
-    by value (the real servers' raw lines included, which their equality leaves out), so a
-    shared service equals, field for field, the one it stands for.
+    node. One is made per snapshot's facts (vipcheck.facts), never kept across snapshots. Keyed
+    by the lines (strings hash once), and shared only when its real servers are equal too (the
+    same objects, mostly: _plain_real_server shares them), so a shared service equals, field for
+    field, the one it stands for.
     """
 
     MAX = 1 << 17
@@ -247,10 +247,11 @@ class SharedServices:
         """The service built before from the same line, options and real servers, or a new one."""
         key = pending.shared_key()
         built = self._built.get(key)
-        if built is None:
-            if len(self._built) >= self.MAX:
-                self._built.clear()
-            built = self._built[key] = pending.build(source)
+        if built is not None and built.real_servers == tuple(pending.real_servers):
+            return built
+        if len(self._built) >= self.MAX:
+            self._built.clear()
+        built = self._built[key] = pending.build(source)
         return built
 
 
@@ -272,8 +273,7 @@ class PendingService:
     real_servers: list[RealServer] = field(default_factory=list)
 
     def shared_key(self) -> _BuiltKey:
-        """What the built service is made of, for SharedServices."""
-        servers = tuple(self.real_servers)
+        """What the built service is made of, as lines and options, for SharedServices."""
         return (
             self.raw,
             self.fwmark,
@@ -283,8 +283,7 @@ class PendingService:
             self.netmask,
             self.pe_name,
             tuple(self.flags),
-            servers,
-            tuple(server.raw for server in servers),
+            tuple(server.raw for server in self.real_servers),
         )
 
     def build(self, source: str) -> VirtualService:
