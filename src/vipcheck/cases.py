@@ -91,7 +91,8 @@ def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
     named the same way, and without violations elsewhere the case SKIPS.
     """
     unobserved = facts.unobserved_nodes()
-    if case.node is not None and case.node in unobserved and case.check is not NODE_OBSERVED:
+    check = case.check
+    if case.node is not None and case.node in unobserved and not check.reports_node_observation:
         where = f"{NODE_OBSERVED.id}[{case.node}]"
         return Result(case, Outcome.SKIPPED, reason=f"{unobserved[case.node]} (see {where})")
     if case.node is not None:

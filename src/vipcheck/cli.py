@@ -10,16 +10,19 @@ import contextlib
 import logging
 import os
 import sys
+import tomllib
 from importlib.metadata import entry_points
 from importlib.resources import files
 from pathlib import Path
 from typing import NoReturn
 
+import iniconfig
 import pytest
 
 import vipcheck
 from vipcheck.diff import compare, load_side, write_json
 from vipcheck.plugin import report_header
+from vipcheck.settings import Settings, SettingsError, settings_from
 from vipcheck.snapshot import MAX_FILE_BYTES, format_size, parse_size
 from vipcheck.summaries import SummaryError
 from vipcheck.untrusted import printable
@@ -103,6 +106,21 @@ def diff_main(argv: list[str]) -> int:
     parser.add_argument("after", type=Path, help="summary.json or snapshot directory")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the diff as JSON")
     parser.add_argument(
+        "-c",
+        dest="config_file",
+        type=Path,
+        metavar="FILE",
+        help="judge snapshots with this ini file's vipcheck_* thresholds, as `vipcheck -c FILE`",
+    )
+    parser.add_argument(
+        "-o",
+        dest="override_ini",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a vipcheck_* threshold for judging snapshots, as `vipcheck -o NAME=VALUE`",
+    )
+    parser.add_argument(
         "--vipcheck-max-file-size",
         default=format_size(MAX_FILE_BYTES, unit=True),
         metavar="SIZE",
@@ -113,10 +131,14 @@ def diff_main(argv: list[str]) -> int:
         max_file_bytes = parse_size(args.vipcheck_max_file_size)
     except ValueError as error:
         parser.error(f"--vipcheck-max-file-size: {error}")
+    try:
+        settings = _diff_settings(args.config_file, args.override_ini)
+    except SettingsError as error:
+        parser.error(printable(str(error), one_line=True))
     progress = lambda line: print(f"vipcheck: {line}", file=sys.stderr)  # noqa: E731
     try:
-        before = load_side(args.before, progress, max_file_bytes)
-        after = load_side(args.after, progress, max_file_bytes)
+        before = load_side(args.before, progress, max_file_bytes, settings)
+        after = load_side(args.after, progress, max_file_bytes, settings)
     except SummaryError as error:
         print(f"vipcheck diff: error: {printable(str(error), one_line=True)}", file=sys.stderr)
         return int(pytest.ExitCode.USAGE_ERROR)
@@ -127,6 +149,34 @@ def diff_main(argv: list[str]) -> int:
         write_json(diff, args.json)
         print(f"vipcheck diff: JSON: {printable(str(args.json), one_line=True)}")
     return diff.exit_code
+
+
+def _diff_settings(config_file: Path | None, overrides: list[str]) -> Settings:
+    """The thresholds `vipcheck -c FILE -o NAME=VALUE` judges with (the command reads no other
+    ini file), read by the run's own reader (settings_from), for the sides that are snapshots."""
+    values = {} if config_file is None else _ini_file_values(config_file)
+    for item in overrides:
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise SettingsError(f"-o {item!r}: expected NAME=VALUE")
+        values[name.strip()] = value
+    return settings_from(values.get)
+
+
+def _ini_file_values(path: Path) -> dict[str, object]:
+    """The options of a pytest configuration file, from where pytest reads them: a .toml's
+    [tool.pytest.ini_options], a .cfg's [tool:pytest], any other file's [pytest]."""
+    try:
+        if path.suffix == ".toml":
+            with path.open("rb") as file:
+                table = tomllib.load(file).get("tool", {}).get("pytest", {})
+            options = table.get("ini_options", table)
+            return dict(options) if isinstance(options, dict) else {}
+        config = iniconfig.IniConfig(str(path))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, iniconfig.ParseError) as error:
+        raise SettingsError(f"-c {path}: {error}") from None
+    section = "tool:pytest" if path.suffix == ".cfg" else "pytest"
+    return dict(config[section].items()) if section in config else {}
 
 
 def _entry_point_names(modules: tuple[str, ...]) -> list[str]:

@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vipcheck.cases import cases_for, run_case
+from vipcheck.checks import CATALOGUE
+from vipcheck.facts import Facts
+from vipcheck.report import Summary
+from vipcheck.settings import DEFAULTS, Settings
 from vipcheck.snapshot import MAX_FILE_BYTES, SnapshotError, load_snapshot
 from vipcheck.summaries import FAILING, FindingKey, SummaryError, load_summary, record_findings
 from vipcheck.untrusted import printable
@@ -241,25 +246,26 @@ def _order(key: FindingKey) -> tuple[str, str, str]:
 
 
 def load_side(
-    path: Path, progress: Progress, max_file_bytes: int = MAX_FILE_BYTES
+    path: Path,
+    progress: Progress,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    settings: Settings = DEFAULTS,
 ) -> dict[str, Any]:
-    """A JSON summary as is; a snapshot directory through every check, offline. Either is held
-    to max_file_bytes (--vipcheck-max-file-size), as a replayed snapshot is."""
+    """A JSON summary as is; a snapshot directory through every check, offline, with the
+    thresholds a run would use (settings). Either is held to max_file_bytes
+    (--vipcheck-max-file-size), as a replayed snapshot is."""
     if path.is_dir():
-        return summarize_snapshot(path, progress, max_file_bytes)
+        return summarize_snapshot(path, progress, max_file_bytes, settings)
     return load_summary(path, max_file_bytes)
 
 
 def summarize_snapshot(
-    directory: Path, progress: Progress, max_file_bytes: int = MAX_FILE_BYTES
+    directory: Path,
+    progress: Progress,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    settings: Settings = DEFAULTS,
 ) -> dict[str, Any]:
     """Run the catalogue on a snapshot (its recorded probes, if any) into a JSON summary."""
-    from vipcheck.cases import cases_for, run_case  # noqa: PLC0415 (the checks: only here)
-    from vipcheck.checks import CATALOGUE  # noqa: PLC0415
-    from vipcheck.facts import Facts  # noqa: PLC0415
-    from vipcheck.report import Summary  # noqa: PLC0415
-    from vipcheck.settings import DEFAULTS  # noqa: PLC0415
-
     progress(f"running the checks on snapshot {printable(str(directory), one_line=True)}")
     try:
         facts = Facts.from_snapshot(load_snapshot(directory, max_file_bytes))
@@ -268,7 +274,7 @@ def summarize_snapshot(
     summary = Summary()
     for check in CATALOGUE:
         for case in cases_for(check, facts):
-            summary.add(run_case(case, facts, DEFAULTS))
+            summary.add(run_case(case, facts, settings))
     return summary.as_json()
 
 

@@ -292,7 +292,8 @@ class VirtualServiceExplanations:
 
 SameOnEveryNode = dict[KubeProxyRules, dict[int, tuple[ExpectedVirtualService, ...]]]
 """The VSs of Services that are the same on every node (_same_on_every_node), by kube-proxy rules
-and the Service's identity: valid for one Cluster, whose Services they are."""
+and the Service's position in Cluster.services: valid for that one Cluster only, which its holder
+(one snapshot's expected state, vipcheck.datapath.ipvs) keeps beside it."""
 
 
 def expected_virtual_services(
@@ -319,10 +320,10 @@ def expected_virtual_services(
     node_ports = _node_port_selection(cluster, node, node_addresses, where.rules)
     known = {} if same_on_every_node is None else same_on_every_node.setdefault(where.rules, {})
     expected: list[ExpectedVirtualService] = []
-    for service in cluster.services:
+    for index, service in enumerate(cluster.services):
         if service.exclusion is not None:
             continue
-        found = known.get(id(service))
+        found = known.get(index)
         if found is None:
             service_slices = slices.get(service.key, ())
             found = tuple(
@@ -331,7 +332,7 @@ def expected_virtual_services(
                 )
             )
             if _same_on_every_node(service, service_slices):
-                known[id(service)] = found
+                known[index] = found
         expected += found
     return tuple(expected)
 
@@ -981,6 +982,20 @@ def _matching_ports(endpoint_slice: EndpointSlice, port: ServicePort) -> Iterato
             and endpoint_port.port is not None
         ):
             yield endpoint_port.port
+
+
+def endpoint_node(slices: Iterable[EndpointSlice], address: IPAddress) -> str | None:
+    """The EndpointSlice nodeName of an endpoint with this address, if any slice lists it: the
+    node a real server runs on, for the probe's plan and the checks' fixes."""
+    return next(
+        (
+            endpoint.node_name
+            for endpoint_slice in slices
+            for endpoint in endpoint_slice.endpoints
+            if address in endpoint.addresses and endpoint.node_name
+        ),
+        None,
+    )
 
 
 def _serving_terminating(endpoint: Endpoint) -> bool:

@@ -34,6 +34,7 @@ from vipcheck.model.probe import ProbeOutput, ProbePlan, ProbeRound
 from vipcheck.parse import ParseError
 from vipcheck.parse.iproute import parse_interfaces
 from vipcheck.parse.ipvsadm import (
+    SharedServices,
     parse_ipvsadm_connections,
     parse_ipvsadm_list,
     parse_ipvsadm_timeout,
@@ -148,9 +149,10 @@ class _Failed:
     error: Exception
 
 
-class _Derived:
+class Derived:
     """Values computed once; a failure is kept too (re-raised without its old traceback), so an
-    unreadable input costs one parse, not one per item."""
+    unreadable input costs one parse, not one per item. Each one belongs to one snapshot's facts
+    (the cluster's, a node's, the probes', or the whole Facts'), never to the process."""
 
     def __init__(self) -> None:
         self._values: dict[Hashable, Any] = {}
@@ -198,7 +200,7 @@ class ClusterFacts:
         self._files = files
         self._error = error
         self._observer = observer
-        self._derived = _Derived()
+        self._derived = Derived()
 
     def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
         """A value computed once from the cluster's facts, e.g. an index each node's check reads."""
@@ -266,16 +268,22 @@ class ClusterFacts:
 class NodeFacts:
     """What one node really does, parsed from nodes/<node>/*."""
 
-    def __init__(self, snapshot: NodeSnapshot, observer: InputObserver = _unobserved_reads) -> None:
+    def __init__(
+        self,
+        snapshot: NodeSnapshot,
+        observer: InputObserver = _unobserved_reads,
+        shared: SharedServices | None = None,
+    ) -> None:
+        """shared: the IPVS services the snapshot's other nodes' tables hold, to share."""
         self.name = snapshot.name
         self._snapshot = snapshot
         self._observer = observer
-        self._derived = _Derived()
+        self._shared = shared
+        self._derived = Derived()
 
     def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """A value computed once from this node's facts (and the cluster's), e.g. its expected
-        state indexed by Service port, so checks called per Service port do not redo it per call.
-        """
+        """A value computed once from this node's facts alone, e.g. a parsed file's rows in one
+        state (what depends on the cluster too is the whole Facts', Facts.derive)."""
         return self._derived.get(key, compute)
 
     def _first(self, which: Input) -> _Source:
@@ -323,7 +331,7 @@ class NodeFacts:
         source = self._first(IPVS_TABLE)
         if source.path.endswith("proc-ip_vs.txt"):
             return parse_proc_ip_vs(source.text, source.path)
-        return parse_ipvsadm_list(source.text, source.path)
+        return parse_ipvsadm_list(source.text, source.path, self._shared)
 
     @cached_property
     def timeouts(self) -> IpvsTimeouts:
@@ -332,8 +340,9 @@ class NodeFacts:
 
     @property
     def syn_recv_connections(self) -> tuple[Connection, ...]:
-        """The table's SYN_RECV entries, all that the handshake checks read of it."""
-        return self.connections_in(SYN_RECV)
+        """The table's TCP entries in SYN_RECV, all that the handshake checks read of it (its
+        first MAX_KEPT_ROWS SYN_RECV rows only when syn_recv_cut says so)."""
+        return self.derive("tcp syn_recv", lambda: tcp_syn_recv(self.connections_in(SYN_RECV)))
 
     @property
     def syn_recv_cut(self) -> str | None:
@@ -419,7 +428,7 @@ class ProbeFacts:
     ) -> None:
         self._load = load
         self._observer = observer
-        self._derived = _Derived()
+        self._derived = Derived()
 
     @cached_property
     def _files(self) -> Mapping[str, str]:
@@ -449,7 +458,7 @@ class ProbeFacts:
         return None if text is None else parse_probe_output(text, f"{PROBE_DIR}/{name}")
 
     def connections_after(self, node: str) -> tuple[Connection, ...] | None:
-        """The SYN_RECV entries of a node's IPVS connection table re-read after the probes, if
+        """The TCP SYN_RECV entries of a node's IPVS connection table re-read after the probes, if
         it was (all that is read of it; streamed as syn_recv_connections is, once per node).
         Only evidence reads them (counts per VIP beside a failed handshake), so a table cut at
         MAX_KEPT_ROWS gives the counts of its first rows, and no verdict rests on them."""
@@ -464,7 +473,13 @@ class ProbeFacts:
         kept = _lines_in(self._files, name, path, SYN_RECV)
         if kept.nonblank and not kept.text.strip():
             return ()
-        return parse_proc_ip_vs_conn(kept.text, path)
+        return tcp_syn_recv(parse_proc_ip_vs_conn(kept.text, path))
+
+
+def tcp_syn_recv(rows: tuple[Connection, ...]) -> tuple[Connection, ...]:
+    """The TCP connections in SYN_RECV among rows (those naming SYN_RECV, see connections_in):
+    the one filter behind every SYN_RECV count, before the probes and after."""
+    return tuple(row for row in rows if row.protocol == "TCP" and row.state is ConnState.SYN_RECV)
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +517,14 @@ class Facts:
     nodes: Mapping[str, NodeFacts]
     probes: ProbeFacts = field(default_factory=ProbeFacts)
     meta: Mapping[str, Any] = field(default_factory=dict)  # the snapshot's meta.json, as loaded
+    # What is derived from the cluster's and the nodes' facts together (each node's expected
+    # state, the checks' verdicts per node): this snapshot's, shared by observed_only's copies.
+    derived: Derived = field(default_factory=Derived, repr=False, compare=False)
+
+    def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value computed once from this snapshot's facts; a second snapshot's Facts has its
+        own (vipcheck diff judges two in one process)."""
+        return self.derived.get(key, compute)
 
     def unobserved_nodes(self) -> dict[str, str]:
         """Each node that could not be observed, with why."""
@@ -524,9 +547,10 @@ class Facts:
         recorded = snapshot.probes
         if probes is None and recorded is not None:
             probes = lambda: recorded  # noqa: E731
+        shared = SharedServices()
         return cls(
             ClusterFacts(snapshot.cluster, snapshot.cluster_error, observer),
-            {name: NodeFacts(node, observer) for name, node in snapshot.nodes.items()},
+            {name: NodeFacts(node, observer, shared) for name, node in snapshot.nodes.items()},
             ProbeFacts(probes or _not_probed, observer),
             snapshot.meta,
         )

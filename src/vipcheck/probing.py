@@ -19,15 +19,16 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from vipcheck.datapath import datapath_for
 from vipcheck.expected import (
     ExpectedVirtualService,
     Rule,
     VirtualServiceKind,
-    expected_virtual_services,
+    endpoint_node,
 )
-from vipcheck.facts import Facts, MissingInput, Unobserved
+from vipcheck.facts import Facts
 from vipcheck.gather.probes import VantagePoint, reread_connections, run_round
-from vipcheck.model.cluster import Cluster, IPAddress, ServicePortKey
+from vipcheck.model.cluster import Cluster, ServicePortKey
 from vipcheck.model.node import HostPort, Protocol
 from vipcheck.model.probe import (
     MIN_ATTEMPTS,
@@ -69,12 +70,17 @@ class _Vip:
     fallback: frozenset[str] = frozenset()
 
 
-def _vips(cluster: Cluster) -> list[_Vip]:
-    """Every TCP VS a correct kube-proxy programs, merged over nodes, NodePorts per node."""
+def _vips(facts: Facts) -> list[_Vip]:
+    """Every TCP VS a correct kube-proxy programs, merged over nodes, NodePorts per node: the
+    expected state the checks read (the datapath's, kept by the Facts), computed once."""
+    return facts.derive("probe VIPs", lambda: _merged_vips(facts))
+
+
+def _merged_vips(facts: Facts) -> list[_Vip]:
+    expected_state = datapath_for(facts.cluster).expected(facts)
     merged: dict[tuple[HostPort, str | None], dict[str, ExpectedVirtualService]] = defaultdict(dict)
-    for node in cluster.nodes:
-        addresses = (*node.internal_ips, *node.external_ips)
-        for expected in expected_virtual_services(cluster, node.name, addresses):
+    for node in facts.cluster.cluster.nodes:
+        for expected in expected_state.reached_at(node.name):
             if expected.protocol is not Protocol.TCP:
                 continue
             on = node.name if expected.kind is VirtualServiceKind.NODE_PORT else None
@@ -96,17 +102,12 @@ def _vips(cluster: Cluster) -> list[_Vip]:
 
 
 def _observed_real_servers(facts: Facts, node: str, address: HostPort) -> frozenset[HostPort]:
-    """Real servers (weight > 0) the node's IPVS has for a TCP VS; none if it was not read."""
+    """Where the node's datapath sends the TCP VIP (IPVS: real servers of weight > 0); none if
+    its state was not read."""
     node_facts = facts.nodes.get(node)
     if node_facts is None:
         return frozenset()
-    try:
-        vs = node_facts.ipvs.get((Protocol.TCP.value, address.address, address.port))
-    except (MissingInput, Unobserved, ParseError):
-        return frozenset()
-    if vs is None:
-        return frozenset()
-    return frozenset(HostPort(*rs.key) for rs in vs.real_servers if rs.weight != 0)
+    return datapath_for(facts.cluster).sends_to(node_facts, address)
 
 
 def _directors(vip: _Vip, vantage: Vantage) -> list[str]:
@@ -146,7 +147,7 @@ def plan_vips(
     with fewer attempts where its share would not fit.
     """
     cluster = facts.cluster.cluster
-    vips = _vips(cluster)
+    vips = _vips(facts)
     vantages = list(vantages)
     limit = connection_limit(settings)
     large = len(vips) * MIN_ATTEMPTS > limit
@@ -233,7 +234,7 @@ def plan_real_servers(
 ) -> list[ProbeTarget]:
     """Round 2: real servers behind failed VIP targets, from there and from the backend's node."""
     cluster = facts.cluster.cluster
-    vips = {vip.address: vip for vip in _vips(cluster)}  # NodePorts are on distinct addresses
+    vips = {vip.address: vip for vip in _vips(facts)}  # NodePorts are on distinct addresses
     by_name = {v.name: v for v in vantages}
     planned: dict[tuple[str, HostPort], ProbeTarget] = {}
     for target in failed:
@@ -254,7 +255,7 @@ def plan_real_servers(
                 if server in expected
                 else RealServerOrigin.IPVS
             )
-            backend = endpoint_node(cluster, server.address)
+            backend = endpoint_node(cluster.endpoint_slices, server.address)
             for name in dict.fromkeys((vantage.name, backend)):
                 if name is None or name not in by_name:
                     continue
@@ -273,19 +274,6 @@ def plan_real_servers(
                     ),
                 )
     return list(planned.values())
-
-
-def endpoint_node(cluster: Cluster, address: IPAddress) -> str | None:
-    """The EndpointSlice nodeName of an endpoint with this address, if any slice lists it."""
-    return next(
-        (
-            endpoint.node_name
-            for endpoint_slice in cluster.endpoint_slices
-            for endpoint in endpoint_slice.endpoints
-            if address in endpoint.addresses and endpoint.node_name
-        ),
-        None,
-    )
 
 
 def run_probes(

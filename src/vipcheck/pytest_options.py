@@ -7,6 +7,7 @@ testinfra's own options (--hosts, --ssh-config, ...) are declared by testinfra a
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from vipcheck.options import (
     RunOptions,
     gate_options,
 )
-from vipcheck.settings import DEFAULTS, Settings, setting_help
+from vipcheck.settings import DEFAULTS, Settings, SettingsError, setting_help, setting_value
 from vipcheck.snapshot import MAX_FILE_BYTES, parse_size
 from vipcheck.untrusted import printable
 from vipcheck.vocabulary import Severity
@@ -118,16 +119,6 @@ def _node_mapping(text: str) -> tuple[str, str]:
     return host, node
 
 
-def _ini_integer(ini: str) -> Parser:
-    def parse(text: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise OptionError(f"ini option {ini}: not an integer: {text!r}") from None
-
-    return parse
-
-
 def _split_commas(values: Sequence[str] | str | None) -> tuple[str, ...]:
     """Specs and names given as `a,b`, as repeated options, or both (testinfra's --hosts is one
     comma-separated string)."""
@@ -142,7 +133,7 @@ def _settings_options() -> tuple[Option, ...]:
             field=f"settings.{name}",
             help=text,
             ini=f"vipcheck_{name}",
-            parse=_ini_integer(f"vipcheck_{name}"),
+            parse=functools.partial(setting_value, name),
             default=getattr(DEFAULTS, name),
         )
         for name, text in setting_help().items()
@@ -343,7 +334,7 @@ def options_from_config(config: pytest.Config, options: Sequence[Option] = OPTIO
     try:
         values = {option.field: _value(config, option) for option in options}
         return build_run_options(values)
-    except OptionError as error:
+    except (OptionError, SettingsError) as error:
         raise usage_error(str(error)) from None
 
 

@@ -70,6 +70,20 @@ def test_the_unobserved_node_errors_once_in_node_observed_with_the_cause_and_fix
     )
 
 
+def test_reporting_an_unobserved_node_is_a_property_of_the_check_not_its_identity() -> None:
+    """A check declaring reports_node_observation runs for the unobserved node (an equal copy
+    of node-observed, as a second catalogue would hold); one that does not skips there."""
+    facts = facts_without_node_3()
+    reporter = replace(NODE_OBSERVED, id="node-reachable")
+    assert run_case(Case(reporter, NodeSubject("node-3")), facts, DEFAULTS).outcome is (
+        Outcome.ERROR
+    )
+    silent = replace(NODE_OBSERVED, reports_node_observation=False)
+    assert run_case(Case(silent, NodeSubject("node-3")), facts, DEFAULTS).outcome is (
+        Outcome.SKIPPED
+    )
+
+
 def test_other_node_cases_of_the_unobserved_node_skip_pointing_at_node_observed() -> None:
     case = Case(check_by_id("ipvs-tcpfin-timeout"), NodeSubject("node-3"))
     result = run_case(case, facts_without_node_3(), DEFAULTS)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.checks.kube_proxy import expected_for_port, node_port_candidates
+from vipcheck.datapath.ipvs import ExpectedState, node_port_candidates
 from vipcheck.expected import expected_virtual_services
 from vipcheck.facts import Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import (
@@ -54,7 +54,7 @@ def test_a_failed_derivation_is_raised_again_without_recomputing() -> None:
     assert depths[0] == depths[-1]  # the kept error's traceback does not grow per raise
 
 
-def test_expected_for_port_is_the_node_expected_state_of_that_port() -> None:
+def test_for_port_is_the_node_expected_state_of_that_port() -> None:
     """Nodes share what they agree on (ClusterIPs) and keep their own NodePorts."""
     facts = Facts.from_snapshot(load_snapshot(SEED))
     cluster = facts.cluster.cluster
@@ -64,7 +64,7 @@ def test_expected_for_port_is_the_node_expected_state_of_that_port() -> None:
         )
         assert every
         for vs in every:
-            found = expected_for_port(cluster, node, vs.port_key)
+            found = ExpectedState.of(facts).for_port(node, vs.port_key)
             assert set(found) == {other for other in every if other.port_key == vs.port_key}
 
 
@@ -93,15 +93,17 @@ def _zoned(cluster: Cluster) -> Cluster:
     return replace(cluster, nodes=nodes)
 
 
-def test_expected_for_port_follows_every_input_of_the_expected_state() -> None:
-    """Per node, the index is the node's own expected state whatever changed since it was built:
-    Service policies (node-dependent real servers and reasons), the kube-proxy release, zones."""
+def test_each_cluster_gets_its_own_expected_state() -> None:
+    """Per node, the index is the node's own expected state of its cluster, whatever another
+    cluster's state held: Service policies (node-dependent real servers and reasons), the
+    kube-proxy release, zones; states of the variants made in turn share nothing."""
     facts = Facts.from_snapshot(load_snapshot(SEED))
     seed = facts.cluster.cluster
     local = _local_policies(seed)
     variants = [seed, local, _old_kube_proxy(local), _zoned(local), seed]
     differing = 0
     for cluster in variants:
+        state = ExpectedState(cluster, facts.nodes)
         for name, node in facts.nodes.items():
             every = expected_virtual_services(
                 cluster, name, node_port_candidates(node, cluster.node(name))
@@ -110,6 +112,6 @@ def test_expected_for_port_follows_every_input_of_the_expected_state() -> None:
                 seed, name, node_port_candidates(node, seed.node(name))
             )
             for vs in every:
-                found = expected_for_port(cluster, node, vs.port_key)
+                found = state.for_port(node, vs.port_key)
                 assert found == tuple(other for other in every if other.port_key == vs.port_key)
     assert differing  # the variants do change some node's expected state

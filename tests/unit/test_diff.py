@@ -168,6 +168,35 @@ def test_a_json_summary_and_a_snapshot_compare_alike(tmp_path: Path) -> None:
     assert "0 incomparable" in result.stdout
 
 
+@pytest.mark.parametrize("how", ["-c", "-o"])
+def test_a_snapshot_is_judged_with_the_runs_ini_thresholds(tmp_path: Path, how: str) -> None:
+    """The seed's 120 s tcpfin timeout fails the default 30 s threshold, not a raised one: the
+    snapshot side judges as the run did, with its ini file or -o."""
+    (tmp_path / "vipcheck.ini").write_text("[pytest]\nvipcheck_tcpfin_timeout_max_s = 200\n")
+    ini = ["-c", "vipcheck.ini"] if how == "-c" else ["-o", "vipcheck_tcpfin_timeout_max_s=200"]
+    subprocess.run(
+        [*VIPCHECK, "--from-snapshot", str(RECORDED), "--vipcheck-json", "run.json", "-q", *ini],
+        cwd=tmp_path, capture_output=True, check=False, timeout=120,
+    )  # fmt: skip
+    run_json = json.loads((tmp_path / "run.json").read_text())
+    tcpfin = [r for r in run_json["results"] if r["check"] == "ipvs-tcpfin-timeout"]
+    assert tcpfin
+    assert all(r["outcome"] == "passed" for r in tcpfin)
+    same = run("run.json", str(RECORDED), *ini, cwd=tmp_path)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "0 new, 0 resolved" in same.stdout
+    defaults = run("run.json", str(RECORDED), cwd=tmp_path)
+    assert defaults.returncode == 1, defaults.stdout + defaults.stderr
+    assert "ipvs-tcpfin-timeout" in defaults.stdout
+
+
+def test_a_bad_threshold_for_snapshots_is_a_usage_error(tmp_path: Path) -> None:
+    result = run(str(RECORDED), str(RECORDED), "-o", "vipcheck_syn_recv_max=many", cwd=tmp_path)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "ini option vipcheck_syn_recv_max: not an integer: 'many'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

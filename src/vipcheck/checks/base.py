@@ -129,6 +129,9 @@ class Check(Generic[S]):
     # The sysctl keys `run` reads, `*` a glob within one name (net.ipv4.conf.*.rp_filter): a node
     # without `sysctl` is asked for the catalogue's keys alone (proc-sys.txt), so declare each.
     sysctls: tuple[str, ...] = ()
+    # The one check that reports an unobserved node (its cause and fix); the node's other items
+    # SKIP pointing to it (vipcheck.cases.run_case).
+    reports_node_observation: bool = False
 
 
 class NotApplicable(Exception):

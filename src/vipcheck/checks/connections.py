@@ -8,6 +8,7 @@ from collections import defaultdict
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
 from vipcheck.checks.kube_proxy import require_ipvs_mode
 from vipcheck.checks.scopes import NODES
+from vipcheck.expected import endpoint_node
 from vipcheck.facts import (
     ENDPOINT_SLICES,
     IPVS_CONNECTIONS,
@@ -15,8 +16,7 @@ from vipcheck.facts import (
     Facts,
     MissingInput,
 )
-from vipcheck.model.cluster import EndpointSlice
-from vipcheck.model.node import Connection, ConnState, HostPort, InvalidValue
+from vipcheck.model.node import Connection, HostPort, InvalidValue
 from vipcheck.settings import Settings
 
 EVIDENCE_ROWS = 5
@@ -37,8 +37,7 @@ def check_no_stuck_syn_recv(
     at_least = "at least " if cut else ""
     stuck: defaultdict[tuple[HostPort, HostPort], list[Connection]] = defaultdict(list)
     for connection in node.syn_recv_connections:
-        if connection.protocol == "TCP" and connection.state is ConnState.SYN_RECV:
-            stuck[connection.virtual, connection.destination].append(connection)
+        stuck[connection.virtual, connection.destination].append(connection)
     violations = []
     for (virtual, destination), rows in sorted(stuck.items(), key=lambda item: str(item[0])):
         if len(rows) <= settings.syn_recv_max:
@@ -75,23 +74,10 @@ def _try_connect(destination: HostPort) -> str:
 def _where(facts: Facts, destination: HostPort) -> str:
     """The node running the destination pod, per the EndpointSlices, for the fix text."""
     try:
-        node = _endpoint_node(facts.cluster.endpoint_slices, destination)
+        node = endpoint_node(facts.cluster.endpoint_slices, destination.address)
     except MissingInput:
         node = None
     return f"{node}, which runs {destination.address}," if node else "the destination's node"
-
-
-def _endpoint_node(slices: tuple[EndpointSlice, ...], destination: HostPort) -> str | None:
-    """EndpointSlice nodeName of the endpoint with this address, if any slice lists it."""
-    return next(
-        (
-            endpoint.node_name
-            for endpoint_slice in slices
-            for endpoint in endpoint_slice.endpoints
-            if destination.address in endpoint.addresses and endpoint.node_name
-        ),
-        None,
-    )
 
 
 NO_STUCK_SYN_RECV = Check(

@@ -16,6 +16,7 @@ from vipcheck.checks.base import (
     Severity,
     Violation,
 )
+from vipcheck.checks.connections import NO_STUCK_SYN_RECV
 from vipcheck.checks.real_servers import (
     REAL_SERVERS_MATCH_ENDPOINTS,
     check_real_servers_match_endpoints,
@@ -32,7 +33,7 @@ from vipcheck.facts import (
     Unobserved,
 )
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import Connection, ConnState, HostPort
+from vipcheck.model.node import Connection, HostPort
 from vipcheck.model.probe import (
     Attempt,
     ConnectOutcome,
@@ -158,9 +159,9 @@ def _violation(
     )
     evidence = [f"{target.vantage} -> {target.address}: {attempt}" for attempt in attempts]
     evidence += [_server_line(server) for server in servers]
-    evidence += [f"[ipvs-no-stuck-syn-recv] {line}" for line in syn_recv]
-    evidence += [f"[ipvs-real-servers-match-endpoints] {v.node}: {v.observed}" for v in stale]
-    evidence += [f"[rp-filter-not-strict] {v.node}/{v.subject}: {v.observed}" for v in strict]
+    evidence += [f"[{NO_STUCK_SYN_RECV.id}] {line}" for line in syn_recv]
+    evidence += [f"[{REAL_SERVERS_MATCH_ENDPOINTS.id}] {v.node}: {v.observed}" for v in stale]
+    evidence += [f"[{RP_FILTER_NOT_STRICT.id}] {v.node}/{v.subject}: {v.observed}" for v in strict]
     return Violation(
         kind=FindingKind.HANDSHAKE_FAILURE,
         subject=f"{target.kind.value} {target.address} from {target.vantage}",
@@ -205,7 +206,7 @@ def _stale_cause(target: ProbeTarget, server: _Server, stale: list[Violation]) -
         f"stale real server {address} in IPVS for {target.address} is no endpoint and "
         f"{_dominant(server.here)} directly from {target.vantage} (nothing listens on the old "
         "targetPort): round robin sends it its share of connections "
-        "[ipvs-real-servers-match-endpoints]",
+        f"[{REAL_SERVERS_MATCH_ENDPOINTS.id}]",
         fix,
     )
 
@@ -228,7 +229,7 @@ def _backend_cause(where: str, server: _Server, strict: list[Violation]) -> _Cau
             f"path: backend {address} on {node} {outcome} from {where} {local}and {node} has "
             f"strict rp_filter ({', '.join(v.subject for v in rp)}), which drops SYNs that "
             "arrive through the tunnel while the route back leaves another interface "
-            "[rp-filter-not-strict]",
+            f"[{RP_FILTER_NOT_STRICT.id}]",
             rp[0].fix,
         )
     if server.answers_on_node:
@@ -255,7 +256,7 @@ def _unexplained(
     if syn_recv and any(a.outcome is ConnectOutcome.TIMEOUT for a in attempts):
         return _Cause(
             "replies from the real server never come back through the director (SYN_RECV "
-            "entries for this VIP) [ipvs-no-stuck-syn-recv]",
+            f"entries for this VIP) [{NO_STUCK_SYN_RECV.id}]",
             "make rp_filter loose on the real server's node, allow FORWARD and check the route "
             "back to the client goes through the director",
         )
@@ -315,32 +316,30 @@ def _server_line(server: _Server) -> str:
 
 
 def _syn_recv(vip: HostPort, facts: Facts) -> list[str]:
-    """SYN_RECV entries for this VIP on each node, after the probes when re-read, else before."""
+    """TCP SYN_RECV entries for this VIP on each node, after the probes when re-read, else
+    before; of a table cut at MAX_KEPT_ROWS, those among its kept rows ("at least")."""
     lines = []
     for name, node in facts.nodes.items():
         try:
             after = facts.probes.connections_after(name)
             table: Iterable[Connection] = after if after is not None else node.syn_recv_connections
             when = "after probing" if after is not None else "when gathered"
-            stuck = [
-                c
-                for c in table
-                if c.protocol == "TCP" and c.state is ConnState.SYN_RECV and c.virtual == vip
-            ]
+            at_least = "at least " if after is None and node.syn_recv_cut else ""
+            stuck = [c for c in table if c.virtual == vip]
         except _READ_ERRORS:
             continue
         by_destination: defaultdict[HostPort, int] = defaultdict(int)
         for connection in stuck:
             by_destination[connection.destination] += 1
         lines += [
-            f"{name}: {n} SYN_RECV TCP {vip} -> {destination} ({when})"
+            f"{name}: {at_least}{n} SYN_RECV TCP {vip} -> {destination} ({when})"
             for destination, n in sorted(by_destination.items(), key=str)
         ]
     return lines
 
 
 def _stale_hints(subject: ServicePortKey, facts: Facts, settings: Settings) -> list[Violation]:
-    """What ipvs-real-servers-match-endpoints says about this Service port."""
+    """What REAL_SERVERS_MATCH_ENDPOINTS says about this Service port."""
     try:
         found = check_real_servers_match_endpoints(subject, facts, settings)
     except _READ_ERRORS:
@@ -351,7 +350,7 @@ def _stale_hints(subject: ServicePortKey, facts: Facts, settings: Settings) -> l
 def _rp_filter_hints(
     nodes: Iterable[str | None], facts: Facts, settings: Settings
 ) -> list[Violation]:
-    """What rp-filter-not-strict says about the nodes running the probed real servers."""
+    """What RP_FILTER_NOT_STRICT says about the nodes running the probed real servers."""
     hints = []
     for name in sorted(n for n in nodes if n is not None):
         node = facts.nodes.get(name)

@@ -13,13 +13,9 @@ from vipcheck.checks.base import (
     Severity,
     Violation,
 )
-from vipcheck.checks.kube_proxy import (
-    KUBE_IPVS0,
-    own_addresses,
-    require_ipvs_mode,
-    restart_kube_proxy_text,
-)
+from vipcheck.checks.kube_proxy import require_ipvs_mode, restart_kube_proxy_text
 from vipcheck.checks.scopes import NODES
+from vipcheck.datapath.ipvs import KUBE_IPVS0, own_addresses
 from vipcheck.expected import ServiceAddresses, kube_proxy_rules
 from vipcheck.facts import (
     IP_ADDR,

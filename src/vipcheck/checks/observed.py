@@ -83,4 +83,5 @@ NODE_OBSERVED = Check(
     scope=NODES,
     inputs=(),
     run=check_node_observed,
+    reports_node_observation=True,
 )

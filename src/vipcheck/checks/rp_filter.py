@@ -12,8 +12,8 @@ from vipcheck.checks.base import (
     Severity,
     Violation,
 )
-from vipcheck.checks.kube_proxy import KUBE_IPVS0
 from vipcheck.checks.scopes import node_interfaces
+from vipcheck.datapath.ipvs import KUBE_IPVS0
 from vipcheck.facts import IP_ADDR, IP_LINK, NODE_OBJECTS, SYSCTLS, ClusterFacts, Facts, NodeFacts
 from vipcheck.model.cluster import IPAddress
 from vipcheck.model.node import Interface

@@ -213,7 +213,7 @@ def _title_layout(words: list[str]) -> _Layout | None:
     return None
 
 
-# A built service's line, fwmark, family, options and real servers' identities (PendingService).
+# A built service's line, fwmark, family, options and real servers' lines (PendingService).
 _BuiltKey = tuple[
     str,
     int | None,
@@ -223,10 +223,36 @@ _BuiltKey = tuple[
     str | None,
     str | None,
     tuple[str, ...],
-    tuple[int, ...],
+    tuple[str, ...],
 ]
-_BUILT: dict[_BuiltKey, VirtualService] = {}
-_BUILT_MAX = 1 << 17
+
+
+class SharedServices:
+    """The services built from one snapshot's tables, shared by the nodes that list the same.
+
+    Nodes list the same services (a ClusterIP's on every node, with the same real servers), so
+    one snapshot's `ipvsadm -Ln` tables share them rather than build and validate each again per
+    node. One is made per snapshot's facts (vipcheck.facts), never kept across snapshots. Keyed
+    by the lines (strings hash once), and shared only when its real servers are equal too (the
+    same objects, mostly: _plain_real_server shares them), so a shared service equals, field for
+    field, the one it stands for.
+    """
+
+    MAX = 1 << 17
+
+    def __init__(self) -> None:
+        self._built: dict[_BuiltKey, VirtualService] = {}
+
+    def build(self, pending: PendingService, source: str) -> VirtualService:
+        """The service built before from the same line, options and real servers, or a new one."""
+        key = pending.shared_key()
+        built = self._built.get(key)
+        if built is not None and built.real_servers == tuple(pending.real_servers):
+            return built
+        if len(self._built) >= self.MAX:
+            self._built.clear()
+        built = self._built[key] = pending.build(source)
+        return built
 
 
 @dataclass(slots=True)
@@ -246,23 +272,8 @@ class PendingService:
     flags: list[str] = field(default_factory=list)
     real_servers: list[RealServer] = field(default_factory=list)
 
-    def build_shared(self, source: str) -> VirtualService:
-        """build, or the service built before from the same line, options and real server objects.
-
-        Nodes list the same services (a ClusterIP's on every node, with the same real servers,
-        which _plain_real_server shares), so `ipvsadm -Ln` tables share them rather than build
-        and validate each again per node. In one format the line names protocol and address; the
-        real servers are keyed by identity, kept alive by the shared service.
-        """
-        key = self._shared_key()
-        built = _BUILT.get(key)
-        if built is None:
-            if len(_BUILT) >= _BUILT_MAX:
-                _BUILT.clear()
-            built = _BUILT[key] = self.build(source)
-        return built
-
-    def _shared_key(self) -> _BuiltKey:
+    def shared_key(self) -> _BuiltKey:
+        """What the built service is made of, as lines and options, for SharedServices."""
         return (
             self.raw,
             self.fwmark,
@@ -272,7 +283,7 @@ class PendingService:
             self.netmask,
             self.pe_name,
             tuple(self.flags),
-            tuple(map(id, self.real_servers)),
+            tuple(server.raw for server in self.real_servers),
         )
 
     def build(self, source: str) -> VirtualService:
@@ -297,16 +308,16 @@ class PendingService:
 
 
 def build_services(
-    pending: list[PendingService], source: str, *, shared: bool = False
+    pending: list[PendingService], source: str, shared: SharedServices | None = None
 ) -> tuple[VirtualService, ...]:
     """Freezes the services, refusing one listed twice: the sign of two listings pasted together.
 
-    shared: share services with the tables built before in this format (build_shared).
+    shared: share services with the tables of the same snapshot built before.
     """
     first_line: dict[VirtualServiceKey, int] = {}
     services = []
     for item in pending:
-        service = item.build_shared(source) if shared else item.build(source)
+        service = item.build(source) if shared is None else shared.build(item, source)
         first = first_line.setdefault(service.key, item.number)
         if first != item.number:
             raise ParseError(
@@ -475,10 +486,11 @@ def _plain_real_server(line: str) -> RealServer | None:
     )
 
 
-def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
+def parse_ipvsadm_list(text: str, source: str, shared: SharedServices | None = None) -> IpvsTable:
     """The table from `ipvsadm -Ln` in any list format, or `ipvsadm -S -n`, as printed or pasted.
 
     Pastes of two nodes are refused; a paste showing only part of the table is marked partial.
+    shared: the services of the snapshot's other nodes, to share (SharedServices).
     """
     version: tuple[str, int] | None = None
     layout = _Layout.UNKNOWN
@@ -530,7 +542,7 @@ def parse_ipvsadm_list(text: str, source: str) -> IpvsTable:
     return IpvsTable(
         version=version[0] if version else None,
         conn_table_size=version[1] if version else None,
-        services=build_services(services, source, shared=True),
+        services=build_services(services, source, shared),
         partial=partial,
         real_servers_complete=real_servers_complete,
     )

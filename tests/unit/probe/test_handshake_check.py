@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from vipcheck import snapshot as snapshot_module
 from vipcheck.cases import Case, Outcome, run_case
 from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
-from vipcheck.checks.handshake import VIP_HANDSHAKE, check_vip_handshake
+from vipcheck.checks.handshake import VIP_HANDSHAKE, _syn_recv, check_vip_handshake
 from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import HostPort, Protocol
@@ -342,3 +343,26 @@ def test_plan_probes_a_local_fallback_node_port_only_from_its_own_node() -> None
         "192.168.58.12:30080": ["node-2"],  # the fallback: only node-2 gets the replies
         "192.168.58.13:30080": everyone,  # web-2 is local there
     }
+
+
+SYN_RECV_TO_API = "TCP 0A0A0024 A0F2 0A600028 0050 0AF4020A 1F90 SYN_RECV         51\n"
+
+
+def test_syn_recv_counts_of_a_cut_table_say_at_least(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table with more SYN_RECV rows than vipcheck keeps is counted on its kept rows: the
+    handshake's SYN_RECV evidence says "at least", as ipvs-no-stuck-syn-recv does."""
+    monkeypatch.setattr(snapshot_module, "MAX_KEPT_ROWS", 50)
+    plan = ProbePlan(VANTAGES, (), ProbeSettings(), 1.0)
+    seed = replace(load_snapshot(SEED), probes={"plan.json": plan_as_json(plan)})
+    table = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
+    node = seed.nodes["node-1"]
+    files = {**node.files, "ip_vs_conn.txt": table + SYN_RECV_TO_API * 60}
+    cut = Facts.from_snapshot(replace(seed, nodes={"node-1": replace(node, files=files)}))
+    whole = Facts.from_snapshot(replace(seed, nodes={"node-1": node}))
+    api = HostPort(ip_address("10.96.0.40"), 80)
+    assert _syn_recv(api, cut) == [
+        "node-1: at least 50 SYN_RECV TCP 10.96.0.40:80 -> 10.244.2.10:8080 (when gathered)"
+    ]
+    assert _syn_recv(api, whole) == [
+        "node-1: 2 SYN_RECV TCP 10.96.0.40:80 -> 10.244.2.10:8080 (when gathered)"
+    ]
