@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 
-from fixtures.lab.control import kind_scenario
 from fixtures.lab.guest_script import Runtime, kind_node_names, setup_script
 from fixtures.lab.objects import api_objects
+from fixtures.lab.runtimes import kind_scenario
 from fixtures.lab.scenario import load_scenario
 
 
