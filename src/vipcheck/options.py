@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from vipcheck.model.probe import ProbeSettings
+from vipcheck.saved_summaries import FindingKey, SummaryError, failure_keys, load_summary
 from vipcheck.settings import Settings
 from vipcheck.snapshot import MAX_FILE_BYTES
-from vipcheck.summaries import FindingKey, SummaryError, failure_keys, load_summary
 from vipcheck.vocabulary import Severity
 from vipcheck.waivers import Waiver, WaiverError, load_waivers
 

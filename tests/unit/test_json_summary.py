@@ -11,9 +11,9 @@ from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS
 from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
 from vipcheck.checks.timeouts import TCPFIN_TIMEOUT
+from vipcheck.json_summary import Summary, grouped_by_check, unjudged_critical
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import Protocol
-from vipcheck.report import Summary, grouped_by_check, unjudged_critical
 
 
 def _violation(node: str) -> Violation:
