@@ -29,7 +29,7 @@ from vipcheck.expected import (
 from vipcheck.facts import Facts
 from vipcheck.gather.probes import VantagePoint, reread_connections, run_round
 from vipcheck.model.cluster import Cluster, ServicePortKey
-from vipcheck.model.node import HostPort, Protocol
+from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.model.probe import (
     MIN_ATTEMPTS,
     ConnectOutcome,
@@ -81,7 +81,7 @@ def _merged_vips(facts: Facts) -> list[_Vip]:
     merged: dict[tuple[HostPort, str | None], dict[str, ExpectedVirtualService]] = defaultdict(dict)
     for node in facts.cluster.cluster.nodes:
         for expected in expected_state.reached_at(node.name):
-            if expected.protocol is not Protocol.TCP:
+            if expected.protocol is not L4Protocol.TCP:
                 continue
             on = node.name if expected.kind is VirtualServiceKind.NODE_PORT else None
             merged[HostPort(expected.address, expected.port), on][node.name] = expected

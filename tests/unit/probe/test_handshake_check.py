@@ -14,7 +14,7 @@ from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
 from vipcheck.checks.handshake import VIP_HANDSHAKE, _syn_recv, check_vip_handshake
 from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import HostPort, Protocol
+from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.model.probe import (
     ProbePlan,
     ProbeRound,
@@ -30,9 +30,9 @@ from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 
 SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-incidents"
-REDIS = ServicePortKey("default/redis", 6379, Protocol.TCP)
-API = ServicePortKey("default/api", 80, Protocol.TCP)
-WEB = ServicePortKey("default/web", 80, Protocol.TCP)
+REDIS = ServicePortKey("default/redis", 6379, L4Protocol.TCP)
+API = ServicePortKey("default/api", 80, L4Protocol.TCP)
+WEB = ServicePortKey("default/web", 80, L4Protocol.TCP)
 VANTAGES = (
     Vantage("node-1", "node-1", "ssh://node-1"),
     Vantage("node-2", "node-2", "ssh://node-2"),
