@@ -13,9 +13,9 @@ from vipcheck.cases import Case, Outcome, run_case
 from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
 from vipcheck.checks.handshake import VIP_HANDSHAKE, _syn_recv, check_vip_handshake
 from vipcheck.facts import Facts, MissingInput, Unobserved
+from vipcheck.handshake_rounds import plan_real_servers, plan_vips
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import HostPort, L4Protocol
-from vipcheck.model.probe import (
+from vipcheck.model.handshakes import (
     ProbePlan,
     ProbeRound,
     ProbeSettings,
@@ -24,8 +24,8 @@ from vipcheck.model.probe import (
     TargetKind,
     Vantage,
 )
-from vipcheck.parse.probe import parse_service_port_key, plan_as_json
-from vipcheck.probing import plan_real_servers, plan_vips
+from vipcheck.model.node import HostPort, L4Protocol
+from vipcheck.parse.handshakes import parse_service_port_key, plan_as_json
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import HostPort, L4Protocol
-from vipcheck.model.probe import (
+from vipcheck.model.handshakes import (
     Attempt,
     ConnectOutcome,
     ProbePlan,
@@ -23,8 +22,9 @@ from vipcheck.model.probe import (
     Vantage,
     attempts_for,
 )
+from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.parse import ParseError
-from vipcheck.parse.probe import (
+from vipcheck.parse.handshakes import (
     parse_probe_output,
     parse_probe_plan,
     parse_service_port_key,

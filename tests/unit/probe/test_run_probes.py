@@ -8,12 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 from vipcheck.facts import Facts
-from vipcheck.gather.probes import AFTER_SCRIPT, VantagePoint
+from vipcheck.gather.vantage_points import AFTER_SCRIPT, VantagePoint
+from vipcheck.handshake_rounds import run_probes
 from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.handshakes import ProbeRound, ProbeSettings, Vantage
 from vipcheck.model.node import L4Protocol
-from vipcheck.model.probe import ProbeRound, ProbeSettings, Vantage
-from vipcheck.parse.probe import parse_probe_plan
-from vipcheck.probing import run_probes
+from vipcheck.parse.handshakes import parse_probe_plan
 from vipcheck.snapshot import load_snapshot
 from vipcheck.transport import NodeTarget, RunResult, TransportError
 

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import HostPort, L4Protocol
-from vipcheck.model.probe import (
+from vipcheck.model.handshakes import (
     Attempt,
     ConnectOutcome,
     ProbeOutput,
@@ -20,6 +19,7 @@ from vipcheck.model.probe import (
     TargetKind,
     Vantage,
 )
+from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.parse import ParseError
 from vipcheck.untrusted import node_name_problem, parse_address, printable
 
