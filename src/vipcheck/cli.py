@@ -22,9 +22,9 @@ import pytest
 import vipcheck
 from vipcheck.diff import compare, load_side, write_json
 from vipcheck.plugin import report_header
+from vipcheck.saved_summaries import SummaryError
 from vipcheck.settings import Settings, SettingsError, settings_from
 from vipcheck.snapshot import MAX_FILE_BYTES, format_size, parse_size
-from vipcheck.summaries import SummaryError
 from vipcheck.untrusted import printable
 
 # Where the installed suites are: site-packages, or the checkout's suites/ when editable.

@@ -17,10 +17,16 @@ from typing import Any, TypeVar
 from vipcheck.cases import cases_for, run_case
 from vipcheck.checks import CATALOGUE
 from vipcheck.facts import Facts
-from vipcheck.report import Summary
+from vipcheck.json_summary import Summary
+from vipcheck.saved_summaries import (
+    FAILING,
+    FindingKey,
+    SummaryError,
+    load_summary,
+    record_findings,
+)
 from vipcheck.settings import DEFAULTS, Settings
 from vipcheck.snapshot import MAX_FILE_BYTES, SnapshotError, load_snapshot
-from vipcheck.summaries import FAILING, FindingKey, SummaryError, load_summary, record_findings
 from vipcheck.untrusted import printable
 
 JUDGED = FAILING | {"passed"}

@@ -43,7 +43,7 @@ from vipcheck.model.cluster import (
     SessionAffinity,
     TrafficPolicy,
 )
-from vipcheck.model.node import HostPort, Protocol
+from vipcheck.model.node import HostPort, L4Protocol
 
 
 class VirtualServiceKind(StrEnum):
@@ -55,9 +55,9 @@ class VirtualServiceKind(StrEnum):
     LOAD_BALANCER = "LoadBalancer"
 
 
-_AddressKey = tuple[Protocol, IPAddress, int]
+_AddressKey = tuple[L4Protocol, IPAddress, int]
 
-SCHEDULER_PROBE: _AddressKey = (Protocol.TCP, IPv4Address("198.51.100.0"), 20000)
+SCHEDULER_PROBE: _AddressKey = (L4Protocol.TCP, IPv4Address("198.51.100.0"), 20000)
 """The VS kube-proxy's canUseIPVSProxier() creates and deletes at start-up (scheduler probe)."""
 
 
@@ -206,7 +206,7 @@ def kube_proxy_rules(release: KubeRelease | None) -> KubeProxyRules:
 class ExpectedVirtualService:
     """One VS a correct kube-proxy keeps on a node, with the real servers it needs at weight > 0."""
 
-    protocol: Protocol
+    protocol: L4Protocol
     address: IPAddress
     port: int
     kind: VirtualServiceKind
@@ -272,10 +272,10 @@ class VirtualServiceExplanations:
     """The VSs the cluster accounts for, indexed once so the orphan check stays linear in VSs."""
 
     by_address: Mapping[_AddressKey, Explained]
-    by_node_port: Mapping[tuple[Protocol, int], Explained]
+    by_node_port: Mapping[tuple[L4Protocol, int], Explained]
     exclude_cidrs: tuple[IPNetwork, ...]
 
-    def explain(self, protocol: Protocol, address: IPAddress, port: int) -> Explained | None:
+    def explain(self, protocol: L4Protocol, address: IPAddress, port: int) -> Explained | None:
         """Why a (non-fwmark) VS may exist, or None for an orphan."""
         found = self.by_address.get((protocol, address, port)) or self.by_node_port.get(
             (protocol, port)
@@ -750,7 +750,7 @@ class ServiceAddresses:
 def explain_virtual_services(cluster: Cluster) -> VirtualServiceExplanations:
     """Index every VS a Service accounts for on any node, for the orphan check."""
     by_address: dict[_AddressKey, Explained] = {}
-    by_node_port: dict[tuple[Protocol, int], Explained] = {}
+    by_node_port: dict[tuple[L4Protocol, int], Explained] = {}
     for service in cluster.services:
         exclusion = service.exclusion
         if exclusion not in (None, ProxyExclusion.OTHER_PROXY):

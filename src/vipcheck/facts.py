@@ -22,6 +22,7 @@ from vipcheck.model.cluster import (
     Node,
     Service,
 )
+from vipcheck.model.handshakes import ProbeOutput, ProbePlan, ProbeRound
 from vipcheck.model.node import (
     Connection,
     ConnState,
@@ -30,8 +31,8 @@ from vipcheck.model.node import (
     IpvsTimeouts,
     Sysctls,
 )
-from vipcheck.model.probe import ProbeOutput, ProbePlan, ProbeRound
 from vipcheck.parse import ParseError
+from vipcheck.parse.handshakes import parse_probe_output, parse_probe_plan
 from vipcheck.parse.iproute import parse_interfaces
 from vipcheck.parse.ipvsadm import (
     SharedServices,
@@ -46,7 +47,6 @@ from vipcheck.parse.kube import (
     parse_nodes,
     parse_services,
 )
-from vipcheck.parse.probe import parse_probe_output, parse_probe_plan
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
 from vipcheck.snapshot import (

@@ -13,7 +13,7 @@ from typing import Any
 
 from vipcheck.cases import Case, Outcome, Result
 from vipcheck.checks.base import Severity
-from vipcheck.summaries import FindingKey
+from vipcheck.saved_summaries import FindingKey
 from vipcheck.waivers import Waiver
 
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}

@@ -12,10 +12,10 @@ from dataclasses import replace
 from vipcheck.facts import Facts, NotProbed, ProbeLoader
 from vipcheck.gather import gather
 from vipcheck.gather.cluster import ClusterConfigError
-from vipcheck.gather.probes import ProbeError, vantage_points
+from vipcheck.gather.vantage_points import ProbeError, vantage_points
+from vipcheck.handshake_rounds import run_probes
 from vipcheck.kind import find_kind_cluster
 from vipcheck.options import RunOptions
-from vipcheck.probing import run_probes
 from vipcheck.snapshot import Snapshot, SnapshotError, load_snapshot, save_probes, save_snapshot
 from vipcheck.transport import TargetError
 from vipcheck.vocabulary import Progress

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from vipcheck.model.probe import ProbeSettings
+from vipcheck.model.handshakes import ProbeSettings
+from vipcheck.saved_summaries import FindingKey, SummaryError, failure_keys, load_summary
 from vipcheck.settings import Settings
 from vipcheck.snapshot import MAX_FILE_BYTES
-from vipcheck.summaries import FindingKey, SummaryError, failure_keys, load_summary
 from vipcheck.vocabulary import Severity
 from vipcheck.waivers import Waiver, WaiverError, load_waivers
 
@@ -59,7 +59,7 @@ class ProbeOptions:
     enabled: bool = True
     probe_from: tuple[str, ...] = ()
     settings: ProbeSettings = field(default_factory=ProbeSettings)
-    total_s: int = 600  # the whole probe's time cap (vipcheck.probing.TOTAL_CAP_S)
+    total_s: int = 600  # the whole probe's time cap (vipcheck.handshake_rounds.TOTAL_CAP_S)
 
 
 class OptionError(Exception):

@@ -19,16 +19,16 @@ from typing import Any
 
 import pytest
 
-from vipcheck import outputs
+from vipcheck import pytest_outputs
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
 from vipcheck.checks import SYSCTL_KEYS, check_by_id
 from vipcheck.facts import Facts
 from vipcheck.gate import Gate
+from vipcheck.json_summary import Summary, unjudged_critical
 from vipcheck.observe import ObserveError, observe
 from vipcheck.options import RunOptions
 from vipcheck.pytest_options import PATH_OPTIONS, add_options, options_from_config, usage_error
 from vipcheck.pytest_setup import settle_rootdir
-from vipcheck.report import Summary, unjudged_critical
 from vipcheck.untrusted import printable
 
 MARKER = "vipcheck_check"
@@ -45,7 +45,7 @@ class VipcheckSession:
     usage_errors: list[str] = field(default_factory=list)
     tuned_gc: bool = False
     gate: Gate = field(default_factory=Gate)
-    tally: outputs.FailureTally = field(default_factory=outputs.FailureTally)
+    tally: pytest_outputs.FailureTally = field(default_factory=pytest_outputs.FailureTally)
 
 
 SESSION_KEY = pytest.StashKey[VipcheckSession]()
@@ -116,7 +116,7 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     assert session.facts is not None  # parametrized only once observed
     result = session.gate.judge(run_case(case, session.facts, session.options.settings))
     session.summary.add(result)
-    request.node.user_properties.extend(outputs.junit_properties(result))
+    request.node.user_properties.extend(pytest_outputs.junit_properties(result))
     if result.outcome in (Outcome.WAIVED, Outcome.KNOWN):
         pytest.skip("; ".join(result.notes))
     if result.outcome is Outcome.SKIPPED:
@@ -130,12 +130,12 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
 def pytest_deselected(items: Sequence[pytest.Item]) -> None:
     """Cases -k or -m left out: their waivers are reported as not judged, not as unused."""
     if items:
-        items[0].config.stash[SESSION_KEY].gate.deselect(outputs.deselected_cases(items))
+        items[0].config.stash[SESSION_KEY].gate.deselect(pytest_outputs.deselected_cases(items))
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
     """Waived and baseline-known items are their own category: neither passed nor skipped."""
-    category = outputs.gate_category(report)
+    category = pytest_outputs.gate_category(report)
     return None if category is None else (category, category[0], category.upper())
 
 
@@ -145,7 +145,7 @@ def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestR
     item's failure and skip text shows terminal controls escaped, wherever pytest prints it."""
     report = yield
     if item.get_closest_marker(MARKER) is not None:
-        outputs.make_printable(report)
+        pytest_outputs.make_printable(report)
     if report.failed:
         state = item.config.stash[SESSION_KEY]
         state.tally.count(report, state.options.gate.fail_on)
@@ -161,7 +161,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is None or state.facts is None or session.config.option.collectonly:
         return
     state.summary.write(state.options.json_path)
-    outputs.write_reports(state.options, state.facts, state.gate)
+    pytest_outputs.write_reports(state.options, state.facts, state.gate)
     if session.exitstatus == pytest.ExitCode.TESTS_FAILED and state.tally.tolerated_only:
         session.exitstatus = pytest.ExitCode.OK
     if state.facts.unobserved_nodes() and session.exitstatus == pytest.ExitCode.OK:
@@ -192,10 +192,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterat
         for line in unjudged:
             write(line)
     target, totals = state.options.json_path, state.summary.totals_text()
-    for line in outputs.gate_lines(state.options, state.gate, state.tally):
+    for line in pytest_outputs.gate_lines(state.options, state.gate, state.tally):
         write(f"vipcheck: {line}")
     write(f"vipcheck: JSON summary: {target} ({totals})")
-    for line in outputs.written_lines(state.options):
+    for line in pytest_outputs.written_lines(state.options):
         write(f"vipcheck: {line}")
     unseen = sorted(state.facts.unobserved_nodes())
     if unseen:

@@ -18,7 +18,7 @@ import pytest
 
 from vipcheck.checks import CHECKS_BY_ID
 from vipcheck.kind import valid_kind_name
-from vipcheck.model.probe import ProbeSettings
+from vipcheck.model.handshakes import ProbeSettings
 from vipcheck.options import (
     DEFAULT_HTML,
     DEFAULT_JSON,

@@ -14,7 +14,7 @@ from vipcheck.checks.base import NodeSubject
 from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.facts import Facts
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import L4Protocol
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 
@@ -30,7 +30,7 @@ def facts_without_node_3() -> Facts:
 
 
 def test_violations_on_observed_nodes_fail_and_name_the_unobserved_one() -> None:
-    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, Protocol.TCP))
+    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, L4Protocol.TCP))
     result = run_case(case, facts_without_node_3(), DEFAULTS)
     assert result.outcome is Outcome.FAILED
     assert {v.node for v in result.violations} == {"node-1", "node-2"}
@@ -38,7 +38,7 @@ def test_violations_on_observed_nodes_fail_and_name_the_unobserved_one() -> None
 
 
 def test_no_violation_on_observed_nodes_passes_there_only_naming_the_unseen_node() -> None:
-    case = Case(REAL_SERVERS, ServicePortKey("default/web", 80, Protocol.TCP))
+    case = Case(REAL_SERVERS, ServicePortKey("default/web", 80, L4Protocol.TCP))
     result = run_case(case, facts_without_node_3(), DEFAULTS)
     assert result.outcome is Outcome.PASSED
     assert result.unseen == ("node-3",)
@@ -49,7 +49,7 @@ def test_no_violation_on_observed_nodes_passes_there_only_naming_the_unseen_node
 
 
 def test_violations_on_observed_nodes_record_the_unseen_node() -> None:
-    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, Protocol.TCP))
+    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, L4Protocol.TCP))
     assert run_case(case, facts_without_node_3(), DEFAULTS).unseen == ("node-3",)
 
 
@@ -139,7 +139,7 @@ def facts_without_ipvs_table_on_node_3() -> Facts:
 
 
 def test_a_node_without_its_ipvs_table_is_named_and_the_others_still_fail() -> None:
-    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, Protocol.TCP))
+    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, L4Protocol.TCP))
     result = run_case(case, facts_without_ipvs_table_on_node_3(), DEFAULTS)
     assert result.outcome is Outcome.FAILED
     assert {v.node for v in result.violations} == {"node-1", "node-2"}
@@ -151,7 +151,7 @@ def test_a_node_without_its_ipvs_table_is_named_and_the_others_still_fail() -> N
     "check", ["ipvs-real-servers-match-endpoints", "ipvs-virtual-servers-complete"]
 )
 def test_no_violation_on_the_judged_nodes_skips_naming_the_unjudged_one(check: str) -> None:
-    case = Case(check_by_id(check), ServicePortKey("default/web", 80, Protocol.TCP))
+    case = Case(check_by_id(check), ServicePortKey("default/web", 80, L4Protocol.TCP))
     result = run_case(case, facts_without_ipvs_table_on_node_3(), DEFAULTS)
     assert result.outcome is Outcome.SKIPPED
     assert result.violations == ()
@@ -167,7 +167,7 @@ def test_a_node_missing_its_table_beside_an_unobserved_one_names_both() -> None:
         node_3, files={k: v for k, v in node_3.files.items() if "ip_vs" not in k and "Ln" not in k}
     )
     facts = Facts.from_snapshot(replace(snapshot, nodes=nodes))
-    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, Protocol.TCP))
+    case = Case(REAL_SERVERS, ServicePortKey("default/redis", 6379, L4Protocol.TCP))
     result = run_case(case, facts, DEFAULTS)
     assert result.outcome is Outcome.FAILED
     assert {v.node for v in result.violations} == {"node-2"}
@@ -179,7 +179,7 @@ def test_with_no_node_observed_a_service_port_item_skips_never_passes() -> None:
     snapshot = load_snapshot(RECORDED)
     nodes = {name: replace(node, error="ssh: refused") for name, node in snapshot.nodes.items()}
     facts = Facts.from_snapshot(replace(snapshot, nodes=nodes))
-    case = Case(REAL_SERVERS, ServicePortKey("default/web", 80, Protocol.TCP))
+    case = Case(REAL_SERVERS, ServicePortKey("default/web", 80, L4Protocol.TCP))
     result = run_case(case, facts, DEFAULTS)
     assert result.outcome is Outcome.SKIPPED
     assert result.unseen == ("node-1", "node-2", "node-3")

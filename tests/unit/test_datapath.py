@@ -18,9 +18,9 @@ from vipcheck.datapath import ipvs as ipvs_module
 from vipcheck.datapath.ipvs import IPVS
 from vipcheck.expected import ExpectedVirtualService, VirtualServiceKind
 from vipcheck.facts import Facts
+from vipcheck.handshake_rounds import plan_vips
 from vipcheck.model.cluster import Cluster, ProxyMode
-from vipcheck.model.probe import ProbeSettings, Vantage
-from vipcheck.probing import plan_vips
+from vipcheck.model.handshakes import ProbeSettings, Vantage
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import NODE_FILES, load_snapshot
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from vipcheck.diff import SHOWN, compare, write_json
+from vipcheck.saved_summaries import SummaryError, load_summary
 from vipcheck.snapshot import MAX_FILE_BYTES
-from vipcheck.summaries import SummaryError, load_summary
 
 RECORDED = Path(__file__).parents[2] / "fixtures" / "recorded" / "seed-incidents"
 VIPCHECK = [sys.executable, "-m", "vipcheck.cli"]

@@ -45,7 +45,7 @@ from vipcheck.model.cluster import (
     SessionAffinity,
     TrafficPolicy,
 )
-from vipcheck.model.node import HostPort, Protocol
+from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.parse.kube import (
     parse_endpoint_slices,
     parse_kube_proxy_config,
@@ -55,7 +55,7 @@ from vipcheck.parse.kube import (
 )
 
 RECORDED = Path(__file__).resolve().parents[2] / "fixtures/recorded/seed-incidents/cluster"
-TCP = Protocol.TCP
+TCP = L4Protocol.TCP
 
 
 def ip(text: str) -> IPAddress:
@@ -164,7 +164,7 @@ def test_recorded_orphan_explanations() -> None:
     # A stale port, a deleted Service's VIP, the wrong protocol: orphans.
     assert explanations.explain(TCP, ip("10.96.0.20"), 80) is None
     assert explanations.explain(TCP, ip("10.96.0.99"), 80) is None
-    assert explanations.explain(Protocol.UDP, ip("10.96.0.20"), 6379) is None
+    assert explanations.explain(L4Protocol.UDP, ip("10.96.0.20"), 6379) is None
     # The headless Service has no VIP to explain.
     assert explanations.explain(TCP, ip("10.244.3.10"), 6379) is None
 
@@ -378,7 +378,7 @@ def test_ports_match_by_name_and_protocol_across_slices() -> None:
         ServiceType.CLUSTER_IP,
         (ip("10.96.0.10"),),
         (
-            ServicePort("dns", 53, Protocol.UDP, "dns"),
+            ServicePort("dns", 53, L4Protocol.UDP, "dns"),
             ServicePort("dns-tcp", 53, TCP, "dns-tcp"),
         ),
     )
@@ -389,7 +389,7 @@ def test_ports_match_by_name_and_protocol_across_slices() -> None:
             "dns",
             AddressType.IPV4,
             (endpoint("10.244.1.5", "node-1"),),
-            (EndpointPort("dns", 5353, Protocol.UDP), EndpointPort("dns-tcp", 5354, TCP)),
+            (EndpointPort("dns", 5353, L4Protocol.UDP), EndpointPort("dns-tcp", 5354, TCP)),
         ),
         # Another Service's slice, and one with the right name but TCP: neither contributes to UDP.
         EndpointSlice(
@@ -398,7 +398,7 @@ def test_ports_match_by_name_and_protocol_across_slices() -> None:
             "dns",
             AddressType.IPV4,
             (endpoint("10.244.2.5", "node-2"),),
-            (EndpointPort("dns", 53, Protocol.UDP),),
+            (EndpointPort("dns", 53, L4Protocol.UDP),),
         ),
         EndpointSlice(
             "kube-system",

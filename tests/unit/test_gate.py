@@ -13,7 +13,7 @@ from vipcheck.checks.base import InterfaceSubject, NodeSubject, Severity
 from vipcheck.facts import Facts
 from vipcheck.gate import Gate, blocks, finding_keys
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import L4Protocol
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 from vipcheck.waivers import Waiver, WaiverError, parse_waivers
@@ -34,7 +34,7 @@ def rp_filter_failure(facts: Facts) -> Result:
 
 
 def stale_failure(facts: Facts) -> Result:
-    key = ServicePortKey("default/redis", 6379, Protocol.TCP)
+    key = ServicePortKey("default/redis", 6379, L4Protocol.TCP)
     return run_case(Case(check_by_id("ipvs-real-servers-match-endpoints"), key), facts, DEFAULTS)
 
 
@@ -115,7 +115,7 @@ def test_a_waiver_whose_items_were_deselected_is_not_called_unused(facts: Facts)
     tunl0 = Case(check_by_id("rp-filter-not-strict"), InterfaceSubject("node-2", "tunl0"))
     redis = Case(
         check_by_id("ipvs-real-servers-match-endpoints"),
-        ServicePortKey("default/redis", 6379, Protocol.TCP),
+        ServicePortKey("default/redis", 6379, L4Protocol.TCP),
     )
     on_node_2 = waiver(check="rp-filter-not-strict", node="node-2", **BASE)
     on_node_9 = waiver(check="rp-filter-not-strict", node="node-9", **BASE)

@@ -44,11 +44,11 @@ from vipcheck.model.cluster import (
     ServiceType,
     TrafficPolicy,
 )
-from vipcheck.model.node import HostPort, Protocol
+from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.parse import ParseError
 from vipcheck.parse.kube import parse_kube_proxy_daemonset, parse_kube_release, parse_services
 
-TCP = Protocol.TCP
+TCP = L4Protocol.TCP
 HTTP = ServicePort("http", 80, TCP, 8080, node_port=30080)
 WEB = Service("default", "web", ServiceType.NODE_PORT, (ip_address("10.96.0.30"),), (HTTP,))
 NODE_1_IP = ip_address("192.168.58.11")

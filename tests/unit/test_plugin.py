@@ -16,7 +16,7 @@ from vipcheck.cases import cases_for
 from vipcheck.checks import CATALOGUE
 from vipcheck.cli import SUITES_DIR
 from vipcheck.facts import Facts
-from vipcheck.model.probe import ProbeSettings
+from vipcheck.model.handshakes import ProbeSettings
 from vipcheck.options import GatherOptions, ProbeOptions, RunOptions, gate_options
 from vipcheck.pytest_options import OPTIONS, PATH_OPTIONS
 from vipcheck.pytest_setup import CHECKED_PYTEST

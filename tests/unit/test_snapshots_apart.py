@@ -14,9 +14,9 @@ from typing import Any
 from vipcheck.cases import Case, cases_for, run_case
 from vipcheck.checks import CATALOGUE
 from vipcheck.facts import Facts
+from vipcheck.json_summary import Summary
 from vipcheck.model.cluster import Cluster
 from vipcheck.model.node import VirtualService
-from vipcheck.report import Summary
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 

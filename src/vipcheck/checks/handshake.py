@@ -33,8 +33,7 @@ from vipcheck.facts import (
     Unobserved,
 )
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import Connection, HostPort
-from vipcheck.model.probe import (
+from vipcheck.model.handshakes import (
     Attempt,
     ConnectOutcome,
     ProbeOutput,
@@ -42,6 +41,7 @@ from vipcheck.model.probe import (
     ProbeTarget,
     RealServerOrigin,
 )
+from vipcheck.model.node import Connection, HostPort
 from vipcheck.parse import ParseError
 from vipcheck.settings import Settings
 

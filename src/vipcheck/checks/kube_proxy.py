@@ -15,7 +15,7 @@ from vipcheck.datapath.ipvs import ExpectedState
 from vipcheck.expected import ExpectedVirtualService
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import ProxyMode, ServicePortKey
-from vipcheck.model.node import IpvsTable, Protocol
+from vipcheck.model.node import IpvsTable, L4Protocol
 
 
 def require_ipvs_mode(cluster: ClusterFacts) -> None:
@@ -71,9 +71,9 @@ def restart_kube_proxy_text(node: str) -> str:
     return shlex.join(restart_kube_proxy(node))
 
 
-def ipvsadm_service_option(protocol: Protocol) -> str:
+def ipvsadm_service_option(protocol: L4Protocol) -> str:
     """ipvsadm's option naming a virtual service of this protocol (-t, -u, --sctp-service)."""
-    return {Protocol.TCP: "-t", Protocol.UDP: "-u", Protocol.SCTP: "--sctp-service"}[protocol]
+    return {L4Protocol.TCP: "-t", L4Protocol.UDP: "-u", L4Protocol.SCTP: "--sctp-service"}[protocol]
 
 
 PortJudge = Callable[

@@ -30,7 +30,7 @@ from vipcheck.facts import (
     NodeFacts,
 )
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import HostPort, IpvsTable, Protocol, RealServer, VirtualService
+from vipcheck.model.node import HostPort, IpvsTable, L4Protocol, RealServer, VirtualService
 from vipcheck.settings import Settings
 
 
@@ -130,9 +130,9 @@ def _compare(expected: ExpectedVirtualService, observed: VirtualService) -> list
     return mismatches
 
 
-def _gracefully_terminating(rs: RealServer, protocol: Protocol) -> bool:
+def _gracefully_terminating(rs: RealServer, protocol: L4Protocol) -> bool:
     """kube-proxy keeps a TCP real server at weight 0 while its connections drain (not UDP/SCTP)."""
-    return rs.weight == 0 and protocol is Protocol.TCP
+    return rs.weight == 0 and protocol is L4Protocol.TCP
 
 
 def _stale_text(rs: RealServer, expected: ExpectedVirtualService) -> str:

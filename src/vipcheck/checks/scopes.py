@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from vipcheck.checks.base import InterfaceSubject, NodeSubject, Scope, Unlisted
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts, Unobserved
 from vipcheck.model.cluster import Service, ServicePortKey
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import L4Protocol
 from vipcheck.parse import ParseError
 
 # What stops a subject list from being built: its case reports it as run_case would.
@@ -33,7 +33,7 @@ def _service_ports(facts: Facts) -> Iterator[ServicePortKey | Unlisted]:
 
 def _tcp_service_ports(facts: Facts) -> Iterator[ServicePortKey | Unlisted]:
     for subject in _service_ports(facts):
-        if isinstance(subject, Unlisted) or subject.protocol is Protocol.TCP:
+        if isinstance(subject, Unlisted) or subject.protocol is L4Protocol.TCP:
             yield subject
 
 

@@ -32,7 +32,7 @@ from vipcheck.facts import (
     Unobserved,
 )
 from vipcheck.model.cluster import Cluster, IPAddress, Node, ProxyMode, ServicePortKey
-from vipcheck.model.node import HostPort, Interfaces, InvalidValue, Protocol
+from vipcheck.model.node import HostPort, Interfaces, InvalidValue, L4Protocol
 from vipcheck.parse import ParseError
 from vipcheck.snapshot import SnapshotError
 
@@ -204,7 +204,7 @@ class IpvsDatapath:
     def sends_to(self, node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
         """Real servers (weight > 0) the node's IPVS has for a TCP VS; none if it was not read."""
         try:
-            vs = node.ipvs.get((Protocol.TCP.value, vip.address, vip.port))
+            vs = node.ipvs.get((L4Protocol.TCP.value, vip.address, vip.port))
         except (MissingInput, Unobserved, ParseError):
             return frozenset()
         if vs is None:

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from types import MappingProxyType
 from typing import TypeAlias
 
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import L4Protocol
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
 IPNetwork: TypeAlias = IPv4Network | IPv6Network
@@ -103,7 +103,7 @@ class ServicePortKey:
 
     service_key: str
     port: int
-    protocol: Protocol
+    protocol: L4Protocol
 
     def __str__(self) -> str:
         """`default/redis:6379/TCP`: what `-k` matches and every message starts with."""
@@ -126,7 +126,7 @@ class ServicePort:
 
     name: str
     port: int
-    protocol: Protocol
+    protocol: L4Protocol
     target_port: int | str
     node_port: int | None = None
 
@@ -201,7 +201,7 @@ class EndpointPort:
 
     name: str
     port: int | None
-    protocol: Protocol
+    protocol: L4Protocol
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ IPInterface = IPv4Interface | IPv6Interface
 VirtualServiceKey = tuple[str, IPAddress, int] | tuple[str, int] | tuple[str, int, str]
 
 
-class Protocol(enum.Enum):
+class L4Protocol(enum.Enum):
     """IPVS virtual-service protocols, valued as ipvsadm prints them."""
 
     TCP = "TCP"
@@ -125,7 +125,7 @@ _FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 class VirtualService:
     """An IPVS virtual service: protocol+address+port, or a firewall mark, per address family."""
 
-    protocol: Protocol | None
+    protocol: L4Protocol | None
     address: IPAddress | None
     port: int | None
     fwmark: int | None
@@ -185,7 +185,7 @@ class VirtualService:
         protocol, address, port = self._by_address()
         return f"{protocol.value} {format_host_port(address, port)}"
 
-    def _by_address(self) -> tuple[Protocol, IPAddress, int]:
+    def _by_address(self) -> tuple[L4Protocol, IPAddress, int]:
         """The identity of a service without fwmark, which __post_init__ guarantees complete."""
         assert self.protocol is not None
         assert self.address is not None

@@ -16,7 +16,7 @@ from vipcheck.model.node import (
     HostPort,
     IpvsTable,
     IpvsTimeouts,
-    Protocol,
+    L4Protocol,
     RealServer,
     VirtualService,
     VirtualServiceKey,
@@ -261,7 +261,7 @@ class PendingService:
 
     number: int
     raw: str
-    protocol: Protocol | None
+    protocol: L4Protocol | None
     host_port: HostPort | None
     fwmark: int | None
     af: socket.AddressFamily
@@ -358,7 +358,7 @@ def _service_line(
         service = PendingService(
             number=number,
             raw=line,
-            protocol=Protocol(words[0]),
+            protocol=L4Protocol(words[0]),
             host_port=host_port,
             fwmark=None,
             af=socket.AF_INET6 if host_port.address.version == 6 else socket.AF_INET,
@@ -549,7 +549,7 @@ def parse_ipvsadm_list(text: str, source: str, shared: SharedServices | None = N
 
 
 _RULE_HINT = "use `ipvsadm -S -n` (numeric): without -n, names replace addresses and ports"
-_RULE_PROTOCOLS = {"-t": Protocol.TCP, "-u": Protocol.UDP, "--sctp-service": Protocol.SCTP}
+_RULE_PROTOCOLS = {"-t": L4Protocol.TCP, "-u": L4Protocol.UDP, "--sctp-service": L4Protocol.SCTP}
 _RULE_FORWARD = {"-m": FwdMethod.MASQ, "-i": FwdMethod.TUNNEL, "-g": FwdMethod.ROUTE}
 # Real-server options of `ipvsadm -S` taking a value, and flags, that the model does not keep.
 _RULE_IGNORED_VALUES = frozenset({"-x", "-y", "--tun-type", "--tun-port"})

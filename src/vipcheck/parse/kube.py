@@ -37,7 +37,7 @@ from vipcheck.model.cluster import (
     SessionAffinity,
     TrafficPolicy,
 )
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import L4Protocol
 from vipcheck.parse import ParseError
 from vipcheck.untrusted import node_name_problem, parse_address, printable
 
@@ -129,13 +129,13 @@ class _Reader:
             accepted = ", ".join(member.value for member in kind)
             raise self.error(path, f"expected one of {accepted}, got {text!r}") from None
 
-    def protocol(self, value: object, path: str) -> Protocol:
+    def protocol(self, value: object, path: str) -> L4Protocol:
         """A Kubernetes protocol (TCP when unset, as the API defaults it)."""
         text = self.string(value, path, default="TCP")
         try:
-            return Protocol[text]
+            return L4Protocol[text]
         except KeyError:
-            accepted = ", ".join(member.name for member in Protocol)
+            accepted = ", ".join(member.name for member in L4Protocol)
             raise self.error(path, f"expected one of {accepted}, got {text!r}") from None
 
     def address(self, value: object, path: str) -> IPAddress:

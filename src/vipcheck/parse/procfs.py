@@ -13,7 +13,7 @@ from vipcheck.model.node import (
     HostPort,
     IPAddress,
     IpvsTable,
-    Protocol,
+    L4Protocol,
     RealServer,
 )
 from vipcheck.parse import ParseError
@@ -85,7 +85,7 @@ def _service(number: int, line: str, source: str) -> tuple[PendingService, int |
             raise ParseError(source, number, f"expected `PROTO  ADDR:PORT sched`, got {line!r}")
         host_port = _host_port(words[1], source, number)
         af = socket.AF_INET6 if host_port.address.version == 6 else socket.AF_INET
-        service = PendingService(number, line, Protocol(words[0]), host_port, None, af, None)
+        service = PendingService(number, line, L4Protocol(words[0]), host_port, None, af, None)
     service.scheduler = words[2]
     rest = words[3:]
     if rest[:1] == ["ops"]:

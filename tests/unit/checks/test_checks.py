@@ -23,7 +23,7 @@ from vipcheck.checks.base import (
 from vipcheck.checks.docs import main, render_catalogue
 from vipcheck.facts import Facts, MissingInput
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import L4Protocol
 from vipcheck.settings import DEFAULTS, Settings
 from vipcheck.snapshot import (
     CLUSTER_FILES,
@@ -158,7 +158,7 @@ def only(
 
 
 NODE_1, NODE_2, NODE_3 = "nodes/node-1", "nodes/node-2", "nodes/node-3"
-REDIS = ServicePortKey("default/redis", 6379, Protocol.TCP)
+REDIS = ServicePortKey("default/redis", 6379, L4Protocol.TCP)
 
 
 # --- the recorded seed-incidents snapshot -------------------------------------------------------
@@ -307,7 +307,7 @@ def test_weight_zero_udp_real_server_is_stale_as_kube_proxy_deletes_them_at_once
     [violation] = only(
         snapshot,
         "ipvs-real-servers-match-endpoints",
-        ServicePortKey("default/redis", 6379, Protocol.UDP),
+        ServicePortKey("default/redis", 6379, L4Protocol.UDP),
     )
     assert violation.node == "node-2"
     assert "stale: 10.244.3.12:6379 (weight 0) is not an endpoint" in violation.observed
@@ -466,7 +466,7 @@ def test_an_ip_mode_proxy_lb_ip_is_a_vip_for_kube_proxy_before_1_30_only() -> No
     binds the IP and needs its VS; a 1.30 node has neither."""
     old = with_proxied_lb_ip("v1.29.7")
     assert only(old, "kube-ipvs0-no-stale-addresses", "node-1") == []
-    web = ServicePortKey("default/web", 80, Protocol.TCP)
+    web = ServicePortKey("default/web", 80, L4Protocol.TCP)
     [missing] = only(old, "ipvs-virtual-servers-complete", web)
     assert (missing.node, missing.observed) == (
         "node-1",

@@ -10,13 +10,13 @@ from vipcheck.checks import check_by_id
 from vipcheck.checks.base import FindingKind, NodeSubject
 from vipcheck.facts import Facts
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import L4Protocol
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 
 SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-incidents"
-REDIS = ServicePortKey("default/redis", 6379, Protocol.TCP)
-WEB = ServicePortKey("default/web", 80, Protocol.TCP)
+REDIS = ServicePortKey("default/redis", 6379, L4Protocol.TCP)
+WEB = ServicePortKey("default/web", 80, L4Protocol.TCP)
 GREPPED = (
     "$ sudo ipvsadm -Ln | grep -A2 6379\n"
     "TCP  10.96.0.20:6379 rr\n"

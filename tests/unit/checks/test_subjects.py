@@ -12,7 +12,7 @@ from vipcheck.checks.rp_filter import rp_filter_interfaces
 from vipcheck.checks.scopes import service_port_subjects
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import L4Protocol
 from vipcheck.snapshot import NodeSnapshot, load_snapshot
 
 SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-incidents"
@@ -21,9 +21,9 @@ SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-inc
 def test_service_ports_skip_external_name_and_headless() -> None:
     facts = Facts.from_snapshot(load_snapshot(SEED))
     assert service_port_subjects(facts.cluster.services) == [
-        ServicePortKey("default/api", 80, Protocol.TCP),
-        ServicePortKey("default/redis", 6379, Protocol.TCP),
-        ServicePortKey("default/web", 80, Protocol.TCP),
+        ServicePortKey("default/api", 80, L4Protocol.TCP),
+        ServicePortKey("default/redis", 6379, L4Protocol.TCP),
+        ServicePortKey("default/web", 80, L4Protocol.TCP),
     ]
 
 

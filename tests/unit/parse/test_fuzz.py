@@ -27,6 +27,7 @@ from vipcheck.cases import cases_for, run_case
 from vipcheck.checks import CATALOGUE
 from vipcheck.facts import Facts
 from vipcheck.parse import ParseError
+from vipcheck.parse.handshakes import parse_probe_output, parse_probe_plan
 from vipcheck.parse.iproute import parse_interfaces, parse_ip_json, parse_ip_text
 from vipcheck.parse.ipvsadm import (
     parse_ipvsadm_connections,
@@ -40,7 +41,6 @@ from vipcheck.parse.kube import (
     parse_nodes,
     parse_services,
 )
-from vipcheck.parse.probe import parse_probe_output, parse_probe_plan
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
 from vipcheck.settings import DEFAULTS

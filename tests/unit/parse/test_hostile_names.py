@@ -22,6 +22,7 @@ from vipcheck.checks import CATALOGUE
 from vipcheck.facts import Facts
 from vipcheck.gather import node_inventory
 from vipcheck.parse import ParseError
+from vipcheck.parse.handshakes import parse_probe_output, parse_probe_plan
 from vipcheck.parse.iproute import parse_interfaces, parse_ip_json, parse_ip_text
 from vipcheck.parse.ipvsadm import parse_ipvsadm_list
 from vipcheck.parse.kube import (
@@ -30,7 +31,6 @@ from vipcheck.parse.kube import (
     parse_nodes,
     parse_services,
 )
-from vipcheck.parse.probe import parse_probe_output, parse_probe_plan
 from vipcheck.parse.procfs import parse_proc_ip_vs
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot

@@ -24,7 +24,7 @@ from vipcheck.model.cluster import (
     SessionAffinity,
     TrafficPolicy,
 )
-from vipcheck.model.node import Protocol
+from vipcheck.model.node import L4Protocol
 from vipcheck.parse import ParseError
 from vipcheck.parse.kube import (
     parse_endpoint_slices,
@@ -81,12 +81,12 @@ def test_recorded_services() -> None:
     redis = services["default/redis"]
     assert redis.cluster_ips == (ip_address("10.96.0.20"),)
     assert redis.ip_families == (IPFamily.IPV4,)
-    assert redis.ports == (ServicePort("redis", 6379, Protocol.TCP, 6379),)
+    assert redis.ports == (ServicePort("redis", 6379, L4Protocol.TCP, 6379),)
     assert redis.resource_version == "7735"
     assert redis.exclusion is None
     web = services["default/web"]
     assert web.type is ServiceType.NODE_PORT
-    assert web.ports == (ServicePort("http", 80, Protocol.TCP, "http", 30080),)
+    assert web.ports == (ServicePort("http", 80, L4Protocol.TCP, "http", 30080),)
     assert web.external_traffic_policy is TrafficPolicy.CLUSTER
     assert services["default/redis-headless"].cluster_ips == ()
     assert services["default/redis-headless"].exclusion is ProxyExclusion.HEADLESS
@@ -103,7 +103,7 @@ def test_recorded_endpoint_slices() -> None:
     web = slices["web-ngmcc"]
     assert web.service_key == "default/web"
     assert web.address_type is AddressType.IPV4
-    assert web.ports == (EndpointPort("http", 8080, Protocol.TCP),)
+    assert web.ports == (EndpointPort("http", 8080, L4Protocol.TCP),)
     assert web.endpoints[2] == Endpoint(
         (ip_address("10.244.2.11"),), ready=False, serving=False, node_name="node-2"
     )
@@ -160,7 +160,7 @@ def test_recorded_kube_proxy_config() -> None:
 def test_service_document_shapes(document: dict[str, Any]) -> None:
     (parsed,) = parse_services(json.dumps(document), "svc.json")
     assert parsed.key == "default/redis"
-    assert parsed.ports == (ServicePort("", 6379, Protocol.TCP, 6379),)
+    assert parsed.ports == (ServicePort("", 6379, L4Protocol.TCP, 6379),)
 
 
 def test_empty_list() -> None:
@@ -203,7 +203,7 @@ def test_service_external_addresses_affinity_and_policies() -> None:
     assert parsed.session_affinity_timeout == 60
     assert parsed.external_traffic_policy is TrafficPolicy.LOCAL
     assert parsed.internal_traffic_policy is TrafficPolicy.LOCAL
-    assert parsed.ports == (ServicePort("dns", 53, Protocol.UDP, 53, 31053),)
+    assert parsed.ports == (ServicePort("dns", 53, L4Protocol.UDP, 53, 31053),)
 
 
 def test_service_defaults_and_legacy_cluster_ip() -> None:
@@ -241,8 +241,8 @@ def test_endpoint_conditions_default_as_kube_proxy_reads_them() -> None:
         Endpoint((ip_address("10.244.3.11"),), ready=False, serving=True, terminating=True),
     )
     assert parsed.ports == (
-        EndpointPort("", 6379, Protocol.TCP),
-        EndpointPort("all", None, Protocol.SCTP),
+        EndpointPort("", 6379, L4Protocol.TCP),
+        EndpointPort("all", None, L4Protocol.SCTP),
     )
 
 

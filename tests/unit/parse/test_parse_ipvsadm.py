@@ -14,7 +14,7 @@ from vipcheck.model.node import (
     HostPort,
     IpvsTable,
     IpvsTimeouts,
-    Protocol,
+    L4Protocol,
     RealServer,
     VirtualService,
 )
@@ -53,7 +53,7 @@ def vs(
     flags: tuple[str, ...] = (),
 ) -> VirtualService:
     words = name.split()
-    protocol: Protocol | None = None
+    protocol: L4Protocol | None = None
     address: IPv4Address | IPv6Address | None = None
     port: int | None = None
     fwmark: int | None = None
@@ -62,7 +62,7 @@ def vs(
         af = socket.AF_INET6 if words[-1] == "IPv6" else socket.AF_INET
     else:
         host, _, port_text = words[1].rpartition(":")
-        protocol, address, port = Protocol(words[0]), ip_address(host.strip("[]")), int(port_text)
+        protocol, address, port = L4Protocol(words[0]), ip_address(host.strip("[]")), int(port_text)
         af = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     return VirtualService(
         protocol,
@@ -335,7 +335,7 @@ def test_lines_are_kept_as_evidence() -> None:
             id="ansible-two-hosts",
         ),
         pytest.param(
-            HEADER + "Can't initialize ipvs: Protocol not available\n",
+            HEADER + "Can't initialize ipvs: L4Protocol not available\n",
             4,
             "not a line of `ipvsadm -Ln` output",
             id="error-message",

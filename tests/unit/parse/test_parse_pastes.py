@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.model.node import FwdMethod, IpvsTable, Protocol, RealServer
+from vipcheck.model.node import FwdMethod, IpvsTable, L4Protocol, RealServer
 from vipcheck.parse import ParseError
 from vipcheck.parse.ipvsadm import parse_ipvsadm_list
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
@@ -73,12 +73,12 @@ def test_rule_format_options() -> None:
         RealServer(ip_address("10.244.2.7"), 8443, FwdMethod.MASQ, 0, None, None),
     )
     assert (dns.protocol, dns.af, dns.flags) == (
-        Protocol.UDP,
+        L4Protocol.UDP,
         socket.AF_INET6,
         ("mh-fallback", "mh-port"),
     )
     assert dns.real_servers[0].fwd_method is FwdMethod.TUNNEL
-    assert (sctp.protocol, sctp.scheduler, sctp.real_servers) == (Protocol.SCTP, "wrr", ())
+    assert (sctp.protocol, sctp.scheduler, sctp.real_servers) == (L4Protocol.SCTP, "wrr", ())
     assert (fwmark.key, fwmark.real_servers[0].fwd_method) == (("FWM", 42, "IPv6"), FwdMethod.ROUTE)
     assert table.partial is None
 

@@ -13,9 +13,9 @@ from vipcheck.cases import Case, Outcome, run_case
 from vipcheck.checks.base import NotApplicable, PartlyJudged, Violation
 from vipcheck.checks.handshake import VIP_HANDSHAKE, _syn_recv, check_vip_handshake
 from vipcheck.facts import Facts, MissingInput, Unobserved
+from vipcheck.handshake_rounds import plan_real_servers, plan_vips
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import HostPort, Protocol
-from vipcheck.model.probe import (
+from vipcheck.model.handshakes import (
     ProbePlan,
     ProbeRound,
     ProbeSettings,
@@ -24,15 +24,15 @@ from vipcheck.model.probe import (
     TargetKind,
     Vantage,
 )
-from vipcheck.parse.probe import parse_service_port_key, plan_as_json
-from vipcheck.probing import plan_real_servers, plan_vips
+from vipcheck.model.node import HostPort, L4Protocol
+from vipcheck.parse.handshakes import parse_service_port_key, plan_as_json
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
 
 SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-incidents"
-REDIS = ServicePortKey("default/redis", 6379, Protocol.TCP)
-API = ServicePortKey("default/api", 80, Protocol.TCP)
-WEB = ServicePortKey("default/web", 80, Protocol.TCP)
+REDIS = ServicePortKey("default/redis", 6379, L4Protocol.TCP)
+API = ServicePortKey("default/api", 80, L4Protocol.TCP)
+WEB = ServicePortKey("default/web", 80, L4Protocol.TCP)
 VANTAGES = (
     Vantage("node-1", "node-1", "ssh://node-1"),
     Vantage("node-2", "node-2", "ssh://node-2"),

@@ -10,8 +10,8 @@ import pytest
 
 from bench.synth import Shape, generate
 from vipcheck.facts import Facts
-from vipcheck.model.probe import ProbeSettings, TargetKind, Vantage
-from vipcheck.probing import connection_limit, plan_vips, round_settings
+from vipcheck.handshake_rounds import connection_limit, plan_vips, round_settings
+from vipcheck.model.handshakes import ProbeSettings, TargetKind, Vantage
 from vipcheck.snapshot import load_snapshot
 
 NODES = 4

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import HostPort, Protocol
-from vipcheck.model.probe import (
+from vipcheck.model.handshakes import (
     Attempt,
     ConnectOutcome,
     ProbePlan,
@@ -23,8 +22,9 @@ from vipcheck.model.probe import (
     Vantage,
     attempts_for,
 )
+from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.parse import ParseError
-from vipcheck.parse.probe import (
+from vipcheck.parse.handshakes import (
     parse_probe_output,
     parse_probe_plan,
     parse_service_port_key,
@@ -32,7 +32,7 @@ from vipcheck.parse.probe import (
 )
 
 VIP = HostPort(ip_address("10.96.0.20"), 6379)
-REDIS = ServicePortKey("default/redis", 6379, Protocol.TCP)
+REDIS = ServicePortKey("default/redis", 6379, L4Protocol.TCP)
 PROBED = Path(__file__).resolve().parents[3] / "fixtures/snapshots/seed-incidents-probed/probes"
 
 
@@ -178,8 +178,8 @@ def test_malformed_service_port_names_file_and_target(text: object) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("default/redis:6379/TCP", ServicePortKey("default/redis", 6379, Protocol.TCP)),
-        ("kube-system/kube-dns:53/UDP", ServicePortKey("kube-system/kube-dns", 53, Protocol.UDP)),
+        ("default/redis:6379/TCP", ServicePortKey("default/redis", 6379, L4Protocol.TCP)),
+        ("kube-system/kube-dns:53/UDP", ServicePortKey("kube-system/kube-dns", 53, L4Protocol.UDP)),
     ],
 )
 def test_service_port_key_round_trips_its_subject_form(text: str, expected: ServicePortKey) -> None:

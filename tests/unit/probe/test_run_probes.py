@@ -8,17 +8,17 @@ from collections import Counter
 from pathlib import Path
 
 from vipcheck.facts import Facts
-from vipcheck.gather.probes import AFTER_SCRIPT, VantagePoint
+from vipcheck.gather.vantage_points import AFTER_SCRIPT, VantagePoint
+from vipcheck.handshake_rounds import run_probes
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import Protocol
-from vipcheck.model.probe import ProbeRound, ProbeSettings, Vantage
-from vipcheck.parse.probe import parse_probe_plan
-from vipcheck.probing import run_probes
+from vipcheck.model.handshakes import ProbeRound, ProbeSettings, Vantage
+from vipcheck.model.node import L4Protocol
+from vipcheck.parse.handshakes import parse_probe_plan
 from vipcheck.snapshot import load_snapshot
 from vipcheck.transport import NodeTarget, RunResult, TransportError
 
 SEED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded" / "seed-incidents"
-REDIS = ServicePortKey("default/redis", 6379, Protocol.TCP)
+REDIS = ServicePortKey("default/redis", 6379, L4Protocol.TCP)
 REFUSING = "10.96.0.20 6379"  # the redis ClusterIP: its stale real server refuses
 PROBE_LINE = re.compile(r"^vp_probe (\S+) (\d+) (\d+)$", re.MULTILINE)
 CONN_TABLE = "===vipcheck:file=ip_vs_conn.txt\nTCP 0A600014 18EB SYN_RECV\n\n===vipcheck:rc=0\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.gather.probes import ProbeError, vantage_points
+from vipcheck.gather.vantage_points import ProbeError, vantage_points
 from vipcheck.options import GatherOptions
 
 NODES = json.dumps(

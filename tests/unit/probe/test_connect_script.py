@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.gather.probe_script import TOOLS, build_probe_script
+from vipcheck.gather.connect_script import TOOLS, build_probe_script
+from vipcheck.model.handshakes import ConnectOutcome, ProbeSettings
 from vipcheck.model.node import HostPort
-from vipcheck.model.probe import ConnectOutcome, ProbeSettings
-from vipcheck.parse.probe import parse_probe_output
+from vipcheck.parse.handshakes import parse_probe_output
 
 LOCAL = ip_address("127.0.0.1")
 SHELLS = [shell for shell in ("sh", "dash", "bash") if shutil.which(shell)]

@@ -11,9 +11,9 @@ from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS
 from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
 from vipcheck.checks.timeouts import TCPFIN_TIMEOUT
+from vipcheck.json_summary import Summary, grouped_by_check, unjudged_critical
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import Protocol
-from vipcheck.report import Summary, grouped_by_check, unjudged_critical
+from vipcheck.model.node import L4Protocol
 
 
 def _violation(node: str) -> Violation:
@@ -21,7 +21,7 @@ def _violation(node: str) -> Violation:
 
 
 def _port(index: int) -> Case[ServicePortKey]:
-    return Case(REAL_SERVERS_MATCH_ENDPOINTS, ServicePortKey(f"ns/svc-{index}", 80, Protocol.TCP))
+    return Case(REAL_SERVERS_MATCH_ENDPOINTS, ServicePortKey(f"ns/svc-{index}", 80, L4Protocol.TCP))
 
 
 def _results() -> list[Result]:
@@ -73,7 +73,7 @@ def test_the_streamed_json_is_the_summary(tmp_path: Path) -> None:
 
 def test_critical_items_not_judged_are_counted_naming_the_first_reason() -> None:
     def vip(index: int, outcome: Outcome, reason: str = "") -> Result:
-        key = ServicePortKey(f"ns/svc-{index}", 80, Protocol.TCP)
+        key = ServicePortKey(f"ns/svc-{index}", 80, L4Protocol.TCP)
         return Result(Case(VIP_HANDSHAKE, key), outcome, reason=reason)
 
     cut = "10.96.0.1:80 from client: 1 not attempted within the probe's time cap (--probe-total)"

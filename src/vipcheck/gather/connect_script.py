@@ -17,8 +17,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from vipcheck.model.handshakes import ProbeSettings
 from vipcheck.model.node import HostPort
-from vipcheck.model.probe import ProbeSettings
 
 TOOLS = ("bash", "python3", "nc")
 

@@ -1,9 +1,9 @@
 """Handshake probing, the plan: which VIPs and real servers to probe from where, from the facts.
 
 Planning is a step after facts (expected state and what IPVS holds); running a round is the
-gathering layer's (vipcheck.gather.probes). Rounds:
+gathering layer's (vipcheck.gather.vantage_points). Rounds:
 1. every TCP Service VIP with usable endpoints (ClusterIPs, externalIPs, NodePorts on the nodes'
-   addresses), attempts derived from the real-server count (model.probe.attempts_for);
+   addresses), attempts derived from the real-server count (model.handshakes.attempts_for);
 2. only for VIPs that failed somewhere: each real server behind them, expected (endpoints) and
    actual (IPVS, so a stale one is named), directly from the same vantage point and from the node
    that runs it, so a failure is pinned on the backend or on the path;
@@ -27,10 +27,9 @@ from vipcheck.expected import (
     endpoint_node,
 )
 from vipcheck.facts import Facts
-from vipcheck.gather.probes import VantagePoint, reread_connections, run_round
+from vipcheck.gather.vantage_points import VantagePoint, reread_connections, run_round
 from vipcheck.model.cluster import Cluster, ServicePortKey
-from vipcheck.model.node import HostPort, Protocol
-from vipcheck.model.probe import (
+from vipcheck.model.handshakes import (
     MIN_ATTEMPTS,
     ConnectOutcome,
     ProbePlan,
@@ -42,8 +41,9 @@ from vipcheck.model.probe import (
     Vantage,
     attempts_for,
 )
+from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.parse import ParseError
-from vipcheck.parse.probe import parse_probe_output, plan_as_json
+from vipcheck.parse.handshakes import parse_probe_output, plan_as_json
 from vipcheck.snapshot import PROBE_PLAN
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner
 
@@ -81,7 +81,7 @@ def _merged_vips(facts: Facts) -> list[_Vip]:
     merged: dict[tuple[HostPort, str | None], dict[str, ExpectedVirtualService]] = defaultdict(dict)
     for node in facts.cluster.cluster.nodes:
         for expected in expected_state.reached_at(node.name):
-            if expected.protocol is not Protocol.TCP:
+            if expected.protocol is not L4Protocol.TCP:
                 continue
             on = node.name if expected.kind is VirtualServiceKind.NODE_PORT else None
             merged[HostPort(expected.address, expected.port), on][node.name] = expected

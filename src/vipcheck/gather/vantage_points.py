@@ -1,8 +1,8 @@
 """Handshake probing, the execution: vantage points, one round of given targets, the re-read.
 
 Each round is one round trip per vantage point, vantage points in parallel (bounded); what to
-probe is planned above the gathering layer (vipcheck.probing), from the facts. Outputs are kept
-as printed, for probes/ in the snapshot; the check reads them through facts.
+probe is planned above the gathering layer (vipcheck.handshake_rounds), from the facts. Outputs
+are kept as printed, for probes/ in the snapshot; the check reads them through facts.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from vipcheck.gather import resolve
+from vipcheck.gather.connect_script import build_probe_script
 from vipcheck.gather.node_script import build_node_script, split_node_output
-from vipcheck.gather.probe_script import build_probe_script
+from vipcheck.model.handshakes import ProbeRound, ProbeSettings, ProbeTarget, Vantage
 from vipcheck.model.node import HostPort
-from vipcheck.model.probe import ProbeRound, ProbeSettings, ProbeTarget, Vantage
 from vipcheck.options import GatherOptions
 from vipcheck.transport import (
     HOST_SPEC_RUNNER,

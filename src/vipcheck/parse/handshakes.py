@@ -7,8 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.node import HostPort, Protocol
-from vipcheck.model.probe import (
+from vipcheck.model.handshakes import (
     Attempt,
     ConnectOutcome,
     ProbeOutput,
@@ -20,6 +19,7 @@ from vipcheck.model.probe import (
     TargetKind,
     Vantage,
 )
+from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.parse import ParseError
 from vipcheck.untrusted import node_name_problem, parse_address, printable
 
@@ -169,14 +169,14 @@ def parse_service_port_key(text: object, source: str, where: str) -> ServicePort
     rest, _, protocol = text.rpartition("/") if isinstance(text, str) else ("", "", "")
     service_key, _, port = rest.rpartition(":")
     namespace, _, name = service_key.partition("/")
-    known = {p.value for p in Protocol}
+    known = {p.value for p in L4Protocol}
     if not (namespace and name and "/" not in name and port.isdigit() and protocol in known):
         raise ParseError(
             source,
             None,
             f"{where}: not a Service port {text!r} (expected namespace/name:port/PROTOCOL)",
         )
-    return ServicePortKey(service_key, int(port), Protocol(protocol))
+    return ServicePortKey(service_key, int(port), L4Protocol(protocol))
 
 
 def _split(text: str, source: str, where: str) -> HostPort:

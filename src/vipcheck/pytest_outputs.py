@@ -21,7 +21,7 @@ from vipcheck.checks.base import Severity
 from vipcheck.fix_script import reach_targets, render_fix_script
 from vipcheck.gate import Gate, blocks
 from vipcheck.html_report import ReportContext, render_html
-from vipcheck.summaries import load_summary
+from vipcheck.saved_summaries import load_summary
 from vipcheck.untrusted import printable
 
 if TYPE_CHECKING:
