@@ -168,6 +168,13 @@ def test_the_table_is_read_bottom_up_with_its_modules() -> None:
     assert all(layer.modules for layer in LAYERS), LAYERS
 
 
+def test_the_diagram_stacks_the_tables_layers_top_down() -> None:
+    # The picture at the top of architecture.md is the table drawn, highest layer first.
+    diagram = ARCHITECTURE.read_text().split("```\n", 2)[1]
+    drawn = [re.split(r"\s{2,}", line.strip())[0] for line in diagram.splitlines()[2:]]
+    assert drawn == [layer.name for layer in reversed(LAYERS)]
+
+
 def test_every_module_is_in_one_layer_and_every_entry_is_a_module() -> None:
     modules = our_modules()
     unplaced = [m for m in modules if layer_of(m, LAYERS) is None]
