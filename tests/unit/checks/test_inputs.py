@@ -109,7 +109,9 @@ def with_every_conntrack_setting(snapshot: Snapshot) -> Snapshot:
         "conntrack:\n",
         "conntrack:\n  tcpBeLiberal: true\n  udpTimeout: 30s\n  udpStreamTimeout: 2m0s\n",
     )
-    return replace(snapshot, cluster={**snapshot.cluster, "kube-proxy.json": json.dumps(config_map)})
+    return replace(
+        snapshot, cluster={**snapshot.cluster, "kube-proxy.json": json.dumps(config_map)}
+    )
 
 
 @cache
