@@ -10,7 +10,8 @@ pkg/proxy/conntrack/sysctls.go, @3520f8d), so IPVS nodes get them too. What it w
 - `maxPerCore` > 0: nf_conntrack_max = maxPerCore x CPUs, at least `min`, and the hash table
   (nf_conntrack_buckets) raised to a quarter of that when smaller; 0 leaves both alone. From 1.36
   the per-core product is capped at 1,048,576 (#137002). The node's CPU count is not gathered, so
-  vipcheck judges the floor kube-proxy reaches with one CPU: below it is wrong in every release.
+  vipcheck judges the floor kube-proxy reaches with one CPU: below it is wrong in every release
+  (and #142035, merged for 1.38, makes kube-proxy leave a larger value in place anyway).
 - `tcpEstablishedTimeout`, `tcpCloseWaitTimeout` > 0 (defaults 24h and 1h): the
   nf_conntrack_tcp_timeout_established and _close_wait timers, exactly since 1.29; from #103174
   (2021) until its revert #120448 (1.29) kube-proxy only ever raised a sysctl, so before 1.29 a
