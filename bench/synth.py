@@ -30,7 +30,7 @@ POD_BLOCK = 1024
 ORPHAN_VS = (IPv4Address("10.111.255.254"), 8080)
 NODE_PORT_MIN, NODE_PORT_MAX = 30000, 32767
 CREATED = "2026-11-27T08:00:00Z"
-GENERATOR_VERSION = 2  # bump when the files written for the same knobs change
+GENERATOR_VERSION = 3  # bump when the files written for the same knobs change
 KERNEL = "6.1.0-56-amd64"
 KUBE_PROXY_CONFIG = """\
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -586,7 +586,11 @@ def _sysctl(cluster: _Cluster, index: int, templates: _Templates) -> str:
         "net.ipv4.conf.all.rp_filter": "1" if strict else "2",
         "net.ipv4.conf.tunl0.rp_filter": "1" if strict else "0",
         "net.ipv4.conf.eth0.rp_filter": "2",
+        # kube-proxy 1.30's writes from KUBE_PROXY_CONFIG at 32 CPUs (conntrack-timeouts).
         "net.netfilter.nf_conntrack_max": "1048576",
+        "net.netfilter.nf_conntrack_buckets": "262144",
+        "net.netfilter.nf_conntrack_tcp_timeout_established": "86400",
+        "net.netfilter.nf_conntrack_tcp_timeout_close_wait": "3600",
         "net.netfilter.nf_conntrack_count": str(4000 + 37 * index),
     }
     lines = list(templates.sysctl_global)

@@ -8,6 +8,7 @@ from typing import Any
 
 from vipcheck.checks.base import Check
 from vipcheck.checks.connections import NO_STUCK_SYN_RECV
+from vipcheck.checks.conntrack import CONNTRACK_SYSCTLS
 from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS, KUBE_IPVS0_NO_STALE_ADDRESSES
 from vipcheck.checks.observed import NODE_OBSERVED
@@ -40,6 +41,7 @@ CATALOGUE: tuple[Check[Any], ...] = (
     CONN_REUSE_MODE_CHECK,
     EXPIRE_NODEST_CONN,
     IP_FORWARD_ENABLED,
+    CONNTRACK_SYSCTLS,
     CONNTRACK_HEADROOM,
     VIP_HANDSHAKE,
 )

@@ -22,6 +22,12 @@ TOPOLOGY_AWARE_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"
 DEFAULT_AFFINITY_TIMEOUT = 10800
 DEFAULT_SCHEDULER = "rr"
 DEFAULT_SYNC_PERIOD = 30.0
+# KubeProxyConfiguration's conntrack defaults (SetDefaults_KubeProxyConfiguration in
+# pkg/proxy/apis/config/v1alpha1/defaults.go, kubernetes/kubernetes@0d17311; the same in v1alpha2).
+DEFAULT_CONNTRACK_MAX_PER_CORE = 32 * 1024
+DEFAULT_CONNTRACK_MIN = 128 * 1024
+DEFAULT_CONNTRACK_TCP_ESTABLISHED_TIMEOUT = 24 * 3600
+DEFAULT_CONNTRACK_TCP_CLOSE_WAIT_TIMEOUT = 3600
 
 
 class ServiceType(StrEnum):
@@ -257,7 +263,12 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class KubeProxyConfig:
-    """KubeProxyConfiguration (config.conf), defaulted as kube-proxy does; durations in seconds."""
+    """KubeProxyConfiguration (config.conf), defaulted as kube-proxy does; durations in seconds.
+
+    The conntrack_* fields are its conntrack section (`conntrack` in v1alpha1, `linux.conntrack`
+    in v1alpha2, conntrack_section saying which), in whole seconds as kube-proxy hands them to
+    the kernel; 0 (and tcpBeLiberal false) is what kube-proxy leaves alone.
+    """
 
     mode: ProxyMode = ProxyMode.IPTABLES
     scheduler: str = DEFAULT_SCHEDULER
@@ -270,6 +281,14 @@ class KubeProxyConfig:
     exclude_cidrs: tuple[IPNetwork, ...] = ()
     node_port_addresses: tuple[IPNetwork | NodePortKeyword, ...] = ()
     cluster_cidrs: tuple[IPNetwork, ...] = ()
+    conntrack_section: str = "conntrack"
+    conntrack_max_per_core: int = DEFAULT_CONNTRACK_MAX_PER_CORE
+    conntrack_min: int = DEFAULT_CONNTRACK_MIN
+    conntrack_tcp_established_timeout: int = DEFAULT_CONNTRACK_TCP_ESTABLISHED_TIMEOUT
+    conntrack_tcp_close_wait_timeout: int = DEFAULT_CONNTRACK_TCP_CLOSE_WAIT_TIMEOUT
+    conntrack_tcp_be_liberal: bool = False
+    conntrack_udp_timeout: int = 0
+    conntrack_udp_stream_timeout: int = 0
 
 
 @dataclass(frozen=True, slots=True)

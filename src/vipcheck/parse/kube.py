@@ -15,6 +15,10 @@ import yaml
 
 from vipcheck.model.cluster import (
     DEFAULT_AFFINITY_TIMEOUT,
+    DEFAULT_CONNTRACK_MAX_PER_CORE,
+    DEFAULT_CONNTRACK_MIN,
+    DEFAULT_CONNTRACK_TCP_CLOSE_WAIT_TIMEOUT,
+    DEFAULT_CONNTRACK_TCP_ESTABLISHED_TIMEOUT,
     DEFAULT_SCHEDULER,
     DEFAULT_SYNC_PERIOD,
     SERVICE_NAME_LABEL,
@@ -56,6 +60,8 @@ _GO_DURATION_UNITS = {
     "h": 3600.0,
 }
 _GO_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# conntrack.maxPerCore and min are int32 in KubeProxyConfiguration.
+_INT32_MAX = 2**31 - 1
 # v1.30.4, 1.30, v1.30.4-eks-a737599, v1.31.0+k3s1: the major and minor release are what matter.
 _KUBE_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?")
 
@@ -617,16 +623,26 @@ def _parse_kube_proxy_configuration(reader: _Reader, root: Mapping[str, object])
         value = ipvs.get(key)
         if value is None and fallback_key is not None:
             path, value = fallback_key, root.get(fallback_key)
+        return _seconds(reader, value, path) or 0.0
+
+    section, conntrack = _conntrack_section(reader, root)
+
+    def conntrack_seconds(key: str, default: int) -> int:
+        """A conntrack timeout in whole seconds (kube-proxy's int(d / time.Second)); null is
+        kube-proxy's default (24h and 1h for the TCP ones, which are pointers; 0 for UDP)."""
+        seconds = _seconds(reader, conntrack.get(key), f"{section}.{key}")
+        return default if seconds is None else int(seconds)
+
+    def conntrack_count(key: str, default: int) -> int:
+        """maxPerCore or min: an int32 kube-proxy's validation keeps at 0 or more; null is the
+        default."""
+        value, path = conntrack.get(key), f"{section}.{key}"
         if value is None:
-            return 0.0
-        text = reader.string(value, path)
-        try:
-            seconds = parse_go_duration(text)
-        except ValueError as error:
-            raise reader.error(path, str(error)) from None
-        if seconds < 0:
-            raise reader.error(path, f"must not be negative, got {text!r}")
-        return seconds
+            return default
+        number = reader.integer(value, path)
+        if not 0 <= number <= _INT32_MAX:
+            raise reader.error(path, f"expected 0 to {_INT32_MAX}, got {number}")
+        return number
 
     mode_text = reader.string(root.get("mode"), "mode", "")
     cluster_cidr = reader.string(root.get("clusterCIDR"), "clusterCIDR", "")
@@ -654,7 +670,47 @@ def _parse_kube_proxy_configuration(reader: _Reader, root: Mapping[str, object])
             for cidr in cluster_cidr.split(",")
             if cidr.strip()
         ),
+        conntrack_section=section,
+        conntrack_max_per_core=conntrack_count("maxPerCore", DEFAULT_CONNTRACK_MAX_PER_CORE),
+        conntrack_min=conntrack_count("min", DEFAULT_CONNTRACK_MIN),
+        conntrack_tcp_established_timeout=conntrack_seconds(
+            "tcpEstablishedTimeout", DEFAULT_CONNTRACK_TCP_ESTABLISHED_TIMEOUT
+        ),
+        conntrack_tcp_close_wait_timeout=conntrack_seconds(
+            "tcpCloseWaitTimeout", DEFAULT_CONNTRACK_TCP_CLOSE_WAIT_TIMEOUT
+        ),
+        conntrack_tcp_be_liberal=reader.boolean(
+            conntrack.get("tcpBeLiberal"), f"{section}.tcpBeLiberal", default=False
+        ),
+        conntrack_udp_timeout=conntrack_seconds("udpTimeout", 0),
+        conntrack_udp_stream_timeout=conntrack_seconds("udpStreamTimeout", 0),
     )
+
+
+def _conntrack_section(
+    reader: _Reader, root: Mapping[str, object]
+) -> tuple[str, Mapping[str, object]]:
+    """Where the conntrack settings are, and their path: `conntrack` (v1alpha1), else
+    `linux.conntrack` (v1alpha2, which moved them); absent, kube-proxy's defaults apply."""
+    if root.get("conntrack") is None:
+        linux = reader.mapping(root.get("linux"), "linux")
+        if linux.get("conntrack") is not None:
+            return "linux.conntrack", reader.mapping(linux["conntrack"], "linux.conntrack")
+    return "conntrack", reader.mapping(root.get("conntrack"), "conntrack")
+
+
+def _seconds(reader: _Reader, value: object, path: str) -> float | None:
+    """A Go duration string in seconds, None when absent or null; negative ones are refused."""
+    if value is None:
+        return None
+    text = reader.string(value, path)
+    try:
+        seconds = parse_go_duration(text)
+    except ValueError as error:
+        raise reader.error(path, str(error)) from None
+    if seconds < 0:
+        raise reader.error(path, f"must not be negative, got {text!r}")
+    return seconds
 
 
 def _node_port_address(reader: _Reader, value: object, path: str) -> IPNetwork | NodePortKeyword:

@@ -130,7 +130,19 @@ def healthy() -> Snapshot:
     snapshot = edit(snapshot, f"{NODE_2}/sysctl.txt", "tunl0.rp_filter = 1", "tunl0.rp_filter = 2")
     conns = read(snapshot, f"{NODE_1}/ip_vs_conn.txt").splitlines(keepends=True)
     kept = "".join(line for line in conns if "SYN_RECV" not in line)
-    return put(snapshot, f"{NODE_1}/ip_vs_conn.txt", kept)
+    snapshot = put(snapshot, f"{NODE_1}/ip_vs_conn.txt", kept)
+    return with_kube_proxys_conntrack(snapshot)
+
+
+def with_kube_proxys_conntrack(snapshot: Snapshot) -> Snapshot:
+    """The conntrack sysctls the lab's stand-in for kube-proxy leaves at the kernel's, set as
+    kube-proxy 1.30 sets them from the config: the TCP timers per node (they are per netns), and
+    nf_conntrack_max left alone (maxPerCore: 0), as kind configures nodes that cannot write it."""
+    snapshot = kube_proxy_config(snapshot, "maxPerCore: 32768", "maxPerCore: 0")
+    established = "net.netfilter.nf_conntrack_tcp_timeout_established = "
+    snapshot = all_nodes(snapshot, SYSCTL, f"{established}432000", f"{established}86400")
+    close_wait = "net.netfilter.nf_conntrack_tcp_timeout_close_wait = "
+    return all_nodes(snapshot, SYSCTL, f"{close_wait}60\n", f"{close_wait}3600\n")
 
 
 def violations(
@@ -158,15 +170,21 @@ def only(
 
 
 NODE_1, NODE_2, NODE_3 = "nodes/node-1", "nodes/node-2", "nodes/node-3"
+SYSCTL = "sysctl.txt"
 REDIS = ServicePortKey("default/redis", 6379, L4Protocol.TCP)
 
 
 # --- the recorded seed-incidents snapshot -------------------------------------------------------
 
 
-def test_seed_incidents_are_exactly_the_three_founding_incidents() -> None:
+def test_seed_incidents_are_the_three_founding_incidents_and_the_labs_conntrack() -> None:
     # node-2's eth0 has rp_filter 2, so max(all=1, eth0=2) = 2 (loose): only tunl0 is strict.
+    # The lab's stand-in for kube-proxy wrote no conntrack sysctl, so every node keeps the
+    # kernel's where kube-proxy 1.30 would have written its config's (the defaults): a finding.
     assert violations(seed()) == {
+        ("conntrack-timeouts", "node-1", "node-1"),
+        ("conntrack-timeouts", "node-2", "node-2"),
+        ("conntrack-timeouts", "node-3", "node-3"),
         ("ipvs-real-servers-match-endpoints", "default/redis:6379/TCP", "node-1"),
         ("ipvs-real-servers-match-endpoints", "default/redis:6379/TCP", "node-2"),
         ("ipvs-real-servers-match-endpoints", "default/redis:6379/TCP", "node-3"),
@@ -677,7 +695,11 @@ def test_mode_iptables_skips_every_ipvs_check_and_keeps_the_kernel_ones() -> Non
         for check_id, s, outcome in results
         if outcome and not isinstance(outcome, str)
     }
-    assert still_run == {("rp-filter-not-strict", "node-2/tunl0")}
+    # kube-proxy writes its conntrack sysctls in every mode.
+    assert still_run == {
+        ("rp-filter-not-strict", "node-2/tunl0"),
+        *(("conntrack-timeouts", f"node-{n}") for n in (1, 2, 3)),
+    }
 
 
 def without_ipvs(snapshot: Snapshot, node: str, why: str | None) -> Snapshot:

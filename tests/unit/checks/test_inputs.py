@@ -101,6 +101,19 @@ def with_kube_proxy_daemon_set(snapshot: Snapshot) -> Snapshot:
     return replace(snapshot, cluster={**snapshot.cluster, "kube-proxy-daemonset.json": daemon_set})
 
 
+def with_every_conntrack_setting(snapshot: Snapshot) -> Snapshot:
+    """A kube-proxy config that sets tcpBeLiberal and the UDP timers too (1.29 on), so the
+    conntrack check reads every key it declares."""
+    config_map = json.loads(snapshot.cluster["kube-proxy.json"])
+    config_map["data"]["config.conf"] = config_map["data"]["config.conf"].replace(
+        "conntrack:\n",
+        "conntrack:\n  tcpBeLiberal: true\n  udpTimeout: 30s\n  udpStreamTimeout: 2m0s\n",
+    )
+    return replace(
+        snapshot, cluster={**snapshot.cluster, "kube-proxy.json": json.dumps(config_map)}
+    )
+
+
 @cache
 def variants() -> dict[str, Snapshot]:
     seed, probed, old = load_snapshot(SEED), load_snapshot(PROBED), load_snapshot(OLD_NODE)
@@ -118,6 +131,7 @@ def variants() -> dict[str, Snapshot]:
         "probed with vantage errors": with_vantage_errors(probed),
         "seed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(seed),
         "seed with tcp_tw_recycle on": with_tcp_tw_recycle_on(seed),
+        "seed with every conntrack setting": with_every_conntrack_setting(seed),
         "probed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(probed),
         "probed on an old node": with_nodes_of(probed, old),
         "probed without ip or sysctl": without_ip_or_sysctl(with_nodes_of(probed, old)),

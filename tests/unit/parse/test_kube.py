@@ -378,6 +378,109 @@ def test_config_map_as_yaml_and_v1alpha2_sync_periods() -> None:
     assert config.node_port_addresses == ()
 
 
+def test_conntrack_defaults_are_kube_proxys_where_the_config_says_nothing_or_null() -> None:
+    # The recorded ConfigMap writes maxPerCore and min out, and nulls the TCP timeouts: kube-proxy
+    # defaults those (pointers) to 24h and 1h, and leaves the UDP ones (plain durations) at 0.
+    for text in (recorded("kube-proxy.json"), "kind: KubeProxyConfiguration\n"):
+        config = parse_kube_proxy_config(text, "kube-proxy.json")
+        assert (
+            config.conntrack_section,
+            config.conntrack_max_per_core,
+            config.conntrack_min,
+            config.conntrack_tcp_established_timeout,
+            config.conntrack_tcp_close_wait_timeout,
+            config.conntrack_tcp_be_liberal,
+            config.conntrack_udp_timeout,
+            config.conntrack_udp_stream_timeout,
+        ) == ("conntrack", 32768, 131072, 86400, 3600, False, 0, 0)
+
+
+def test_conntrack_values_in_whole_seconds_and_zero_kept_as_leave_alone() -> None:
+    text = (
+        "kind: KubeProxyConfiguration\nconntrack:\n  maxPerCore: 0\n  min: 0\n"
+        "  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 1m59.9s\n  tcpBeLiberal: true\n"
+        "  udpTimeout: 1m\n  udpStreamTimeout: 2h\n"
+    )
+    config = parse_kube_proxy_config(text, "config.conf")
+    # kube-proxy hands the kernel int(d / time.Second): 119.9 s is 119.
+    assert (
+        config.conntrack_max_per_core,
+        config.conntrack_min,
+        config.conntrack_tcp_established_timeout,
+        config.conntrack_tcp_close_wait_timeout,
+        config.conntrack_tcp_be_liberal,
+        config.conntrack_udp_timeout,
+        config.conntrack_udp_stream_timeout,
+    ) == (0, 0, 0, 119, True, 60, 7200)
+
+
+def test_v1alpha2_keeps_conntrack_under_linux() -> None:
+    text = (
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha2\nkind: KubeProxyConfiguration\n"
+        "linux:\n  conntrack:\n    maxPerCore: 65536\n    tcpEstablishedTimeout: 2h\n"
+    )
+    config = parse_kube_proxy_config(text, "config.conf")
+    assert config.conntrack_section == "linux.conntrack"
+    assert (config.conntrack_max_per_core, config.conntrack_min) == (65536, 131072)
+    assert config.conntrack_tcp_established_timeout == 7200
+
+
+@pytest.mark.parametrize(
+    ("conntrack", "message"),
+    [
+        pytest.param(
+            "conntrack: {maxPerCore: -1}",
+            "conntrack.maxPerCore: expected 0 to 2147483647, got -1",
+            id="negative-max-per-core",
+        ),
+        pytest.param(
+            "conntrack: {min: 2147483648}",
+            "conntrack.min: expected 0 to 2147483647, got 2147483648",
+            id="min-beyond-int32",
+        ),
+        pytest.param(
+            "conntrack: {min: '131072'}",
+            "conntrack.min: expected an integer, got a string",
+            id="min-as-string",
+        ),
+        pytest.param(
+            "conntrack: {tcpEstablishedTimeout: 86400}",
+            "conntrack.tcpEstablishedTimeout: expected a string, got a number",
+            id="timeout-as-number",
+        ),
+        pytest.param(
+            "conntrack: {tcpCloseWaitTimeout: -1h}",
+            "conntrack.tcpCloseWaitTimeout: must not be negative, got '-1h'",
+            id="negative-timeout",
+        ),
+        pytest.param(
+            "conntrack: {udpStreamTimeout: 2 minutes}",
+            "conntrack.udpStreamTimeout: not a Go duration: '2 minutes'",
+            id="bad-udp-duration",
+        ),
+        pytest.param(
+            "conntrack: {tcpBeLiberal: 'yes'}",
+            "conntrack.tcpBeLiberal: expected true or false, got a string",
+            id="be-liberal-as-string",
+        ),
+        pytest.param(
+            "linux: {conntrack: {udpTimeout: 30}}",
+            "linux.conntrack.udpTimeout: expected a string, got a number",
+            id="v1alpha2-path",
+        ),
+        pytest.param(
+            "conntrack: [maxPerCore]",
+            "conntrack: expected an object, got a list",
+            id="section-as-list",
+        ),
+    ],
+)
+def test_bad_conntrack_values_name_the_field(conntrack: str, message: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_kube_proxy_config(f"kind: KubeProxyConfiguration\n{conntrack}\n", "config.conf")
+    assert str(caught.value) == f"config.conf: kube-proxy configuration: {message}"
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [
