@@ -44,6 +44,7 @@ _PRIORITY_NAMES = {
     "srcnat": 100,
 }
 # nft 1.0.6's JSON omits `dynamic` (text: `flags dynamic,timeout`): left out of both forms.
+_FAMILIES = frozenset(family.value for family in NftFamily)
 _UNSHARED_FLAGS = frozenset({"dynamic"})
 # A chain or set name as kube-proxy makes them (`service-ULMVA6XW-ns1/svc1/tcp/p80`, endpoint
 # chains with `__10.180.0.1/80`, IPv6 `:` as `.`); nft allows at most 256 bytes.
@@ -110,7 +111,7 @@ def _family(text: object, source: str, line: int | None) -> NftFamily:
 
 
 def _only_kube_proxy(family: str, name: str, source: str, line: int | None) -> None:
-    if name != KUBE_PROXY_TABLE:
+    if name != KUBE_PROXY_TABLE or family not in _FAMILIES:
         shown = printable(f"{family} {name}", one_line=True)
         raise ParseError(
             source,
@@ -730,10 +731,10 @@ def parse_nft_text(text: str, path: str) -> NftTable:
     while lines.more():
         number, line, _ = lines.next("the listing")
         if match := _TABLE.fullmatch(line):
-            if building.family is not None:
-                raise ParseError(path, number, "a second table: give one table per file")
             family, name = match.groups()
             _only_kube_proxy(family, name, path, number)
+            if building.family is not None:
+                raise ParseError(path, number, "a second table: give one table per file")
             building.family = _family(family, path, number)
             _text_table(lines, building)
         elif line.startswith("table "):
