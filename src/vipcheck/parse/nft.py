@@ -907,3 +907,24 @@ def _text_element(item: str, is_map: bool, source: str, line: int) -> NftElement
         match.group("comment"),
         _seconds(timeout, source, line) if timeout else None,
     )
+
+
+# --- nft list tables ----------------------------------------------------------------------------
+
+_TABLE_LINE = re.compile(r"table (\S+) (\S+)")
+
+
+def parse_nft_tables(text: str, path: str) -> frozenset[tuple[str, str]]:
+    """`nft list tables` (or `nft -a list tables`): each table as (family, name).
+
+    Every table counts, kube-proxy's or not (a node's firewall has its own): only kube-proxy's
+    are then listed. A prompt or the command line around a paste is skipped.
+    """
+    tables = set()
+    for number, line, _ in _Lines.of(text, path).lines:
+        if match := _TABLE_LINE.fullmatch(line):
+            family, name = match.groups()
+            tables.add((_clean(family, "family", path, number), _clean(name, "name", path, number)))
+        elif not _AROUND.fullmatch(line):
+            raise ParseError(path, number, f"expected `table FAMILY NAME` lines, got {line!r}")
+    return frozenset(tables)
