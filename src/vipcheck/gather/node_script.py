@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -358,8 +359,21 @@ def split_node_frames(stdout: str) -> NodeFrames:
                     error or "no message"
                 )
             else:
-                missing[name] = error or f"exited {rc} without a message"
+                missing[name] = error or _silent_failure(rc)
     return replace(frames, last=last)
+
+
+def _silent_failure(rc: str) -> str:
+    """Why a command that printed no error failed: a crash (nft 0.9.8 segfaults on
+    kube-proxy's sets) is named by its signal, as sh reports it in the status (128 + N)."""
+    if rc.isdigit() and 128 < int(rc) < 128 + signal.NSIG:
+        number = int(rc) - 128
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"killed by {name} (exit status {rc})"
+    return f"exited {rc} without a message"
 
 
 def _trailer(stdout: str, position: int) -> tuple[int, str | None, str | None]:
