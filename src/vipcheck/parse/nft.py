@@ -472,6 +472,7 @@ class _Building:
     chains: dict[str, NftChain] = field(default_factory=dict)
     rules: dict[str, list[NftRule]] = field(default_factory=dict)
     sets: dict[str, NftSet] = field(default_factory=dict)
+    cuts: list[str] = field(default_factory=list)  # where a paste leaves part of it out
 
     def table(self, source: str, line: int | None) -> NftTable:
         if self.family is None:
@@ -487,7 +488,8 @@ class _Building:
             )
             for name, chain in self.chains.items()
         }
-        return NftTable(self.family, KUBE_PROXY_TABLE, chains, dict(self.sets))
+        partial = "; ".join(self.cuts) or None
+        return NftTable(self.family, KUBE_PROXY_TABLE, chains, dict(self.sets), partial=partial)
 
 
 def parse_nft_json(text: str, path: str) -> NftTable:
@@ -676,6 +678,8 @@ _ELEMENT = re.compile(
     r'(?: counter packets \d+ bytes \d+)?(?: comment "(?P<comment>[^"]*)")?'
 )
 _SPACES = re.compile(r"\s+")
+# A line a person put where they cut lines out of a paste.
+_GAP = re.compile(r"\s*(?:\.{3,}|…|\[\.\.\.\])\s*,?\s*")
 # What may stand around the table in a paste: a prompt, the command line, a blank.
 _AROUND = re.compile(r".*(?:\bnft\b|[$#>]\s*$).*|\s*")
 
@@ -700,18 +704,22 @@ class _Lines:
 
     source: str
     lines: list[tuple[int, str, int | None]]
+    gaps: list[str]  # where a person cut lines out, marking it `...`
     position: int = 0
+    cut: str | None = None  # an element list just read was cut (its `}` missing)
 
     @classmethod
     def of(cls, text: str, source: str) -> _Lines:
-        lines = []
+        lines, gaps = [], []
         for number, raw in enumerate(text.expandtabs().splitlines(), start=1):
             line, handle = raw.rstrip(), None
             if match := _HANDLE.search(line):
                 line, handle = line[: match.start()], int(match.group(1))
-            if line.strip():
+            if _GAP.fullmatch(line):
+                gaps.append(f"a gap (`{line.strip()}`) at line {number}")
+            elif line.strip():
                 lines.append((number, _spaced(line), handle))
-        return cls(source, lines)
+        return cls(source, lines, gaps)
 
     def next(self, inside: str) -> tuple[int, str, int | None]:
         if self.position >= len(self.lines):
@@ -727,7 +735,7 @@ class _Lines:
 def parse_nft_text(text: str, path: str) -> NftTable:
     """`nft list table ip kube-proxy` (or ip6, or `nft -a`) as printed or pasted."""
     lines = _Lines.of(text, path)
-    building = _Building()
+    building = _Building(cuts=lines.gaps)
     while lines.more():
         number, line, _ = lines.next("the listing")
         if match := _TABLE.fullmatch(line):
@@ -848,6 +856,9 @@ def _text_set(lines: _Lines, building: _Building, name: str, kind: str, start: i
             continue
         elif line.startswith("elements = {"):
             elements = _text_elements(lines, line, number, value_type is not None)
+            if lines.cut is not None:
+                building.cuts.append(lines.cut)
+                lines.cut = None
         else:
             raise ParseError(source, number, f"{kind} {name}: unexpected {line!r}")
     if key_type is None or (kind == "map") != (value_type is not None):
@@ -865,6 +876,7 @@ def _text_elements(lines: _Lines, first: str, start: int, is_map: bool) -> tuple
     while not _quoted_free(text).rstrip().endswith("}"):
         if not lines.more() or lines.lines[lines.position][1] == "}":
             text += " }"
+            lines.cut = f"the element list at line {start} has no `}}`: cut by hand"
             break
         number, line, _ = lines.next("an element list")
         text += " " + line

@@ -237,6 +237,17 @@ def test_an_element_list_cut_by_hand_keeps_what_is_shown() -> None:
         "192.168.99.22",
         "172.30.0.41",
     ]
+    assert table.partial == f"the element list at line {start + 1} has no `}}`: cut by hand"
+    assert recorded("endpoint-chains")[".txt"].partial is None
+
+
+def test_a_gap_marked_by_hand_makes_the_table_partial() -> None:
+    lines = (DATA / "endpoint-chains.txt").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "elements = { 1.2.3.4 . tcp . 80 :" in line)
+    lines[start + 1] = "\t\t\t     ..."
+    table = parse_nft_text("\n".join(lines), "p")
+    assert len(table.sets["service-ips"].elements) == 3
+    assert table.partial == f"a gap (`...`) at line {start + 2}"
 
 
 def test_lines_name_the_rule_where_it_was_read() -> None:
