@@ -20,10 +20,14 @@ from vipcheck.model.cluster import (
     KubeProxyConfig,
     KubeProxyImage,
     Node,
+    ProxyMode,
     Service,
 )
 from vipcheck.model.handshakes import ProbeOutput, ProbePlan, ProbeRound
+from vipcheck.model.modes import ObservedMode
+from vipcheck.model.nftables import KUBE_PROXY_TABLE, NftFamily, NftTable
 from vipcheck.model.node import (
+    KUBE_IPVS0,
     Connection,
     ConnState,
     Interfaces,
@@ -47,10 +51,12 @@ from vipcheck.parse.kube import (
     parse_nodes,
     parse_services,
 )
+from vipcheck.parse.nft import parse_nft_json, parse_nft_tables, parse_nft_text
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
 from vipcheck.snapshot import (
     CLUSTER_FILES,
+    NFT_NOT_INSTALLED,
     NODE_FILES,
     PROBE_DIR,
     PROBE_FILES,
@@ -92,6 +98,12 @@ SYSCTLS = Input(("sysctl.txt", "proc-sys.txt"))
 IP_ADDR = Input(("ip-addr.json", "ip-addr.txt"))
 IP_LINK = Input(("ip-link.json", "ip-link.txt", "sys-class-net.txt"))
 KERNEL_RELEASE = Input(("uname.txt",))
+NFT_TABLES = Input(("nft-tables.txt",))
+NFT_IP = Input(("nft-ip-kube-proxy.json", "nft-ip-kube-proxy.txt"))
+NFT_IP6 = Input(("nft-ip6-kube-proxy.json", "nft-ip6-kube-proxy.txt"))
+NFT_TABLE = {NftFamily.IP: NFT_IP, NftFamily.IP6: NFT_IP6}
+# Why a table's JSON is missing where its text stands in: not a failure.
+_NFT_WITHOUT_JSON = "nft without JSON support"
 PROBE_PLAN_INPUT = Input((f"{PROBE_DIR}/{PROBE_PLAN}",))
 PROBE_VIP_OUTPUT = Input((f"{PROBE_DIR}/<vantage>/vip.error.txt", f"{PROBE_DIR}/<vantage>/vip.txt"))
 PROBE_REAL_SERVER_OUTPUT = Input(
@@ -407,6 +419,98 @@ class NodeFacts:
     @cached_property
     def kernel_release(self) -> str:
         return self._first(KERNEL_RELEASE).text.strip()
+
+    @_fact
+    def nft_tables(self) -> frozenset[tuple[str, str]]:
+        """Every nftables table on the node as (family, name), from `nft list tables`.
+
+        nft failing or crashing there is a ParseError ("cannot read: <its error>"): a node
+        whose tables could not be listed is never taken for one without them.
+        """
+        [name] = NFT_TABLES.files
+        if self.observed and name not in self._snapshot.files:
+            reason = self._snapshot.missing.get(name)
+            if reason and reason != NFT_NOT_INSTALLED:
+                raise ParseError(f"nodes/{self.name}/{name}", None, f"cannot read: {reason}")
+        source = self._first(NFT_TABLES)
+        return parse_nft_tables(source.text, source.path)
+
+    def nftables(self, family: NftFamily) -> NftTable | None:
+        """The node's kube-proxy table of that family; None where nft listed no such table.
+
+        Read from the table's own file where there is one (a paste may hold only that), else
+        nft-tables.txt says whether the table exists. MissingInput where nft was not gathered
+        or is not installed; a ParseError ("cannot read: ...") where nft failed on the table.
+        """
+        return self.derive(("nftables", family), lambda: self._nftables(family))
+
+    def _nftables(self, family: NftFamily) -> NftTable | None:
+        which = NFT_TABLE[family]
+        if not self.observed or any(name in self._snapshot.files for name in which.files):
+            source = self._first(which)
+            parse = parse_nft_json if source.path.endswith(".json") else parse_nft_text
+            table = parse(source.text, source.path)
+            if table.family is not family:
+                raise ParseError(
+                    source.path, None, f"holds table {table.family} {table.name}, not {family}'s"
+                )
+            return table
+        if (family.value, KUBE_PROXY_TABLE) not in self.nft_tables:
+            return None
+        for name in which.files:
+            reason = self._snapshot.missing.get(name)
+            if reason and not reason.startswith(_NFT_WITHOUT_JSON):
+                raise ParseError(f"nodes/{self.name}/{name}", None, f"cannot read: {reason}")
+        raise MissingInput(self.name, which.files, "nft-tables.txt lists the table")
+
+    @property
+    def observed_mode(self) -> ObservedMode:
+        """Which kube-proxy modes the node's kernel state shows: a kube-proxy nftables table,
+        IPVS virtual servers or kube-ipvs0, both (a switch half done: kube-proxy's cleanup of
+        IPVS flushes every virtual server and deletes kube-ipvs0, cmd/kube-proxy/app/
+        server_linux.go platformCleanup), or neither. A mode whose inputs were not gathered is
+        unknown, never absent; a node where nft failed raises its ParseError."""
+        return self.derive("observed mode", self._observed_mode)
+
+    def _observed_mode(self) -> ObservedMode:
+        seen: dict[ProxyMode, str] = {}
+        unknown: dict[ProxyMode, str] = {}
+        try:
+            tables = [self.nftables(family) for family in NftFamily]
+        except MissingInput as missing:
+            unknown[ProxyMode.NFTABLES] = str(missing)
+        else:
+            listed = [f"table {t.family} {t.name}" for t in tables if t is not None]
+            if listed:
+                seen[ProxyMode.NFTABLES] = ", ".join(listed)
+        ipvs = self._ipvs_evidence()
+        if isinstance(ipvs, MissingInput):
+            unknown[ProxyMode.IPVS] = str(ipvs)
+        elif ipvs:
+            seen[ProxyMode.IPVS] = ipvs
+        return ObservedMode(seen, unknown)
+
+    def _ipvs_evidence(self) -> str | MissingInput:
+        """What shows IPVS mode (`62 virtual servers, kube-ipvs0`), empty for nothing; the
+        MissingInput when neither the IPVS table nor the interfaces were read."""
+        shown: list[str] = []
+        unread: list[MissingInput] = []
+        try:
+            count = len(self.ipvs.services)
+        except MissingInput as missing:
+            if self.ipvs_absent is None:
+                unread.append(missing)
+        else:
+            if count:
+                shown.append(f"{count} virtual server{'s' if count != 1 else ''}")
+        try:
+            if self.interfaces.get(KUBE_IPVS0) is not None:
+                shown.append(KUBE_IPVS0)
+        except MissingInput as missing:
+            unread.append(missing)
+        if not shown and len(unread) == 2:
+            return unread[0]
+        return ", ".join(shown)
 
 
 ProbeLoader = Callable[[], Mapping[str, str]]

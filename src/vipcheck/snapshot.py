@@ -56,7 +56,18 @@ NODE_FILES: Mapping[str, str] = {
     "ip-link.txt": "ip -d link show",
     "sys-class-net.txt": SYS_CLASS_NET_COMMAND,
     "uname.txt": "uname -r",
+    # nftables mode (issue 19): the tables first (`nft list tables` lists no objects, so it
+    # cannot crash on sets a newer nft made: kubernetes issue 136786), then each family's
+    # kube-proxy table, never the whole ruleset; its text only where nft has no JSON.
+    "nft-tables.txt": "nft list tables",
+    "nft-ip-kube-proxy.json": "nft -j list table ip kube-proxy",
+    "nft-ip-kube-proxy.txt": "nft list table ip kube-proxy",
+    "nft-ip6-kube-proxy.json": "nft -j list table ip6 kube-proxy",
+    "nft-ip6-kube-proxy.txt": "nft list table ip6 kube-proxy",
 }
+# Why a node's nft files are missing where nft is not installed (an IPVS or iptables node):
+# the facts tell this apart from nft failing, which is "cannot read", never an empty table.
+NFT_NOT_INSTALLED = "nft not installed"
 # Under probes/: the handshake probe's plan and each vantage point's raw output, per round.
 PROBE_DIR = "probes"
 PROBE_PLAN = "plan.json"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vipcheck.snapshot import SnapshotError, load_snapshot
+from vipcheck.snapshot import NODE_FILES, SnapshotError, load_snapshot
 
 SEED = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "seed-incidents"
 
@@ -27,3 +27,12 @@ def test_files_are_read_on_use_not_at_load(tmp_path: Path) -> None:
     timeout.unlink()
     with pytest.raises(SnapshotError, match="ipvsadm-timeout"):
         node.files["ipvsadm-timeout.txt"]
+
+
+def test_snapshot_md_names_every_node_file_and_its_command() -> None:
+    """docs/snapshot.md is what a person assembling a snapshot by hand reads: every node file
+    the format knows is there, with the command that produces it (the nft ones included)."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "snapshot.md").read_text()
+    assert [name for name in NODE_FILES if name not in page] == []
+    named = [command for command in NODE_FILES.values() if command.startswith("nft")]
+    assert [command for command in named if command not in page] == []

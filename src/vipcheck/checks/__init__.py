@@ -11,6 +11,7 @@ from vipcheck.checks.connections import NO_STUCK_SYN_RECV
 from vipcheck.checks.conntrack import CONNTRACK_SYSCTLS
 from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS, KUBE_IPVS0_NO_STALE_ADDRESSES
+from vipcheck.checks.kube_proxy_mode import KUBE_PROXY_MODE
 from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.checks.presence import IPVS_PRESENT
 from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
@@ -27,6 +28,7 @@ from vipcheck.checks.virtual_servers import NO_ORPHAN_VIRTUAL_SERVERS, VIRTUAL_S
 
 CATALOGUE: tuple[Check[Any], ...] = (
     NODE_OBSERVED,
+    KUBE_PROXY_MODE,
     IPVS_PRESENT,
     REAL_SERVERS_MATCH_ENDPOINTS,
     VIRTUAL_SERVERS_COMPLETE,

@@ -22,6 +22,7 @@ class FindingKind(StrEnum):
     """What kind of wrong a violation is, so diagnoses and summaries join on it, not on text."""
 
     IPVS_ABSENT = "ipvs-absent"
+    WRONG_PROXY_MODE = "wrong-proxy-mode"
     STALE_REAL_SERVER = "stale-real-server"
     MISSING_REAL_SERVER = "missing-real-server"
     READY_REAL_SERVER_AT_WEIGHT_ZERO = "ready-real-server-at-weight-zero"

@@ -32,11 +32,12 @@ from vipcheck.facts import (
     Unobserved,
 )
 from vipcheck.model.cluster import Cluster, IPAddress, Node, ProxyMode, ServicePortKey
+
+# Defined in the model, where the facts read it too (observed_mode); re-exported for the checks.
+from vipcheck.model.node import KUBE_IPVS0 as KUBE_IPVS0  # noqa: PLC0414 (re-exported)
 from vipcheck.model.node import HostPort, Interfaces, InvalidValue, L4Protocol
 from vipcheck.parse import ParseError
 from vipcheck.snapshot import SnapshotError
-
-KUBE_IPVS0 = "kube-ipvs0"
 
 _Expected = tuple[ExpectedVirtualService, ...]
 

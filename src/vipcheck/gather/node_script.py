@@ -22,16 +22,23 @@ declare them, and a live run hands the catalogue's down). `sysctl -a` that fails
 unreadable key keeps what it printed, with a note naming its exit status and first error line.
 /proc/net/ip_vs, the table of nodes without ipvsadm, is read 16 bytes at a time (`dd bs=16`):
 see vipcheck_small_reads below.
+
+nftables (issue 19): `nft list tables` first, then each family's kube-proxy table only where it
+is listed, as JSON where nft has it, else as text; never `nft list ruleset`, which lists other
+components' objects (an older nft crashed on a newer one's: kubernetes issue 136786). Unlike
+ipvsadm and ip_vs, nft is run without looking for its module first: loading nf_tables adds no
+hook and no rule, and the module may be built in, where nothing under /sys shows it.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from vipcheck.snapshot import NODE_FILES, PROC_SYS_COMMAND, proc_sys_command
+from vipcheck.snapshot import NFT_NOT_INSTALLED, NODE_FILES, PROC_SYS_COMMAND, proc_sys_command
 
 # Files whose output is kept when the command fails after printing it, with a note.
 KEEPS_PARTIAL_OUTPUT = frozenset({"sysctl.txt"})
@@ -69,7 +76,15 @@ vipcheck_run() {
     # The file just produced whole, for a fallback that stands in only where it could not be.
     if [ "$vipcheck_rc" = 0 ]; then
         vipcheck_ok=$vipcheck_file
+        vipcheck_done="${vipcheck_done-} $vipcheck_file"
     fi
+}
+# Whether a file was produced whole, earlier in this script.
+vipcheck_produced() {
+    case " ${vipcheck_done-} " in
+        *" $1 "*) return 0 ;;
+    esac
+    return 1
 }
 vipcheck_missing() {
     vipcheck_ok=
@@ -93,6 +108,29 @@ vipcheck_ip_link_text() {
     else
         ip link show
     fi
+}
+# Whether `nft list tables` lists this family's kube-proxy table. Asked once; that listing names
+# tables only, so it cannot crash on objects a newer nft made (kubernetes issue 136786).
+vipcheck_nft_has() {
+    if [ -z "${vipcheck_nft_tables_known-}" ]; then
+        vipcheck_nft_tables=$(nft list tables 2>/dev/null)
+        vipcheck_nft_tables_known=yes
+    fi
+    case "$vipcheck_nl$vipcheck_nft_tables$vipcheck_nl" in
+        *"${vipcheck_nl}table $1 kube-proxy$vipcheck_nl"*) return 0 ;;
+    esac
+    return 1
+}
+# Whether nft speaks JSON (k3s and rke2 have shipped builds without it), asked once.
+vipcheck_nft_json() {
+    if [ -z "${vipcheck_nft_json_known-}" ]; then
+        if nft -j list tables >/dev/null 2>&1; then
+            vipcheck_nft_json_known=yes
+        else
+            vipcheck_nft_json_known=no
+        fi
+    fi
+    [ "$vipcheck_nft_json_known" = yes ]
 }
 # A /proc file in reads shorter than any of its records. Where the kernel keeps one IPVS service
 # table for all network namespaces (Linux 6.1; nodes as containers on one host: kind), a read of
@@ -135,6 +173,26 @@ _HAS_IP = "command -v ip >/dev/null 2>&1"
 _IP_WITHOUT_JSON = (
     "`ip -j` unknown (iproute2 before 4.14, or busybox): ip-addr.txt and ip-link.txt hold the text"
 )
+_HAS_NFT = "command -v nft >/dev/null 2>&1"
+
+
+def _nft_table_guards(family: str, text: bool) -> list[tuple[str, str | None]]:
+    """A family's kube-proxy table is listed only where `nft list tables` (nft-tables.txt, just
+    before) was produced and names it: a node without the table has nothing to list, and a
+    node where nft failed says so once, in that file. Its text only where its JSON could not be
+    produced (nft without JSON, or failing on JSON)."""
+    json_name = f"nft-{family}-kube-proxy.json"
+    guards: list[tuple[str, str | None]] = [
+        (_HAS_NFT, NFT_NOT_INSTALLED),
+        ("vipcheck_produced nft-tables.txt", None),
+        (f"vipcheck_nft_has {family}", None),
+    ]
+    if text:
+        return [*guards, (f"{{ ! vipcheck_produced {json_name}; }}", None)]
+    no_json = f"nft without JSON support: nft-{family}-kube-proxy.txt holds the text"
+    return [*guards, ("vipcheck_nft_json", no_json)]
+
+
 # Fallbacks: (sh test, why) guards before the usual ones; why None means skip in silence, as
 # the preferred file was produced.
 _FALLBACK_GUARDS: dict[str, list[tuple[str, str | None]]] = {
@@ -153,6 +211,12 @@ _FALLBACK_GUARDS: dict[str, list[tuple[str, str | None]]] = {
         (f"[ -e {_IP_VS} ]", _NO_IP_VS),
         ('[ "${vipcheck_ok-}" != ipvsadm-Ln.txt ]', None),
     ],
+    "nft-tables.txt": [(_HAS_NFT, NFT_NOT_INSTALLED)],
+    **{
+        f"nft-{family}-kube-proxy.{suffix}": _nft_table_guards(family, suffix == "txt")
+        for family in ("ip", "ip6")
+        for suffix in ("json", "txt")
+    },
 }
 # Files of the format the script never produces. `ipvsadm -Lnc` prints /proc/net/ip_vs_conn
 # again (it reads that file): where the file is, ip_vs_conn.txt holds the table, which on a busy
@@ -295,8 +359,21 @@ def split_node_frames(stdout: str) -> NodeFrames:
                     error or "no message"
                 )
             else:
-                missing[name] = error or f"exited {rc} without a message"
+                missing[name] = error or _silent_failure(rc)
     return replace(frames, last=last)
+
+
+def _silent_failure(rc: str) -> str:
+    """Why a command that printed no error failed: a crash (nft 0.9.8 segfaults on
+    kube-proxy's sets) is named by its signal, as sh reports it in the status (128 + N)."""
+    if rc.isdigit() and 128 < int(rc) < 128 + signal.NSIG:
+        number = int(rc) - 128
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"killed by {name} (exit status {rc})"
+    return f"exited {rc} without a message"
 
 
 def _trailer(stdout: str, position: int) -> tuple[int, str | None, str | None]:

@@ -106,3 +106,6 @@ class NftTable:
     chains: Mapping[str, NftChain]
     sets: Mapping[str, NftSet]  # sets and maps share one namespace in nftables
     comment: str | None = None
+    # Why a pasted listing shows only part of the table (a `...` gap, an element list cut by
+    # hand), so what it does not show is not called missing; None for a whole listing.
+    partial: str | None = None

@@ -11,6 +11,9 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 IPAddress = IPv4Address | IPv6Address
+# The dummy interface kube-proxy's IPVS mode binds every Service VIP to: its presence alone shows
+# IPVS mode (Calico's Felix reads it so too), as kube-proxy in another mode deletes it.
+KUBE_IPVS0 = "kube-ipvs0"
 IPInterface = IPv4Interface | IPv6Interface
 VirtualServiceKey = tuple[str, IPAddress, int] | tuple[str, int] | tuple[str, int, str]
 

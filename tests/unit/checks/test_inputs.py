@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "fixtures" / "recorded" / "seed-incidents"
 PROBED = ROOT / "fixtures" / "snapshots" / "seed-incidents-probed"
 # node-2 with busybox's ip and sysctl and no ipvsadm: text interfaces, /proc/net/ip_vs.
+NFT_DATA = ROOT / "tests" / "unit" / "parse" / "data"
 OLD_NODE = ROOT / "fixtures" / "recorded" / "seed-incidents-old-node"
 # The first of each pair of alternatives: removing it makes the facts read the second.
 PRIMARIES = ("ipvsadm-Ln.txt", "ip_vs_conn.txt")
@@ -114,6 +115,23 @@ def with_every_conntrack_setting(snapshot: Snapshot) -> Snapshot:
     )
 
 
+def with_nft_tables(snapshot: Snapshot, suffix: str) -> Snapshot:
+    """Every node with kube-proxy's ip and ip6 tables as nft listed them (tests/unit/parse/data,
+    recorded from the kernel), as JSON or as text (an nft without JSON); no suffix: nft lists
+    only another component's table."""
+    tables = "table ip kube-proxy\ntable ip6 kube-proxy\n" if suffix else "table inet filter\n"
+    listed = {
+        f"nft-{family}-kube-proxy{suffix}": (NFT_DATA / f"{recording}{suffix}").read_text()
+        for family, recording in (("ip", "endpoint-chains"), ("ip6", "ip6"))
+        if suffix
+    }
+    nodes = {
+        name: replace(node, files={**node.files, "nft-tables.txt": tables, **listed})
+        for name, node in snapshot.nodes.items()
+    }
+    return replace(snapshot, nodes=nodes)
+
+
 @cache
 def variants() -> dict[str, Snapshot]:
     seed, probed, old = load_snapshot(SEED), load_snapshot(PROBED), load_snapshot(OLD_NODE)
@@ -135,6 +153,9 @@ def variants() -> dict[str, Snapshot]:
         "probed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(probed),
         "probed on an old node": with_nodes_of(probed, old),
         "probed without ip or sysctl": without_ip_or_sysctl(with_nodes_of(probed, old)),
+        "seed with nft JSON": with_nft_tables(seed, ".json"),
+        "seed with nft text": with_nft_tables(seed, ".txt"),
+        "seed with nft, no kube-proxy table": with_nft_tables(seed, ""),
     }
 
 

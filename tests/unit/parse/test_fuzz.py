@@ -41,13 +41,16 @@ from vipcheck.parse.kube import (
     parse_nodes,
     parse_services,
 )
+from vipcheck.parse.nft import parse_nft_json, parse_nft_text
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import Snapshot, load_snapshot
 
 ROOT = Path(__file__).resolve().parents[3]
-FIXTURES = (ROOT / "fixtures" / "recorded", ROOT / "fixtures" / "snapshots")
+# The nft listings recorded from the kernel (tests/unit/parse/test_nft.py) seed the nft parsers.
+NFT_DATA = ROOT / "tests" / "unit" / "parse" / "data"
+FIXTURES = (ROOT / "fixtures" / "recorded", ROOT / "fixtures" / "snapshots", NFT_DATA)
 SEED = ROOT / "fixtures" / "recorded" / "seed-incidents"
 PROBED = ROOT / "fixtures" / "snapshots" / "seed-incidents-probed"
 SOURCE = "nodes/fuzz/input"
@@ -119,6 +122,11 @@ PARSERS: dict[str, tuple[Parser, tuple[str, ...]]] = {
     "kube-proxy daemonset": (parse_kube_proxy_daemonset, ("kube-proxy-daemonset.json",)),
     "probe output": (parse_probe_output, ("vip.txt", "real-server.txt")),
     "probe plan": (parse_probe_plan, ("plan.json",)),
+    "nft -j list table": (parse_nft_json, ("endpoint-chains.json", "dnat-maps.json", "ip6.json")),
+    "nft list table": (
+        parse_nft_text,
+        ("endpoint-chains.txt", "endpoint-chains.a.txt", "dnat-maps.txt", "ip6.a.txt"),
+    ),
 }
 
 
