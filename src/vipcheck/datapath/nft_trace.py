@@ -200,9 +200,7 @@ def trace(table: NftTable, packet: Packet, local_addresses: Iterable[IPAddress])
     loopback is always local."""
     local = frozenset(local_addresses) | {ip_address("127.0.0.1"), ip_address("::1")}
     context = _Context(table, local)
-    start = _State(
-        packet.source, packet.destination, packet.protocol.value.lower(), packet.port
-    )
+    start = _State(packet.source, packet.destination, packet.protocol.value.lower(), packet.port)
     branches: list[Branch] = []
     for end, state in _through_hooks(context, packet.origin, start):
         verdict = {_End.DROP: Verdict.DROP, _End.REJECT: Verdict.REJECT}.get(end)
@@ -398,33 +396,29 @@ class _Interpreter:
     # Verdicts and terminal statements: the end of the rule.
 
     def verdict(self, text: str, state: _State) -> _RuleOutcomes:
-        here = state.step(self.chain, self.rule)
-        found = _VERDICT.fullmatch(text)
-        if found is not None:
-            word = found["word"]
-            if word == "accept":
-                return [(_End.ACCEPT, here, False)]
-            if word == "return":
-                return [(_End.CONTINUE, here, False)]
-            return [(_End.DROP if word == "drop" else _End.REJECT, here, False)]
-        found = _JUMP.fullmatch(text)
-        if found is not None:
-            return self.jump(found["kind"], found["chain"], here)
-        found = _VMAP.fullmatch(text)
-        if found is not None:
-            return self.dispatch(found, state)
-        found = _NUMGEN_VMAP.fullmatch(text)
-        if found is not None:
-            return self.every_branch(found["entries"], state)
-        found = _DNAT_MAP.fullmatch(text)
-        if found is not None:
-            return [self.dnat(value, here) for value in _map_values(found["entries"])]
-        found = _DNAT.fullmatch(text)
-        if found is not None:
-            return [self.dnat(found["target"], here)]
-        if _MASQUERADE.fullmatch(text) is not None:
-            return [(_End.ACCEPT, replace(here, masquerade=True), False)]
+        """The statement that ends the rule, run; a shape kube-proxy does not write: CannotTrace."""
+        for pattern, run in self._terminals():
+            found = pattern.fullmatch(text)
+            if found is not None:
+                return run(found, state)
         raise self.fail(f"not a rule shape kube-proxy writes: {text!r}")
+
+    def _terminals(
+        self,
+    ) -> tuple[tuple[re.Pattern[str], Callable[[re.Match[str], _State], _RuleOutcomes]], ...]:
+        here = self.step
+        return (
+            (_VERDICT, lambda m, s: [(_VERDICTS[m["word"]], here(s), False)]),
+            (_JUMP, lambda m, s: self.jump(m["kind"], m["chain"], here(s))),
+            (_VMAP, self.dispatch),
+            (_NUMGEN_VMAP, lambda m, s: self.every_branch(m["entries"], s)),
+            (_DNAT_MAP, lambda m, s: [self.dnat(v, here(s)) for v in _map_values(m["entries"])]),
+            (_DNAT, lambda m, s: [self.dnat(m["target"], here(s))]),
+            (_MASQUERADE, lambda m, s: [(_End.ACCEPT, replace(here(s), masquerade=True), False)]),
+        )
+
+    def step(self, state: _State) -> _State:
+        return state.step(self.chain, self.rule)
 
     def jump(self, kind: str, target: str, state: _State) -> _RuleOutcomes:
         outcomes: _RuleOutcomes = []
@@ -481,7 +475,9 @@ _TUPLE_LOOKUP = re.compile(
 )
 _ADDRESS_LOOKUP = re.compile(_ADDR_FIELD + r" (?P<neg>!= )?@(?P<set>\S+)")
 _ADDRESS_SET = re.compile(_ADDR_FIELD + r" (?P<neg>!= )?\{ ?(?P<items>[^}]*?) ?\}")
-_ADDRESS = re.compile(_ADDR_FIELD + r" (?P<neg>!= )?(?P<value>[0-9a-fA-F:][0-9a-fA-F.:/\-]*)(?= |$)")
+_ADDRESS = re.compile(
+    _ADDR_FIELD + r" (?P<neg>!= )?(?P<value>[0-9a-fA-F:][0-9a-fA-F.:/\-]*)(?= |$)"
+)
 _FIB_LOCAL = re.compile(r"fib (?P<which>saddr|daddr) type (?P<neg>!= )?local")
 _DPORT = re.compile(r"(?P<proto>tcp|udp|sctp) dport (?P<neg>!= )?(?P<port>\d+(?:-\d+)?)")
 _L4PROTO = re.compile(r"meta l4proto (?P<neg>!= )?(?P<values>\{[^}]*\}|tcp|udp|sctp)(?= |$)")
@@ -500,6 +496,9 @@ _NUMGEN_VMAP = re.compile(r"numgen random mod \d+ vmap \{ ?(?P<entries>.*?) ?\}"
 _DNAT_MAP = re.compile(r"dnat (?:ip6? )?to numgen random mod \d+ map \{ ?(?P<entries>.*?) ?\}")
 _DNAT = re.compile(r"dnat (?:ip6? )?to (?P<target>\S+)")
 _MASQUERADE = re.compile(r"masquerade(?: fully-random)?")
+# `return` goes back to the caller; accept ends the base chain.
+_VERDICTS = {"accept": _End.ACCEPT, "return": _End.CONTINUE, "drop": _End.DROP}
+_VERDICTS["reject"] = _End.REJECT
 
 # What a concatenated key's field reads from the packet.
 _FIELDS: Mapping[str, Callable[[_State], str | IPAddress | int]] = {

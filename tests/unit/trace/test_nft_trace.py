@@ -70,7 +70,8 @@ def test_recordings_are_the_kernels_listing(name: str) -> None:
 
 
 # (ruleset, upstream case name, source, origin, protocol, destination, port, output, masq)
-FLOWS = [
+Flow = tuple[str, str, str, Origin, L4Protocol, str, int, str, bool]
+FLOWS: list[Flow] = [
     # TestClusterIPGeneral
     ("cluster-ip-general", "simple clusterIP", "10.180.0.2", POD, TCP, "172.30.0.41", 80,
      "10.180.0.1:80", False),
@@ -153,20 +154,9 @@ FLOWS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("ruleset", "source", "origin", "protocol", "destination", "port", "output", "masq"),
-    [pytest.param(*flow[:1], *flow[2:], id=f"{flow[0]}: {flow[1]}") for flow in FLOWS],
-)
-def test_upstream_packet_flows(
-    ruleset: str,
-    source: str,
-    origin: Origin,
-    protocol: L4Protocol,
-    destination: str,
-    port: int,
-    output: str,
-    masq: bool,
-) -> None:
+@pytest.mark.parametrize("flow", [pytest.param(f, id=f"{f[0]}: {f[1]}") for f in FLOWS])
+def test_upstream_packet_flows(flow: Flow) -> None:
+    ruleset, _, source, origin, protocol, destination, port, output, masq = flow
     packet = Packet(ip_address(source), ip_address(destination), protocol, port, origin)
     traced = trace(table(ruleset), packet, NODE_IPS)
     assert (traced.output, traced.masquerade) == (output, masq), traced.evidence()
