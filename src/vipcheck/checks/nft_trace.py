@@ -54,7 +54,6 @@ from vipcheck.facts import (
     SERVICES,
     ClusterFacts,
     Facts,
-    Input,
     MissingInput,
     NodeFacts,
 )
@@ -70,10 +69,6 @@ from vipcheck.model.cluster import (
 from vipcheck.model.nftables import KUBE_PROXY_TABLE, NftFamily, NftTable
 from vipcheck.model.node import HostPort, InvalidValue
 from vipcheck.settings import Settings
-
-# The node files the "inputs" helper adds (issue 19), declared here until its facts merge.
-NFT_IP = Input(("nft-ip-kube-proxy.json", "nft-ip-kube-proxy.txt"))
-NFT_IP6 = Input(("nft-ip6-kube-proxy.json", "nft-ip6-kube-proxy.txt"))
 
 OUTSIDE_CLIENT_6 = ip_address("2600:5200::1")
 """An IPv6 source outside the cluster, as upstream's TestNodePorts externalClientIP."""
@@ -97,11 +92,12 @@ def require_nftables_mode(cluster: ClusterFacts) -> None:
 
 def node_table(node: NodeFacts, family: NftFamily) -> NftTable | None:
     """The node's kube-proxy table of one family (None: nft listed none). The one seam to the
-    "inputs" helper's NodeFacts.nftables (issue 19): until it merges no node has it, and the
-    check skips naming the files it needs."""
+    "inputs" helper's NodeFacts.nftables (issue 19), which also adds its files (facts.NFT_IP,
+    NFT_IP6) to this check's inputs: until it merges no node has it, and the check skips."""
     read = getattr(node, "nftables", None)
     if read is None:
-        raise MissingInput(node.name, (*NFT_IP.files, *NFT_IP6.files))
+        files = (f"nft-{family}-kube-proxy.json", f"nft-{family}-kube-proxy.txt")
+        raise MissingInput(node.name, files, "this vipcheck reads no nftables tables yet")
     table: NftTable | None = read(family)
     return table
 
@@ -207,11 +203,12 @@ def _judge_all(expected: ExpectedState, cluster: Cluster, node: NodeFacts) -> _V
     pod_cidrs = (node_object.pod_cidrs if node_object else ()) or (
         cluster.kube_proxy.cluster_cidrs if cluster.kube_proxy else ()
     )
+    services = {service.key: service for service in cluster.services}
+    ports = tuple(expected.on_node(node).items())
     tables = {family: node_table(node, family) for family in NftFamily}
     view = _NodeView(node.name, tables, own, pod_cidrs)
-    services = {service.key: service for service in cluster.services}
     judged: _Verdicts = {}
-    for port, vss in expected.on_node(node).items():
+    for port, vss in ports:
         service = services[port.service_key]
         verdicts: list[Violation | NotShown] = []
         for vs in vss:
@@ -321,8 +318,6 @@ NFT_TRACE_REACHES_ENDPOINTS = Check(
         KUBE_PROXY_DAEMONSET,
         IP_ADDR,
         IP_LINK,
-        NFT_IP,
-        NFT_IP6,
     ),
     run=check_trace_reaches_endpoints,
 )

@@ -121,7 +121,24 @@ def variants() -> dict[str, Snapshot]:
         "probed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(probed),
         "probed on an old node": with_nodes_of(probed, old),
         "probed without ip or sysctl": without_ip_or_sysctl(with_nodes_of(probed, old)),
+        # nftables-mode checks read their inputs only where kube-proxy runs that mode (issue 19)
+        "seed in nftables mode": in_nftables_mode(with_kube_proxy_daemon_set(seed)),
+        "old node in nftables mode": in_nftables_mode(old),
+        "old node without ip in nftables mode": in_nftables_mode(without_ip_or_sysctl(old)),
     }
+
+
+def in_nftables_mode(snapshot: Snapshot) -> Snapshot:
+    """The snapshot's kube-proxy config switched to nftables mode."""
+    config = snapshot.cluster["kube-proxy.json"]
+    assert "mode: ipvs" in config
+    return replace(
+        snapshot,
+        cluster={
+            **snapshot.cluster,
+            "kube-proxy.json": config.replace("mode: ipvs", "mode: nftables"),
+        },
+    )
 
 
 def as_declared(path: str) -> str:
