@@ -34,6 +34,12 @@ def _priority(text: str) -> int:
     return base + int(amount) if sign == "+" else base - int(amount)
 
 
+def _seconds(duration: str) -> int:
+    """nft's `3h`, `1d2h`, `10800s` in seconds."""
+    unit = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    return sum(int(n) * unit[u] for n, u in re.findall(r"(\d+)([dhms])", duration))
+
+
 def _elements(text: str, is_map: bool) -> tuple[NftElement, ...]:
     found = []
     for item in (part.strip() for part in text.split(",")):
@@ -99,8 +105,8 @@ class _Reader:
                 value_type = tuple(value.split(" . ")) if value else None
             elif body.startswith("flags "):
                 flags = frozenset(body[6:].split(","))
-            elif match := re.fullmatch(r"timeout (\d+)s", body):
-                timeout = int(match[1])
+            elif match := re.fullmatch(r"timeout ((?:\d+[dhms])+)", body):
+                timeout = _seconds(match[1])
             elif body.startswith("elements = {"):
                 collected = body[len("elements = {") :]
                 while not collected.rstrip().endswith("}"):

@@ -2,7 +2,8 @@
 
 The cases are upstream's runPacketFlowTests tables (kubernetes/kubernetes@81810de635aa
 pkg/proxy/nftables/proxier_test.go: TestClusterIPGeneral, TestLoadBalancer, TestNodePorts,
-TestNoEndpointsReject), with upstream's expected outputs and masquerade. Each ruleset (data/*.nft)
+TestNoEndpointsReject), with upstream's expected outputs and masquerade, and
+TestOverallNFTablesRules' whole ruleset. Each ruleset (data/*.nft)
 is what that proxier programs for the test's Services, written as kube-proxy writes it (baseRules
 and the per-Service rules of TestOverallNFTablesRules at that commit);
 without-endpoint-chains.nft is the newer layout (service chains DNAT through a numgen map,
@@ -142,6 +143,30 @@ FLOWS: list[Flow] = [
      "1.2.3.4", 80, "REJECT", False),
     ("no-endpoints-reject", "external to LoadBalancer IP with no endpoints", EXTERNAL_CLIENT,
      OUTSIDE, TCP, "1.2.3.4", 80, "REJECT", False),
+    # TestOverallNFTablesRules' whole ruleset (its expected dump, in kernel order), traced with
+    # the outcomes upstream's TestExternalTrafficPolicyLocal/Cluster, TestLoadBalancer and
+    # TestNoEndpointsReject give those shapes: svc2 Local with no local endpoint, svc5 affinity
+    # and source ranges, svc6 no endpoints.
+    ("overall-nftables-rules", "pod to Local LB IP short-circuits", "10.0.0.2", POD, TCP,
+     "1.2.3.4", 80, "10.180.0.2:80", False),
+    ("overall-nftables-rules", "external to Local LB IP, no local endpoint", EXTERNAL_CLIENT,
+     OUTSIDE, TCP, "1.2.3.4", 80, "DROP", False),
+    ("overall-nftables-rules", "node to Local LB IP short-circuits", NODE_IP, NODE, TCP,
+     "1.2.3.4", 80, "10.180.0.2:80", True),
+    ("overall-nftables-rules", "external to Local NodePort, no local endpoint", EXTERNAL_CLIENT,
+     OUTSIDE, TCP, NODE_IP, 3001, "DROP", False),
+    ("overall-nftables-rules", "pod to Local NodePort short-circuits", "10.0.0.2", POD, TCP,
+     NODE_IP, 3001, "10.180.0.2:80", False),
+    ("overall-nftables-rules", "accepted external to affinity LB", EXTERNAL_CLIENT, OUTSIDE, TCP,
+     "5.6.7.8", 80, "10.180.0.3:80", True),
+    ("overall-nftables-rules", "blocked external to affinity LB", EXTERNAL_CLIENT_BLOCKED,
+     OUTSIDE, TCP, "5.6.7.8", 80, "DROP", False),
+    ("overall-nftables-rules", "external to external IP", EXTERNAL_CLIENT, OUTSIDE, TCP,
+     "192.168.99.33", 80, "10.180.0.4:80, 10.180.0.5:80", True),
+    ("overall-nftables-rules", "external to NodePort", EXTERNAL_CLIENT, OUTSIDE, TCP, NODE_IP,
+     3003, "10.180.0.3:80", True),
+    ("overall-nftables-rules", "pod to cluster IP with no endpoints", "10.0.0.2", POD, TCP,
+     "172.30.0.46", 80, "REJECT", False),
     # The layout without endpoint chains: the same promises, spelled as a numgen DNAT map.
     ("without-endpoint-chains", "pod to cluster IP", "10.0.0.2", POD, TCP, "172.30.0.41", 80,
      "10.180.0.1:80, 10.180.2.1:80", False),
