@@ -40,8 +40,8 @@ from vipcheck.datapath.nft_trace import (
     Origin,
     Packet,
     Trace,
+    Tracer,
     Verdict,
-    trace,
 )
 from vipcheck.expected import ExpectedVirtualService, VirtualServiceKind, node_port_addresses
 from vipcheck.facts import (
@@ -187,11 +187,10 @@ _Verdicts = dict[ServicePortKey, list[Violation | NotShown]]
 
 @dataclass(frozen=True, slots=True)
 class _NodeView:
-    """What tracing on one node needs: its tables, own addresses and pod CIDRs."""
+    """What tracing on one node needs: a tracer per table (None: no such table), pod CIDRs."""
 
     name: str
-    tables: dict[NftFamily, NftTable | None]
-    own: tuple[IPAddress, ...]
+    tracers: dict[NftFamily, Tracer | None]
     pod_cidrs: tuple[IPNetwork, ...]
 
 
@@ -206,7 +205,8 @@ def _judge_all(expected: ExpectedState, cluster: Cluster, node: NodeFacts) -> _V
     services = {service.key: service for service in cluster.services}
     ports = tuple(expected.on_node(node).items())
     tables = {family: node_table(node, family) for family in NftFamily}
-    view = _NodeView(node.name, tables, own, pod_cidrs)
+    tracers = {f: None if t is None else Tracer(t, own) for f, t in tables.items()}
+    view = _NodeView(node.name, tracers, pod_cidrs)
     judged: _Verdicts = {}
     for port, vss in ports:
         service = services[port.service_key]
@@ -240,11 +240,11 @@ def _judge_vip(
     """One VIP traced from a pod and from outside, each against its expectation."""
     node = view.name
     family = NftFamily.IP if vs.address.version == 4 else NftFamily.IP6
-    table = view.tables[family]
+    tracer = view.tracers[family]
     vip = HostPort(vs.address, vs.port)
-    if table is None:
+    if tracer is None:
         return [_violation(node, vs, f"nft lists no table {family} {KUBE_PROXY_TABLE}", (), "")]
-    if vs.kind is VirtualServiceKind.LOAD_BALANCER and _firewalled(table, vs):
+    if vs.kind is VirtualServiceKind.LOAD_BALANCER and _firewalled(tracer.table, vs):
         return [NotShown(f"{vip}: firewalled (loadBalancerSourceRanges not modelled)")]
     found: list[Violation | NotShown] = []
     origins = sources(view.pod_cidrs, vs.address.version)
@@ -257,7 +257,7 @@ def _judge_vip(
             continue
         packet = Packet(source, vs.address, vs.protocol, vs.port, origin)
         try:
-            traced = trace(table, packet, view.own)
+            traced = tracer.trace(packet)
         except CannotTrace as error:
             raise InvalidValue(f"{node}'s {family} {KUBE_PROXY_TABLE} table ({error})") from None
         if not wanted.met_by(traced):

@@ -41,7 +41,7 @@ from enum import StrEnum
 from ipaddress import ip_address, ip_network
 
 from vipcheck.model.cluster import IPAddress
-from vipcheck.model.nftables import NftChain, NftElement, NftRule, NftSet, NftTable
+from vipcheck.model.nftables import NftChain, NftElement, NftRule, NftTable
 from vipcheck.model.node import HostPort, L4Protocol
 from vipcheck.untrusted import printable
 
@@ -188,24 +188,72 @@ class _State:
 _Outcomes = list[tuple[_End, _State]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Context:
-    table: NftTable
-    local: frozenset[IPAddress]
+_Value = str | IPAddress | int
+
+
+class _SetIndex:
+    """A set's or map's elements by exact key, and those keyed by a prefix or range apart."""
+
+    def __init__(self, elements: Iterable[NftElement]) -> None:
+        self.exact: dict[tuple[_Value, ...], NftElement] = {}
+        self.ranges: list[NftElement] = []
+        for element in elements:
+            key = tuple(_exact(component) for component in element.key)
+            if any(part is None for part in key):
+                self.ranges.append(element)
+            else:
+                self.exact.setdefault(tuple(p for p in key if p is not None), element)
+
+    def get(self, values: tuple[_Value, ...]) -> NftElement | None:
+        found = self.exact.get(values)
+        return found if found is not None else _lookup(self.ranges, values)
+
+
+class Tracer:
+    """One table, ready to trace many packets: its base chains by hook and its sets indexed,
+    each once (a node's table holds thousands of elements, and every Service port is traced)."""
+
+    def __init__(self, table: NftTable, local_addresses: Iterable[IPAddress]) -> None:
+        self.table = table
+        self.local = frozenset(local_addresses) | {ip_address("127.0.0.1"), ip_address("::1")}
+        self._hooks: dict[str, tuple[NftChain, ...]] = {}
+        self._indexes: dict[str, _SetIndex] = {}
+
+    def trace(self, packet: Packet) -> Trace:
+        """Every way the packet goes through the table's base chains (CannotTrace on a rule it
+        cannot interpret)."""
+        start = _State(
+            packet.source, packet.destination, packet.protocol.value.lower(), packet.port
+        )
+        branches: list[Branch] = []
+        for end, state in _through_hooks(self, packet.origin, start):
+            verdict = {_End.DROP: Verdict.DROP, _End.REJECT: Verdict.REJECT}.get(end)
+            branches.append(Branch(state.dnat, verdict, state.masquerade, state.path))
+        return Trace(packet, tuple(branches))
+
+    def sends_to(self, vip: HostPort, source: IPAddress = OUTSIDE_CLIENT) -> frozenset[HostPort]:
+        """Where new TCP connections from outside the node to the VIP go: the DNAT targets of
+        the branches neither dropped nor rejected (none for a VIP the table does not serve)."""
+        packet = Packet(source, vip.address, L4Protocol.TCP, vip.port, Origin.OUTSIDE)
+        return self.trace(packet).targets
+
+    def base_chains(self, hook: str) -> tuple[NftChain, ...]:
+        found = self._hooks.get(hook)
+        if found is None:
+            found = self._hooks[hook] = base_chains(self.table, hook)
+        return found
+
+    def index(self, name: str) -> _SetIndex | None:
+        found = self._indexes.get(name)
+        if found is None and name in self.table.sets:
+            found = self._indexes[name] = _SetIndex(self.table.sets[name].elements)
+        return found
 
 
 def trace(table: NftTable, packet: Packet, local_addresses: Iterable[IPAddress]) -> Trace:
-    """Every way the packet goes through the table's base chains (CannotTrace on a rule it
-    cannot interpret). local_addresses: the node's own addresses (`fib daddr type local`);
-    loopback is always local."""
-    local = frozenset(local_addresses) | {ip_address("127.0.0.1"), ip_address("::1")}
-    context = _Context(table, local)
-    start = _State(packet.source, packet.destination, packet.protocol.value.lower(), packet.port)
-    branches: list[Branch] = []
-    for end, state in _through_hooks(context, packet.origin, start):
-        verdict = {_End.DROP: Verdict.DROP, _End.REJECT: Verdict.REJECT}.get(end)
-        branches.append(Branch(state.dnat, verdict, state.masquerade, state.path))
-    return Trace(packet, tuple(branches))
+    """Every way the packet goes through the table (Tracer.trace, for one packet).
+    local_addresses: the node's own addresses (`fib daddr type local`); loopback is local."""
+    return Tracer(table, local_addresses).trace(packet)
 
 
 def sends_to(
@@ -214,10 +262,9 @@ def sends_to(
     local_addresses: Iterable[IPAddress] = (),
     source: IPAddress = OUTSIDE_CLIENT,
 ) -> frozenset[HostPort]:
-    """Where the table sends new TCP connections from outside the node to the VIP: the DNAT
-    targets of the branches not dropped or rejected (none for a VIP the table does not serve)."""
-    packet = Packet(source, vip.address, L4Protocol.TCP, vip.port, Origin.OUTSIDE)
-    return trace(table, packet, local_addresses).targets
+    """Where the table sends new TCP connections from outside the node to the VIP (Tracer.sends_to,
+    for one VIP; keep a Tracer for many)."""
+    return Tracer(table, local_addresses).sends_to(vip, source)
 
 
 def base_chains(table: NftTable, hook: str) -> tuple[NftChain, ...]:
@@ -226,7 +273,7 @@ def base_chains(table: NftTable, hook: str) -> tuple[NftChain, ...]:
     return tuple(sorted(found, key=lambda c: (c.priority or 0, c.name)))
 
 
-def _through_hooks(context: _Context, origin: Origin, start: _State) -> _Outcomes:
+def _through_hooks(context: Tracer, origin: Origin, start: _State) -> _Outcomes:
     first = "output" if origin is Origin.NODE else "prerouting"
     finished: _Outcomes = []
     for end, state in _run_hook(context, first, start):
@@ -242,7 +289,7 @@ def _through_hooks(context: _Context, origin: Origin, start: _State) -> _Outcome
     return finished
 
 
-def _run_hooks(context: _Context, hooks: tuple[str, ...], state: _State) -> _Outcomes:
+def _run_hooks(context: Tracer, hooks: tuple[str, ...], state: _State) -> _Outcomes:
     states: _Outcomes = [(_End.ACCEPT, state)]
     for hook in hooks:
         following: _Outcomes = []
@@ -255,10 +302,10 @@ def _run_hooks(context: _Context, hooks: tuple[str, ...], state: _State) -> _Out
     return states
 
 
-def _run_hook(context: _Context, hook: str, state: _State) -> _Outcomes:
+def _run_hook(context: Tracer, hook: str, state: _State) -> _Outcomes:
     """The hook's base chains in priority order, each branch going on where it is accepted."""
     states: _Outcomes = [(_End.ACCEPT, state)]
-    for chain in base_chains(context.table, hook):
+    for chain in context.base_chains(hook):
         following: _Outcomes = []
         for end, current in states:
             if end in (_End.DROP, _End.REJECT):
@@ -271,7 +318,7 @@ def _run_hook(context: _Context, hook: str, state: _State) -> _Outcomes:
     return states
 
 
-def _run_chain(context: _Context, name: str, state: _State, depth: int) -> _Outcomes:
+def _run_chain(context: Tracer, name: str, state: _State, depth: int) -> _Outcomes:
     """Every outcome of running one chain: CONTINUE ones return to the caller."""
     chain = context.table.chains.get(name)
     if chain is None:
@@ -301,7 +348,7 @@ _COMMENT = re.compile(r' ?comment "(?:[^"\\]|\\.)*"$')
 
 
 def _run_rule(
-    context: _Context, chain: str, rule: NftRule, state: _State, depth: int
+    context: Tracer, chain: str, rule: NftRule, state: _State, depth: int
 ) -> _RuleOutcomes:
     text = _COMMENT.sub("", rule.text).strip()
     return _Interpreter(context, chain, rule, depth).run(text, state)
@@ -311,7 +358,7 @@ def _run_rule(
 class _Interpreter:
     """Runs one rule's text, expression after expression, for one packet state."""
 
-    context: _Context
+    context: Tracer
     chain: str
     rule: NftRule
     depth: int
@@ -363,15 +410,14 @@ class _Interpreter:
         )
 
     def _tuple_lookup(self, found: re.Match[str], state: _State) -> bool:
-        elements = self.elements(found["set"], want_map=False)
         values = _tuple_values(found["fields"], state)
         if values is None:
             raise self.fail(f"unknown key {found['fields']!r}")
-        return _negated(found, _lookup(elements, values) is not None)
+        return _negated(found, self.lookup(found["set"], values, want_map=False) is not None)
 
     def _address_lookup(self, found: re.Match[str], state: _State) -> bool:
-        elements = self.elements(found["set"], want_map=False)
-        return _negated(found, _lookup(elements, (_address(found, state),)) is not None)
+        element = self.lookup(found["set"], (_address(found, state),), want_map=False)
+        return _negated(found, element is not None)
 
     # Statements that change the packet or the branch and let the rule go on.
 
@@ -436,7 +482,7 @@ class _Interpreter:
         values = _tuple_values(found["fields"], state)
         if values is None:
             raise self.fail(f"unknown key {found['fields']!r}")
-        element = _lookup(self.elements(found["map"], want_map=True), values)
+        element = self.lookup(found["map"], values, want_map=True)
         if element is None or element.value is None:
             return [(_End.CONTINUE, state, True)]
         return self.verdict(element.value, state)
@@ -456,13 +502,14 @@ class _Interpreter:
         moved = replace(state, destination=to.address, port=to.port, dnat=to)
         return (_End.ACCEPT, moved, False)
 
-    def elements(self, name: str, *, want_map: bool) -> tuple[NftElement, ...]:
-        found: NftSet | None = self.context.table.sets.get(name)
-        if found is None:
+    def lookup(self, name: str, values: tuple[_Value, ...], *, want_map: bool) -> NftElement | None:
+        """The element of the named set or map the values match, if any."""
+        index = self.context.index(name)
+        if index is None:
             raise self.fail(f"no set or map {name!r} in the table")
-        if want_map and not found.is_map:
+        if want_map and not self.context.table.sets[name].is_map:
             raise self.fail(f"{name!r} is a set, not a map")
-        return found.elements
+        return index.get(values)
 
 
 # The rule shapes, as nft lists them and as kube-proxy writes them. Each `neg` group is `!= `.
@@ -511,22 +558,33 @@ _FIELDS: Mapping[str, Callable[[_State], str | IPAddress | int]] = {
 }
 
 
-def _tuple_values(fields: str, state: _State) -> tuple[str | IPAddress | int, ...] | None:
+def _tuple_values(fields: str, state: _State) -> tuple[_Value, ...] | None:
     names = [name.strip() for name in fields.split(" . ")]
     if any(name not in _FIELDS for name in names):
         return None
     return tuple(_FIELDS[name](state) for name in names)
 
 
-def _lookup(
-    elements: Iterable[NftElement], values: tuple[str | IPAddress | int, ...]
-) -> NftElement | None:
+def _lookup(elements: Iterable[NftElement], values: tuple[_Value, ...]) -> NftElement | None:
     for element in elements:
         if len(element.key) == len(values) and all(
             _component_matches(key, value) for key, value in zip(element.key, values, strict=True)
         ):
             return element
     return None
+
+
+def _exact(component: str) -> _Value | None:
+    """A key component as the packet's value it equals (address, port, protocol name), or None
+    for a prefix or range, which only a scan can match."""
+    if "/" in component or "-" in component:
+        return None
+    if component.isdigit():
+        return int(component)
+    try:
+        return ip_address(component)
+    except ValueError:
+        return component
 
 
 def _component_matches(key: str, value: str | IPAddress | int) -> bool:
