@@ -12,6 +12,7 @@ from vipcheck.checks.conntrack import CONNTRACK_SYSCTLS
 from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS, KUBE_IPVS0_NO_STALE_ADDRESSES
 from vipcheck.checks.kube_proxy_mode import KUBE_PROXY_MODE
+from vipcheck.checks.nft_trace import NFT_TRACE_REACHES_ENDPOINTS
 from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.checks.presence import IPVS_PRESENT
 from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
@@ -35,6 +36,7 @@ CATALOGUE: tuple[Check[Any], ...] = (
     NO_ORPHAN_VIRTUAL_SERVERS,
     KUBE_IPVS0_HOLDS_SERVICE_IPS,
     KUBE_IPVS0_NO_STALE_ADDRESSES,
+    NFT_TRACE_REACHES_ENDPOINTS,
     TCPFIN_TIMEOUT,
     TIMEOUTS_MATCH_KUBE_PROXY_CONFIG,
     NO_STUCK_SYN_RECV,

@@ -40,6 +40,7 @@ class FindingKind(StrEnum):
     WRONG_SYSCTL_VALUE = "wrong-sysctl-value"
     CONNTRACK_NEARLY_FULL = "conntrack-nearly-full"
     HANDSHAKE_FAILURE = "handshake-failure"
+    TRACE_MISMATCH = "trace-mismatch"
 
 
 @dataclass(frozen=True, slots=True)

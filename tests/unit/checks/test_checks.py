@@ -202,6 +202,9 @@ def test_seed_incidents_are_the_three_founding_incidents_and_the_labs_conntrack(
 def test_seed_runs_every_check_on_every_subject_without_skipping() -> None:
     results = run_catalogue(Facts.from_snapshot(seed()))
     skipped = [result for result in results if isinstance(result[2], str)]
+    # nftables-mode checks skip on this IPVS cluster, saying so (issue 19).
+    other_mode = "nftables checks do not apply"
+    skipped = [result for result in skipped if not str(result[2]).endswith(other_mode)]
     # The recorded snapshot predates the handshake probes and the nft files (issue 19): only
     # their items skip, saying so (whether a node also runs nftables is not known unread).
     assert {check_id for check_id, _, _ in skipped} == {"vip-handshake", "kube-proxy-mode"}
@@ -288,7 +291,9 @@ def test_tcpfin_threshold_is_a_setting() -> None:
 
 def test_healthy_variant_has_no_violations_and_no_skips() -> None:
     results = run_catalogue(Facts.from_snapshot(healthy()))
-    assert [r for r in results if r[2] != () and r[0] != "vip-handshake"] == []
+    other_mode = "nftables checks do not apply"  # on this IPVS cluster (issue 19)
+    unexpected = [r for r in results if r[2] != () and r[0] != "vip-handshake"]
+    assert [r for r in unexpected if not str(r[2]).endswith(other_mode)] == []
 
 
 # --- real servers -------------------------------------------------------------------------------

@@ -156,7 +156,28 @@ def variants() -> dict[str, Snapshot]:
         "seed with nft JSON": with_nft_tables(seed, ".json"),
         "seed with nft text": with_nft_tables(seed, ".txt"),
         "seed with nft, no kube-proxy table": with_nft_tables(seed, ""),
+        # nftables-mode checks read their inputs only where kube-proxy runs that mode (issue 19)
+        "seed in nftables mode": in_nftables_mode(
+            with_nft_tables(with_kube_proxy_daemon_set(seed), ".json")
+        ),
+        "seed in nftables mode, nft text": in_nftables_mode(with_nft_tables(seed, ".txt")),
+        "seed in nftables mode, no table listed": in_nftables_mode(with_nft_tables(seed, "")),
+        "old node in nftables mode": in_nftables_mode(old),
+        "old node without ip in nftables mode": in_nftables_mode(without_ip_or_sysctl(old)),
     }
+
+
+def in_nftables_mode(snapshot: Snapshot) -> Snapshot:
+    """The snapshot's kube-proxy config switched to nftables mode."""
+    config = snapshot.cluster["kube-proxy.json"]
+    assert "mode: ipvs" in config
+    return replace(
+        snapshot,
+        cluster={
+            **snapshot.cluster,
+            "kube-proxy.json": config.replace("mode: ipvs", "mode: nftables"),
+        },
+    )
 
 
 def as_declared(path: str) -> str:
