@@ -56,6 +56,10 @@ NODE_FILES: Mapping[str, str] = {
     "ip-link.txt": "ip -d link show",
     "sys-class-net.txt": SYS_CLASS_NET_COMMAND,
     "uname.txt": "uname -r",
+    "nft-ip-kube-proxy.json": "nft -j list table ip kube-proxy",
+    "nft-ip-kube-proxy.txt": "nft list table ip kube-proxy",
+    "nft-ip6-kube-proxy.json": "nft -j list table ip6 kube-proxy",
+    "nft-ip6-kube-proxy.txt": "nft list table ip6 kube-proxy",
 }
 # Under probes/: the handshake probe's plan and each vantage point's raw output, per round.
 PROBE_DIR = "probes"
