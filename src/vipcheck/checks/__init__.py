@@ -10,6 +10,14 @@ from vipcheck.checks.base import Check
 from vipcheck.checks.connections import NO_STUCK_SYN_RECV
 from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS, KUBE_IPVS0_NO_STALE_ADDRESSES
+from vipcheck.checks.nftables import (
+    CHAINS_REACH_ENDPOINTS,
+    CLUSTER_IPS_SET,
+    NO_STALE_CHAINS,
+    NODEPORT_IPS_SET,
+    SERVICE_MAPS,
+    SESSION_AFFINITY,
+)
 from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.checks.presence import IPVS_PRESENT
 from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
@@ -41,6 +49,12 @@ CATALOGUE: tuple[Check[Any], ...] = (
     EXPIRE_NODEST_CONN,
     IP_FORWARD_ENABLED,
     CONNTRACK_HEADROOM,
+    SERVICE_MAPS,
+    CHAINS_REACH_ENDPOINTS,
+    SESSION_AFFINITY,
+    NO_STALE_CHAINS,
+    CLUSTER_IPS_SET,
+    NODEPORT_IPS_SET,
     VIP_HANDSHAKE,
 )
 
