@@ -687,7 +687,7 @@ def _virtual_service(
 
 # The rule shapes proxier.go writes that pick and reach endpoints, read from nft's one-line text.
 _NUMGEN_VMAP = re.compile(r"numgen random mod (\d+) vmap \{ ?(.*?) ?\}")
-_VMAP_ENTRY = re.compile(r"(\d+) : goto (\S+)")
+_VMAP_ENTRY = re.compile(r"(\d+) : goto ([^\s,]+)")
 _NUMGEN_MAP = re.compile(
     r"meta l4proto (tcp|udp|sctp) dnat ip6? to numgen random mod (\d+) map \{ ?(.*?) ?\}"
 )
