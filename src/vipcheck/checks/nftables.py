@@ -73,6 +73,8 @@ _INPUTS = (
     KUBE_PROXY_DAEMONSET,
     NFT_IP_TABLE,
     NFT_IP6_TABLE,
+    IP_ADDR,  # a node's expected state holds its nodeport-ips, read from its addresses
+    IP_LINK,
 )
 
 
@@ -521,6 +523,7 @@ def check_no_stale_chains(
 ) -> list[Violation]:
     """No non-empty per-Service chain a correct proxier would not keep; no reference to a
     chain that is not there."""
+    require_nftables_mode(facts.cluster)
     expected = NftExpectedState.of(facts).on_node(subject.node)
     firewall_bases = {r.base for r in expected.every() if r.lb_ips}
     violations: list[Violation] = []
@@ -625,6 +628,7 @@ def _listed(elements: frozenset[str] | None) -> str:
 
 def check_cluster_ips(subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
     """cluster-ips holds exactly the ClusterIPs of the Services kube-proxy programs."""
+    require_nftables_mode(facts.cluster)
     expected = NftExpectedState.of(facts).on_node(subject.node)
     violations: list[Violation] = []
     for family, table in _node_tables(facts, subject):
@@ -658,6 +662,7 @@ CLUSTER_IPS_SET = Check(
 
 def check_nodeport_ips(subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
     """nodeport-ips as nodePortAddresses resolves on the node (absent where it matches all)."""
+    require_nftables_mode(facts.cluster)
     expected = NftExpectedState.of(facts).on_node(subject.node)
     violations: list[Violation] = []
     for family, table in _node_tables(facts, subject):
@@ -692,6 +697,6 @@ NODEPORT_IPS_SET = Check(
     fix="Restart kube-proxy on the node; check nodePortAddresses in the kube-proxy ConfigMap.",
     severity=Severity.WARNING,
     scope=NODES,
-    inputs=(*_INPUTS, IP_ADDR, IP_LINK),
+    inputs=_INPUTS,
     run=check_nodeport_ips,
 )
