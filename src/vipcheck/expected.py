@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from ipaddress import IPv4Address, ip_network
 
@@ -512,6 +512,45 @@ def expected_real_servers(
         uses_cluster=True,
     )
     return servers
+
+
+def categorize_endpoints(
+    service: Service,
+    port: ServicePort,
+    slices: Iterable[EndpointSlice],
+    *,
+    address_type: AddressType,
+    node: str,
+    zone: str | None = None,
+    release: KubeRelease | None = None,
+) -> tuple[frozenset[HostPort], frozenset[HostPort]]:
+    """CategorizeEndpoints' clusterEndpoints and localEndpoints for one Service port and family
+    on a node (pkg/proxy/topology.go), as the nftables proxier takes them: the cluster ones
+    (ready, topology-filtered; else serving+terminating) and the node's own (ready, else
+    serving+terminating), with no fallback from one to the other. IPVS's fallback for a Local
+    policy is syncEndpoint's, not CategorizeEndpoints' (expected_real_servers keeps it)."""
+    rules = kube_proxy_rules(release)
+    cluster, _ = _real_servers(
+        service,
+        port,
+        slices,
+        address_type=address_type,
+        where=_Where(node, zone, rules),
+        policy=TrafficPolicy.CLUSTER,
+        policy_field="internalTrafficPolicy",
+        uses_cluster=True,
+    )
+    local, _ = _real_servers(
+        service,
+        port,
+        slices,
+        address_type=address_type,
+        where=_Where(node, zone, replace(rules, local_fallback=False)),
+        policy=TrafficPolicy.LOCAL,
+        policy_field="externalTrafficPolicy",
+        uses_cluster=False,
+    )
+    return cluster, local
 
 
 _Candidate = tuple[Endpoint, int]

@@ -13,6 +13,14 @@ from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS, KUBE_IPVS0_NO_STALE_ADDRESSES
 from vipcheck.checks.kube_proxy_mode import KUBE_PROXY_MODE
 from vipcheck.checks.nft_trace import NFT_TRACE_REACHES_ENDPOINTS
+from vipcheck.checks.nftables import (
+    CHAINS_REACH_ENDPOINTS,
+    CLUSTER_IPS_SET,
+    NO_STALE_CHAINS,
+    NODEPORT_IPS_SET,
+    SERVICE_MAPS,
+    SESSION_AFFINITY,
+)
 from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.checks.presence import IPVS_PRESENT
 from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
@@ -36,7 +44,13 @@ CATALOGUE: tuple[Check[Any], ...] = (
     NO_ORPHAN_VIRTUAL_SERVERS,
     KUBE_IPVS0_HOLDS_SERVICE_IPS,
     KUBE_IPVS0_NO_STALE_ADDRESSES,
+    SERVICE_MAPS,
+    CHAINS_REACH_ENDPOINTS,
+    SESSION_AFFINITY,
     NFT_TRACE_REACHES_ENDPOINTS,
+    NO_STALE_CHAINS,
+    CLUSTER_IPS_SET,
+    NODEPORT_IPS_SET,
     TCPFIN_TIMEOUT,
     TIMEOUTS_MATCH_KUBE_PROXY_CONFIG,
     NO_STUCK_SYN_RECV,

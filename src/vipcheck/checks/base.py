@@ -41,6 +41,16 @@ class FindingKind(StrEnum):
     CONNTRACK_NEARLY_FULL = "conntrack-nearly-full"
     HANDSHAKE_FAILURE = "handshake-failure"
     TRACE_MISMATCH = "trace-mismatch"
+    NFT_MISSING_ELEMENT = "nft-missing-element"
+    NFT_WRONG_VERDICT = "nft-wrong-verdict"
+    NFT_STALE_ELEMENT = "nft-stale-element"
+    NFT_MISSING_CHAIN = "nft-missing-chain"
+    NFT_WRONG_ENDPOINTS = "nft-wrong-endpoints"
+    NFT_STALE_DNAT = "nft-stale-dnat"
+    NFT_WRONG_AFFINITY = "nft-wrong-affinity"
+    NFT_STALE_CHAIN = "nft-stale-chain"
+    NFT_DANGLING_REFERENCE = "nft-dangling-reference"
+    NFT_WRONG_SET = "nft-wrong-set"
 
 
 @dataclass(frozen=True, slots=True)

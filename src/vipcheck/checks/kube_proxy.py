@@ -1,4 +1,5 @@
-"""What the IPVS checks share about kube-proxy: whether IPVS applies, judging each node, resyncs.
+"""What the checks share about kube-proxy: whether IPVS or nftables applies, judging each node,
+resyncs.
 
 What kube-proxy programs, each node's expected state, is the IPVS datapath's
 (vipcheck.datapath.ipvs), kept by the snapshot's Facts.
@@ -23,6 +24,16 @@ def require_ipvs_mode(cluster: ClusterFacts) -> None:
     config = cluster.kube_proxy_or_none
     if config is not None and config.mode is not ProxyMode.IPVS:
         raise NotApplicable(f"kube-proxy mode is {config.mode}: IPVS checks do not apply")
+
+
+def require_nftables_mode(cluster: ClusterFacts) -> None:
+    """Skip an nftables check unless the kube-proxy ConfigMap says mode nftables (without it the
+    mode is unknown, and IPVS's checks run: require_ipvs_mode)."""
+    config = cluster.kube_proxy_or_none
+    if config is None:
+        raise NotApplicable("no kube-proxy ConfigMap: nftables checks need mode nftables")
+    if config.mode is not ProxyMode.NFTABLES:
+        raise NotApplicable(f"kube-proxy mode is {config.mode}: nftables checks do not apply")
 
 
 @dataclass(frozen=True, slots=True)

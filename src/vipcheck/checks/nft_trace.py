@@ -29,8 +29,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import ip_address
 
-from vipcheck.checks.base import Check, FindingKind, NotApplicable, Severity, Violation
-from vipcheck.checks.kube_proxy import NotShown, judge_each_node, restart_kube_proxy
+from vipcheck.checks.base import Check, FindingKind, Severity, Violation
+from vipcheck.checks.kube_proxy import (
+    NotShown,
+    judge_each_node,
+    require_nftables_mode,
+    restart_kube_proxy,
+)
 from vipcheck.checks.kube_proxy import restart_kube_proxy_text as restart_text
 from vipcheck.checks.scopes import SERVICE_PORTS
 from vipcheck.datapath.ipvs import ExpectedState, node_port_candidates
@@ -55,7 +60,6 @@ from vipcheck.facts import (
     NFT_TABLES,
     NODE_OBJECTS,
     SERVICES,
-    ClusterFacts,
     Facts,
     NodeFacts,
 )
@@ -63,7 +67,6 @@ from vipcheck.model.cluster import (
     Cluster,
     IPAddress,
     IPNetwork,
-    ProxyMode,
     Service,
     ServicePortKey,
     TrafficPolicy,
@@ -80,16 +83,6 @@ EXTERNAL_KINDS = (
     VirtualServiceKind.EXTERNAL_IP,
     VirtualServiceKind.LOAD_BALANCER,
 )
-
-
-def require_nftables_mode(cluster: ClusterFacts) -> None:
-    """Skip where kube-proxy does not run nftables mode (the ConfigMap's `mode`; without it,
-    IPVS is assumed, as datapath_for does). A local equivalent of the "expected" helper's
-    checks.kube_proxy.require_nftables_mode until that merges."""
-    config = cluster.kube_proxy_or_none
-    if config is None or config.mode is not ProxyMode.NFTABLES:
-        mode = "unknown (no kube-proxy ConfigMap)" if config is None else config.mode
-        raise NotApplicable(f"kube-proxy mode is {mode}: nftables checks do not apply")
 
 
 @dataclass(frozen=True, slots=True)

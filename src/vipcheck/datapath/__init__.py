@@ -6,7 +6,8 @@ provides is a Datapath: the node inputs it reads, the expected state it computes
 from the cluster and that node's facts (kept by the run's Facts, one per snapshot), and what a
 node's kernel state says a VIP is sent to, for the handshake probe. Service-port subjects, the
 gate, reports, diff and the probe's rounds do not depend on the mode; the checks of a mode
-apply only where kube-proxy runs it (vipcheck.checks.kube_proxy.require_ipvs_mode for IPVS).
+apply only where kube-proxy runs it (vipcheck.checks.kube_proxy.require_ipvs_mode for IPVS,
+require_nftables_mode for nftables).
 docs/architecture.md ("Datapaths") says how a second one plugs in.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from vipcheck.datapath.ipvs import IPVS
+from vipcheck.datapath.nftables import NFTABLES
 from vipcheck.expected import ExpectedVirtualService
 from vipcheck.facts import ClusterFacts, Facts, Input, NodeFacts
 from vipcheck.model.cluster import ProxyMode, ServicePortKey
@@ -58,8 +60,8 @@ class Datapath(Protocol):
         ...
 
 
-DATAPATHS: Mapping[ProxyMode, Datapath] = {IPVS.mode: IPVS}
-"""Each implemented mode's datapath; IPVS is the only one so far."""
+DATAPATHS: Mapping[ProxyMode, Datapath] = {IPVS.mode: IPVS, NFTABLES.mode: NFTABLES}
+"""Each implemented mode's datapath: IPVS, and nftables (issue 19)."""
 
 
 def datapath_for(cluster: ClusterFacts) -> Datapath:

@@ -162,9 +162,25 @@ def variants() -> dict[str, Snapshot]:
         ),
         "seed in nftables mode, nft text": in_nftables_mode(with_nft_tables(seed, ".txt")),
         "seed in nftables mode, no table listed": in_nftables_mode(with_nft_tables(seed, "")),
+        "seed in nftables mode, dual-stack redis": in_nftables_mode(
+            with_dual_stack_redis(with_nft_tables(seed, ".json"))
+        ),
+        "seed in nftables mode, dual-stack redis, nft text": in_nftables_mode(
+            with_dual_stack_redis(with_nft_tables(seed, ".txt"))
+        ),
         "old node in nftables mode": in_nftables_mode(old),
         "old node without ip in nftables mode": in_nftables_mode(without_ip_or_sysctl(old)),
     }
+
+
+def with_dual_stack_redis(snapshot: Snapshot) -> Snapshot:
+    """default/redis given an IPv6 ClusterIP too (no IPv6 endpoints), so the ip6 tables are read."""
+    services = json.loads(snapshot.cluster["services.json"])
+    [redis] = [s for s in services["items"] if s["metadata"]["name"] == "redis"]
+    redis["spec"]["ipFamilies"] = ["IPv4", "IPv6"]
+    redis["spec"]["ipFamilyPolicy"] = "PreferDualStack"
+    redis["spec"]["clusterIPs"] = [redis["spec"]["clusterIP"], "fd00:10:96::20"]
+    return replace(snapshot, cluster={**snapshot.cluster, "services.json": json.dumps(services)})
 
 
 def in_nftables_mode(snapshot: Snapshot) -> Snapshot:

@@ -1,0 +1,704 @@
+"""kube-proxy's nftables tables against what a correct proxier programs (issue 19).
+
+Each node's expected state is vipcheck.datapath.nftables' (pkg/proxy/nftables/proxier.go at
+b0f823e6ccd8), by the node's kube-proxy release. The Service-port checks judge a node on all
+its ports in one pass (kept by the snapshot's Facts) and each item looks its own verdict up, as
+the IPVS checks do, so 100 nodes x 5,000 Services stay linear. Every violation names the rule or
+element it read, and restarting kube-proxy on the node (a full resync) repairs it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+from vipcheck.checks.base import (
+    Check,
+    FindingKind,
+    NodeSubject,
+    Severity,
+    Violation,
+)
+from vipcheck.checks.kube_proxy import (
+    NotShown,
+    judge_each_node,
+    require_nftables_mode,
+    restart_kube_proxy,
+    restart_kube_proxy_text,
+)
+from vipcheck.checks.scopes import NODES, SERVICE_PORTS
+from vipcheck.datapath.nftables import (
+    AFFINITY_PREFIX,
+    CLUSTER_IPS,
+    FIREWALL_PREFIX,
+    NODEPORT_IPS,
+    Layout,
+    NftExpectedState,
+    NodeRules,
+    PortRules,
+    element_index,
+    host_port_text,
+    map_endpoint_text,
+    read_dnat,
+    read_pick,
+    references,
+)
+from vipcheck.facts import (
+    ENDPOINT_SLICES,
+    IP_ADDR,
+    IP_LINK,
+    KUBE_PROXY,
+    KUBE_PROXY_DAEMONSET,
+    NFT_IP,
+    NFT_IP6,
+    NFT_TABLES,
+    NODE_OBJECTS,
+    SERVICES,
+    Facts,
+    NodeFacts,
+)
+from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.nftables import NftElement, NftFamily, NftTable
+from vipcheck.settings import Settings
+from vipcheck.untrusted import printable
+
+_Verdicts = list[Violation | NotShown]
+PortJudge = Callable[[str, NftTable, PortRules], _Verdicts]
+"""Judges one Service port in one family on one node: (node name, its table, expected rules)."""
+
+_INPUTS = (
+    SERVICES,
+    ENDPOINT_SLICES,
+    NODE_OBJECTS,
+    KUBE_PROXY,
+    KUBE_PROXY_DAEMONSET,
+    NFT_TABLES,
+    NFT_IP,
+    NFT_IP6,
+    IP_ADDR,  # a node's expected state holds its nodeport-ips, read from its addresses
+    IP_LINK,
+)
+
+
+def _violation(
+    kind: FindingKind, subject: str, node: str, *, observed: str, expected: str, evidence: str
+) -> Violation:
+    """A finding on a node's table: evidence as nft printed it, fixed by a resync."""
+    return Violation(
+        kind=kind,
+        subject=subject,
+        node=node,
+        observed=printable(observed),
+        expected=printable(expected),
+        fix=f"restart kube-proxy on {node} so it rewrites its table: "
+        f"{restart_kube_proxy_text(node)}",
+        evidence=(printable(evidence),) if evidence else (),
+        cluster_commands=(restart_kube_proxy(node),),
+    )
+
+
+def _table(node: NodeFacts, family: NftFamily) -> NftTable | NotShown:
+    table = node.nftables(family)
+    if table is None:
+        return NotShown(
+            f"{node.name} has no {family.value} kube-proxy table (the mode check reports it)"
+        )
+    return table
+
+
+def _judge_ports(
+    facts: Facts, subject: ServicePortKey, key: str, judge_port: PortJudge
+) -> list[Violation]:
+    """Every node's verdict on one Service port, each node judged on all its ports once."""
+    require_nftables_mode(facts.cluster)
+    expected = NftExpectedState.of(facts)
+
+    def judge(name: str, node: NodeFacts) -> _Verdicts:
+        judged = facts.derive(
+            (key, name), lambda: _judge_all(expected.on_node(name), name, node, judge_port)
+        )
+        return judged.get(subject, [])
+
+    return judge_each_node(facts, judge)
+
+
+def _judge_all(
+    rules: NodeRules, name: str, node: NodeFacts, judge_port: PortJudge
+) -> dict[ServicePortKey, _Verdicts]:
+    tables: dict[NftFamily, NftTable | NotShown] = {}
+    judged: dict[ServicePortKey, _Verdicts] = {}
+    for port, found in rules.ports.items():
+        verdicts: _Verdicts = []
+        for port_rules in found:
+            if port_rules.family not in tables:
+                tables[port_rules.family] = _table(node, port_rules.family)
+            table = tables[port_rules.family]
+            if isinstance(table, NotShown):
+                verdicts.append(table)
+            else:
+                verdicts += judge_port(name, table, port_rules)
+        if verdicts:
+            judged[port] = verdicts
+    return judged
+
+
+# --- the maps --------------------------------------------------------------------------------
+
+
+def check_service_maps(
+    subject: ServicePortKey, facts: Facts, settings: Settings
+) -> list[Violation]:
+    """Each address of the port in exactly the maps the proxier puts it, with its verdict."""
+    return _judge_ports(facts, subject, "nft-maps-judged", _judge_maps)
+
+
+def _judge_maps(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+    verdicts: _Verdicts = []
+    subject = str(rules.port_key)
+    addresses = {str(a) for a in (rules.cluster_ip, *rules.external_ips, *rules.lb_ips)}
+    for map_name, wanted in rules.maps().items():
+        nft_map = table.sets.get(map_name)
+        observed = element_index(() if nft_map is None else nft_map.elements)
+        mine: dict[tuple[str, ...], NftElement]
+        if map_name.endswith("nodeports"):
+            mine = {
+                k: e
+                for k, e in observed.items()
+                if rules.node_port is not None and k == (rules.protocol, str(rules.node_port))
+            }
+        else:
+            mine = {
+                k: e
+                for k, e in observed.items()
+                if len(k) == 3  # address . protocol . port
+                and k[0] in addresses
+                and k[1:] == (rules.protocol, str(rules.port_key.port))
+            }
+        for key, verdict in wanted.items():
+            element = mine.get(key)
+            shown = " . ".join(key)
+            if element is None:
+                verdicts.append(
+                    _violation(
+                        FindingKind.NFT_MISSING_ELEMENT,
+                        subject,
+                        name,
+                        observed=f"{map_name} has no element {shown} ({rules.family.value} table)",
+                        expected=f"{shown} : {verdict} in {map_name}",
+                        evidence="",
+                    )
+                )
+            elif element.value != verdict:
+                verdicts.append(
+                    _violation(
+                        FindingKind.NFT_WRONG_VERDICT,
+                        subject,
+                        name,
+                        observed=f"{map_name}: {element}",
+                        expected=f"{shown} : {verdict}",
+                        evidence=str(element),
+                    )
+                )
+        for key, element in mine.items():
+            if key not in wanted:
+                where = _where_it_belongs(rules, key)
+                verdicts.append(
+                    _violation(
+                        FindingKind.NFT_STALE_ELEMENT,
+                        subject,
+                        name,
+                        observed=f"{map_name}: {element}",
+                        expected=f"no {' . '.join(key)} in {map_name} ({where})",
+                        evidence=str(element),
+                    )
+                )
+    return verdicts
+
+
+def _where_it_belongs(rules: PortRules, key: tuple[str, ...]) -> str:
+    """Where a correct proxier keeps this key instead, for the message."""
+    homes = [name for name, wanted in rules.maps().items() if key in wanted]
+    if homes:
+        return f"it belongs in {' and '.join(homes)}"
+    return "no map holds it"
+
+
+SERVICE_MAPS = Check(
+    id="nft-service-maps",
+    title="Each Service address and NodePort is in the verdict maps the proxier puts it in",
+    why=(
+        "service-ips / service-nodeports send a Service's traffic to its chains and "
+        "no-endpoint-services / no-endpoint-nodeports drop or reject it: an address missing "
+        "from both goes nowhere (a ClusterIP is then rejected by cluster-ips-check), a stale "
+        "element rejects or misroutes a Service that has endpoints. With a Local policy and no "
+        "local endpoint a key is in both maps: service-ips for the node's and its pods' own "
+        "traffic, a drop for the rest (pkg/proxy/nftables/proxier.go syncProxyRules)."
+    ),
+    fix="Restart kube-proxy on the node so it resyncs its table (it rewrites every map).",
+    severity=Severity.CRITICAL,
+    scope=SERVICE_PORTS,
+    inputs=_INPUTS,
+    run=check_service_maps,
+)
+
+
+# --- the chains that pick and reach endpoints ------------------------------------------------
+
+
+def check_chains_reach_endpoints(
+    subject: ServicePortKey, facts: Facts, settings: Settings
+) -> list[Violation]:
+    """Each policy chain's numgen picks among exactly the usable endpoints, each DNAT right."""
+    return _judge_ports(facts, subject, "nft-chains-judged", _judge_chains)
+
+
+def _judge_chains(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+    subject = str(rules.port_key)
+    verdicts: _Verdicts = []
+    for chain_name in rules.policy_chains:
+        verdicts += _judge_policy_chain(name, table, rules, chain_name)
+    if rules.uses_external_chain:
+        external = table.chains.get(rules.external_chain)
+        if external is None:
+            verdicts.append(_missing_chain(subject, name, rules.external_chain, rules))
+        elif rules.has_external_endpoints:
+            wanted = f"goto {rules.external_policy_chain}"
+            if not any(rule.text == wanted for rule in external.rules):
+                shown = "; ".join(map(str, external.rules)) or "no rule"
+                verdicts.append(
+                    _violation(
+                        FindingKind.NFT_WRONG_ENDPOINTS,
+                        subject,
+                        name,
+                        observed=f"chain {rules.external_chain} does not {wanted}: {shown}",
+                        expected=f"its last rule `{wanted}`",
+                        evidence=shown,
+                    )
+                )
+    return verdicts
+
+
+def _missing_chain(subject: str, node: str, chain: str, rules: PortRules) -> Violation:
+    return _violation(
+        FindingKind.NFT_MISSING_CHAIN,
+        subject,
+        node,
+        observed=f"no chain {chain} in the {rules.family.value} kube-proxy table",
+        expected=f"chain {chain}",
+        evidence="",
+    )
+
+
+def _judge_policy_chain(
+    name: str,
+    table: NftTable,
+    rules: PortRules,
+    chain_name: str,
+) -> _Verdicts:
+    subject = str(rules.port_key)
+    chain = table.chains.get(chain_name)
+    if chain is None:
+        return [_missing_chain(subject, name, chain_name, rules)]
+    pick = read_pick(chain.rules)
+    wanted_text = sorted(
+        map_endpoint_text(e) if rules.layout is Layout.DIRECT_DNAT else host_port_text(e)
+        for e in rules.policy_chains[chain_name]
+    )
+    expected = (
+        f"numgen random mod {len(wanted_text)} over {', '.join(wanted_text)}, "
+        f"{rules.protocol} ({rules.layout})"
+    )
+    if pick is None:
+        shown = "; ".join(map(str, chain.rules)) or "no rule"
+        return [
+            _violation(
+                FindingKind.NFT_WRONG_ENDPOINTS,
+                subject,
+                name,
+                observed=f"chain {chain_name} picks no endpoint: {shown}",
+                expected=expected,
+                evidence=shown,
+            )
+        ]
+    endpoints = rules.policy_chains[chain_name]
+    reached: dict[str, str] = {}  # endpoint as the rules print it -> the rule path DNATing there
+    protocols: set[str] = set()
+    verdicts: _Verdicts = []
+    if pick.protocol is not None:  # direct DNAT: the map names the endpoints
+        protocols.add(pick.protocol)
+        reached = {target: str(pick.rule) for target in pick.targets.values()}
+        wanted = {map_endpoint_text(e) for e in endpoints}
+    else:  # endpoint chains, each with its DNAT
+        wanted = {host_port_text(e) for e in endpoints}
+        for target in pick.targets.values():
+            endpoint_chain = table.chains.get(target)
+            if endpoint_chain is None:
+                continue  # nft-no-stale-chains reports a goto to a missing chain
+            dnat = read_dnat(endpoint_chain.rules)
+            if dnat is None:
+                verdicts.append(
+                    _violation(
+                        FindingKind.NFT_WRONG_ENDPOINTS,
+                        subject,
+                        name,
+                        observed=f"endpoint chain {target} has no DNAT",
+                        expected="`meta l4proto <proto> dnat to IP:port`",
+                        evidence="; ".join(map(str, endpoint_chain.rules)),
+                    )
+                )
+                continue
+            protocols.add(dnat.protocol)
+            reached[dnat.target] = f"{pick.rule} -> {target}: {dnat.rule}"
+    for target, evidence in sorted(reached.items()):
+        if target not in wanted:
+            verdicts.append(
+                _violation(
+                    FindingKind.NFT_STALE_DNAT,
+                    subject,
+                    name,
+                    observed=f"{chain_name} sends new connections to {target}, not a usable "
+                    f"endpoint of the port{_right_port(rules, chain_name, target)}",
+                    expected=expected,
+                    evidence=evidence,
+                )
+            )
+    missing = sorted(wanted - set(reached))
+    if missing or pick.modulus != len(pick.targets) or pick.modulus != len(wanted):
+        verdicts.append(
+            _violation(
+                FindingKind.NFT_WRONG_ENDPOINTS,
+                subject,
+                name,
+                observed=f"{chain_name}: numgen random mod {pick.modulus} over {len(pick.targets)} "
+                f"branch(es)" + (f"; never reaches {', '.join(missing)}" if missing else ""),
+                expected=expected,
+                evidence=str(pick.rule),
+            )
+        )
+    wrong = sorted(protocols - {rules.protocol})
+    if wrong:
+        verdicts.append(
+            _violation(
+                FindingKind.NFT_WRONG_ENDPOINTS,
+                subject,
+                name,
+                observed=f"{chain_name} DNATs {', '.join(wrong)} for a {rules.protocol} port",
+                expected=expected,
+                evidence=str(pick.rule),
+            )
+        )
+    return verdicts
+
+
+def _right_port(rules: PortRules, chain_name: str, target: str) -> str:
+    """`(the endpoint port is 6379)` when the stale target is a usable endpoint's address."""
+    if " . " in target:
+        address = target.partition(" . ")[0]
+    else:
+        address = target.rpartition(":")[0].strip("[]")
+    ports = sorted(
+        str(e.port) for e in rules.policy_chains[chain_name] if str(e.address) == address
+    )
+    return f" (its EndpointSlice port is {', '.join(ports)})" if ports else ""
+
+
+CHAINS_REACH_ENDPOINTS = Check(
+    id="nft-chains-reach-endpoints",
+    title="Each Service chain's numgen picks among exactly the usable endpoints, each DNAT right",
+    why=(
+        "The policy chain's `numgen random mod N` spreads new connections over N branches: a "
+        "stale branch (`dnat to pod:80` after the port moved to 6379, the first founding "
+        "incident in this mode) sends its share to a closed port, a missing one leaves an "
+        "endpoint idle, and a wrong N drops or skews traffic (pkg/proxy/nftables/proxier.go "
+        "writeServiceToEndpointRules; the endpoints are pkg/proxy/topology.go "
+        "CategorizeEndpoints')."
+    ),
+    fix="Restart kube-proxy on the node so it resyncs its chains.",
+    severity=Severity.CRITICAL,
+    scope=SERVICE_PORTS,
+    inputs=_INPUTS,
+    run=check_chains_reach_endpoints,
+)
+
+
+# --- session affinity ------------------------------------------------------------------------
+
+
+def check_session_affinity(
+    subject: ServicePortKey, facts: Facts, settings: Settings
+) -> list[Violation]:
+    """Affinity sets exactly where ClientIP affinity is set, with its timeout."""
+    return _judge_ports(facts, subject, "nft-affinity-judged", _judge_affinity)
+
+
+def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+    if rules.layout is Layout.DIRECT_DNAT:
+        return [
+            NotShown(
+                f"{name}: affinity in the direct-DNAT layout is not modelled yet "
+                "(its shape is the research notes' to name)"
+            )
+        ]
+    subject = str(rules.port_key)
+    verdicts: _Verdicts = []
+    wanted = (
+        {rules.affinity_set(e): e for e in rules.reachable_endpoints}
+        if rules.affinity_timeout is not None
+        else {}
+    )
+    for set_name in sorted(wanted):
+        found = table.sets.get(set_name)
+        if found is None:
+            verdicts.append(
+                _violation(
+                    FindingKind.NFT_WRONG_AFFINITY,
+                    subject,
+                    name,
+                    observed=f"no affinity set {set_name}",
+                    expected=f"set {set_name}, timeout {rules.affinity_timeout}s",
+                    evidence="",
+                )
+            )
+        elif found.timeout != rules.affinity_timeout:
+            verdicts.append(
+                _violation(
+                    FindingKind.NFT_WRONG_AFFINITY,
+                    subject,
+                    name,
+                    observed=f"affinity set {set_name} has timeout {found.timeout}s",
+                    expected=f"timeout {rules.affinity_timeout}s (sessionAffinityConfig)",
+                    evidence=f"set {set_name} timeout {found.timeout}s",
+                )
+            )
+    mine = re.compile(
+        re.escape(AFFINITY_PREFIX)
+        + r"[A-Z2-7]{8}-"
+        + re.escape(f"{rules.port_key.service_key}/{rules.protocol}/{rules.port_name}__")
+    )
+    for set_name in sorted(table.sets):
+        if mine.match(set_name) and set_name not in wanted:
+            verdicts.append(
+                _violation(
+                    FindingKind.NFT_WRONG_AFFINITY,
+                    subject,
+                    name,
+                    observed=f"affinity set {set_name} is left over"
+                    + ("" if wanted else " (the Service has no ClientIP affinity)"),
+                    expected="affinity sets only for a ClientIP port's usable endpoints",
+                    evidence=f"set {set_name}",
+                )
+            )
+    return verdicts
+
+
+SESSION_AFFINITY = Check(
+    id="nft-session-affinity",
+    title="Affinity sets exist exactly for ClientIP-affinity ports, with the Service's timeout",
+    why=(
+        "kube-proxy records a client per endpoint in an `affinity-` set with the Service's "
+        "timeout; a missing set breaks stickiness, a wrong timeout keeps clients on a pod "
+        "longer or shorter than sessionAffinityConfig says, a left-over set pins clients to an "
+        "endpoint chain that is gone (pkg/proxy/nftables/proxier.go)."
+    ),
+    fix="Restart kube-proxy on the node so it resyncs its sets.",
+    severity=Severity.WARNING,
+    scope=SERVICE_PORTS,
+    inputs=_INPUTS,
+    run=check_session_affinity,
+)
+
+
+# --- node scope: stale chains, dangling references, cluster-ips, nodeport-ips ----------------
+
+
+def _node_tables(facts: Facts, subject: NodeSubject) -> Iterator[tuple[NftFamily, NftTable]]:
+    require_nftables_mode(facts.cluster)
+    node = facts.nodes[subject.node]
+    for family in NftFamily:
+        table = node.nftables(family)
+        if table is not None:
+            yield family, table
+
+
+def check_no_stale_chains(
+    subject: NodeSubject, facts: Facts, settings: Settings
+) -> list[Violation]:
+    """No non-empty per-Service chain a correct proxier would not keep; no reference to a
+    chain that is not there."""
+    require_nftables_mode(facts.cluster)
+    expected = NftExpectedState.of(facts).on_node(subject.node)
+    firewall_bases = {r.base for r in expected.every() if r.lb_ips}
+    violations: list[Violation] = []
+    for family, table in _node_tables(facts, subject):
+        wanted = expected.chains(family)
+        for chain in table.chains.values():
+            if "/" not in chain.name or chain.name in wanted or not chain.rules:
+                continue  # a stock chain, an expected one, or one flushed and soon deleted
+            if chain.name.removeprefix(FIREWALL_PREFIX) in firewall_bases:
+                continue  # loadBalancerSourceRanges are not in the model: not judged
+            violations.append(
+                _violation(
+                    FindingKind.NFT_STALE_CHAIN,
+                    f"chain {chain.name}",
+                    subject.node,
+                    observed=f"stale chain {chain.name} ({family.value}) still has "
+                    f"{len(chain.rules)} rule(s)",
+                    expected="no such chain (or an empty one, flushed and about to be deleted)",
+                    evidence=str(chain.rules[0]),
+                )
+            )
+        for target, where, evidence in references(table):
+            if target not in table.chains:
+                violations.append(
+                    _violation(
+                        FindingKind.NFT_DANGLING_REFERENCE,
+                        f"chain {target}",
+                        subject.node,
+                        observed=f"{where} ({family.value}) goes to missing chain {target}",
+                        expected=f"chain {target} present, or nothing pointing at it",
+                        evidence=evidence,
+                    )
+                )
+    return violations
+
+
+NO_STALE_CHAINS = Check(
+    id="nft-no-stale-chains",
+    title="No stale non-empty Service chain, no jump or map element to a missing chain",
+    why=(
+        "kube-proxy flushes a chain it no longer needs and deletes it about a second later "
+        "(kernels before 6.2 free it late): an empty orphan is transient, a non-empty one was "
+        "left by a failed sync and a stale reference to it routes traffic to old endpoints; "
+        "a goto to a missing chain means the table was edited by hand or half written "
+        "(pkg/proxy/nftables/proxier.go staleChains)."
+    ),
+    fix="Restart kube-proxy on the node so it rewrites its table.",
+    severity=Severity.WARNING,
+    scope=NODES,
+    inputs=_INPUTS,
+    run=check_no_stale_chains,
+)
+
+
+def _set_elements(table: NftTable, name: str) -> frozenset[str] | None:
+    found = table.sets.get(name)
+    if found is None:
+        return None
+    return frozenset(" . ".join(element.key) for element in found.elements)
+
+
+def _judge_set(
+    node: str,
+    family: NftFamily,
+    name: str,
+    *,
+    observed: frozenset[str] | None,
+    wanted: frozenset[str] | None,
+    why: str,
+) -> list[Violation]:
+    if observed == wanted:
+        return []
+    if wanted is None:
+        observed_text = f"set {name} ({family.value}) holds {_listed(observed)}"
+        expected_text = f"no set {name}: {why}"
+    elif observed is None:
+        observed_text = f"no set {name} ({family.value})"
+        expected_text = f"{name} = {_listed(wanted)} ({why})"
+    else:
+        extra, missing = sorted(observed - wanted), sorted(wanted - observed)
+        parts = [
+            f"extra {', '.join(extra)}" if extra else "",
+            f"missing {', '.join(missing)}" if missing else "",
+        ]
+        observed_text = f"{name} ({family.value}): " + "; ".join(p for p in parts if p)
+        expected_text = f"{name} = {_listed(wanted)} ({why})"
+    return [
+        _violation(
+            FindingKind.NFT_WRONG_SET,
+            f"set {name}",
+            node,
+            observed=observed_text,
+            expected=expected_text,
+            evidence=f"set {name} {{ {_listed(observed)} }}" if observed is not None else "",
+        )
+    ]
+
+
+def _listed(elements: frozenset[str] | None) -> str:
+    return "nothing" if not elements else ", ".join(sorted(elements))
+
+
+def check_cluster_ips(subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
+    """cluster-ips holds exactly the ClusterIPs of the Services kube-proxy programs."""
+    require_nftables_mode(facts.cluster)
+    expected = NftExpectedState.of(facts).on_node(subject.node)
+    violations: list[Violation] = []
+    for family, table in _node_tables(facts, subject):
+        violations += _judge_set(
+            subject.node,
+            family,
+            CLUSTER_IPS,
+            observed=_set_elements(table, CLUSTER_IPS),
+            wanted=expected.cluster_ips[family],
+            why="the programmed Services' ClusterIPs",
+        )
+    return violations
+
+
+CLUSTER_IPS_SET = Check(
+    id="nft-cluster-ips",
+    title="The cluster-ips set holds exactly the API's ClusterIPs",
+    why=(
+        "cluster-ips-check rejects traffic to a ClusterIP in the set on a port no Service "
+        "has, and drops traffic to the rest of the Service CIDR: a ClusterIP missing from the "
+        "set is dropped like an unallocated one, a stale one answers with rejects "
+        "(pkg/proxy/nftables/proxier.go setupNFTables)."
+    ),
+    fix="Restart kube-proxy on the node so it rewrites the set.",
+    severity=Severity.WARNING,
+    scope=NODES,
+    inputs=_INPUTS,
+    run=check_cluster_ips,
+)
+
+
+def check_nodeport_ips(subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
+    """nodeport-ips as nodePortAddresses resolves on the node (absent where it matches all)."""
+    require_nftables_mode(facts.cluster)
+    expected = NftExpectedState.of(facts).on_node(subject.node)
+    violations: list[Violation] = []
+    for family, table in _node_tables(facts, subject):
+        wanted = expected.nodeport_ips[family]
+        why = (
+            "nodePortAddresses matches every address of the family: NodePorts go by "
+            "`fib daddr type local`"
+            if wanted is None
+            else "the node's addresses nodePortAddresses selects (default: primary)"
+        )
+        violations += _judge_set(
+            subject.node,
+            family,
+            NODEPORT_IPS,
+            observed=_set_elements(table, NODEPORT_IPS),
+            wanted=wanted,
+            why=why,
+        )
+    return violations
+
+
+NODEPORT_IPS_SET = Check(
+    id="nft-nodeport-ips",
+    title="The nodeport-ips set is what nodePortAddresses resolves to on the node",
+    why=(
+        "NodePorts are served only at the addresses in nodeport-ips; nftables mode defaults "
+        "nodePortAddresses to the node's primary IPs (cmd/kube-proxy/app/server_linux.go "
+        "platformApplyDefaults), unlike IPVS's every address: a wrong set serves NodePorts "
+        "where clients should not reach them, or not where they do "
+        "(pkg/proxy/util/nodeport_addresses.go)."
+    ),
+    fix="Restart kube-proxy on the node; check nodePortAddresses in the kube-proxy ConfigMap.",
+    severity=Severity.WARNING,
+    scope=NODES,
+    inputs=_INPUTS,
+    run=check_nodeport_ips,
+)
