@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from fixtures.upstream.cases import CASES, OVERALL, Case, port_inputs
+from fixtures.upstream.dumps import UPSTREAM_OVERALL
 from fixtures.upstream.nftables import NODE_FILES, generate
-from fixtures.upstream.rulesets import UPSTREAM_OVERALL, chain_hash, service_port_rules
+from fixtures.upstream.rulesets import chain_hash, service_port_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES_DIR = ROOT / "fixtures" / "upstream" / "nftables"
@@ -36,6 +37,7 @@ NFT_TRACE = "nft-trace"  # packets traced through the node's rules reach the exp
 # The checks that must catch each broken twin's fault (at least one of them fails with it).
 CATCHING: dict[str, frozenset[str]] = {
     "TestOverallNFTablesRules": frozenset({NFT_SERVICE_ENDPOINTS, NFT_TRACE}),
+    "TestOverallNFTablesRules-endpoint-chains": frozenset({NFT_SERVICE_ENDPOINTS, NFT_TRACE}),
     "TestClusterIPGeneral": frozenset({NFT_SERVICE_IPS, NFT_TRACE}),
     "TestLoadBalancer": frozenset({NFT_SERVICE_ENDPOINTS, NFT_TRACE}),
     "TestNodePorts": frozenset({NFT_NO_STALE_CHAINS}),
@@ -65,30 +67,30 @@ def shown(results: list[dict[str, Any]]) -> str:
     return "\n".join(f"{r['check']} {r['subject']} {r['outcome']}: {r['message']}" for r in results)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.test)
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_faithful_case_leaves_nothing_to_flag(case: Case, tmp_path: Path) -> None:
-    results = run_vipcheck(CASES_DIR / case.test, tmp_path)
+    results = run_vipcheck(CASES_DIR / case.name, tmp_path)
     flagged = [r for r in results if r["outcome"] in FLAGGED]
     assert not flagged, shown(flagged)
     # Nothing flagged must mean judged and found right, not skipped: the checks that catch
     # the twin judged this case.
     judged = {r["check"] for r in results if r["outcome"] == "passed"}
-    assert CATCHING[case.test] <= judged, shown(results)
+    assert CATCHING[case.name] <= judged, shown(results)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.test)
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_broken_twin_is_caught(case: Case, tmp_path: Path) -> None:
-    results = run_vipcheck(CASES_DIR / f"{case.test}-broken", tmp_path)
+    results = run_vipcheck(CASES_DIR / f"{case.name}-broken", tmp_path)
     errors = [r for r in results if r["outcome"] == "error"]
     assert not errors, shown(errors)
     caught = [
         r
         for r in results
         if r["outcome"] == "failed"
-        and r["check"] in CATCHING[case.test]
+        and r["check"] in CATCHING[case.name]
         and case.fault.marker in json.dumps(r["violations"])
     ]
-    assert caught, f"{case.fault.description}\nnot caught by {sorted(CATCHING[case.test])}:\n" + (
+    assert caught, f"{case.fault.description}\nnot caught by {sorted(CATCHING[case.name])}:\n" + (
         shown(results)
     )
 
@@ -109,24 +111,24 @@ def test_derived_rules_reproduce_the_upstream_dump() -> None:
     assert len(set(derived)) == len(upstream)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.test)
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_each_twin_differs_from_its_case_by_its_fault(case: Case) -> None:
     listing = f"{NODE_DIR}/nft-ip-kube-proxy.txt"
-    faithful = (CASES_DIR / case.test / listing).read_text().splitlines()
-    broken = (CASES_DIR / f"{case.test}-broken" / listing).read_text().splitlines()
+    faithful = (CASES_DIR / case.name / listing).read_text().splitlines()
+    broken = (CASES_DIR / f"{case.name}-broken" / listing).read_text().splitlines()
     changed = set(faithful) ^ set(broken)
     assert changed
     assert any(case.fault.marker in line for line in changed), changed
     for name in ("services.json", "endpointslices.json", "kube-proxy.json"):
         cluster = f"cluster/{name}"
-        assert (CASES_DIR / case.test / cluster).read_text() == (
-            CASES_DIR / f"{case.test}-broken" / cluster
+        assert (CASES_DIR / case.name / cluster).read_text() == (
+            CASES_DIR / f"{case.name}-broken" / cluster
         ).read_text()
 
 
 def _recorded_nft_version() -> str:
     listing = json.loads(
-        (CASES_DIR / CASES[0].test / NODE_DIR / "nft-ip-kube-proxy.json").read_text()
+        (CASES_DIR / CASES[0].name / NODE_DIR / "nft-ip-kube-proxy.json").read_text()
     )
     version: str = listing["nftables"][0]["metainfo"]["version"]
     return version
@@ -155,4 +157,4 @@ def test_regenerating_gives_the_committed_cases(tmp_path: Path) -> None:
     assert regenerated == committed
     for relative in committed:
         assert (tmp_path / relative).read_text() == (CASES_DIR / relative).read_text(), relative
-    assert set(NODE_FILES) <= {p.name for p in (tmp_path / CASES[0].test / NODE_DIR).iterdir()}
+    assert set(NODE_FILES) <= {p.name for p in (tmp_path / CASES[0].name / NODE_DIR).iterdir()}
