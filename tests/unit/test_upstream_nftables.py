@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CASES_DIR = ROOT / "fixtures" / "upstream" / "nftables"
 NODE_DIR = "nodes/test-node"
 
-# The nftables checks' ids, as this test expects them; align here if the checks name them
-# otherwise.
-NFT_SERVICE_IPS = "nft-service-ips"  # ClusterIP/external/LB ports in service-ips or the drop maps
-NFT_SERVICE_ENDPOINTS = "nft-service-endpoints"  # numgen N and DNAT targets = usable endpoints
+# The nftables checks' ids (docs/checks.md).
+NFT_SERVICE_IPS = "nft-service-maps"  # ClusterIP/external/LB ports in service-ips or the drop maps
+NFT_SERVICE_ENDPOINTS = "nft-chains-reach-endpoints"  # numgen N and DNAT targets = usable endpoints
 NFT_NO_STALE_CHAINS = "nft-no-stale-chains"  # no non-empty chain the API does not explain
-NFT_TRACE = "nft-trace"  # packets traced through the node's rules reach the expected endpoints
+# packets traced through the node's rules reach the expected endpoints
+NFT_TRACE = "nft-trace-reaches-endpoints"
 
 # The checks that must catch each broken twin's fault (at least one of them fails with it).
 CATCHING: dict[str, frozenset[str]] = {

@@ -4,9 +4,10 @@ The map and chain checks compare kube-proxy's table with what it should have wri
 judges what the rules DO, however they are spelled: for every Service port, on every node in
 nftables mode, a new connection from a pod on the node and one from outside the cluster are
 traced (vipcheck.datapath.nft_trace) to each VIP the node serves, and the DNAT targets reached
-(or DROP/REJECT) must equal the endpoints kube-proxy's semantics give (vipcheck.expected, as for
-IPVS), with nftables mode's differences from IPVS (kubernetes/kubernetes@803d40a57714
-pkg/proxy/nftables/proxier.go, syncProxyRules):
+(or DROP/REJECT) must equal the endpoints the nftables datapath's expected state gives
+(vipcheck.datapath.nftables: CategorizeEndpoints without IPVS's Local fallback), with nftables
+mode's differences from IPVS (kubernetes/kubernetes@803d40a57714 pkg/proxy/nftables/proxier.go,
+syncProxyRules):
 
 - NodePorts only on nodePortAddresses, whose default in this mode is the Node's primary IPs
   (cmd/kube-proxy/app/server_linux.go platformApplyDefaults), never 127.0.0.1;
@@ -18,9 +19,7 @@ pkg/proxy/nftables/proxier.go, syncProxyRules):
 
 A mismatch names the rule path the packet took. Not judged, and said so: traffic to a LoadBalancer
 IP the table firewalls (`firewall-ips`; loadBalancerSourceRanges is not in vipcheck's Service
-model, so which sources it admits is unknown), pod traffic to an externally reachable Local-policy
-port whose cluster endpoints the expected state does not hold (internalTrafficPolicy Local too), and
-pod traffic on a node with no pod CIDR known.
+model, so which sources it admits is unknown), and pod traffic on a node with no pod CIDR known.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from vipcheck.checks.kube_proxy import (
 )
 from vipcheck.checks.kube_proxy import restart_kube_proxy_text as restart_text
 from vipcheck.checks.scopes import SERVICE_PORTS
-from vipcheck.datapath.ipvs import ExpectedState, node_port_candidates
+from vipcheck.datapath.ipvs import node_port_candidates
 from vipcheck.datapath.nft_trace import (
     OUTSIDE_CLIENT,
     CannotTrace,
@@ -48,7 +47,8 @@ from vipcheck.datapath.nft_trace import (
     Tracer,
     Verdict,
 )
-from vipcheck.expected import ExpectedVirtualService, VirtualServiceKind, node_port_addresses
+from vipcheck.datapath.nftables import NftExpectedState, PortRules, family_of
+from vipcheck.expected import ExpectedVirtualService, VirtualServiceKind
 from vipcheck.facts import (
     ENDPOINT_SLICES,
     IP_ADDR,
@@ -67,9 +67,7 @@ from vipcheck.model.cluster import (
     Cluster,
     IPAddress,
     IPNetwork,
-    Service,
     ServicePortKey,
-    TrafficPolicy,
 )
 from vipcheck.model.nftables import KUBE_PROXY_TABLE, NftFamily, NftTable
 from vipcheck.model.node import HostPort, InvalidValue
@@ -104,38 +102,30 @@ class Expectation:
         return f"DNAT to exactly {', '.join(sorted(map(str, self.targets)))} ({self.why})"
 
 
-def expectation(
-    vs: ExpectedVirtualService,
-    origin: Origin,
-    service: Service,
-    port_vss: Iterable[ExpectedVirtualService],
-) -> Expectation | NotShown:
+def expectation(vs: ExpectedVirtualService, origin: Origin, rules: PortRules) -> Expectation:
     """kube-proxy's nftables semantics for one VIP and origin (see the module docstring)."""
-    every = tuple(port_vss)
-    if not any(other.real_servers for other in every):
-        return Expectation(frozenset(), Verdict.REJECT, "no endpoints: goto reject-chain")
+    anywhere = rules.cluster_endpoints | rules.local_endpoints
     if vs.kind is VirtualServiceKind.CLUSTER_IP:
-        if vs.real_servers:
-            return Expectation(vs.real_servers, None, "the usable endpoints")
-        return Expectation(frozenset(), Verdict.DROP, "internalTrafficPolicy Local, none here")
-    local = service.external_traffic_policy is TrafficPolicy.LOCAL
-    if origin is Origin.POD and local:
-        return _short_circuit(vs, service, every)
-    if vs.real_servers:
-        why = "the local endpoints (externalTrafficPolicy Local)" if local else "the endpoints"
-        return Expectation(vs.real_servers, None, why)
-    return Expectation(frozenset(), Verdict.DROP, "externalTrafficPolicy Local, none here")
-
-
-def _short_circuit(
-    vs: ExpectedVirtualService, service: Service, every: tuple[ExpectedVirtualService, ...]
-) -> Expectation | NotShown:
-    """Pod traffic to a Local-policy external address goes to the cluster endpoints: those of
-    the ClusterIP, when its own policy is Cluster (else the expected state does not hold them)."""
-    cluster = next((o for o in every if o.kind is VirtualServiceKind.CLUSTER_IP), None)
-    if cluster is None or service.internal_traffic_policy is TrafficPolicy.LOCAL:
-        return NotShown(f"{vs.address}: pod traffic (cluster endpoints not computed)")
-    return Expectation(cluster.real_servers, None, "pod traffic short-circuits to the cluster")
+        local, policy = rules.internal_local, "internalTrafficPolicy"
+        targets = rules.local_endpoints if local else rules.cluster_endpoints
+        why = (
+            "the local endpoints (internalTrafficPolicy Local)" if local else "the usable endpoints"
+        )
+    elif rules.external_local and origin is Origin.POD:
+        local, policy = False, "externalTrafficPolicy"
+        targets, why = (
+            rules.cluster_endpoints,
+            "pod traffic short-circuits to the cluster endpoints",
+        )
+    else:
+        local, policy = rules.external_local, "externalTrafficPolicy"
+        targets = rules.local_endpoints if local else rules.cluster_endpoints
+        why = f"the local endpoints ({policy} Local)" if local else "the endpoints"
+    if targets:
+        return Expectation(targets, None, why)
+    if local and anywhere:
+        return Expectation(frozenset(), Verdict.DROP, f"{policy} Local, none here")
+    return Expectation(frozenset(), Verdict.REJECT, "no endpoints: goto reject-chain")
 
 
 def sources(node_object_cidrs: Iterable[IPNetwork], family: int) -> dict[Origin, IPAddress]:
@@ -155,7 +145,7 @@ def check_trace_reaches_endpoints(
 ) -> list[Violation]:
     """A violation per node, VIP and origin whose traced outcome is not the expected one."""
     require_nftables_mode(facts.cluster)
-    expected = ExpectedState.of(facts)
+    expected = NftExpectedState.of(facts)
     cluster = facts.cluster.cluster
 
     def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
@@ -177,52 +167,35 @@ class _NodeView:
     pod_cidrs: tuple[IPNetwork, ...]
 
 
-def _judge_all(expected: ExpectedState, cluster: Cluster, node: NodeFacts) -> _Verdicts:
+def _judge_all(expected: NftExpectedState, cluster: Cluster, node: NodeFacts) -> _Verdicts:
     """Every Service port of the node traced once, the ports with something to say kept."""
     node_object = cluster.node(node.name)
     own = node_port_candidates(node, node_object)
-    selected = _node_ports_on(cluster, node.name, own)
     pod_cidrs = (node_object.pod_cidrs if node_object else ()) or (
         cluster.kube_proxy.cluster_cidrs if cluster.kube_proxy else ()
     )
-    services = {service.key: service for service in cluster.services}
-    ports = tuple(expected.on_node(node).items())
     tables = {family: node.nftables(family) for family in NftFamily}
     tracers = {f: None if t is None else Tracer(t, own) for f, t in tables.items()}
     view = _NodeView(node.name, tracers, pod_cidrs)
     judged: _Verdicts = {}
-    for port, vss in ports:
-        service = services[port.service_key]
+    for port, found in expected.on_node(node.name).ports.items():
+        vss = expected.for_port(node, port)
         verdicts: list[Violation | NotShown] = []
-        for vs in vss:
-            if vs.kind is VirtualServiceKind.NODE_PORT and vs.address not in selected:
-                continue  # nftables mode serves NodePorts on nodePortAddresses only
-            same_family = [other for other in vss if other.address.version == vs.address.version]
-            verdicts += _judge_vip(view, vs, service, same_family)
+        for rules in found:
+            for vs in vss:
+                if family_of(vs.address) is rules.family:
+                    verdicts += _judge_vip(view, vs, rules)
         if verdicts:
             judged[port] = verdicts
     return judged
 
 
-def _node_ports_on(cluster: Cluster, node: str, own: tuple[IPAddress, ...]) -> frozenset[IPAddress]:
-    """The addresses nftables mode serves NodePorts on: nodePortAddresses, `primary` (the Node's
-    primary IPs) when unset."""
-    config = cluster.kube_proxy
-    if config is None or not config.node_port_addresses:
-        node_object = cluster.node(node)
-        return frozenset(node_object.primary_ips if node_object else ())
-    return frozenset(node_port_addresses(cluster, node, own)) & frozenset(own)
-
-
 def _judge_vip(
-    view: _NodeView,
-    vs: ExpectedVirtualService,
-    service: Service,
-    same_family: list[ExpectedVirtualService],
+    view: _NodeView, vs: ExpectedVirtualService, rules: PortRules
 ) -> list[Violation | NotShown]:
     """One VIP traced from a pod and from outside, each against its expectation."""
     node = view.name
-    family = NftFamily.IP if vs.address.version == 4 else NftFamily.IP6
+    family = rules.family
     tracer = view.tracers[family]
     vip = HostPort(vs.address, vs.port)
     if tracer is None:
@@ -234,10 +207,7 @@ def _judge_vip(
     if Origin.POD not in origins:
         found.append(NotShown(f"{vip}: pod traffic (no pod CIDR known for {node})"))
     for origin, source in origins.items():
-        wanted = expectation(vs, origin, service, same_family)
-        if isinstance(wanted, NotShown):
-            found.append(wanted)
-            continue
+        wanted = expectation(vs, origin, rules)
         packet = Packet(source, vs.address, vs.protocol, vs.port, origin)
         try:
             traced = tracer.trace(packet)
