@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Generic
 
 from vipcheck.checks.base import Check, NotApplicable, PartlyJudged, S, Unlisted, Violation
+from vipcheck.checks.kube_proxy import require_mode
 from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.facts import Facts, MissingInput, Unobserved
 from vipcheck.model.node import InvalidValue
@@ -99,6 +100,7 @@ def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
         unobserved = {}
     unjudged = ""
     try:
+        require_mode(check.modes, facts.cluster)
         violations = case.run(facts.observed_only() if unobserved else facts, settings)
     except PartlyJudged as partly:
         violations, unjudged = partly.violations, str(partly)

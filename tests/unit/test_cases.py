@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from vipcheck.checks import CATALOGUE, check_by_id
 from vipcheck.checks.base import NodeSubject
 from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.facts import Facts
-from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.cluster import ProxyMode, ServicePortKey
 from vipcheck.model.node import L4Protocol
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import load_snapshot
@@ -203,3 +204,33 @@ def test_a_node_without_ipvs_is_one_failure_not_also_a_missing_kube_ipvs0() -> N
     result = run_case(Case(holds, NodeSubject("node-3")), facts, DEFAULTS)
     assert result.outcome is Outcome.SKIPPED
     assert result.reason == f"node-3: no IPVS here, so no kube-ipvs0: {absent}"
+
+
+def _in_mode(mode: str | None) -> Facts:
+    """The recorded IPVS snapshot with its ConfigMap saying another mode, or without one."""
+    snapshot = load_snapshot(RECORDED)
+    cluster = dict(snapshot.cluster)
+    if mode is None:
+        del cluster["kube-proxy.json"]
+    else:
+        config = json.loads(cluster["kube-proxy.json"])
+        text = config["data"]["config.conf"]
+        config["data"]["config.conf"] = text.replace("mode: ipvs", f"mode: {mode}")
+        cluster["kube-proxy.json"] = json.dumps(config)
+    return Facts.from_snapshot(replace(snapshot, cluster=cluster))
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ipvs", None])
+def test_a_check_of_other_modes_skips_saying_so_before_it_reads_anything(mode: str | None) -> None:
+    """Each check's declared modes decide, in one place, where its items run (issue 19)."""
+    facts = _in_mode(mode)
+    for check in CATALOGUE:
+        if check.modes is None:
+            continue
+        applies = ProxyMode(mode) in check.modes if mode else ProxyMode.IPVS in check.modes
+        for case in itertools.islice(cases_for(check, facts), 3):
+            result = run_case(case, facts, DEFAULTS)
+            skipped_for_mode = result.outcome is Outcome.SKIPPED and (
+                "checks do not apply" in result.reason or "checks need mode" in result.reason
+            )
+            assert skipped_for_mode is not applies, (check.id, mode, result.reason)

@@ -9,6 +9,7 @@ from typing import Generic, Protocol, TypeVar
 
 from vipcheck import vocabulary
 from vipcheck.facts import Facts, Input
+from vipcheck.model.cluster import ProxyMode
 from vipcheck.settings import Settings
 
 # A check declares its severity: the leaf module's, named here so a check imports from one place.
@@ -141,6 +142,10 @@ class Check(Generic[S]):
     # The sysctl keys `run` reads, `*` a glob within one name (net.ipv4.conf.*.rp_filter): a node
     # without `sysctl` is asked for the catalogue's keys alone (proc-sys.txt), so declare each.
     sysctls: tuple[str, ...] = ()
+    # The kube-proxy modes whose datapath it judges (None: every mode). Where the ConfigMap names
+    # another mode its items SKIP, saying so, before it runs (vipcheck.cases.run_case); without
+    # the ConfigMap an IPVS check runs (the mode vipcheck began with) and an nftables one skips.
+    modes: frozenset[ProxyMode] | None = None
     # The one check that reports an unobserved node (its cause and fix); the node's other items
     # SKIP pointing to it (vipcheck.cases.run_case).
     reports_node_observation: bool = False

@@ -6,7 +6,7 @@ import shlex
 from collections import defaultdict
 
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
-from vipcheck.checks.kube_proxy import require_ipvs_mode
+from vipcheck.checks.kube_proxy import IPVS_MODE
 from vipcheck.checks.scopes import NODES
 from vipcheck.expected import endpoint_node
 from vipcheck.facts import (
@@ -31,8 +31,7 @@ def check_no_stuck_syn_recv(
     the limit there is over it in the table ("at least"); none over it is no pass, as the rows
     not read may hold one, so the item errors naming the count.
     """
-    node, cluster = facts.nodes[subject.node], facts.cluster
-    require_ipvs_mode(cluster)
+    node = facts.nodes[subject.node]
     cut = node.syn_recv_cut
     at_least = "at least " if cut else ""
     stuck: defaultdict[tuple[HostPort, HostPort], list[Connection]] = defaultdict(list)
@@ -97,4 +96,5 @@ NO_STUCK_SYN_RECV = Check(
     scope=NODES,
     inputs=(KUBE_PROXY, IPVS_CONNECTIONS, ENDPOINT_SLICES),
     run=check_no_stuck_syn_recv,
+    modes=IPVS_MODE,
 )

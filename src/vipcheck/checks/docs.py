@@ -114,10 +114,18 @@ def _section(check: Check[Any]) -> str:
         f"{check.title}.\n\n"
         f"- **Severity**: {check.severity}\n"
         f"- **Scope**: one test item per {check.scope}\n"
+        f"- **Modes**: {_modes(check)}\n"
         f"- **Inputs**:\n{inputs}\n"
         f"- **Why**: {check.why}\n"
         f"- **Fix**: {check.fix}\n"
     )
+
+
+def _modes(check: Check[Any]) -> str:
+    """The kube-proxy modes whose nodes the check judges (it skips elsewhere)."""
+    if check.modes is None:
+        return "every mode"
+    return ", ".join(f"`{mode}`" for mode in sorted(check.modes))
 
 
 def _alternatives(each: Input, check: Check[Any]) -> str:

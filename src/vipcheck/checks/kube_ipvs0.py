@@ -13,7 +13,7 @@ from vipcheck.checks.base import (
     Severity,
     Violation,
 )
-from vipcheck.checks.kube_proxy import require_ipvs_mode, restart_kube_proxy_text
+from vipcheck.checks.kube_proxy import IPVS_MODE, restart_kube_proxy_text
 from vipcheck.checks.scopes import NODES
 from vipcheck.datapath.ipvs import KUBE_IPVS0, own_addresses
 from vipcheck.expected import ServiceAddresses, kube_proxy_rules
@@ -41,7 +41,6 @@ def check_kube_ipvs0_holds_service_ips(
 ) -> list[Violation]:
     """kube-ipvs0 exists as a dummy and carries every ClusterIP, externalIP and LB IP."""
     node, cluster = facts.nodes[subject.node], facts.cluster
-    require_ipvs_mode(cluster)
     own = own_addresses(node.interfaces)
     addresses = _service_addresses(cluster, node.name)
     expected = addresses.bound(own)
@@ -106,7 +105,6 @@ def check_kube_ipvs0_no_stale_addresses(
 ) -> list[Violation]:
     """A violation per kube-ipvs0 address no Service has: the node answers it locally, to nobody."""
     node, cluster = facts.nodes[subject.node], facts.cluster
-    require_ipvs_mode(cluster)
     own = own_addresses(node.interfaces)
     addresses = _service_addresses(cluster, node.name)
     expected = addresses.bound(own)
@@ -192,6 +190,7 @@ KUBE_IPVS0_HOLDS_SERVICE_IPS = Check(
     scope=NODES,
     inputs=INPUTS,
     run=check_kube_ipvs0_holds_service_ips,
+    modes=IPVS_MODE,
 )
 
 KUBE_IPVS0_NO_STALE_ADDRESSES = Check(
@@ -206,4 +205,5 @@ KUBE_IPVS0_NO_STALE_ADDRESSES = Check(
     scope=NODES,
     inputs=INPUTS,
     run=check_kube_ipvs0_no_stale_addresses,
+    modes=IPVS_MODE,
 )

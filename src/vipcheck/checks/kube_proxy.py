@@ -18,22 +18,29 @@ from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
 from vipcheck.model.cluster import ProxyMode, ServicePortKey
 from vipcheck.model.node import IpvsTable, L4Protocol
 
+IPVS_MODE = frozenset({ProxyMode.IPVS})
+NFTABLES_MODE = frozenset({ProxyMode.NFTABLES})
+_MODE_NAMES = {ProxyMode.IPVS: "IPVS", ProxyMode.NFTABLES: "nftables"}
 
-def require_ipvs_mode(cluster: ClusterFacts) -> None:
-    """Skip an IPVS check where kube-proxy runs another mode; without the ConfigMap, run it."""
+
+def require_mode(modes: frozenset[ProxyMode] | None, cluster: ClusterFacts) -> None:
+    """Skip (NotApplicable) a check of these modes where kube-proxy runs another one. Without
+    the ConfigMap the mode is unknown: IPVS checks run, as vipcheck did before it knew modes, and
+    the others skip."""
+    if modes is None:
+        return
+    names = " and ".join(_MODE_NAMES.get(mode, mode.value) for mode in sorted(modes))
     config = cluster.kube_proxy_or_none
-    if config is not None and config.mode is not ProxyMode.IPVS:
-        raise NotApplicable(f"kube-proxy mode is {config.mode}: IPVS checks do not apply")
+    if config is None:
+        if ProxyMode.IPVS not in modes:
+            raise NotApplicable(f"no kube-proxy ConfigMap: {names} checks need mode {names}")
+    elif config.mode not in modes:
+        raise NotApplicable(f"kube-proxy mode is {config.mode}: {names} checks do not apply")
 
 
 def require_nftables_mode(cluster: ClusterFacts) -> None:
-    """Skip an nftables check unless the kube-proxy ConfigMap says mode nftables (without it the
-    mode is unknown, and IPVS's checks run: require_ipvs_mode)."""
-    config = cluster.kube_proxy_or_none
-    if config is None:
-        raise NotApplicable("no kube-proxy ConfigMap: nftables checks need mode nftables")
-    if config.mode is not ProxyMode.NFTABLES:
-        raise NotApplicable(f"kube-proxy mode is {config.mode}: nftables checks do not apply")
+    """require_mode for nftables, for the checks that call it themselves."""
+    require_mode(NFTABLES_MODE, cluster)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,12 @@ from vipcheck.checks.base import (
     Check,
     FindingKind,
     NodeSubject,
-    NotApplicable,
     Severity,
     Violation,
 )
-from vipcheck.checks.kube_proxy import restart_kube_proxy_text
+from vipcheck.checks.kube_proxy import IPVS_MODE, restart_kube_proxy_text
 from vipcheck.checks.scopes import NODES
 from vipcheck.facts import IPVS_TABLE, KUBE_PROXY, Facts, MissingInput
-from vipcheck.model.cluster import ProxyMode
 from vipcheck.settings import Settings
 
 
@@ -23,8 +21,6 @@ def check_ipvs_present(subject: NodeSubject, facts: Facts, settings: Settings) -
     """With mode ipvs the node has an IPVS table; a file merely not gathered skips, not fails."""
     node, cluster = facts.nodes[subject.node], facts.cluster
     config = cluster.kube_proxy
-    if config.mode is not ProxyMode.IPVS:
-        raise NotApplicable(f"kube-proxy mode is {config.mode}: no IPVS table expected")
     try:
         node.ipvs  # noqa: B018 - reading the fact is the check
     except MissingInput as missing:
@@ -63,4 +59,5 @@ IPVS_PRESENT = Check(
     scope=NODES,
     inputs=(KUBE_PROXY, IPVS_TABLE),
     run=check_ipvs_present,
+    modes=IPVS_MODE,
 )

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from vipcheck.checks.base import Argv, Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
+    IPVS_MODE,
     NotShown,
     ipvsadm_service_option,
     judge_port_on_each_node,
     not_in_paste,
-    require_ipvs_mode,
     restart_kube_proxy,
     restart_kube_proxy_text,
 )
@@ -47,7 +47,6 @@ def check_real_servers_match_endpoints(
     subject: ServicePortKey, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """A violation per node, VS and real server at weight > 0 that is not a usable endpoint."""
-    require_ipvs_mode(facts.cluster)
     return judge_port_on_each_node(facts, subject, "real-servers-judged", _judge)
 
 
@@ -200,4 +199,5 @@ REAL_SERVERS_MATCH_ENDPOINTS = Check(
         IP_LINK,
     ),
     run=check_real_servers_match_endpoints,
+    modes=IPVS_MODE,
 )

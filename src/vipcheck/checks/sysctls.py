@@ -15,7 +15,7 @@ from vipcheck.checks.base import (
     Violation,
 )
 from vipcheck.checks.kube_proxy import (
-    require_ipvs_mode,
+    IPVS_MODE,
     restart_kube_proxy,
     restart_kube_proxy_text,
 )
@@ -59,13 +59,10 @@ class SysctlEquals:
 
     key: str
     value: int
-    ipvs_only: bool
 
     def __call__(self, subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
         """A violation when the key has another value; skipped when the kernel lacks the key."""
-        node, cluster = facts.nodes[subject.node], facts.cluster
-        if self.ipvs_only:
-            require_ipvs_mode(cluster)
+        node = facts.nodes[subject.node]
         why = " (module not loaded, or an older kernel?)"
         observed = require_int(node.sysctls, self.key, why)
         if observed == self.value:
@@ -117,8 +114,7 @@ def check_conn_reuse_mode(
     subject: NodeSubject, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """conn_reuse_mode is 0 on kernels 4.1 to 5.8 (kube-proxy's choice) and 1 from 5.9."""
-    node, cluster = facts.nodes[subject.node], facts.cluster
-    require_ipvs_mode(cluster)
+    node = facts.nodes[subject.node]
     release = node.kernel_release
     version = kernel_version(release, f"nodes/{node.name}/uname.txt")
     if version < CONN_REUSE_MODE_SINCE:
@@ -225,6 +221,7 @@ CONN_REUSE_MODE_CHECK = Check(
     inputs=(KUBE_PROXY, SYSCTLS, KERNEL_RELEASE),
     run=check_conn_reuse_mode,
     sysctls=(IPVS_KNOBS,),
+    modes=IPVS_MODE,
 )
 
 EXPIRE_NODEST_CONN = Check(
@@ -239,8 +236,9 @@ EXPIRE_NODEST_CONN = Check(
     severity=Severity.WARNING,
     scope=NODES,
     inputs=(KUBE_PROXY, SYSCTLS),
-    run=SysctlEquals(EXPIRE_NODEST, 1, ipvs_only=True),
+    run=SysctlEquals(EXPIRE_NODEST, 1),
     sysctls=(IPVS_KNOBS,),
+    modes=IPVS_MODE,
 )
 
 IP_FORWARD_ENABLED = Check(
@@ -255,7 +253,7 @@ IP_FORWARD_ENABLED = Check(
     severity=Severity.CRITICAL,
     scope=NODES,
     inputs=(SYSCTLS,),
-    run=SysctlEquals(IP_FORWARD, 1, ipvs_only=False),
+    run=SysctlEquals(IP_FORWARD, 1),
     sysctls=(IP_FORWARD,),
 )
 

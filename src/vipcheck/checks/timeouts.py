@@ -14,7 +14,7 @@ from vipcheck.checks.base import (
     Violation,
 )
 from vipcheck.checks.kube_proxy import (
-    require_ipvs_mode,
+    IPVS_MODE,
     restart_kube_proxy,
     restart_kube_proxy_text,
 )
@@ -40,7 +40,6 @@ FIN_WAIT = ConnState.FIN_WAIT.value
 def check_tcpfin_timeout(subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
     """The IPVS FIN_WAIT timer is at most the configured maximum."""
     node, cluster = facts.nodes[subject.node], facts.cluster
-    require_ipvs_mode(cluster)
     limit = settings.tcpfin_timeout_max_s
     try:
         timeouts = node.timeouts
@@ -142,7 +141,6 @@ def check_timeouts_match_kube_proxy_config(
 ) -> list[Violation]:
     """Each timeout kube-proxy's config sets (non-zero) is what the node's IPVS uses."""
     node, cluster = facts.nodes[subject.node], facts.cluster
-    require_ipvs_mode(cluster)
     config = cluster.kube_proxy_or_none
     if config is None:
         raise NotApplicable(
@@ -205,6 +203,7 @@ TCPFIN_TIMEOUT = Check(
     scope=NODES,
     inputs=(KUBE_PROXY, IPVS_TIMEOUTS, IPVS_CONNECTIONS),
     run=check_tcpfin_timeout,
+    modes=IPVS_MODE,
 )
 
 TIMEOUTS_MATCH_KUBE_PROXY_CONFIG = Check(
@@ -223,4 +222,5 @@ TIMEOUTS_MATCH_KUBE_PROXY_CONFIG = Check(
     scope=NODES,
     inputs=(KUBE_PROXY, IPVS_TIMEOUTS),
     run=check_timeouts_match_kube_proxy_config,
+    modes=IPVS_MODE,
 )

@@ -6,11 +6,11 @@ import shlex
 
 from vipcheck.checks.base import Check, FindingKind, NodeSubject, Severity, Violation
 from vipcheck.checks.kube_proxy import (
+    IPVS_MODE,
     NotShown,
     ipvsadm_service_option,
     judge_port_on_each_node,
     not_in_paste,
-    require_ipvs_mode,
     restart_kube_proxy_text,
 )
 from vipcheck.checks.scopes import NODES, SERVICE_PORTS
@@ -36,7 +36,6 @@ def check_virtual_servers_complete(
     subject: ServicePortKey, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """A violation per node and VS of the port: missing, or wrong persistence or scheduler."""
-    require_ipvs_mode(facts.cluster)
     return judge_port_on_each_node(facts, subject, "virtual-servers-judged", _judge)
 
 
@@ -137,7 +136,6 @@ def check_no_orphan_virtual_servers(
 ) -> list[Violation]:
     """A violation per non-fwmark VS no Service, nodePort or excludeCIDRs entry accounts for."""
     node = facts.nodes[subject.node]
-    require_ipvs_mode(facts.cluster)
     # Services and kube-proxy's excludeCIDRs explain a VS; endpoints and Nodes need not be read.
     explanations = facts.cluster.derive(
         "virtual-service-explanations",
@@ -201,6 +199,7 @@ VIRTUAL_SERVERS_COMPLETE = Check(
         IP_LINK,
     ),
     run=check_virtual_servers_complete,
+    modes=IPVS_MODE,
 )
 
 NO_ORPHAN_VIRTUAL_SERVERS = Check(
@@ -218,4 +217,5 @@ NO_ORPHAN_VIRTUAL_SERVERS = Check(
     scope=NODES,
     inputs=(KUBE_PROXY, SERVICES, IPVS_TABLE),
     run=check_no_orphan_virtual_servers,
+    modes=IPVS_MODE,
 )

@@ -6,8 +6,7 @@ provides is a Datapath: the node inputs it reads, the expected state it computes
 from the cluster and that node's facts (kept by the run's Facts, one per snapshot), and what a
 node's kernel state says a VIP is sent to, for the handshake probe. Service-port subjects, the
 gate, reports, diff and the probe's rounds do not depend on the mode; the checks of a mode
-apply only where kube-proxy runs it (vipcheck.checks.kube_proxy.require_ipvs_mode for IPVS,
-require_nftables_mode for nftables).
+apply only where kube-proxy runs it (each check's declared `modes`, vipcheck.checks.base.Check).
 docs/architecture.md ("Datapaths") says how a second one plugs in.
 """
 
@@ -68,6 +67,6 @@ def datapath_for(cluster: ClusterFacts) -> Datapath:
     """The datapath of kube-proxy's mode (the ConfigMap's `mode`). Without the ConfigMap, or for
     a mode with no datapath here (iptables), IPVS's: its expected state is kube-proxy's Service
     semantics, which the probe plans from whatever the mode, and its checks skip themselves
-    where another mode runs (require_ipvs_mode)."""
+    where another mode runs (their declared `modes`)."""
     config = cluster.kube_proxy_or_none
     return IPVS if config is None else DATAPATHS.get(config.mode, IPVS)
