@@ -261,8 +261,9 @@ CONNTRACK_HEADROOM = Check(
     id="conntrack-headroom",
     title="The conntrack table has headroom",
     why=(
-        "With vs/conntrack=1 every IPVS flow also takes a conntrack slot, and a full table drops "
-        "new connections ('nf_conntrack: table full', kubernetes/kubernetes#71261)."
+        "Every connection kube-proxy NATs takes a conntrack slot (nftables and iptables DNAT, "
+        "IPVS with vs/conntrack=1), and a full table drops new connections "
+        "('nf_conntrack: table full', kubernetes/kubernetes#71261)."
     ),
     fix="Raise conntrack.maxPerCore / conntrack.min in the kube-proxy ConfigMap and restart "
     "kube-proxy; check the conntrack timeouts.",
