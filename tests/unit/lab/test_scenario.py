@@ -279,7 +279,8 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
         ),
         pytest.param(
             "{kind: reboot, node: node-1}",
-            r"faults\[0\]\.kind: expected one of stale-real-server, sysctl \(got 'reboot'\)",
+            r"faults\[0\]\.kind: expected one of stale-real-server, sysctl,"
+            r" conntrack-timeouts-unapplied \(got 'reboot'\)",
             id="unknown-kind",
         ),
     ],
