@@ -1,7 +1,9 @@
 """kube-proxy's nftables mode on the real kernel: the table on every node, handshakes that reach
 the endpoints through its DNAT (no IPVS, no VIP on any interface), and the incidents' faces.
 
-Two boots, shared by every test here: healthy and seed-incidents, both `--mode nftables`.
+Two boots, shared by every test here, one per rule layout: healthy booted `--mode nftables`
+(the lab's kube-proxy v1.30.4: endpoint chains), and seed-incidents-nftables (v1.36.2: numgen
+maps, no endpoint chains).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ CHAINS = {
     "masquerading",
     "reject-chain",
     "cluster-ips-check",
-    "mark-for-masquerade",  # the lab's kube-proxy is v1.30.4: the endpoint-chain layout
 }
 MAPS = {"service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports"}
 # (name, ClusterIP, port, pods answering) of the healthy Services
@@ -70,18 +71,28 @@ def healthy(labs: LabPool) -> RunningLab:
 
 @pytest.fixture(scope="module")
 def incidents(labs: LabPool) -> RunningLab:
-    return labs.get("seed-incidents", mode=NFT)
+    lab = labs.get("seed-incidents-nftables")
+    assert lab.scenario.kube_proxy.mode is NFT
+    return lab
 
 
-def test_every_node_holds_kube_proxys_table_and_nothing_of_ipvs(healthy: RunningLab) -> None:
+@pytest.mark.parametrize("newer", [False, True], ids=["v1.30-layout", "v1.36-layout"])
+def test_every_node_holds_kube_proxys_table_and_nothing_of_ipvs(
+    healthy: RunningLab, incidents: RunningLab, newer: bool
+) -> None:
+    lab = incidents if newer else healthy
     for node in ("node-1", "node-2", "node-3"):
-        names = listed(healthy, node)
+        names = listed(lab, node)
         assert names["chain"] >= CHAINS, (node, CHAINS - names["chain"])
         assert names["map"] >= MAPS, node
         assert {"cluster-ips", "nodeport-ips"} <= names["set"], node
         redis = hash_and_truncate("default/redis/tcp/redis")
         assert f"service-{redis}" in names["chain"], node
-        state = healthy.ssh(
+        endpoint_chains = {c for c in names["chain"] if c.startswith("endpoint-")}
+        assert bool(endpoint_chains) is not newer, (node, endpoint_chains)
+        assert ("mark-for-masquerade" in names["chain"]) is not newer, node
+        assert ("hairpin-connections" in names["set"]) is newer, node
+        state = lab.ssh(
             node,
             "nft list tables; ipvsadm -Ln | tail -n +4 | wc -l; ip -4 -o addr | grep -c 10.96."
             " || true; ip link show kube-ipvs0 2>&1 | head -1",
@@ -121,10 +132,11 @@ def test_the_stale_endpoint_refuses_about_half_the_connections(incidents: Runnin
     # numgen random over {pod:6379, the stale pod:80}: a fair coin per connection.
     assert 3 <= seen[Outcome.REFUSED.value] <= 17, seen
     assert seen[Outcome.REFUSED.value] + seen["redis-0"] == 20, seen
+    # kube-proxy v1.36 left the stale endpoint as an element of the service chain's DNAT map.
     chain = hash_and_truncate("default/redis/tcp/redis")
     rules = incidents.ssh("node-2", f"nft list chain ip kube-proxy service-{chain}")
-    assert "numgen random mod 2" in rules, rules
-    assert "__10.244.3.10/80" in rules, rules
+    assert "dnat ip to numgen random mod 2 map" in rules, rules
+    assert "10.244.3.10 . 80" in rules, rules
 
 
 def test_incidents_keep_kernel_conntrack_timeouts_and_strict_rp_filter(

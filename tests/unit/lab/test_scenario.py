@@ -31,6 +31,7 @@ SHIPPED = [
     "kube-proxy-rules",
     "rp-filter-strict",
     "seed-incidents",
+    "seed-incidents-nftables",
     "seed-incidents-old-node",
     "stale-real-server",
     "tcpfin-default",
