@@ -127,6 +127,19 @@ def test_pods_reach_clusterips_and_nodeports_through_the_rules(healthy: RunningL
     assert from_pod(healthy, "node-1", "web-1", "192.168.58.12", WEB_NODE_PORT) in WEB[3]
 
 
+@pytest.mark.parametrize("newer", [False, True], ids=["v1.30-layout", "v1.36-layout"])
+def test_a_pod_reaches_itself_through_its_service_hairpin_masqueraded(
+    healthy: RunningLab, incidents: RunningLab, newer: bool
+) -> None:
+    """web-1 to web's ClusterIP: when the random pick is web-1 itself, only the hairpin
+    masquerade (the endpoint chain's rule, or the newer hairpin-connections set) lets the
+    reply come back through the node."""
+    lab = incidents if newer else healthy
+    seen = Counter(from_pod(lab, "node-1", "web-1", WEB[1], WEB[2]) for _ in range(12))
+    assert set(seen) <= WEB[3], seen
+    assert seen["web-1"] > 0, seen  # 12 fair coins all landing on web-2: 1 in 4096
+
+
 def test_the_stale_endpoint_refuses_about_half_the_connections(incidents: RunningLab) -> None:
     seen = replies(incidents, "client", REDIS[1], REDIS[2], count=20)
     # numgen random over {pod:6379, the stale pod:80}: a fair coin per connection.

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.lab.guest_script import node_sysctls, setup_script
+from fixtures.lab.guest_script import Runtime, node_sysctls, setup_script
 from fixtures.lab.nftables_rules import (
     ENDPOINT_CHAINS,
     ENDPOINT_MAPS,
@@ -19,6 +19,7 @@ from fixtures.lab.nftables_rules import (
     ruleset,
 )
 from fixtures.lab.objects import api_objects
+from fixtures.lab.runtimes import kind_scenario
 from fixtures.lab.scenario import (
     ProxyMode,
     Scenario,
@@ -162,6 +163,14 @@ def test_nftables_mode_programs_no_ipvs() -> None:
     ipvs = setup_script(load_scenario("seed-incidents"))
     assert "table ip kube-proxy {" not in ipvs
     assert "ipvsadm -R <<" in ipvs
+
+
+def test_the_kind_shaped_lab_loads_the_table_into_each_node_container() -> None:
+    scenario = kind_scenario(with_mode(load_scenario("healthy"), ProxyMode.NFTABLES), "lab")
+    script = setup_script(scenario, Runtime.DOCKER, "lab")
+    for node in ("lab-control-plane", "lab-worker", "lab-worker2"):
+        assert f"ip netns exec {node} nft -f - <<'EOF'\n# {node}: kube-proxy" in script
+    assert "ipvsadm -R <<" not in script
 
 
 @pytest.mark.parametrize("mode", list(ProxyMode))
