@@ -5,6 +5,8 @@ VENV := .venv
 PYTHON ?= python3
 DEMO_DIR ?= .lab/demo
 DEMO_SCENARIO ?= seed-incidents
+# DEMO_MODE=nftables boots the demo with kube-proxy in nftables mode (fixtures.lab up --mode).
+DEMO_MODE ?=
 DEMO_KIND_DIR ?= .lab/demo-kind
 KIND_CLUSTER ?= lab
 # What the lab needs on the host: qemu (software emulation), the userland copied into the guest
@@ -81,7 +83,8 @@ fuzz: deps
 # vipcheck finding their causes on the nodes (it exits 1 when it finds violations, as it must here).
 demo: deps
 	$(VENV)/bin/python -m fixtures.lab down --workdir $(DEMO_DIR) 2>/dev/null || true
-	$(VENV)/bin/python -m fixtures.lab up --scenario $(DEMO_SCENARIO) --workdir $(DEMO_DIR)
+	$(VENV)/bin/python -m fixtures.lab up --scenario $(DEMO_SCENARIO) --workdir $(DEMO_DIR) \
+		$(if $(DEMO_MODE),--mode $(DEMO_MODE))
 	$(VENV)/bin/python -m fixtures.demo --workdir $(DEMO_DIR)
 	$(VENV)/bin/vipcheck --kubeconfig $(DEMO_DIR)/kubeconfig --ssh-config $(DEMO_DIR)/ssh_config \
 		--vipcheck-json reports/demo-summary.json --vipcheck-html reports/demo.html \
@@ -99,7 +102,7 @@ demo-down:
 demo-kind: deps
 	$(VENV)/bin/python -m fixtures.lab down --workdir $(DEMO_KIND_DIR) 2>/dev/null || true
 	$(VENV)/bin/python -m fixtures.lab up --runtime docker --cluster $(KIND_CLUSTER) \
-		--scenario $(DEMO_SCENARIO) --workdir $(DEMO_KIND_DIR)
+		--scenario $(DEMO_SCENARIO) --workdir $(DEMO_KIND_DIR) $(if $(DEMO_MODE),--mode $(DEMO_MODE))
 	$(VENV)/bin/python -m fixtures.demo --workdir $(DEMO_KIND_DIR)
 	DOCKER_HOST=$$(cat $(DEMO_KIND_DIR)/docker_host) $(VENV)/bin/vipcheck --kind $(KIND_CLUSTER) \
 		--kubeconfig $(DEMO_KIND_DIR)/kubeconfig \

@@ -12,14 +12,17 @@ import pytest
 from fixtures.lab.errors import LabError
 from fixtures.lab.guest_script import Runtime
 from fixtures.lab.running import LabPool, RunningLab
+from fixtures.lab.scenario import ProxyMode
 
 
 class FailingPool(LabPool):
     """A pool whose boot failures fail the asking test with the lab's own message."""
 
-    def get(self, scenario: str, runtime: Runtime = Runtime.SSH) -> RunningLab:
+    def get(
+        self, scenario: str, runtime: Runtime = Runtime.SSH, mode: ProxyMode | None = None
+    ) -> RunningLab:
         try:
-            return super().get(scenario, runtime)
+            return super().get(scenario, runtime, mode)
         except LabError as error:
             pytest.fail(f"lab {scenario} did not come up: {error}", pytrace=False)
 

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from fixtures.lab.guest_script import expected_virtual_services as lab_expected_virtual_services
-from fixtures.lab.guest_script import node_local_addresses
 from fixtures.lab.objects import api_objects
 from fixtures.lab.scenario import load_scenario, scenario_names
+from fixtures.lab.service_endpoints import (
+    expected_virtual_services as lab_expected_virtual_services,
+)
+from fixtures.lab.service_endpoints import node_local_addresses
 from vipcheck.expected import (
     SCHEDULER_PROBE,
     ExpectedVirtualService,

@@ -45,3 +45,37 @@ def test_a_corrupt_state_file_is_reported_not_raised(
     (tmp_path / "lab.json").write_text("{not json")
     assert main(["down", "--workdir", str(tmp_path)]) == 1
     assert "lab.json: not a lab state file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("yaml", "field", "says"),
+    [
+        ("  mode: iptables\n", "kubeProxy.mode", "expected one of ipvs, nftables"),
+        ("  version: 1.33\n", "kubeProxy.version", "expected a release as kube-proxy's image"),
+        (
+            "  conntrack: {tcpCloseWaitTimeout: soon}\n",
+            "kubeProxy.conntrack.tcpCloseWaitTimeout",
+            "",
+        ),
+    ],
+)
+def test_bad_kube_proxy_mode_version_or_conntrack_names_file_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml: str, field: str, says: str
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("extends: healthy\nkubeProxy:\n" + yaml)
+    assert main(["up", "--scenario", str(broken), "--workdir", str(tmp_path / "w")]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert f"broken.yaml:3: {field}" in err
+    assert says in err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_unknown_mode_is_refused_before_booting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["up", "--scenario", "healthy", "--mode", "iptables", "--workdir", str(tmp_path)])
+    assert refused.value.code == EXIT_USAGE
+    assert "invalid choice: 'iptables'" in capsys.readouterr().err
+    assert not (tmp_path / "lab.json").exists()

@@ -11,10 +11,6 @@ from pathlib import Path
 import pytest
 
 from fixtures.lab.guest_script import (
-    RealServer,
-    VirtualServiceKind,
-    expected_real_servers,
-    expected_virtual_services,
     ipvs_rules,
     masquerade_ruleset,
     node_sysctls,
@@ -23,6 +19,12 @@ from fixtures.lab.guest_script import (
     ssh_addresses,
 )
 from fixtures.lab.scenario import TrafficPolicy, Userland, load_scenario, scenario_names
+from fixtures.lab.service_endpoints import (
+    RealServer,
+    VirtualServiceKind,
+    expected_real_servers,
+    expected_virtual_services,
+)
 
 NODES = ("node-1", "node-2", "node-3")
 

@@ -7,15 +7,10 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from fixtures.lab.guest_script import (
-    RealServer,
-    VirtualServiceKind,
-    expected_virtual_services,
-    kube_ipvs0_addresses,
-    setup_script,
-)
+from fixtures.lab.guest_script import kube_ipvs0_addresses, setup_script
 from fixtures.lab.objects import api_objects
 from fixtures.lab.scenario import Scenario, TrafficDistribution, load_scenario
+from fixtures.lab.service_endpoints import RealServer, VirtualServiceKind, expected_virtual_services
 
 EXTERNAL_IP = IPv4Address("10.10.0.1")  # node-1's client-side gateway address
 

@@ -8,6 +8,7 @@ import pytest
 
 from fixtures.lab import control, running
 from fixtures.lab.running import LabPool
+from fixtures.lab.scenario import ProxyMode
 
 
 def test_a_taken_lab_is_not_shared_and_still_stopped_at_the_end(
@@ -29,3 +30,26 @@ def test_a_taken_lab_is_not_shared_and_still_stopped_at_the_end(
     assert len(stopped) == 2
     assert pool.running == {}
     assert pool.taken == []
+
+
+def test_each_mode_of_a_scenario_is_its_own_lab(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    booted: list[tuple[str, Path, ProxyMode | None]] = []
+
+    def up(scenario: str, workdir: Path, *_args: object, **options: object) -> None:
+        mode = options["mode"]
+        assert mode is None or isinstance(mode, ProxyMode)
+        booted.append((scenario, workdir, mode))
+
+    monkeypatch.setattr(control, "up", up)
+    pool = LabPool(tmp_path, lambda _line: None)
+    ipvs = pool.get("healthy")
+    nftables = pool.get("healthy", mode=ProxyMode.NFTABLES)
+    assert pool.get("healthy", mode=ProxyMode.NFTABLES) is nftables
+    assert [(name, path.name, mode) for name, path, mode in booted] == [
+        ("healthy", "healthy", None),
+        ("healthy", "healthy-nftables", ProxyMode.NFTABLES),
+    ]
+    assert ipvs.scenario.kube_proxy.mode is ProxyMode.IPVS
+    assert nftables.scenario.kube_proxy.mode is ProxyMode.NFTABLES

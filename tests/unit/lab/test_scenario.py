@@ -10,7 +10,9 @@ import pytest
 
 from fixtures.lab.scenario import (
     SCENARIO_DIR,
+    ConntrackTimeoutsUnappliedFault,
     Protocol,
+    ProxyMode,
     ScenarioError,
     ServiceType,
     StaleRealServerFault,
@@ -29,6 +31,7 @@ SHIPPED = [
     "kube-proxy-rules",
     "rp-filter-strict",
     "seed-incidents",
+    "seed-incidents-nftables",
     "seed-incidents-old-node",
     "stale-real-server",
     "tcpfin-default",
@@ -134,7 +137,9 @@ def test_incident_scenarios_extend_healthy_with_their_fault() -> None:
         SysctlFault("node-2", "net.ipv4.conf.all.rp_filter", "1"),
         SysctlFault("node-2", "net.ipv4.conf.tunl0.rp_filter", "1"),
     )
-    assert len(load_scenario("seed-incidents").faults) == 3
+    assert len(load_scenario("seed-incidents").faults) == 4
+    assert tcpfin.faults == (ConntrackTimeoutsUnappliedFault(ProxyMode.NFTABLES),)
+    assert tcpfin.kube_proxy.conntrack_tcp_close_wait_timeout == 3600
 
 
 def test_bad_userland_names_file_line_and_choices(tmp_path: Path) -> None:
@@ -279,7 +284,8 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
         ),
         pytest.param(
             "{kind: reboot, node: node-1}",
-            r"faults\[0\]\.kind: expected one of stale-real-server, sysctl \(got 'reboot'\)",
+            r"faults\[0\]\.kind: expected one of stale-real-server, sysctl,"
+            r" conntrack-timeouts-unapplied \(got 'reboot'\)",
             id="unknown-kind",
         ),
     ],
