@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vipcheck.model.nftables import (
     KUBE_PROXY_TABLE,
@@ -480,7 +480,7 @@ class _Building:
         chains = {
             name: NftChain(
                 chain.name,
-                tuple(self.rules[name]),
+                tuple(_named_protocols(rule) for rule in self.rules[name]),
                 chain.hook,
                 chain.chain_type,
                 chain.priority,
@@ -489,7 +489,39 @@ class _Building:
             for name, chain in self.chains.items()
         }
         partial = "; ".join(self.cuts) or None
-        return NftTable(self.family, KUBE_PROXY_TABLE, chains, dict(self.sets), partial=partial)
+        sets = {name: _set_with_named_protocols(each) for name, each in self.sets.items()}
+        return NftTable(self.family, KUBE_PROXY_TABLE, chains, sets, partial=partial)
+
+
+# nft names a protocol number from /etc/protocols; a host without that file (minimal images,
+# the lab's guest) prints `meta l4proto 6` and `10.96.0.10 . 6 . 53`, in text and JSON alike.
+# Both become the names nft prints elsewhere, so one table reads the same on every host.
+_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "132": "sctp", "1": "icmp", "58": "ipv6-icmp"}
+_NUMBERED_L4PROTO = re.compile(r"\bl4proto (\d{1,3})\b")
+
+
+def _named_protocols(rule: NftRule) -> NftRule:
+    text = _NUMBERED_L4PROTO.sub(
+        lambda found: f"l4proto {_PROTOCOL_NAMES.get(found[1], found[1])}", rule.text
+    )
+    return rule if text == rule.text else replace(rule, text=text)
+
+
+def _set_with_named_protocols(nft_set: NftSet) -> NftSet:
+    positions = [i for i, kind in enumerate(nft_set.key_type) if kind == "inet_proto"]
+    if not positions:
+        return nft_set
+    elements = tuple(
+        replace(
+            element,
+            key=tuple(
+                _PROTOCOL_NAMES.get(part, part) if i in positions else part
+                for i, part in enumerate(element.key)
+            ),
+        )
+        for element in nft_set.elements
+    )
+    return replace(nft_set, elements=elements)
 
 
 def parse_nft_json(text: str, path: str) -> NftTable:

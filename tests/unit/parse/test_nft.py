@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 
 import pytest
 
-from tests.nft_kernel import DATA, LISTINGS, RULESETS, in_namespace, list_table
+from tests.nft_kernel import (
+    DATA,
+    LISTINGS,
+    RULESETS,
+    in_namespace,
+    list_table,
+    require_kernel_nft,
+)
 from vipcheck.model.nftables import NftElement, NftFamily, NftRule, NftTable
 from vipcheck.parse import ParseError
 from vipcheck.parse.nft import parse_nft_json, parse_nft_text
@@ -385,3 +393,32 @@ def test_a_kernel_listing_with_other_tables_names_the_other_one() -> None:
     listing = in_namespace(ruleset, "nft -j list ruleset")
     with pytest.raises(ParseError, match="table inet filter is not kube-proxy's"):
         parse_nft_json(listing, "nft.json")
+
+
+@pytest.mark.parametrize("name", RULESETS)
+def test_a_host_without_etc_protocols_reads_the_same(name: str) -> None:
+    """nft names protocols from /etc/protocols; without it (minimal hosts, the lab's guest) it
+    prints `meta l4proto 6` and `10.96.0.10 . 6 . 53`. Listed by the kernel with the file hidden
+    (an empty one bound over it, in a mount namespace of its own), both forms read as with it."""
+    require_kernel_nft()
+    ruleset = (DATA / f"{name}.nft").read_text()
+    family = RULESETS[name]
+    script = (
+        f"mount --bind /dev/null /etc/protocols && nft -j list table {family} kube-proxy "
+        f"&& printf '\\n===text\\n' && nft list table {family} kube-proxy"
+    )
+    load_then_run = 'printf "%s" "$0" | nft -f - && eval "$1"'
+    result = subprocess.run(
+        ["unshare", "-n", "-m", "sh", "-c", load_then_run, ruleset, script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    listed_json, _, listed_text = result.stdout.partition("\n===text\n")
+    assert " 6 " in listed_text or "l4proto 6" in listed_text  # the numbers this is about
+    numbered = {".json": listed_json, ".txt": listed_text}
+    tables = {suffix: parse(suffix, text, name + suffix) for suffix, text in numbered.items()}
+    assert placeless(tables[".txt"]) == placeless(recorded(name)[".txt"])
+    assert placeless(tables[".json"]) == placeless(recorded(name)[".json"])
