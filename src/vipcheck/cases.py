@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic
 
-from vipcheck.checks.base import Check, NotApplicable, PartlyJudged, S, Unlisted, Violation
+from vipcheck.checks.base import (
+    Check,
+    NotApplicable,
+    OtherMode,
+    PartlyJudged,
+    S,
+    Unlisted,
+    Violation,
+)
 from vipcheck.checks.kube_proxy import require_mode
 from vipcheck.checks.observed import NODE_OBSERVED
 from vipcheck.facts import Facts, MissingInput, Unobserved
@@ -73,6 +81,7 @@ class Result:
     unseen: tuple[str, ...] = ()  # nodes not observed, so not judged by this case
     waiver: Waiver | None = None  # the waiver that matched, live (WAIVED) or expired (FAILED)
     notes: tuple[str, ...] = ()  # what the gate said of it: an expired waiver, a known failure
+    other_mode: bool = False  # SKIPPED as the check judges another kube-proxy mode (OtherMode)
 
 
 def cases_for(check: Check[S], facts: Facts) -> Iterator[Case[S]]:
@@ -105,7 +114,8 @@ def run_case(case: Case[Any], facts: Facts, settings: Settings) -> Result:
     except PartlyJudged as partly:
         violations, unjudged = partly.violations, str(partly)
     except (MissingInput, NotApplicable) as reason:
-        return Result(case, Outcome.SKIPPED, reason=str(reason))
+        other_mode = isinstance(reason, OtherMode)
+        return Result(case, Outcome.SKIPPED, reason=str(reason), other_mode=other_mode)
     except Unobserved as error:
         return Result(case, Outcome.ERROR, reason=str(error))
     except (ParseError, InvalidValue, SnapshotError) as error:

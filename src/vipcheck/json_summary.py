@@ -112,7 +112,7 @@ def unjudged_critical(results: Iterable[Result]) -> list[str]:
     items: Counter[str] = Counter()
     for result in results:
         check = result.case.check
-        if check.severity is not Severity.CRITICAL:
+        if check.severity is not Severity.CRITICAL or result.other_mode:
             continue
         items[check.id] += 1
         if result.outcome is Outcome.SKIPPED:

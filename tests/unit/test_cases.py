@@ -230,7 +230,8 @@ def test_a_check_of_other_modes_skips_saying_so_before_it_reads_anything(mode: s
         applies = ProxyMode(mode) in check.modes if mode else ProxyMode.IPVS in check.modes
         for case in itertools.islice(cases_for(check, facts), 3):
             result = run_case(case, facts, DEFAULTS)
-            skipped_for_mode = result.outcome is Outcome.SKIPPED and (
+            skipped_for_mode = result.outcome is Outcome.SKIPPED and result.other_mode
+            assert skipped_for_mode is (
                 "checks do not apply" in result.reason or "checks need mode" in result.reason
             )
             assert skipped_for_mode is not applies, (check.id, mode, result.reason)

@@ -80,6 +80,10 @@ def test_critical_items_not_judged_are_counted_naming_the_first_reason() -> None
     results = [vip(0, Outcome.PASSED), vip(1, Outcome.SKIPPED, cut), vip(2, Outcome.SKIPPED, "x")]
     # A skipped warning (tcpfin's, unconfirmed without ipvsadm) is not listed: not critical.
     results.append(Result(Case(TCPFIN_TIMEOUT, NodeSubject("node-2")), Outcome.SKIPPED))
+    # Nor a critical check of another kube-proxy mode: nothing it would prove is missing.
+    other = "kube-proxy mode is nftables: IPVS checks do not apply"
+    ipvs_port = Case(REAL_SERVERS_MATCH_ENDPOINTS, ServicePortKey("ns/svc-0", 80, L4Protocol.TCP))
+    results.append(Result(ipvs_port, Outcome.SKIPPED, reason=other, other_mode=True))
     assert unjudged_critical(results) == [
         "vip-handshake [critical]: 2 of 3 TCP Service port, probed item(s) not judged (skipped)",
         f"    first: ns/svc-1:80/TCP: {cut}",

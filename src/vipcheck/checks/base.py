@@ -155,6 +155,11 @@ class NotApplicable(Exception):
     """The check does not apply to this subject (e.g. IPVS not in use): SKIP with this reason."""
 
 
+class OtherMode(NotApplicable):
+    """The check judges another kube-proxy mode than the cluster's (Check.modes): SKIP, and no
+    gap in what the run proved, so never listed among the critical checks not judged."""
+
+
 class PartlyJudged(Exception):
     """A check spanning nodes judged only some: what it found there, and why each other was not.
 

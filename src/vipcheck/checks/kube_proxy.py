@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from vipcheck.checks.base import Argv, NotApplicable, PartlyJudged, Violation
+from vipcheck.checks.base import Argv, OtherMode, PartlyJudged, Violation
 from vipcheck.datapath.ipvs import ExpectedState
 from vipcheck.expected import ExpectedVirtualService
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
@@ -24,7 +24,7 @@ _MODE_NAMES = {ProxyMode.IPVS: "IPVS", ProxyMode.NFTABLES: "nftables"}
 
 
 def require_mode(modes: frozenset[ProxyMode] | None, cluster: ClusterFacts) -> None:
-    """Skip (NotApplicable) a check of these modes where kube-proxy runs another one. Without
+    """Skip (OtherMode) a check of these modes where kube-proxy runs another one. Without
     the ConfigMap the mode is unknown: IPVS checks run, as vipcheck did before it knew modes, and
     the others skip."""
     if modes is None:
@@ -33,9 +33,9 @@ def require_mode(modes: frozenset[ProxyMode] | None, cluster: ClusterFacts) -> N
     config = cluster.kube_proxy_or_none
     if config is None:
         if ProxyMode.IPVS not in modes:
-            raise NotApplicable(f"no kube-proxy ConfigMap: {names} checks need mode {names}")
+            raise OtherMode(f"no kube-proxy ConfigMap: {names} checks need mode {names}")
     elif config.mode not in modes:
-        raise NotApplicable(f"kube-proxy mode is {config.mode}: {names} checks do not apply")
+        raise OtherMode(f"kube-proxy mode is {config.mode}: {names} checks do not apply")
 
 
 def require_nftables_mode(cluster: ClusterFacts) -> None:
