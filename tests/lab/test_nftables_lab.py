@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,17 +168,61 @@ def test_incidents_keep_kernel_conntrack_timeouts_and_strict_rp_filter(
     assert incidents.ssh("node-2", "sysctl -n net.ipv4.conf.tunl0.rp_filter").strip() == "1"
 
 
-def test_vipcheck_completes_on_the_nftables_lab(incidents: RunningLab, tmp_path: Path) -> None:
-    """Until vipcheck's nftables checks merge, only that it runs to a verdict: exit 0 or 1,
-    never a usage (4) or internal (3) error."""
+def run_vipcheck(lab: RunningLab, out: Path) -> tuple[int, dict[str, Any], str]:
+    """`vipcheck` against the lab as a user runs it, probes included; exit code, summary, output."""
+    summary = out / "summary.json"
     result = subprocess.run(
         [
             sys.executable, "-m", "vipcheck.cli",
-            "--kubeconfig", str(incidents.workdir / "kubeconfig"),
-            "--ssh-config", str(incidents.workdir / "ssh_config"),
-            "--vipcheck-json", str(tmp_path / "summary.json"),
-            "--no-probe", "-q",
+            "--kubeconfig", str(lab.workdir / "kubeconfig"),
+            "--ssh-config", str(lab.workdir / "ssh_config"),
+            "--vipcheck-json", str(summary),
+            "--probe-timeout", "5",  # software emulation: 2 s flakes on a busy host
+            "-q", "-rfE",
         ],
-        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+        capture_output=True, text=True, timeout=600, check=False, cwd=out,
     )  # fmt: skip
-    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    return result.returncode, json.loads(summary.read_text()), result.stdout + result.stderr
+
+
+def flagged(summary: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (r["check"], r["subject"])
+        for r in summary["results"]
+        if r["outcome"] in ("failed", "error")
+    }
+
+
+def test_vipcheck_flags_nothing_on_healthy_in_nftables_mode(
+    healthy: RunningLab, tmp_path: Path
+) -> None:
+    code, summary, output = run_vipcheck(healthy, tmp_path)
+    assert (code, flagged(summary)) == (0, set()), output
+    judged = {r["check"] for r in summary["results"] if r["outcome"] == "passed"}
+    assert {"kube-proxy-mode", "nft-service-maps", "nft-trace-reaches-endpoints"} <= judged
+
+
+# The founding incidents in nftables mode, each found by what judges it there: the stale
+# endpoint (pod:80 after the port moved to 6379) by the chain check, the trace and the probe;
+# the closing-connection pile-up by conntrack's timeouts; strict rp_filter as in IPVS mode.
+REDIS_PORT = "default/redis:6379/TCP"
+INCIDENTS_NFTABLES = {
+    ("nft-chains-reach-endpoints", REDIS_PORT),
+    ("nft-trace-reaches-endpoints", REDIS_PORT),
+    ("vip-handshake", REDIS_PORT),
+    *(("conntrack-timeouts", f"node-{n}") for n in (1, 2, 3)),
+    ("rp-filter-not-strict", "node-2/tunl0"),
+}
+
+
+def test_vipcheck_finds_the_three_founding_incidents_in_nftables_mode(
+    incidents: RunningLab, tmp_path: Path
+) -> None:
+    code, summary, output = run_vipcheck(incidents, tmp_path)
+    assert (code, flagged(summary)) == (1, INCIDENTS_NFTABLES), output
+    [stale] = [
+        r for r in summary["results"]
+        if r["check"] == "nft-chains-reach-endpoints" and r["outcome"] == "failed"
+    ]  # fmt: skip
+    evidence = " ".join(e for v in stale["violations"] for e in v["evidence"])
+    assert "10.244.3.10 . 80" in evidence, evidence
