@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 
 from vipcheck.checks.base import Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
@@ -135,11 +135,12 @@ def expectation(
 
 
 def firewall_sources(
-    rules: PortRules, outside: IPAddress, pod_cidrs: Iterable[IPNetwork]
+    rules: PortRules, outside: IPAddress, avoid: Iterable[IPNetwork]
 ) -> list[IPAddress]:
     """Outside sources for a firewalled LB IP: one its source ranges admit and one they do not
-    (where the ranges leave any), neither in a pod CIDR. `outside` is tried first for either."""
-    cidrs = tuple(pod_cidrs)
+    (where the ranges leave any), neither in `avoid` (the pod CIDRs and the node's own
+    addresses, which the external chain short-circuits). `outside` is tried first for either."""
+    cidrs = tuple(avoid)
     candidates = [
         outside,
         *(
@@ -155,13 +156,9 @@ def firewall_sources(
     return list(found.values())
 
 
+# Sources a range may not admit, upstream's TestLoadBalancer blocked client first.
 _BLOCKED_CLIENTS = {
-    4: (
-        "203.0.113.130",
-        "198.51.100.2",
-        "192.0.2.2",
-        "100.64.0.2",
-    ),  # upstream's blocked client first
+    4: ("203.0.113.130", "198.51.100.2", "192.0.2.2", "100.64.0.2"),
     6: ("2001:db8:ffff::2", "64:ff9b::1", "2600:5200::2"),
 }
 
@@ -242,7 +239,8 @@ def _judge_vip(
     by_origin = sources(view.pod_cidrs, vs.address.version)
     outside = [by_origin[Origin.OUTSIDE]]
     if vs.kind is VirtualServiceKind.LOAD_BALANCER and rules.uses_firewall:
-        outside = firewall_sources(rules, outside[0], view.pod_cidrs)
+        own = (ip_network(address) for address in tracer.local)
+        outside = firewall_sources(rules, outside[0], (*view.pod_cidrs, *own))
     origins = [(Origin.OUTSIDE, source) for source in outside]
     if Origin.POD in by_origin:
         origins.append((Origin.POD, by_origin[Origin.POD]))

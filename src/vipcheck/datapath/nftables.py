@@ -15,8 +15,13 @@ Two layouts, chosen by the node's kube-proxy release (DIRECT_DNAT_SINCE):
   endpoint chain ending in `meta l4proto tcp dnat to IP:port`, ClientIP affinity a set per
   endpoint (`affinity-...`, flags dynamic,timeout, the Service's timeout);
 - direct DNAT (tables listed on v1.36.2 clusters): no endpoint chains, the policy chain does
-  `meta l4proto tcp dnat ip to numgen random mod N map { 0 : IP . port, ... }` and a
-  `hairpin-connections` set replaces the per-endpoint hairpin rules.
+  `meta l4proto tcp dnat ip to numgen random mod N map { 0 : IP . port, ... }` (from 1.37 maybe
+  `meta l4proto tcp dnat to IP:port` for one endpoint, SINGLE_DNAT_SINCE) and a
+  `hairpin-connections` set replaces the per-endpoint hairpin rules; ClientIP affinity alone
+  keeps the endpoint chains and affinity sets of the older layout.
+
+Either layout firewalls an LB IP of a Service with loadBalancerSourceRanges: a `firewall-ips`
+element to a `firewall-` chain dropping other sources (PortRules.firewall_sources).
 
 Checks run once per Service port and node, so a node's expected state is computed once (kept by
 the snapshot's Facts) and the Services that cannot differ between nodes once per snapshot.
@@ -91,7 +96,9 @@ so from 1.37 on (and for an unknown release) both forms are accepted, before it 
 
 LOOPBACK = {4: ip_address("127.0.0.1"), 6: ip_address("::1")}
 """kube-proxy's node IP of a family the Node object has no address of (detectNodeIPs,
-cmd/kube-proxy/app/server.go): it decides whether a loadBalancerSourceRange admits the node."""
+cmd/kube-proxy/app/server.go; otherwise the Node's first address of the family, GetNodeHostIPs):
+it decides whether a loadBalancerSourceRange admits the node. A bindAddress overriding the primary
+node IP is not read (KubeProxyConfig does not carry it)."""
 
 # knftables.NameLengthMax (256) less the longest prefix, "endpoint-" and kin, with its hyphen:
 # proxier.go's chainNamePrefixLengthMax and chainNameBaseLengthMax.
@@ -117,7 +124,10 @@ class Layout(StrEnum):
     """How a release's policy chains reach the endpoints."""
 
     ENDPOINT_CHAINS = "endpoint chains (numgen vmap to endpoint-... chains, each with its DNAT)"
-    DIRECT_DNAT = "direct DNAT (numgen map of IP . port in the policy chain, no endpoint chains)"
+    DIRECT_DNAT = (
+        "direct DNAT (numgen map of IP . port in the policy chain; endpoint chains only for "
+        "ClientIP affinity)"
+    )
 
 
 def layout_for(release: KubeRelease | None) -> Layout:
