@@ -1,4 +1,5 @@
-"""kube-proxy's nftables tables (issue 19): maps, chains, affinity sets, stale chains, sets."""
+"""kube-proxy's nftables tables (issue 19): maps, chains, affinity sets, firewalls, stale chains,
+sets."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ def test_nft_chains_reach_endpoints_no_stale_dnat(vipcheck_result: Result) -> No
 
 @pytest.mark.vipcheck_check("nft-session-affinity")
 def test_nft_session_affinity(vipcheck_result: Result) -> None:
+    assert_conforms(vipcheck_result)
+
+
+@pytest.mark.vipcheck_check("nft-lb-source-ranges")
+def test_nft_lb_source_ranges(vipcheck_result: Result) -> None:
     assert_conforms(vipcheck_result)
 
 

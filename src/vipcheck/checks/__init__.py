@@ -16,6 +16,7 @@ from vipcheck.checks.nft_trace import NFT_TRACE_REACHES_ENDPOINTS
 from vipcheck.checks.nftables import (
     CHAINS_REACH_ENDPOINTS,
     CLUSTER_IPS_SET,
+    LB_SOURCE_RANGES,
     NO_STALE_CHAINS,
     NODEPORT_IPS_SET,
     SERVICE_MAPS,
@@ -47,6 +48,7 @@ CATALOGUE: tuple[Check[Any], ...] = (
     SERVICE_MAPS,
     CHAINS_REACH_ENDPOINTS,
     SESSION_AFFINITY,
+    LB_SOURCE_RANGES,
     NFT_TRACE_REACHES_ENDPOINTS,
     NO_STALE_CHAINS,
     CLUSTER_IPS_SET,

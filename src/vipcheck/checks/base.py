@@ -52,6 +52,7 @@ class FindingKind(StrEnum):
     NFT_STALE_CHAIN = "nft-stale-chain"
     NFT_DANGLING_REFERENCE = "nft-dangling-reference"
     NFT_WRONG_SET = "nft-wrong-set"
+    NFT_WRONG_FIREWALL = "nft-wrong-firewall"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,18 +15,20 @@ syncProxyRules):
   `external-` chain's "short-circuit pod traffic" rule), traffic from outside reaches only the
   local ones, and is DROPped when there is none (`no-endpoint-services` ... `drop`);
 - internalTrafficPolicy Local with no local endpoint: ClusterIP traffic is DROPped;
-- no endpoint at all: REJECT (`goto reject-chain`).
+- no endpoint at all: REJECT (`goto reject-chain`);
+- an LB IP of a Service with loadBalancerSourceRanges: a source outside them is DROPped by its
+  `firewall-` chain before anything else, so such a VIP is traced from an outside source inside
+  the ranges and from one outside them (PortRules.firewall_sources, admits).
 
-A mismatch names the rule path the packet took. Not judged, and said so: traffic to a LoadBalancer
-IP the table firewalls (`firewall-ips`; loadBalancerSourceRanges is not in vipcheck's Service
-model, so which sources it admits is unknown), and pod traffic on a node with no pod CIDR known.
+A mismatch names the rule path the packet took. Not judged, and said so: pod traffic on a node
+with no pod CIDR known.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 
 from vipcheck.checks.base import Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
@@ -69,7 +71,7 @@ from vipcheck.model.cluster import (
     IPNetwork,
     ServicePortKey,
 )
-from vipcheck.model.nftables import KUBE_PROXY_TABLE, NftFamily, NftTable
+from vipcheck.model.nftables import KUBE_PROXY_TABLE, NftFamily
 from vipcheck.model.node import HostPort, InvalidValue
 from vipcheck.settings import Settings
 
@@ -102,8 +104,12 @@ class Expectation:
         return f"DNAT to exactly {', '.join(sorted(map(str, self.targets)))} ({self.why})"
 
 
-def expectation(vs: ExpectedVirtualService, origin: Origin, rules: PortRules) -> Expectation:
-    """kube-proxy's nftables semantics for one VIP and origin (see the module docstring)."""
+def expectation(
+    vs: ExpectedVirtualService, origin: Origin, rules: PortRules, source: IPAddress
+) -> Expectation:
+    """kube-proxy's nftables semantics for one VIP, origin and source (the module docstring)."""
+    if vs.kind is VirtualServiceKind.LOAD_BALANCER and not rules.admits(source):
+        return Expectation(frozenset(), Verdict.DROP, f"{source} is outside the source ranges")
     anywhere = rules.cluster_endpoints | rules.local_endpoints
     if vs.kind is VirtualServiceKind.CLUSTER_IP:
         local, policy = rules.internal_local, "internalTrafficPolicy"
@@ -126,6 +132,35 @@ def expectation(vs: ExpectedVirtualService, origin: Origin, rules: PortRules) ->
     if local and anywhere:
         return Expectation(frozenset(), Verdict.DROP, f"{policy} Local, none here")
     return Expectation(frozenset(), Verdict.REJECT, "no endpoints: goto reject-chain")
+
+
+def firewall_sources(
+    rules: PortRules, outside: IPAddress, avoid: Iterable[IPNetwork]
+) -> list[IPAddress]:
+    """Outside sources for a firewalled LB IP: one its source ranges admit and one they do not
+    (where the ranges leave any), neither in `avoid` (the pod CIDRs and the node's own
+    addresses, which the external chain short-circuits). `outside` is tried first for either."""
+    cidrs = tuple(avoid)
+    candidates = [
+        outside,
+        *(
+            r.network_address + 1 if r.num_addresses > 2 else r.network_address
+            for r in rules.source_ranges
+        ),
+        *(ip_address(a) for a in _BLOCKED_CLIENTS[outside.version]),
+    ]
+    found: dict[bool, IPAddress] = {}
+    for candidate in candidates:
+        if candidate.version == outside.version and not any(candidate in c for c in cidrs):
+            found.setdefault(rules.admits(candidate), candidate)
+    return list(found.values())
+
+
+# Sources a range may not admit, upstream's TestLoadBalancer blocked client first.
+_BLOCKED_CLIENTS = {
+    4: ("203.0.113.130", "198.51.100.2", "192.0.2.2", "100.64.0.2"),
+    6: ("2001:db8:ffff::2", "64:ff9b::1", "2600:5200::2"),
+}
 
 
 def sources(node_object_cidrs: Iterable[IPNetwork], family: int) -> dict[Origin, IPAddress]:
@@ -200,14 +235,19 @@ def _judge_vip(
     vip = HostPort(vs.address, vs.port)
     if tracer is None:
         return [_violation(node, vs, f"nft lists no table {family} {KUBE_PROXY_TABLE}", (), "")]
-    if vs.kind is VirtualServiceKind.LOAD_BALANCER and _firewalled(tracer.table, vs):
-        return [NotShown(f"{vip}: firewalled (loadBalancerSourceRanges not modelled)")]
     found: list[Violation | NotShown] = []
-    origins = sources(view.pod_cidrs, vs.address.version)
-    if Origin.POD not in origins:
+    by_origin = sources(view.pod_cidrs, vs.address.version)
+    outside = [by_origin[Origin.OUTSIDE]]
+    if vs.kind is VirtualServiceKind.LOAD_BALANCER and rules.uses_firewall:
+        own = (ip_network(address) for address in tracer.local)
+        outside = firewall_sources(rules, outside[0], (*view.pod_cidrs, *own))
+    origins = [(Origin.OUTSIDE, source) for source in outside]
+    if Origin.POD in by_origin:
+        origins.append((Origin.POD, by_origin[Origin.POD]))
+    else:
         found.append(NotShown(f"{vip}: pod traffic (no pod CIDR known for {node})"))
-    for origin, source in origins.items():
-        wanted = expectation(vs, origin, rules)
+    for origin, source in origins:
+        wanted = expectation(vs, origin, rules, source)
         packet = Packet(source, vs.address, vs.protocol, vs.port, origin)
         try:
             traced = tracer.trace(packet)
@@ -218,14 +258,6 @@ def _judge_vip(
             text = f"{packet}: {reached}"
             found.append(_violation(node, vs, text, _evidence(traced), str(wanted)))
     return found
-
-
-def _firewalled(table: NftTable, vs: ExpectedVirtualService) -> bool:
-    firewall = table.sets.get("firewall-ips")
-    if firewall is None:
-        return False
-    key = (str(vs.address), vs.protocol.value.lower(), str(vs.port))
-    return any(element.key == key for element in firewall.elements)
 
 
 def _evidence(traced: Trace) -> tuple[str, ...]:

@@ -10,7 +10,8 @@ element it read, and restarting kube-proxy on the node (a full resync) repairs i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
 
 from vipcheck.checks.base import (
     Check,
@@ -30,9 +31,8 @@ from vipcheck.checks.scopes import NODES, SERVICE_PORTS
 from vipcheck.datapath.nftables import (
     AFFINITY_PREFIX,
     CLUSTER_IPS,
-    FIREWALL_PREFIX,
+    FIREWALL_IPS,
     NODEPORT_IPS,
-    Layout,
     NftExpectedState,
     NodeRules,
     PortRules,
@@ -41,6 +41,7 @@ from vipcheck.datapath.nftables import (
     map_endpoint_text,
     read_dnat,
     read_pick,
+    read_single_dnat,
     references,
 )
 from vipcheck.facts import (
@@ -57,7 +58,7 @@ from vipcheck.facts import (
     Facts,
     NodeFacts,
 )
-from vipcheck.model.cluster import ServicePortKey
+from vipcheck.model.cluster import IPNetwork, ServicePortKey
 from vipcheck.model.nftables import NftElement, NftFamily, NftTable
 from vipcheck.settings import Settings
 from vipcheck.untrusted import printable
@@ -153,10 +154,17 @@ def check_service_maps(
 
 
 def _judge_maps(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+    return _judge_elements(name, table, rules, rules.maps())
+
+
+def _judge_elements(
+    name: str, table: NftTable, rules: PortRules, maps: dict[str, dict[tuple[str, ...], str]]
+) -> _Verdicts:
+    """The port's elements of each map against the wanted ones: missing, wrong verdict, stale."""
     verdicts: _Verdicts = []
     subject = str(rules.port_key)
     addresses = {str(a) for a in (rules.cluster_ip, *rules.external_ips, *rules.lb_ips)}
-    for map_name, wanted in rules.maps().items():
+    for map_name, wanted in maps.items():
         nft_map = table.sets.get(map_name)
         observed = element_index(() if nft_map is None else nft_map.elements)
         mine: dict[tuple[str, ...], NftElement]
@@ -217,7 +225,8 @@ def _judge_maps(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
 
 def _where_it_belongs(rules: PortRules, key: tuple[str, ...]) -> str:
     """Where a correct proxier keeps this key instead, for the message."""
-    homes = [name for name, wanted in rules.maps().items() if key in wanted]
+    every = {**rules.maps(), FIREWALL_IPS: rules.firewall_ips()}
+    homes = [name for name, wanted in every.items() if key in wanted]
     if homes:
         return f"it belongs in {' and '.join(homes)}"
     return "no map holds it"
@@ -239,6 +248,95 @@ SERVICE_MAPS = Check(
     scope=SERVICE_PORTS,
     inputs=_INPUTS,
     run=check_service_maps,
+)
+
+
+# --- loadBalancerSourceRanges: firewall-ips and the firewall- chains ---------------------------
+
+
+def check_lb_source_ranges(
+    subject: ServicePortKey, facts: Facts, settings: Settings
+) -> list[Violation]:
+    """LB IPs with source ranges in firewall-ips, their firewall chain dropping the rest."""
+    return _judge_ports(facts, subject, "nft-firewall-judged", _judge_firewall)
+
+
+# `ip saddr != { 1.2.3.4, 203.0.113.0/25 } drop` (one source: no braces), as nft lists it.
+_FIREWALL_RULE = re.compile(r"ip6? saddr != (?:\{ ?(?P<many>[^}]*?) ?\}|(?P<one>\S+)) drop")
+
+
+def _judge_firewall(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+    subject = str(rules.port_key)
+    verdicts = _judge_elements(name, table, rules, {FIREWALL_IPS: rules.firewall_ips()})
+    if not rules.uses_firewall:
+        return verdicts  # a left-over firewall chain is nft-no-stale-chains'
+    chain = table.chains.get(rules.firewall_chain)
+    if chain is None:
+        return [*verdicts, _missing_chain(subject, name, rules.firewall_chain, rules)]
+    wanted = _collapsed(rules.firewall_sources)
+    shown_wanted = ", ".join(str(n) for n in sorted(wanted, key=_network_order))
+    node_too = len(rules.firewall_sources) > len(rules.source_ranges)
+    why = "and the LB IPs: a range holds the node IP" if node_too else "as listed"
+    expected = (
+        f"chain {rules.firewall_chain}: only `saddr != {{ {shown_wanted} }} drop` "
+        f"(loadBalancerSourceRanges, {why})"
+    )
+    found = [_FIREWALL_RULE.fullmatch(rule.text) for rule in chain.rules]
+    admitted = (
+        _networks(found[0]["many"] or found[0]["one"]) if len(found) == 1 and found[0] else None
+    )
+    if admitted is None or _collapsed(admitted) != wanted:
+        shown = "; ".join(map(str, chain.rules)) or "no rule"
+        verdicts.append(
+            _violation(
+                FindingKind.NFT_WRONG_FIREWALL,
+                subject,
+                name,
+                observed=f"chain {rules.firewall_chain} ({rules.family.value}): {shown}",
+                expected=expected,
+                evidence=shown,
+            )
+        )
+    return verdicts
+
+
+def _networks(text: str) -> list[IPNetwork] | None:
+    """The addresses and prefixes of a listed anonymous set; None if one is neither."""
+    try:
+        return [ip_network(item.strip(), strict=False) for item in text.split(",") if item.strip()]
+    except ValueError:
+        return None
+
+
+def _collapsed(networks: Iterable[IPNetwork]) -> frozenset[IPNetwork]:
+    """The networks merged per family, as nft merges an interval set's overlapping elements."""
+    listed = tuple(networks)
+    v4 = collapse_addresses(n for n in listed if isinstance(n, IPv4Network))
+    v6 = collapse_addresses(n for n in listed if isinstance(n, IPv6Network))
+    return frozenset((*v4, *v6))
+
+
+def _network_order(network: IPNetwork) -> tuple[int, int, int]:
+    return (network.version, int(network.network_address), network.prefixlen)
+
+
+LB_SOURCE_RANGES = Check(
+    id="nft-lb-source-ranges",
+    title="LoadBalancer IPs with loadBalancerSourceRanges admit exactly those sources",
+    why=(
+        "kube-proxy sends new connections to an LB IP of a Service with "
+        "loadBalancerSourceRanges through `firewall-ips` to a `firewall-` chain that drops every "
+        "other source (`ip saddr != { ranges } drop`, the LB IPs added when a range holds the "
+        "node's IP, for the node's own looped-back requests): a missing element or chain opens "
+        "the Service to the internet, wrong ranges lock its clients out "
+        "(pkg/proxy/nftables/proxier.go, kubernetes/kubernetes@736e3b684ef1; NodePorts are "
+        "never firewalled)."
+    ),
+    fix="Restart kube-proxy on the node so it resyncs its firewall chains and map.",
+    severity=Severity.CRITICAL,
+    scope=SERVICE_PORTS,
+    inputs=_INPUTS,
+    run=check_lb_source_ranges,
 )
 
 
@@ -301,21 +399,29 @@ def _judge_policy_chain(
         return [_missing_chain(subject, name, chain_name, rules)]
     pick = read_pick(chain.rules)
     wanted_text = sorted(
-        map_endpoint_text(e) if rules.layout is Layout.DIRECT_DNAT else host_port_text(e)
+        host_port_text(e) if rules.uses_endpoint_chains else map_endpoint_text(e)
         for e in rules.policy_chains[chain_name]
     )
     expected = (
         f"numgen random mod {len(wanted_text)} over {', '.join(wanted_text)}, "
         f"{rules.protocol} ({rules.layout})"
     )
+    single = None if pick is not None else read_single_dnat(chain.rules)
+    if single is not None and rules.single_dnat and not rules.uses_endpoint_chains:
+        pick = single
     if pick is None:
         shown = "; ".join(map(str, chain.rules)) or "no rule"
+        why = (
+            " (`dnat to IP:port` for one endpoint is written from 1.37 on, PR #140723)"
+            if single is not None
+            else ""
+        )
         return [
             _violation(
                 FindingKind.NFT_WRONG_ENDPOINTS,
                 subject,
                 name,
-                observed=f"chain {chain_name} picks no endpoint: {shown}",
+                observed=f"chain {chain_name} picks no endpoint{why}: {shown}",
                 expected=expected,
                 evidence=shown,
             )
@@ -432,15 +538,13 @@ def check_session_affinity(
 
 
 def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
-    if rules.layout is Layout.DIRECT_DNAT:
-        return [
-            NotShown(
-                f"{name}: affinity in the direct-DNAT layout is not modelled yet "
-                "(its shape is the research notes' to name)"
-            )
-        ]
+    """Both layouts keep, for ClientIP affinity, an `affinity-` set and an `endpoint-` chain per
+    reachable endpoint (the direct-DNAT layout keeps endpoint chains for nothing else): the sets
+    with the Service's timeout, the policy chain's `ip saddr @affinity-X goto endpoint-X` per
+    endpoint before its numgen, each endpoint chain's `update @affinity-X { ip saddr }`
+    (proxier.go writeServiceToEndpointJumps, kubernetes/kubernetes@736e3b684ef1)."""
     subject = str(rules.port_key)
-    verdicts: _Verdicts = []
+    verdicts: _Verdicts = _judge_affinity_rules(name, table, rules)
     wanted = (
         {rules.affinity_set(e): e for e in rules.reachable_endpoints}
         if rules.affinity_timeout is not None
@@ -491,6 +595,40 @@ def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
     return verdicts
 
 
+def _judge_affinity_rules(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+    """The rules that remember and honour a client's endpoint, where affinity is set."""
+    if rules.affinity_timeout is None:
+        return []
+    subject = str(rules.port_key)
+    source = "ip6 saddr" if rules.family is NftFamily.IP6 else "ip saddr"
+    wanted: list[tuple[str, str]] = []  # (chain, the rule it must hold)
+    for chain_name, endpoints in rules.policy_chains.items():
+        for endpoint in sorted(endpoints, key=str):
+            recorded = f"{rules.affinity_set(endpoint)} goto {rules.endpoint_chain(endpoint)}"
+            wanted.append((chain_name, f"{source} @{recorded}"))
+    for endpoint in sorted(rules.reachable_endpoints, key=str):
+        update = f"update @{rules.affinity_set(endpoint)} {{ {source} }}"
+        wanted.append((rules.endpoint_chain(endpoint), update))
+    verdicts: _Verdicts = []
+    for chain_name, rule in wanted:
+        chain = table.chains.get(chain_name)
+        if chain is None:
+            continue  # nft-chains-reach-endpoints reports a missing chain
+        if not any(found.text == rule for found in chain.rules):
+            shown = "; ".join(map(str, chain.rules)) or "no rule"
+            verdicts.append(
+                _violation(
+                    FindingKind.NFT_WRONG_AFFINITY,
+                    subject,
+                    name,
+                    observed=f"chain {chain_name} lacks `{rule}` (ClientIP affinity): {shown}",
+                    expected=f"`{rule}` in {chain_name}",
+                    evidence=shown,
+                )
+            )
+    return verdicts
+
+
 SESSION_AFFINITY = Check(
     id="nft-session-affinity",
     title="Affinity sets exist exactly for ClientIP-affinity ports, with the Service's timeout",
@@ -527,15 +665,12 @@ def check_no_stale_chains(
     chain that is not there."""
     require_nftables_mode(facts.cluster)
     expected = NftExpectedState.of(facts).on_node(subject.node)
-    firewall_bases = {r.base for r in expected.every() if r.lb_ips}
     violations: list[Violation] = []
     for family, table in _node_tables(facts, subject):
         wanted = expected.chains(family)
         for chain in table.chains.values():
             if "/" not in chain.name or chain.name in wanted or not chain.rules:
                 continue  # a stock chain, an expected one, or one flushed and soon deleted
-            if chain.name.removeprefix(FIREWALL_PREFIX) in firewall_bases:
-                continue  # loadBalancerSourceRanges are not in the model: not judged
             violations.append(
                 _violation(
                     FindingKind.NFT_STALE_CHAIN,

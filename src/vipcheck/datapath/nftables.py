@@ -15,8 +15,13 @@ Two layouts, chosen by the node's kube-proxy release (DIRECT_DNAT_SINCE):
   endpoint chain ending in `meta l4proto tcp dnat to IP:port`, ClientIP affinity a set per
   endpoint (`affinity-...`, flags dynamic,timeout, the Service's timeout);
 - direct DNAT (tables listed on v1.36.2 clusters): no endpoint chains, the policy chain does
-  `meta l4proto tcp dnat ip to numgen random mod N map { 0 : IP . port, ... }` and a
-  `hairpin-connections` set replaces the per-endpoint hairpin rules.
+  `meta l4proto tcp dnat ip to numgen random mod N map { 0 : IP . port, ... }` (from 1.37 maybe
+  `meta l4proto tcp dnat to IP:port` for one endpoint, SINGLE_DNAT_SINCE) and a
+  `hairpin-connections` set replaces the per-endpoint hairpin rules; ClientIP affinity alone
+  keeps the endpoint chains and affinity sets of the older layout.
+
+Either layout firewalls an LB IP of a Service with loadBalancerSourceRanges: a `firewall-ips`
+element to a `firewall-` chain dropping other sources (PortRules.firewall_sources).
 
 Checks run once per Service port and node, so a node's expected state is computed once (kept by
 the snapshot's Facts) and the Services that cannot differ between nodes once per snapshot.
@@ -31,7 +36,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 
 from vipcheck.datapath.ipvs import node_port_candidates, own_addresses
 from vipcheck.datapath.nft_trace import CannotTrace, Tracer
@@ -78,9 +83,22 @@ from vipcheck.parse import ParseError
 from vipcheck.snapshot import SnapshotError
 
 DIRECT_DNAT_SINCE = KubeRelease(1, 36)
-"""The first release whose tables have no endpoint chains (DNAT straight from the policy chain
-through a numgen map). Issue 19 saw the layout on v1.36.2 clusters; the commit that made the
-change is the research notes' (/work/wt/research-19.md) to name: this one constant moves then."""
+"""The first release whose tables have no endpoint chains but for ClientIP affinity (DNAT straight
+from the policy chain through a numgen map): kubernetes/kubernetes PRs #135800 and #136499, both in
+the 1.36 cycle (CHANGELOG-1.36.md; the layout is listed on v1.36.2 clusters)."""
+
+SINGLE_DNAT_SINCE = KubeRelease(1, 37)
+"""The first release that may DNAT a one-endpoint policy chain with `meta l4proto tcp dnat to
+IP:port` instead of `numgen random mod 1 map { 0 : IP . port }` (PR #140723, in
+kubernetes/kubernetes@736e3b684ef1 pkg/proxy/nftables/proxier.go writeServiceToEndpointDNATs).
+It merged after v1.36 (v1.36.2 still lists the map); which release first ships it is not certain,
+so from 1.37 on (and for an unknown release) both forms are accepted, before it only the map."""
+
+LOOPBACK = {4: ip_address("127.0.0.1"), 6: ip_address("::1")}
+"""kube-proxy's node IP of a family the Node object has no address of (detectNodeIPs,
+cmd/kube-proxy/app/server.go; otherwise the Node's first address of the family, GetNodeHostIPs):
+it decides whether a loadBalancerSourceRange admits the node. A bindAddress overriding the primary
+node IP is not read (KubeProxyConfig does not carry it)."""
 
 # knftables.NameLengthMax (256) less the longest prefix, "endpoint-" and kin, with its hyphen:
 # proxier.go's chainNamePrefixLengthMax and chainNameBaseLengthMax.
@@ -106,7 +124,10 @@ class Layout(StrEnum):
     """How a release's policy chains reach the endpoints."""
 
     ENDPOINT_CHAINS = "endpoint chains (numgen vmap to endpoint-... chains, each with its DNAT)"
-    DIRECT_DNAT = "direct DNAT (numgen map of IP . port in the policy chain, no endpoint chains)"
+    DIRECT_DNAT = (
+        "direct DNAT (numgen map of IP . port in the policy chain; endpoint chains only for "
+        "ClientIP affinity)"
+    )
 
 
 def layout_for(release: KubeRelease | None) -> Layout:
@@ -159,6 +180,9 @@ class PortRules:
     externally_accessible: bool
     affinity_timeout: int | None  # ClientIP affinity's timeout, None without affinity
     layout: Layout
+    source_ranges: tuple[IPNetwork, ...] = ()  # loadBalancerSourceRanges of the family
+    node_ip: IPAddress | None = None  # kube-proxy's node IP of the family (detectNodeIPs)
+    single_dnat: bool = False  # the release may write `dnat to IP:port` for one endpoint
     base: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -258,13 +282,50 @@ class PortRules:
         )
 
     @property
+    def uses_endpoint_chains(self) -> bool:
+        """Whether the policy chains go to `endpoint-` chains: always in the older layout, and
+        in the direct-DNAT one for ClientIP affinity only, whose endpoint chains record the client
+        (`update @affinity-... { ip saddr }`) before their DNAT (proxier.go
+        writeServiceToEndpointJumps, kubernetes/kubernetes@736e3b684ef1)."""
+        return self.layout is Layout.ENDPOINT_CHAINS or self.affinity_timeout is not None
+
+    @property
+    def uses_firewall(self) -> bool:
+        """usesFWChain: LB IPs and loadBalancerSourceRanges (with or without endpoints)."""
+        return bool(self.lb_ips and self.source_ranges)
+
+    @property
+    def firewall_sources(self) -> tuple[IPNetwork, ...]:
+        """The sources the firewall chain admits (`ip saddr != { ... } drop`): the ranges, and
+        the LB IPs too when a range holds the node's IP (a VIP-style LB IP is a local address,
+        so the node's own requests loop back with it as their source; proxier.go)."""
+        if not self.uses_firewall:
+            return ()
+        found = list(self.source_ranges)
+        if self.node_ip is not None and any(self.node_ip in r for r in self.source_ranges):
+            found += [ip_network(address) for address in self.lb_ips]
+        return tuple(found)
+
+    def admits(self, source: IPAddress) -> bool:
+        """Whether traffic from this source to the port's LB IPs passes the firewall chain."""
+        return not self.uses_firewall or any(source in r for r in self.firewall_sources)
+
+    def firewall_ips(self) -> dict[tuple[str, ...], str]:
+        """Its elements of firewall-ips: each LB IP's key -> goto its firewall chain."""
+        if not self.uses_firewall:
+            return {}
+        verdict = f"goto {self.firewall_chain}"
+        return {self._key(address, self.port_key.port): verdict for address in self.lb_ips}
+
+    @property
     def chains(self) -> frozenset[str]:
-        """Every chain of this port a correct proxier keeps (firewall chains aside: the model
-        has no loadBalancerSourceRanges)."""
+        """Every chain of this port a correct proxier keeps."""
         names = set(self.policy_chains)
         if self.uses_external_chain:
             names.add(self.external_chain)
-        if self.layout is Layout.ENDPOINT_CHAINS:
+        if self.uses_firewall:
+            names.add(self.firewall_chain)
+        if self.uses_endpoint_chains:
             names |= {self.endpoint_chain(endpoint) for endpoint in self.reachable_endpoints}
         return frozenset(names)
 
@@ -418,11 +479,15 @@ def service_port_rules(
     node: str,
     zone: str | None,
     release: KubeRelease | None,
+    *,
+    node_ips: Sequence[IPAddress] = (),
 ) -> Iterator[PortRules]:
     """What the proxier of each of the Service's families programs for each of its ports (a
-    proxier handles a Service only in the families of its ClusterIPs)."""
+    proxier handles a Service only in the families of its ClusterIPs). node_ips: the Node
+    object's primary IPs, kube-proxy's node IPs (loopback for a family without one)."""
     rules = kube_proxy_rules(release)
     layout = layout_for(release)
+    single_dnat = release is None or release >= SINGLE_DNAT_SINCE
     has_node_ports = service.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
     affinity = (
         service.session_affinity_timeout
@@ -434,6 +499,8 @@ def service_port_rules(
         family = family_of(cluster_ip)
         external_ips = tuple(a for a in service.external_ips if a.version == version)
         lb_ips = tuple(a for a in _lb_ips(service, rules) if a.version == version)
+        ranges = tuple(r for r in service.load_balancer_source_ranges if r.version == version)
+        node_ip = next((a for a in node_ips if a.version == version), LOOPBACK[version])
         address_type = _address_type(family)
         for port in service.ports:
             node_port = port.node_port if has_node_ports else None
@@ -464,13 +531,19 @@ def service_port_rules(
                 externally_accessible=accessible,
                 affinity_timeout=affinity,
                 layout=layout,
+                source_ranges=ranges,
+                node_ip=node_ip,
+                single_dnat=single_dnat,
             )
 
 
 def _same_on_every_node(service: Service, slices: Sequence[EndpointSlice]) -> bool:
     """Whether a Service's rules cannot depend on the node: no Local policy (the node's own
-    endpoints) and no topology hint. NodePorts do not matter here: their map key is the port."""
+    endpoints), no source range (the node's IP may be in one) and no topology hint. NodePorts do
+    not matter here: their map key is the port."""
     if TrafficPolicy.LOCAL in (service.internal_traffic_policy, service.external_traffic_policy):
+        return False
+    if service.load_balancer_source_ranges:
         return False
     return not any(
         endpoint.zone_hints or endpoint.node_hints
@@ -514,6 +587,7 @@ class NftExpectedState:
         node_object = self.cluster.node(name)
         release = self.cluster.kube_proxy_release(name)
         zone = None if node_object is None else node_object.zone
+        primary = () if node_object is None else node_object.primary_ips
         shared = self._shared.setdefault(release, {})
         ports: defaultdict[ServicePortKey, list[PortRules]] = defaultdict(list)
         cluster_ips: dict[NftFamily, set[str]] = {NftFamily.IP: set(), NftFamily.IP6: set()}
@@ -525,12 +599,13 @@ class NftExpectedState:
             found = shared.get(index)
             if found is None:
                 slices = self._slices.get(service.key, [])
-                found = tuple(service_port_rules(service, slices, name, zone, release))
+                found = tuple(
+                    service_port_rules(service, slices, name, zone, release, node_ips=primary)
+                )
                 if _same_on_every_node(service, slices):
                     shared[index] = found
             for rules in found:
                 ports[rules.port_key].append(rules)
-        primary = () if node_object is None else node_object.primary_ips
         return NodeRules(
             release=release,
             layout=layout_for(release),
@@ -721,6 +796,17 @@ def read_pick(rules: Iterable[NftRule]) -> Pick | None:
             entries = {int(i): target for i, target in _VMAP_ENTRY.findall(found.group(2))}
             return Pick(int(found.group(1)), entries, rule)
     return None
+
+
+def read_single_dnat(rules: Iterable[NftRule]) -> Pick | None:
+    """A one-endpoint policy chain's `meta l4proto tcp dnat to IP:port` (PR #140723) as the pick
+    of `numgen random mod 1 map { 0 : IP . port }` it replaces; None without one."""
+    dnat = read_dnat(rules)
+    if dnat is None:
+        return None
+    address, _, port = dnat.target.rpartition(":")
+    target = f"{address.strip('[]')} . {port}"
+    return Pick(1, {0: target}, dnat.rule, dnat.protocol)
 
 
 @dataclass(frozen=True, slots=True)

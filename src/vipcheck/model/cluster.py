@@ -160,6 +160,9 @@ class Service:
     # status.loadBalancer.ingress IPs with ipMode Proxy, which lb_ingress_ips leaves out: the load
     # balancer proxies to the nodes itself, so kube-proxy from 1.30 programs nothing for them.
     lb_proxy_mode_ips: tuple[IPAddress, ...] = ()
+    # spec.loadBalancerSourceRanges as kube-proxy reads them (parse.kube: trimmed, masked, the
+    # entries that are no CIDR left out): the only sources its firewall chains admit to LB IPs.
+    load_balancer_source_ranges: tuple[IPNetwork, ...] = ()
 
     @property
     def key(self) -> str:

@@ -457,6 +457,9 @@ def _parse_service(reader: _Reader, item: Mapping[str, object]) -> Service:
         traffic_distribution=reader.optional_string(
             spec.get("trafficDistribution"), "spec.trafficDistribution"
         ),
+        load_balancer_source_ranges=tuple(
+            _source_ranges(reader, spec.get("loadBalancerSourceRanges"))
+        ),
     )
 
 
@@ -490,6 +493,38 @@ def _service_port(reader: _Reader, value: object, path: str) -> ServicePort:
         target_port=target_port,
         node_port=None if node_port is None else reader.integer(node_port, f"{path}.nodePort"),
     )
+
+
+_SOURCE_RANGES = "spec.loadBalancerSourceRanges"
+
+
+def _source_ranges(reader: _Reader, value: object) -> Iterator[IPNetwork]:
+    """spec.loadBalancerSourceRanges as kube-proxy reads them (newBaseServiceInfo,
+    kubernetes/kubernetes@5ce22905a86f pkg/proxy/serviceport.go, and MapCIDRsByIPFamily,
+    pkg/proxy/util/utils.go): each entry trimmed of whitespace (API validation lets padding like
+    `" 203.0.113.0/25"` through), parsed as ParseCIDRSloppy parses it (IPv4 octets may have
+    leading zeros, host bits are masked off), and an entry that is still no CIDR ignored, as
+    kube-proxy ignores it ("Invalid CIDR ignored"). A non-string entry is a malformed object."""
+    for path, item in reader.items(value, _SOURCE_RANGES):
+        network = _sloppy_cidr(reader.string(item, path).strip())
+        if network is not None:
+            yield network
+
+
+def _sloppy_cidr(text: str) -> IPNetwork | None:
+    """Go's netutils.ParseCIDRSloppy: `a.b.c.d/n` (octets with leading zeros read as decimal)
+    or an IPv6 CIDR, no zone; None where it is not one."""
+    address, slash, prefix = text.partition("/")
+    if not slash or not prefix.isascii() or not prefix.isdigit():
+        return None
+    octets = address.split(".")
+    if len(octets) == 4 and all(o.isascii() and o.isdigit() and len(o) <= 3 for o in octets):
+        address = ".".join(str(int(octet)) for octet in octets)
+    try:
+        parse_address(address)
+        return ip_network(f"{address}/{int(prefix)}", strict=False)
+    except ValueError:
+        return None
 
 
 def _lb_ingress_ips(reader: _Reader, value: object, path: str) -> Iterator[tuple[IPAddress, bool]]:
