@@ -38,11 +38,6 @@ def require_mode(modes: frozenset[ProxyMode] | None, cluster: ClusterFacts) -> N
         raise OtherMode(f"kube-proxy mode is {config.mode}: {names} checks do not apply")
 
 
-def require_nftables_mode(cluster: ClusterFacts) -> None:
-    """require_mode for nftables, for the checks that call it themselves."""
-    require_mode(NFTABLES_MODE, cluster)
-
-
 @dataclass(frozen=True, slots=True)
 class NotShown:
     """What a node's input does not show, as a paste was cut: not judged, never called missing."""

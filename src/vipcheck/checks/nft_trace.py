@@ -32,9 +32,9 @@ from ipaddress import ip_address, ip_network
 
 from vipcheck.checks.base import Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
+    NFTABLES_MODE,
     NotShown,
     judge_each_node,
-    require_nftables_mode,
     restart_kube_proxy,
 )
 from vipcheck.checks.kube_proxy import restart_kube_proxy_text as restart_text
@@ -179,7 +179,6 @@ def check_trace_reaches_endpoints(
     subject: ServicePortKey, facts: Facts, settings: Settings
 ) -> list[Violation]:
     """A violation per node, VIP and origin whose traced outcome is not the expected one."""
-    require_nftables_mode(facts.cluster)
     expected = NftExpectedState.of(facts)
     cluster = facts.cluster.cluster
 
@@ -308,4 +307,5 @@ NFT_TRACE_REACHES_ENDPOINTS = Check(
         NFT_IP6,
     ),
     run=check_trace_reaches_endpoints,
+    modes=NFTABLES_MODE,
 )

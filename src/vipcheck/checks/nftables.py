@@ -21,9 +21,9 @@ from vipcheck.checks.base import (
     Violation,
 )
 from vipcheck.checks.kube_proxy import (
+    NFTABLES_MODE,
     NotShown,
     judge_each_node,
-    require_nftables_mode,
     restart_kube_proxy,
     restart_kube_proxy_text,
 )
@@ -111,7 +111,6 @@ def _judge_ports(
     facts: Facts, subject: ServicePortKey, key: str, judge_port: PortJudge
 ) -> list[Violation]:
     """Every node's verdict on one Service port, each node judged on all its ports once."""
-    require_nftables_mode(facts.cluster)
     expected = NftExpectedState.of(facts)
 
     def judge(name: str, node: NodeFacts) -> _Verdicts:
@@ -248,6 +247,7 @@ SERVICE_MAPS = Check(
     scope=SERVICE_PORTS,
     inputs=_INPUTS,
     run=check_service_maps,
+    modes=NFTABLES_MODE,
 )
 
 
@@ -337,6 +337,7 @@ LB_SOURCE_RANGES = Check(
     scope=SERVICE_PORTS,
     inputs=_INPUTS,
     run=check_lb_source_ranges,
+    modes=NFTABLES_MODE,
 )
 
 
@@ -524,6 +525,7 @@ CHAINS_REACH_ENDPOINTS = Check(
     scope=SERVICE_PORTS,
     inputs=_INPUTS,
     run=check_chains_reach_endpoints,
+    modes=NFTABLES_MODE,
 )
 
 
@@ -643,6 +645,7 @@ SESSION_AFFINITY = Check(
     scope=SERVICE_PORTS,
     inputs=_INPUTS,
     run=check_session_affinity,
+    modes=NFTABLES_MODE,
 )
 
 
@@ -650,7 +653,6 @@ SESSION_AFFINITY = Check(
 
 
 def _node_tables(facts: Facts, subject: NodeSubject) -> Iterator[tuple[NftFamily, NftTable]]:
-    require_nftables_mode(facts.cluster)
     node = facts.nodes[subject.node]
     for family in NftFamily:
         table = node.nftables(family)
@@ -663,7 +665,6 @@ def check_no_stale_chains(
 ) -> list[Violation]:
     """No non-empty per-Service chain a correct proxier would not keep; no reference to a
     chain that is not there."""
-    require_nftables_mode(facts.cluster)
     expected = NftExpectedState.of(facts).on_node(subject.node)
     violations: list[Violation] = []
     for family, table in _node_tables(facts, subject):
@@ -712,6 +713,7 @@ NO_STALE_CHAINS = Check(
     scope=NODES,
     inputs=_INPUTS,
     run=check_no_stale_chains,
+    modes=NFTABLES_MODE,
 )
 
 
@@ -765,7 +767,6 @@ def _listed(elements: frozenset[str] | None) -> str:
 
 def check_cluster_ips(subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
     """cluster-ips holds exactly the ClusterIPs of the Services kube-proxy programs."""
-    require_nftables_mode(facts.cluster)
     expected = NftExpectedState.of(facts).on_node(subject.node)
     violations: list[Violation] = []
     for family, table in _node_tables(facts, subject):
@@ -794,12 +795,12 @@ CLUSTER_IPS_SET = Check(
     scope=NODES,
     inputs=_INPUTS,
     run=check_cluster_ips,
+    modes=NFTABLES_MODE,
 )
 
 
 def check_nodeport_ips(subject: NodeSubject, facts: Facts, settings: Settings) -> list[Violation]:
     """nodeport-ips as nodePortAddresses resolves on the node (absent where it matches all)."""
-    require_nftables_mode(facts.cluster)
     expected = NftExpectedState.of(facts).on_node(subject.node)
     violations: list[Violation] = []
     for family, table in _node_tables(facts, subject):
@@ -836,4 +837,5 @@ NODEPORT_IPS_SET = Check(
     scope=NODES,
     inputs=_INPUTS,
     run=check_nodeport_ips,
+    modes=NFTABLES_MODE,
 )
