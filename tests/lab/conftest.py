@@ -51,6 +51,17 @@ def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPool]:
     pool.down_all()
 
 
+@pytest.fixture(scope="session")
+def docker_cli() -> str:
+    """The docker CLI that reaches the kind-shaped lab's dockerd (inside the VM)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        if os.environ.get("VIPCHECK_REQUIRE_LAB"):
+            pytest.fail("VIPCHECK_REQUIRE_LAB is set but there is no docker CLI (make deps)")
+        pytest.skip("the kind-shaped lab needs a docker CLI (make deps installs one)")
+    return docker
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test under tests/lab needs the VM: mark it so `-m lab` / `-m "not lab"` split runs.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -28,16 +27,6 @@ exec*) echo "other $2" >> "$DOCKER_CALLS" ;;
 esac
 exec {docker} "$@"
 """
-
-
-@pytest.fixture(scope="module")
-def docker_cli() -> str:
-    docker = shutil.which("docker")
-    if docker is None:
-        if os.environ.get("VIPCHECK_REQUIRE_LAB"):
-            pytest.fail("VIPCHECK_REQUIRE_LAB is set but there is no docker CLI (make deps)")
-        pytest.skip("the kind-shaped lab needs a docker CLI (make deps installs one)")
-    return docker
 
 
 def kind_names(lab: RunningLab) -> dict[str, str]:

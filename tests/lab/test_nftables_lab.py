@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 
 from fixtures.lab.connect import Outcome, connect_attempts
+from fixtures.lab.guest_script import Runtime
 from fixtures.lab.nftables_rules import hash_and_truncate
 from fixtures.lab.running import LabPool, RunningLab
 from fixtures.lab.scenario import ProxyMode
+from tests.lab.test_kind_lab import kind_names, run_kind
 
 NFT = ProxyMode.NFTABLES
 CHAINS = {
@@ -226,3 +228,23 @@ def test_vipcheck_finds_the_three_founding_incidents_in_nftables_mode(
     ]  # fmt: skip
     evidence = " ".join(e for v in stale["violations"] for e in v["evidence"])
     assert "10.244.3.10 . 80" in evidence, evidence
+
+
+def test_kind_nodes_in_nftables_mode_show_the_same_incidents(
+    labs: LabPool, docker_cli: str, tmp_path: Path
+) -> None:
+    """The kind-shaped lab (node containers, docker inside the VM) in nftables mode: `vipcheck
+    --kind` reads each node container's kube-proxy table and finds the same incidents, named by
+    the containers' node names."""
+    lab = labs.get("seed-incidents-nftables", Runtime.DOCKER)
+    names = kind_names(lab)
+    code, summary, output, _ = run_kind(
+        lab, tmp_path, docker_cli,
+        "--hosts", "ssh://client", "--ssh-config", str(lab.workdir / "ssh_config"),
+        "--probe-timeout", "5",
+    )  # fmt: skip
+    renamed = {(check, names.get(subject, subject)) for check, subject in INCIDENTS_NFTABLES}
+    renamed = {
+        (check, subject.replace("node-2/", f"{names['node-2']}/")) for check, subject in renamed
+    }
+    assert (code, flagged(summary)) == (1, renamed), output
