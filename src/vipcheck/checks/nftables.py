@@ -58,7 +58,7 @@ from vipcheck.facts import (
     NodeFacts,
 )
 from vipcheck.model.cluster import ServicePortKey
-from vipcheck.model.nftables import NftElement, NftFamily, NftTable
+from vipcheck.model.nftables import NftElement, NftFamily, NftSet, NftTable
 from vipcheck.settings import Settings
 from vipcheck.untrusted import printable
 
@@ -158,22 +158,18 @@ def _judge_maps(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
     addresses = {str(a) for a in (rules.cluster_ip, *rules.external_ips, *rules.lb_ips)}
     for map_name, wanted in rules.maps().items():
         nft_map = table.sets.get(map_name)
-        observed = element_index(() if nft_map is None else nft_map.elements)
+        by_port = _by_port(nft_map)
         mine: dict[tuple[str, ...], NftElement]
         if map_name.endswith("nodeports"):
+            wanted_key = (rules.protocol, str(rules.node_port))
             mine = {
                 k: e
-                for k, e in observed.items()
-                if rules.node_port is not None and k == (rules.protocol, str(rules.node_port))
+                for k, e in by_port.get(wanted_key, ())
+                if rules.node_port is not None and k == wanted_key
             }
         else:
-            mine = {
-                k: e
-                for k, e in observed.items()
-                if len(k) == 3  # address . protocol . port
-                and k[0] in addresses
-                and k[1:] == (rules.protocol, str(rules.port_key.port))
-            }
+            port = (rules.protocol, str(rules.port_key.port))
+            mine = {k: e for k, e in by_port.get(port, ()) if len(k) == 3 and k[0] in addresses}
         for key, verdict in wanted.items():
             element = mine.get(key)
             shown = " . ".join(key)
@@ -213,6 +209,28 @@ def _judge_maps(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
                     )
                 )
     return verdicts
+
+
+_Indexed = dict[tuple[str, ...], list[tuple[tuple[str, ...], NftElement]]]
+_RECENT_INDEXES: list[tuple[NftSet, _Indexed]] = []
+
+
+def _by_port(nft_map: NftSet | None) -> _Indexed:
+    """A map's elements (element_index: a key's first place, its last element) grouped by their
+    last two key components (protocol . port), so each Service port reads its own in O(1), not
+    the whole map: a node's maps hold every port's elements. The last few maps indexed are kept
+    by identity: a node's ports are judged one after the other against the same maps."""
+    if nft_map is None:
+        return {}
+    for indexed_map, indexed in _RECENT_INDEXES:
+        if indexed_map is nft_map:
+            return indexed
+    indexed = {}
+    for key, element in element_index(nft_map.elements).items():
+        indexed.setdefault(key[-2:], []).append((key, element))
+    _RECENT_INDEXES.insert(0, (nft_map, indexed))
+    del _RECENT_INDEXES[8:]
+    return indexed
 
 
 def _where_it_belongs(rules: PortRules, key: tuple[str, ...]) -> str:
