@@ -45,6 +45,7 @@ from vipcheck.datapath.nft_trace import (
     Origin,
     Packet,
     Trace,
+    TraceMemo,
     Tracer,
     Verdict,
 )
@@ -157,9 +158,12 @@ def check_trace_reaches_endpoints(
     require_nftables_mode(facts.cluster)
     expected = ExpectedState.of(facts)
     cluster = facts.cluster.cluster
+    memo = facts.derive("nft trace memo", TraceMemo)  # traces shared between the nodes
 
     def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
-        judged = facts.derive(("nft-trace", name), lambda: _judge_all(expected, cluster, node))
+        judged = facts.derive(
+            ("nft-trace", name), lambda: _judge_all(expected, cluster, node, memo)
+        )
         return judged.get(subject, [])
 
     return judge_each_node(facts, judge)
@@ -177,7 +181,9 @@ class _NodeView:
     pod_cidrs: tuple[IPNetwork, ...]
 
 
-def _judge_all(expected: ExpectedState, cluster: Cluster, node: NodeFacts) -> _Verdicts:
+def _judge_all(
+    expected: ExpectedState, cluster: Cluster, node: NodeFacts, memo: TraceMemo
+) -> _Verdicts:
     """Every Service port of the node traced once, the ports with something to say kept."""
     node_object = cluster.node(node.name)
     own = node_port_candidates(node, node_object)
@@ -188,7 +194,7 @@ def _judge_all(expected: ExpectedState, cluster: Cluster, node: NodeFacts) -> _V
     services = {service.key: service for service in cluster.services}
     ports = tuple(expected.on_node(node).items())
     tables = {family: node.nftables(family) for family in NftFamily}
-    tracers = {f: None if t is None else Tracer(t, own) for f, t in tables.items()}
+    tracers = {f: None if t is None else Tracer(t, own, memo) for f, t in tables.items()}
     view = _NodeView(node.name, tracers, pod_cidrs)
     judged: _Verdicts = {}
     for port, vss in ports:

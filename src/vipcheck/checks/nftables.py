@@ -158,18 +158,15 @@ def _judge_maps(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
     addresses = {str(a) for a in (rules.cluster_ip, *rules.external_ips, *rules.lb_ips)}
     for map_name, wanted in rules.maps().items():
         nft_map = table.sets.get(map_name)
-        by_port = _by_port(nft_map)
-        mine: dict[tuple[str, ...], NftElement]
+        indexed = _indexed(nft_map)
+        keys: list[tuple[str, ...]]
         if map_name.endswith("nodeports"):
-            wanted_key = (rules.protocol, str(rules.node_port))
-            mine = {
-                k: e
-                for k, e in by_port.get(wanted_key, ())
-                if rules.node_port is not None and k == wanted_key
-            }
+            keys = [(rules.protocol, str(rules.node_port))] if rules.node_port is not None else []
         else:
-            port = (rules.protocol, str(rules.port_key.port))
-            mine = {k: e for k, e in by_port.get(port, ()) if len(k) == 3 and k[0] in addresses}
+            keys = [(a, rules.protocol, str(rules.port_key.port)) for a in addresses]
+        # In the map's order, as element_index gives them.
+        found = sorted((indexed[k][0], k) for k in keys if k in indexed)
+        mine = {k: indexed[k][1] for _, k in found}
         for key, verdict in wanted.items():
             element = mine.get(key)
             shown = " . ".join(key)
@@ -211,23 +208,24 @@ def _judge_maps(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
     return verdicts
 
 
-_Indexed = dict[tuple[str, ...], list[tuple[tuple[str, ...], NftElement]]]
+_Indexed = dict[tuple[str, ...], tuple[int, NftElement]]
 _RECENT_INDEXES: list[tuple[NftSet, _Indexed]] = []
 
 
-def _by_port(nft_map: NftSet | None) -> _Indexed:
-    """A map's elements (element_index: a key's first place, its last element) grouped by their
-    last two key components (protocol . port), so each Service port reads its own in O(1), not
-    the whole map: a node's maps hold every port's elements. The last few maps indexed are kept
-    by identity: a node's ports are judged one after the other against the same maps."""
+def _indexed(nft_map: NftSet | None) -> _Indexed:
+    """A map's elements by key (element_index: a key's first place, its last element), with
+    that place, so each Service port looks its own keys up instead of scanning the whole map
+    (a node's maps hold every port's elements). The last few maps indexed are kept by
+    identity: a node's ports are judged one after the other against the same maps."""
     if nft_map is None:
         return {}
     for indexed_map, indexed in _RECENT_INDEXES:
         if indexed_map is nft_map:
             return indexed
-    indexed = {}
-    for key, element in element_index(nft_map.elements).items():
-        indexed.setdefault(key[-2:], []).append((key, element))
+    indexed = {
+        key: (place, element)
+        for place, (key, element) in enumerate(element_index(nft_map.elements).items())
+    }
     _RECENT_INDEXES.insert(0, (nft_map, indexed))
     del _RECENT_INDEXES[8:]
     return indexed
