@@ -1,5 +1,9 @@
 """`make bench`: replay synthetic snapshots of growing size and check the scale targets.
 
+Each size is replayed with kube-proxy in IPVS mode, then (`NFT_SIZES`) in nftables mode
+(bench.synth's Mode: each node's kube-proxy 1.36 table, traced for every Service port); each
+mode's rows get the same columns and the same target verdicts.
+
 Each replay is the public command in its own process (`vipcheck --from-snapshot DIR`), measured
 for wall time and peak RSS (os.wait4's rusage of that child), beside a floor measured in the same
 run on the same files (bench.floor: read every file, split every line). Absolute limits leave
@@ -23,10 +27,11 @@ from typing import Any
 
 from bench import lab
 from bench.oversized import run_oversized
-from bench.synth import Shape, expected_failures, generate
+from bench.synth import Mode, Shape, expected_failures, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ((5, 300), (20, 1000), (50, 2500), (100, 5000))
+NFT_SIZES = ((20, 1000), (100, 5000))
 MILLION = 1_000_000
 MILLION_BASE = (20, 1000)
 OVERSIZED_BASE = (5, 300)
@@ -191,6 +196,8 @@ def _mib(size: int) -> str:
 def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -> list[str]:
     """Print the table and return the targets missed."""
     print()
+    if rows:
+        print(f"kube-proxy mode {rows[0].shape.mode}")
     header = (
         f"{'nodes x Services':>17} {'ports':>6} {'items':>6} {'wall':>8} {'cpu':>7} "
         f"{'peak RSS':>9} {'floor':>7} {'ratio':>6} {'cpu ratio':>9} {'exp':>5}  faults"
@@ -199,7 +206,7 @@ def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -
     missed = []
     previous = None
     for row in rows:
-        shown = f"{row.shape.nodes} x {row.shape.services}"
+        shown = _shown(row.shape)
         grow = f"{exponent(previous, row):5.2f}" if previous and row.replay.rc is not None else ""
         wall = f"{row.replay.wall_s:7.1f}s" if row.replay.rc is not None else "timeout"
         faults = "exact" if row.faults_ok else _fault_text(row)
@@ -217,7 +224,7 @@ def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -
         previous = row
     largest = rows[-1] if rows else None
     if largest is not None:
-        shown = f"{largest.shape.nodes} x {largest.shape.services}"
+        shown = _shown(largest.shape)
         checks = (
             (largest.replay.wall_s <= targets.wall_s, f"wall <= {targets.wall_s:.0f} s"),
             (largest.ratio <= targets.floor_ratio, f"<= {targets.floor_ratio:.0f}x the floor"),
@@ -243,6 +250,12 @@ def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -
     return missed
 
 
+def _shown(shape: Shape) -> str:
+    """A size as the table and the verdicts name it, the mode added where it is not IPVS."""
+    mode = "" if shape.mode is Mode.IPVS else f" {shape.mode}"
+    return f"{shape.nodes} x {shape.services}{mode}"
+
+
 def _fault_text(row: Row) -> str:
     if row.replay.rc is None:
         return "not finished"
@@ -259,7 +272,7 @@ def _sizes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".bench")
     parser.add_argument(
@@ -267,6 +280,18 @@ def main(argv: list[str] | None = None) -> int:
         type=_sizes,
         default=SIZES,
         help="NODESxSERVICES[,...] (default: 5x300,20x1000,50x2500,100x5000)",
+    )
+    parser.add_argument(
+        "--nft-sizes",
+        type=_sizes,
+        default=NFT_SIZES,
+        help="the same in nftables mode (default: 20x1000,100x5000)",
+    )
+    parser.add_argument(
+        "--modes",
+        type=lambda text: tuple(Mode(item) for item in text.split(",")),
+        default=tuple(Mode),
+        help="kube-proxy modes to replay (default: ipvs,nftables)",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="per replay, seconds")
     parser.add_argument(
@@ -289,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lab-rounds", type=int, default=lab.ROUNDS, help="timed rounds of each (default 5)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.oversized:
         small = snapshot(Shape(*OVERSIZED_BASE), args.workdir)
         missed = run_oversized(small, args.workdir, measure, args.timeout)
@@ -299,12 +328,18 @@ def main(argv: list[str] | None = None) -> int:
         return lab.main(args.workdir, args.lab_rounds)
     targets = Targets()
     rows = []
-    for nodes, services in args.sizes:
+    ipvs = Mode.IPVS in args.modes
+    for nodes, services in args.sizes if ipvs else ():
         shape = Shape(nodes, services)
         print(f"bench: replaying {nodes} x {services}", flush=True)
         rows.append(run_shape(shape, args.workdir, args.timeout))
+    nft_rows = []
+    for nodes, services in args.nft_sizes if Mode.NFTABLES in args.modes else ():
+        shape = Shape(nodes, services, mode=Mode.NFTABLES)
+        print(f"bench: replaying {nodes} x {services} in nftables mode", flush=True)
+        nft_rows.append(run_shape(shape, args.workdir, args.timeout))
     million = None
-    if not args.no_million:
+    if ipvs and not args.no_million:
         base = next((r for r in rows if (r.shape.nodes, r.shape.services) == MILLION_BASE), None)
         if base is None:
             base = run_shape(Shape(*MILLION_BASE), args.workdir, args.timeout)
@@ -313,21 +348,24 @@ def main(argv: list[str] | None = None) -> int:
               "connection entries", flush=True)  # fmt: skip
         million = (base, run_shape(shape, args.workdir, args.timeout))
     selection = None
-    if rows and not args.no_selection:
+    if ipvs and rows and not args.no_selection:
         largest = rows[-1]
         print(f"bench: selecting with -k and -m in {largest.shape.nodes} x "
               f"{largest.shape.services}", flush=True)  # fmt: skip
         selection = select(largest.shape, args.workdir, args.timeout)
-    missed = report(rows, million, targets)
+    missed = report(rows, million, targets) if ipvs else []
     if selection is not None:
         for text, measured in selection:
             print(
                 f"selection {text}: {measured.wall_s:.1f} s, {_mib(measured.peak_rss)} "
                 f"(the full replay: {rows[-1].replay.wall_s:.1f} s)"
             )
+    if nft_rows:
+        missed += report(nft_rows, None, targets)
     results: dict[str, Any] = {
         "rows": [
             {
+                "mode": str(r.shape.mode),
                 "nodes": r.shape.nodes,
                 "services": r.shape.services,
                 "service_ports": r.service_ports,
@@ -341,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_ratio": round(r.cpu_ratio, 2),
                 "faults_exact": r.faults_ok,
             }
-            for r in rows
+            for r in (*rows, *nft_rows)
         ],
         "missed": missed,
     }

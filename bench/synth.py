@@ -10,6 +10,7 @@ names the items they must fail, so the bench can check that exactly those fail.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -22,6 +23,28 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from bench import nft_table
+from bench.nft_table import (
+    CT_NEW,
+    DADDR_PROTO_PORT,
+    MARK,
+    MARK_FOR_MASQUERADE,
+    MASQUERADE,
+    PROTO_PORT,
+    REJECT,
+    Base,
+    Element,
+    NftSet,
+    Table,
+    dnat_map,
+    jump,
+    match,
+    meta,
+    payload,
+    prefix,
+    vmap,
+)
+
 RECORDED = Path(__file__).resolve().parent.parent / "fixtures/recorded/seed-incidents/nodes/node-1"
 SERVICE_CIDR_BASE = IPv4Address("10.96.0.0")
 NODE_CIDR = IPv4Network("192.168.0.0/16")
@@ -30,7 +53,10 @@ POD_BLOCK = 1024
 ORPHAN_VS = (IPv4Address("10.111.255.254"), 8080)
 NODE_PORT_MIN, NODE_PORT_MAX = 30000, 32767
 CREATED = "2026-11-27T08:00:00Z"
-GENERATOR_VERSION = 3  # bump when the files written for the same knobs change
+SERVICE_CIDR = "10.96.0.0/12"
+CLUSTER_CIDR = "10.128.0.0/9"
+KUBE_PROXY_VERSION = {"ipvs": "v1.30.4", "nftables": "v1.36.2"}
+GENERATOR_VERSION = 4  # bump when the files written for the same knobs change
 KERNEL = "6.1.0-56-amd64"
 KUBE_PROXY_CONFIG = """\
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -72,9 +98,23 @@ class Fault(StrEnum):
     ORPHAN_VS = "orphan-vs"
     STRICT_RP_FILTER = "strict-rp-filter"
     TCPFIN_120 = "tcpfin-120"
+    # nftables mode's: a DNAT to the port an edit replaced (founding incident 1), a ClusterIP
+    # missing from service-ips, a non-empty chain of a deleted Service left behind.
+    STALE_DNAT_PORT = "stale-dnat-port"
+    MISSING_SERVICE_IP = "missing-service-ip"
+    STALE_CHAIN = "stale-chain"
 
 
 ALL_FAULTS = tuple(Fault)
+IPVS_FAULTS = ALL_FAULTS[:5]
+NFTABLES_FAULTS = ALL_FAULTS[5:]
+
+
+class Mode(StrEnum):
+    """kube-proxy's mode in the synthetic cluster: what each node's files hold."""
+
+    IPVS = "ipvs"
+    NFTABLES = "nftables"  # kube-proxy 1.36: the DNAT-map layout, no endpoint chains
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +129,23 @@ class Shape:
     connections: int = 500  # per node
     big_table_node: int | None = None  # index of a node whose table holds big_table entries
     big_table: int = 0
-    faults: tuple[Fault, ...] = ALL_FAULTS
+    faults: tuple[Fault, ...] | None = None  # None: every fault of the mode
     seed: int = 8
+    mode: Mode = Mode.IPVS
+
+    @property
+    def injected(self) -> tuple[Fault, ...]:
+        """The faults injected: those of the mode asked for, else every fault of the mode."""
+        own = NFTABLES_FAULTS if self.mode is Mode.NFTABLES else IPVS_FAULTS
+        return own if self.faults is None else tuple(f for f in self.faults if f in own)
 
     @property
     def name(self) -> str:
         """Names the cached snapshot: the knobs and the generator's version."""
         knobs = {**asdict(self), "generator": GENERATOR_VERSION}
         digest = hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()
-        return f"{self.nodes}x{self.services}-{digest[:10]}"
+        mode = "-nft" if self.mode is Mode.NFTABLES else ""
+        return f"{self.nodes}x{self.services}{mode}-{digest[:10]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +232,7 @@ def expected_failures(shape: Shape) -> set[tuple[str, str]]:
     """(check id, item subject) of every item the injected faults must fail, and no other."""
     cluster = _cluster(shape)
     failures: set[tuple[str, str]] = set()
-    for fault in shape.faults:
+    for fault in shape.injected:
         node = cluster.nodes[_fault_node(cluster, fault)]
         service = _fault_service(cluster, fault)
         port = f"{service.namespace}/{service.name}:{service.ports[0].port}/TCP"
@@ -197,6 +245,14 @@ def expected_failures(shape: Shape) -> set[tuple[str, str]]:
         elif fault is Fault.TCPFIN_120:
             failures.add(("ipvs-tcpfin-timeout", node))
             failures.add(("ipvs-timeouts-match-kube-proxy-config", node))
+        elif fault is Fault.STALE_DNAT_PORT:
+            failures.add(("nft-chains-reach-endpoints", port))
+            failures.add(("nft-trace-reaches-endpoints", port))
+        elif fault is Fault.MISSING_SERVICE_IP:
+            failures.add(("nft-service-maps", port))
+            failures.add(("nft-trace-reaches-endpoints", port))
+        elif fault is Fault.STALE_CHAIN:
+            failures.add(("nft-no-stale-chains", node))
     return failures
 
 
@@ -239,13 +295,13 @@ def _uid(*parts: object) -> str:
 
 
 def _cluster_files(cluster: _Cluster) -> dict[str, Any]:
-    return {
+    files = {
         "services.json": [_service_object(s) for s in cluster.services],
         "endpointslices.json": [_slice_object(s) for s in cluster.services],
         "nodes.json": [_node_object(cluster, i) for i in range(len(cluster.nodes))],
         "kube-proxy.json": {
             "apiVersion": "v1",
-            "data": {"config.conf": KUBE_PROXY_CONFIG},
+            "data": {"config.conf": _kube_proxy_config(cluster.shape.mode)},
             "kind": "ConfigMap",
             "metadata": {
                 "creationTimestamp": CREATED,
@@ -254,6 +310,46 @@ def _cluster_files(cluster: _Cluster) -> dict[str, Any]:
                 "namespace": "kube-system",
                 "resourceVersion": "231",
                 "uid": _uid("configmap", "kube-proxy"),
+            },
+        },
+    }
+    if cluster.shape.mode is Mode.NFTABLES:
+        files["kube-proxy-daemonset.json"] = _daemonset(cluster.shape.mode)
+    return files
+
+
+def _kube_proxy_config(mode: Mode) -> str:
+    """The ConfigMap's config.conf: nftables mode adds its block and names the mode."""
+    if mode is Mode.IPVS:
+        return KUBE_PROXY_CONFIG
+    nftables = "nftables:\n  masqueradeAll: false\n  masqueradeBit: 14\n  minSyncPeriod: 1s\n"
+    nftables += "  syncPeriod: 30s\n"
+    return KUBE_PROXY_CONFIG.replace("mode: ipvs\n", f"mode: nftables\n{nftables}")
+
+
+def _daemonset(mode: Mode) -> dict[str, Any]:
+    """`kubectl -n kube-system get daemonset kube-proxy -o json`, trimmed to what names the
+    release: the kube-proxy container's image tag."""
+    container = {
+        "command": ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf"],
+        "image": f"registry.k8s.io/kube-proxy:{KUBE_PROXY_VERSION[mode]}",
+        "name": "kube-proxy",
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "creationTimestamp": CREATED,
+            "labels": {"k8s-app": "kube-proxy"},
+            "name": "kube-proxy",
+            "namespace": "kube-system",
+            "uid": _uid("daemonset", "kube-proxy"),
+        },
+        "spec": {
+            "selector": {"matchLabels": {"k8s-app": "kube-proxy"}},
+            "template": {
+                "metadata": {"labels": {"k8s-app": "kube-proxy"}},
+                "spec": {"containers": [container], "hostNetwork": True},
             },
         },
     }
@@ -376,7 +472,7 @@ def _node_object(cluster: _Cluster, index: int) -> dict[str, Any]:
                 "architecture": "amd64",
                 "containerRuntimeVersion": "containerd://1.7.20",
                 "kernelVersion": KERNEL,
-                "kubeProxyVersion": "v1.30.4",
+                "kubeProxyVersion": KUBE_PROXY_VERSION[cluster.shape.mode],
                 "kubeletVersion": "v1.30.4",
                 "operatingSystem": "linux",
                 "osImage": "Debian GNU/Linux 12 (bookworm)",
@@ -435,7 +531,7 @@ def _virtual_services(cluster: _Cluster, index: int) -> list[_VS]:
     """The VSs a correct kube-proxy programs on node `index`, faults applied."""
     node_ip = cluster.node_ips[index]
     found: list[_VS] = []
-    faults = cluster.shape.faults
+    faults = cluster.shape.injected
     for service in cluster.services:
         for position, port in enumerate(service.ports):
             servers = [(address, port.target_port) for address, _, _ in service.endpoints]
@@ -528,9 +624,12 @@ def _veth_name(pod: str) -> str:
 
 
 def _interfaces(cluster: _Cluster, index: int) -> list[tuple[str, str]]:
-    """(name, template) in ifindex order: lo, tunl0, eth0, kube-ipvs0, a veth per pod."""
+    """(name, template) in ifindex order: lo, tunl0, eth0, kube-ipvs0 (IPVS mode), a veth per
+    pod."""
     node = cluster.nodes[index]
-    fixed = [("lo", "lo"), ("tunl0", "tunl0"), ("eth0", "eth0"), ("kube-ipvs0", "kube-ipvs0")]
+    fixed = [("lo", "lo"), ("tunl0", "tunl0"), ("eth0", "eth0")]
+    if cluster.shape.mode is Mode.IPVS:
+        fixed.append(("kube-ipvs0", "kube-ipvs0"))
     veths = [(_veth_name(pod), "cali96603d4dfdd") for pod in cluster.pods_on[node]]
     return fixed + veths
 
@@ -578,7 +677,7 @@ def _addr_info(
 
 def _sysctl(cluster: _Cluster, index: int, templates: _Templates) -> str:
     """`sysctl -a`: the recording's keys, a conf and neigh block per interface, sorted by key."""
-    faults = cluster.shape.faults
+    faults = cluster.shape.injected
     strict = (
         Fault.STRICT_RP_FILTER in faults and _fault_node(cluster, Fault.STRICT_RP_FILTER) == index
     )
@@ -607,17 +706,237 @@ def _node_files(cluster: _Cluster, index: int, templates: _Templates) -> Iterabl
     rng = random.Random(shape.seed * 100003 + index)  # noqa: S311 - not for secrets
     tcpfin = (
         120
-        if Fault.TCPFIN_120 in shape.faults and _fault_node(cluster, Fault.TCPFIN_120) == index
+        if Fault.TCPFIN_120 in shape.injected and _fault_node(cluster, Fault.TCPFIN_120) == index
         else 30
     )
+    common = {
+        "sysctl.txt": _sysctl(cluster, index, templates),
+        "ip-addr.json": _ip_json(cluster, index, templates, "addr"),
+        "ip-link.json": _ip_json(cluster, index, templates, "link"),
+        "uname.txt": f"{KERNEL}\n",
+    }
+    if shape.mode is Mode.NFTABLES:
+        table = nftables_table(cluster, index)
+        return {
+            "nft-tables.txt": "table ip kube-proxy\n",
+            "nft-ip-kube-proxy.json": table.listing(),
+            **common,
+        }.items()
     entries = shape.big_table if shape.big_table_node == index else shape.connections
     connections, counts = _connections(cluster, entries, rng)
     return {
         "ipvsadm-Ln.txt": _ipvsadm_list(cluster, index, counts),
         "ipvsadm-timeout.txt": f"Timeout (tcp tcpfin udp): 900 {tcpfin} 300\n",
         "ip_vs_conn.txt": connections,
-        "sysctl.txt": _sysctl(cluster, index, templates),
-        "ip-addr.json": _ip_json(cluster, index, templates, "addr"),
-        "ip-link.json": _ip_json(cluster, index, templates, "link"),
-        "uname.txt": f"{KERNEL}\n",
+        **common,
     }.items()
+
+
+# --- nodes/<node>/nft-ip-kube-proxy.json: kube-proxy 1.36's table ---------------------------
+
+
+def _chain_base(service: _Service, port: _Port) -> str:
+    """proxier.go servicePortChainNameBase: base32(sha256("ns/name/proto/port"))[:8], a hyphen,
+    the same string (kubernetes/kubernetes@736e3b684ef1 pkg/proxy/nftables/proxier.go)."""
+    name = f"{service.namespace}/{service.name}/{port.protocol.lower()}/{port.name}"
+    digest = base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()
+    return f"{digest[:8]}-{name}"
+
+
+_FILTER, _NAT = "filter", "nat"
+_BASE_CHAINS = (
+    ("filter-prerouting-pre-dnat", Base(_FILTER, "prerouting", -110)),
+    ("filter-output-pre-dnat", Base(_FILTER, "output", -110)),
+    ("filter-input", Base(_FILTER, "input", 0)),
+    ("filter-forward", Base(_FILTER, "forward", 0)),
+    ("filter-output", Base(_FILTER, "output", 0)),
+    ("nat-prerouting", Base(_NAT, "prerouting", -100)),
+    ("nat-output", Base(_NAT, "output", -100)),
+    ("nat-postrouting", Base(_NAT, "postrouting", 100)),
+)
+_BASE_JUMPS = (
+    ("filter-prerouting-pre-dnat", ("firewall-check",)),
+    ("filter-output-pre-dnat", ("firewall-check",)),
+    ("filter-input", ("nodeport-endpoints-check", "service-endpoints-check")),
+    ("filter-forward", ("service-endpoints-check", "cluster-ips-check")),
+    ("filter-output", ("service-endpoints-check", "cluster-ips-check")),
+)
+_HELPER_CHAINS = (
+    "services",
+    "masquerading",
+    "firewall-check",
+    "service-endpoints-check",
+    "nodeport-endpoints-check",
+    "cluster-ips-check",
+)
+_STALE_SERVICE = _Service(0, "team-99", "svc-deleted", SERVICE_CIDR_BASE + 9, (), ())
+
+
+def _nft_sets(table: Table) -> dict[str, NftSet]:
+    """The sets and maps setupNFTables creates, in its order."""
+    address, proto_port = ("ipv4_addr",), ("inet_proto", "inet_service")
+    specs = (
+        ("cluster-ips", address, "Active ClusterIPs", False),
+        ("nodeport-ips", address, "IPs that accept NodePort traffic", False),
+        ("hairpin-connections", address * 2 + proto_port, "service hairpin connections", False),
+        ("service-ips", address + proto_port, "ClusterIP, ExternalIP and LoadBalancer IP traffic", True),  # noqa: E501
+        ("service-nodeports", proto_port, "NodePort traffic", True),
+        ("no-endpoint-services", address + proto_port,
+         "vmap to drop or reject packets to services with no endpoints", True),
+        ("no-endpoint-nodeports", proto_port,
+         "vmap to drop or reject packets to service nodeports with no endpoints", True),
+        ("firewall-ips", address + proto_port,
+         "destinations that are subject to LoadBalancerSourceRanges", True),
+    )  # fmt: skip
+    sets = {name: NftSet(name, types, comment, is_map) for name, types, comment, is_map in specs}
+    table.sets.extend(sets.values())
+    return sets
+
+
+def _nft_fixed_rules(table: Table) -> None:
+    """The base chains and helper chains' rules: the same on every node."""
+    for name, base in _BASE_CHAINS:
+        table.chain(name, base)
+    for name in _HELPER_CHAINS:
+        table.chain(name)
+    table.chain("reject-chain", comment="helper for @no-endpoint-services / @no-endpoint-nodeports")
+    for chain, targets in _BASE_JUMPS:
+        for target in targets:
+            table.rule(chain, f"ct state new jump {target}", CT_NEW, jump("jump", target))
+    for chain, target in (("nat-prerouting", "services"), ("nat-output", "services")):
+        table.rule(chain, f"jump {target}", jump("jump", target))
+    table.rule("nat-postrouting", "jump masquerading", jump("jump", "masquerading"))
+    daddr, saddr = payload("ip", "daddr"), payload("ip", "saddr")
+    table.rule(
+        "services",
+        f"ip daddr @cluster-ips ip saddr != {CLUSTER_CIDR} mark set mark or {MARK:#x}",
+        match("==", daddr, "@cluster-ips"),
+        match("!=", saddr, prefix(CLUSTER_CIDR)),
+        MARK_FOR_MASQUERADE,
+        comment="masquerade clusterIP traffic from outside cluster",
+    )
+    table.rule(
+        "services",
+        "ip daddr . meta l4proto . th dport vmap @service-ips",
+        vmap(DADDR_PROTO_PORT, "service-ips"),
+    )
+    table.rule(
+        "services",
+        "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+        match("==", daddr, "@nodeport-ips"),
+        vmap(PROTO_PORT, "service-nodeports"),
+    )
+    mark = meta("mark")
+    table.rule(
+        "masquerading",
+        f"mark and {MARK:#x} != 0 mark set mark xor {MARK:#x} masquerade fully-random",
+        match("!=", {"&": [mark, MARK]}, 0),
+        {"mangle": {"key": mark, "value": {"^": [mark, MARK]}}},
+        MASQUERADE,
+    )
+    tuple_key = nft_table.concat(saddr, daddr, meta("l4proto"), payload("th", "dport"))
+    table.rule(
+        "masquerading",
+        "ct status dnat ip saddr . ip daddr . meta l4proto . th dport @hairpin-connections "
+        "masquerade fully-random",
+        match("in", {"ct": {"key": "status"}}, "dnat"),
+        match("==", tuple_key, "@hairpin-connections"),
+        MASQUERADE,
+    )
+    for chain, name in (
+        ("firewall-check", "firewall-ips"),
+        ("service-endpoints-check", "no-endpoint-services"),
+    ):
+        table.rule(chain, f"ip daddr . meta l4proto . th dport vmap @{name}", vmap(DADDR_PROTO_PORT, name))  # fmt: skip  # noqa: E501
+    table.rule(
+        "nodeport-endpoints-check",
+        "ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports",
+        match("==", daddr, "@nodeport-ips"),
+        vmap(PROTO_PORT, "no-endpoint-nodeports"),
+    )
+    table.rule(
+        "cluster-ips-check",
+        "ip daddr @cluster-ips reject",
+        match("==", daddr, "@cluster-ips"),
+        REJECT,
+        comment="Reject traffic to invalid ports of ClusterIPs",
+    )
+    table.rule(
+        "cluster-ips-check",
+        f"ip daddr {{ {SERVICE_CIDR} }} drop",
+        match("==", daddr, prefix(SERVICE_CIDR)),
+        {"drop": None},
+        comment="Drop traffic to unallocated ClusterIPs",
+    )
+    table.rule("reject-chain", "reject", REJECT)
+
+
+def _faulted(cluster: _Cluster, fault: Fault, index: int, service: _Service) -> bool:
+    return (
+        fault in cluster.shape.injected
+        and _fault_node(cluster, fault) == index
+        and _fault_service(cluster, fault) is service
+    )
+
+
+def nftables_table(cluster: _Cluster, index: int) -> Table:
+    """The `ip kube-proxy` table kube-proxy 1.36 programs on node `index` (every Service with
+    Cluster policies, ready endpoints, no affinity, nodePortAddresses the node's eth0 address),
+    faults applied."""
+    node = cluster.nodes[index]
+    table = Table()
+    sets = _nft_sets(table)
+    _nft_fixed_rules(table)
+    sets["nodeport-ips"].elements.append(Element((str(cluster.node_ips[index]),)))
+    for service in cluster.services:
+        sets["cluster-ips"].elements.append(Element((str(service.cluster_ip),)))
+        for position, port in enumerate(service.ports):
+            protocol = port.protocol.lower()
+            base = _chain_base(service, port)
+            targets = [(str(address), port.target_port) for address, _, _ in service.endpoints]
+            if position == 0 and _faulted(cluster, Fault.STALE_DNAT_PORT, index, service):
+                targets[0] = (targets[0][0], 80)  # the port before an edit to 8080
+            key = (str(service.cluster_ip), protocol, port.port)
+            if not (position == 0 and _faulted(cluster, Fault.MISSING_SERVICE_IP, index, service)):
+                sets["service-ips"].elements.append(Element(key, f"service-{base}"))
+            for address, owner, _ in service.endpoints:
+                if owner == node:
+                    hairpin = (str(address), str(address), protocol, port.target_port)
+                    sets["hairpin-connections"].elements.append(Element(hairpin))
+            table.chain(f"service-{base}")
+            table.rule(f"service-{base}", *_dnat_rule(protocol, targets))
+            if port.node_port is not None:
+                external = f"external-{base}"
+                sets["service-nodeports"].elements.append(
+                    Element((protocol, port.node_port), external)
+                )
+                table.chain(external)
+                table.rule(external, f"mark set mark or {MARK:#x}", MARK_FOR_MASQUERADE,
+                           comment="masquerade")  # fmt: skip
+                table.rule(external, f"goto service-{base}", jump("goto", f"service-{base}"))
+    if (
+        Fault.STALE_CHAIN in cluster.shape.injected
+        and _fault_node(cluster, Fault.STALE_CHAIN) == index
+    ):
+        stale = f"service-{_chain_base(_STALE_SERVICE, _Port('http', 80, 'TCP', 8080, None))}"
+        table.chain(stale)
+        table.rule(stale, *_dnat_rule("tcp", [(str(cluster.services[0].endpoints[0][0]), 8080)]))
+    return _rules_chain_by_chain(table)
+
+
+def _dnat_rule(protocol: str, targets: list[tuple[str, int]]) -> tuple[Any, ...]:
+    written, expr = dnat_map(protocol, targets)
+    return (written, *expr)
+
+
+def _rules_chain_by_chain(table: Table) -> Table:
+    """kube-proxy's transaction adds each chain's rules together, in chain order."""
+    position = {name: i for i, (name, _, _) in enumerate(table.chains)}
+    order = sorted(range(len(table.rules)), key=lambda i: (position[table.rules[i].chain], i))
+    table.rules = [table.rules[i] for i in order]
+    return table
+
+
+def nftables_ruleset(shape: Shape, index: int) -> str:
+    """Node `index`'s table as `nft -f` input, the form a test loads into the kernel."""
+    return nftables_table(_cluster(shape), index).ruleset()

@@ -46,6 +46,7 @@ from vipcheck.datapath.nft_trace import (
     Origin,
     Packet,
     Trace,
+    TraceMemo,
     Tracer,
     Verdict,
 )
@@ -181,9 +182,12 @@ def check_trace_reaches_endpoints(
     """A violation per node, VIP and origin whose traced outcome is not the expected one."""
     expected = NftExpectedState.of(facts)
     cluster = facts.cluster.cluster
+    memo = facts.derive("nft trace memo", TraceMemo)  # traces shared between the nodes
 
     def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
-        judged = facts.derive(("nft-trace", name), lambda: _judge_all(expected, cluster, node))
+        judged = facts.derive(
+            ("nft-trace", name), lambda: _judge_all(expected, cluster, node, memo)
+        )
         return judged.get(subject, [])
 
     return judge_each_node(facts, judge)
@@ -201,7 +205,9 @@ class _NodeView:
     pod_cidrs: tuple[IPNetwork, ...]
 
 
-def _judge_all(expected: NftExpectedState, cluster: Cluster, node: NodeFacts) -> _Verdicts:
+def _judge_all(
+    expected: NftExpectedState, cluster: Cluster, node: NodeFacts, memo: TraceMemo
+) -> _Verdicts:
     """Every Service port of the node traced once, the ports with something to say kept."""
     node_object = cluster.node(node.name)
     own = node_port_candidates(node, node_object)
@@ -209,7 +215,7 @@ def _judge_all(expected: NftExpectedState, cluster: Cluster, node: NodeFacts) ->
         cluster.kube_proxy.cluster_cidrs if cluster.kube_proxy else ()
     )
     tables = {family: node.nftables(family) for family in NftFamily}
-    tracers = {f: None if t is None else Tracer(t, own) for f, t in tables.items()}
+    tracers = {f: None if t is None else Tracer(t, own, memo) for f, t in tables.items()}
     view = _NodeView(node.name, tracers, pod_cidrs)
     judged: _Verdicts = {}
     for port, found in expected.on_node(node.name).ports.items():

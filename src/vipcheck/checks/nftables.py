@@ -59,7 +59,7 @@ from vipcheck.facts import (
     NodeFacts,
 )
 from vipcheck.model.cluster import IPNetwork, ServicePortKey
-from vipcheck.model.nftables import NftElement, NftFamily, NftTable
+from vipcheck.model.nftables import NftElement, NftFamily, NftSet, NftTable
 from vipcheck.settings import Settings
 from vipcheck.untrusted import printable
 
@@ -165,22 +165,15 @@ def _judge_elements(
     addresses = {str(a) for a in (rules.cluster_ip, *rules.external_ips, *rules.lb_ips)}
     for map_name, wanted in maps.items():
         nft_map = table.sets.get(map_name)
-        observed = element_index(() if nft_map is None else nft_map.elements)
-        mine: dict[tuple[str, ...], NftElement]
+        indexed = _indexed(nft_map)
+        keys: list[tuple[str, ...]]
         if map_name.endswith("nodeports"):
-            mine = {
-                k: e
-                for k, e in observed.items()
-                if rules.node_port is not None and k == (rules.protocol, str(rules.node_port))
-            }
+            keys = [(rules.protocol, str(rules.node_port))] if rules.node_port is not None else []
         else:
-            mine = {
-                k: e
-                for k, e in observed.items()
-                if len(k) == 3  # address . protocol . port
-                and k[0] in addresses
-                and k[1:] == (rules.protocol, str(rules.port_key.port))
-            }
+            keys = [(a, rules.protocol, str(rules.port_key.port)) for a in addresses]
+        # In the map's order, as element_index gives them.
+        found = sorted((indexed[k][0], k) for k in keys if k in indexed)
+        mine = {k: indexed[k][1] for _, k in found}
         for key, verdict in wanted.items():
             element = mine.get(key)
             shown = " . ".join(key)
@@ -220,6 +213,29 @@ def _judge_elements(
                     )
                 )
     return verdicts
+
+
+_Indexed = dict[tuple[str, ...], tuple[int, NftElement]]
+_RECENT_INDEXES: list[tuple[NftSet, _Indexed]] = []
+
+
+def _indexed(nft_map: NftSet | None) -> _Indexed:
+    """A map's elements by key (element_index: a key's first place, its last element), with
+    that place, so each Service port looks its own keys up instead of scanning the whole map
+    (a node's maps hold every port's elements). The last few maps indexed are kept by
+    identity: a node's ports are judged one after the other against the same maps."""
+    if nft_map is None:
+        return {}
+    for indexed_map, indexed in _RECENT_INDEXES:
+        if indexed_map is nft_map:
+            return indexed
+    indexed = {
+        key: (place, element)
+        for place, (key, element) in enumerate(element_index(nft_map.elements).items())
+    }
+    _RECENT_INDEXES.insert(0, (nft_map, indexed))
+    del _RECENT_INDEXES[8:]
+    return indexed
 
 
 def _where_it_belongs(rules: PortRules, key: tuple[str, ...]) -> str:

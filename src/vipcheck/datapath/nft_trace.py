@@ -30,15 +30,27 @@ where the kernel does, because a node's table is not a test's:
 
 Only new connections are traced (`ct state new` matches; affinity sets match the sources they
 hold when listed).
+
+A replay traces every Service port's VIPs on every node: 100 nodes x 5,000 Services is over a
+million traces of tables that differ little between nodes. A TraceMemo shared by the nodes'
+tracers keeps each trace with what it read beyond its packet's protocol and port and the rules'
+own text: the chains it ran (by value), each set lookup, local-address test and match on the
+source (or on a local destination) with its result. A packet with the same protocol, port and
+destination (any local destination counts as one) on another node reuses the trace when every
+chain it ran is equal there and every reading gives the same result there (re-read only where
+the set, the local addresses, the source or the destination differ): exactly the trace a full
+run would give, at the cost of the re-reads.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from ipaddress import ip_address, ip_network
+from typing import Any, Literal
 
 from vipcheck.model.cluster import IPAddress
 from vipcheck.model.nftables import NftChain, NftElement, NftRule, NftTable
@@ -182,7 +194,27 @@ class _State:
     path: tuple[Step, ...] = field(default=())
 
     def step(self, chain: str, rule: NftRule) -> _State:
-        return replace(self, path=(*self.path, Step(chain, rule)))
+        return self.moved(path=(*self.path, Step(chain, rule)))
+
+    def moved(
+        self,
+        *,
+        source: IPAddress | None = None,
+        destination: IPAddress | None = None,
+        path: tuple[Step, ...] | None = None,
+    ) -> _State:
+        """The state with these changed: dataclasses.replace, at a fraction of its cost (a
+        replay makes millions)."""
+        return _State(
+            self.source if source is None else source,
+            self.destination if destination is None else destination,
+            self.protocol,
+            self.port,
+            self.mark,
+            self.dnat,
+            self.masquerade,
+            self.path if path is None else path,
+        )
 
 
 _Outcomes = list[tuple[_End, _State]]
@@ -209,19 +241,167 @@ class _SetIndex:
         return found if found is not None else _lookup(self.ranges, values)
 
 
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """One thing a trace read that its memo key does not fix, with its result there."""
+
+    state: _State  # the packet as it was when read
+    result: object
+    evaluate: Callable[[Tracer, _State], object]
+    set_name: str | None = None
+    reads_source: bool = False
+    reads_destination: bool = False
+    reads_local: bool = False
+
+
+@dataclass
+class _Run:
+    """What one full trace read, gathered as it runs."""
+
+    chains: dict[str, None] = field(default_factory=dict)
+    readings: list[_Reading] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Memoized:
+    """A trace made by one tracer (origin), and what it read: reusable by another tracer where
+    the chains it ran are equal and the readings the differences touch read the same."""
+
+    packet: Packet
+    branches: tuple[Branch, ...]
+    origin: int
+    chains: frozenset[str]
+    by_set: Mapping[str, tuple[_Reading, ...]]
+    local_readings: tuple[_Reading, ...]
+    source_readings: tuple[_Reading, ...]
+    destination_readings: tuple[_Reading, ...]  # before any DNAT: the packet's destination
+
+    @classmethod
+    def of(cls, packet: Packet, trace: Trace, origin: int, run: _Run) -> _Memoized:
+        by_set: dict[str, list[_Reading]] = {}
+        for reading in run.readings:
+            if reading.set_name is not None:
+                by_set.setdefault(reading.set_name, []).append(reading)
+        return cls(
+            packet,
+            trace.branches,
+            origin,
+            frozenset(run.chains),
+            {name: tuple(found) for name, found in by_set.items()},
+            tuple(r for r in run.readings if r.reads_local),
+            tuple(r for r in run.readings if r.reads_source),
+            tuple(r for r in run.readings if r.reads_destination and r.state.dnat is None),
+        )
+
+    def holds(self, tracer: Tracer, packet: Packet) -> bool:
+        """Whether this trace is the one the tracer would give the packet."""
+        origin = self.origin
+        if not tracer.same_hooks(origin):
+            return False
+        if not all(tracer.same("chains", origin, name) for name in self.chains):
+            return False
+        rereads = [
+            reading
+            for name, readings in self.by_set.items()
+            if not tracer.same("sets", origin, name)
+            for reading in readings
+        ]
+        if tracer.local != tracer.memo_tracer(origin).local:
+            rereads += self.local_readings
+        source = packet.source if packet.source != self.packet.source else None
+        destination = None
+        if packet.destination != self.packet.destination:
+            destination = packet.destination
+        if source is not None:
+            rereads += self.source_readings
+        if destination is not None:
+            rereads += self.destination_readings
+        for reading in rereads:
+            state = reading.state
+            if source is not None:
+                state = state.moved(source=source)
+            if destination is not None and state.dnat is None:
+                state = state.moved(destination=destination)
+            try:
+                if reading.evaluate(tracer, state) != reading.result:
+                    return False
+            except CannotTrace:
+                return False
+        return True
+
+
+HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
+
+
+class TraceMemo:
+    """Traces shared by the tracers of one snapshot's nodes (see the module docstring)."""
+
+    ENTRIES_PER_KEY = 8
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[object, ...], list[_Memoized]] = {}
+        self.tracers: list[Tracer] = []
+
+    def join(self, tracer: Tracer) -> int:
+        self.tracers.append(tracer)
+        return len(self.tracers) - 1
+
+    @staticmethod
+    def key(tracer: Tracer, packet: Packet) -> tuple[object, ...]:
+        """What a trace is kept under: a local destination counts as any other local one."""
+        where = "local" if packet.destination in tracer.local else packet.destination
+        return (packet.origin, packet.protocol, packet.port, packet.source.version, where)
+
+    def find(self, tracer: Tracer, packet: Packet) -> Trace | None:
+        for entry in self._entries.get(self.key(tracer, packet), ()):
+            if entry.holds(tracer, packet):
+                return Trace(packet, entry.branches)
+        return None
+
+    def keep(self, tracer: Tracer, packet: Packet, trace: Trace, run: _Run) -> None:
+        entries = self._entries.setdefault(self.key(tracer, packet), [])
+        entries.insert(0, _Memoized.of(packet, trace, tracer.token, run))
+        del entries[self.ENTRIES_PER_KEY :]
+
+
 class Tracer:
     """One table, ready to trace many packets: its base chains by hook and its sets indexed,
-    each once (a node's table holds thousands of elements, and every Service port is traced)."""
+    each once (a node's table holds thousands of elements, and every Service port is traced).
+    With a TraceMemo shared by the snapshot's tracers, a trace another node already made is
+    reused where it reads the same here."""
 
-    def __init__(self, table: NftTable, local_addresses: Iterable[IPAddress]) -> None:
+    def __init__(
+        self,
+        table: NftTable,
+        local_addresses: Iterable[IPAddress],
+        memo: TraceMemo | None = None,
+    ) -> None:
         self.table = table
         self.local = frozenset(local_addresses) | {ip_address("127.0.0.1"), ip_address("::1")}
         self._hooks: dict[str, tuple[NftChain, ...]] = {}
         self._indexes: dict[str, _SetIndex] = {}
+        self.memo = memo
+        self.token = -1 if memo is None else memo.join(self)
+        self.run: _Run | None = None  # what the trace under way reads, when memoized
+        self._same: dict[tuple[str, int, str], bool] = {}
 
     def trace(self, packet: Packet) -> Trace:
         """Every way the packet goes through the table's base chains (CannotTrace on a rule it
         cannot interpret)."""
+        if self.memo is None:
+            return self._trace(packet)
+        found = self.memo.find(self, packet)
+        if found is not None:
+            return found
+        self.run = _Run()
+        try:
+            traced = self._trace(packet)
+            self.memo.keep(self, packet, traced, self.run)
+            return traced
+        finally:
+            self.run = None
+
+    def _trace(self, packet: Packet) -> Trace:
         start = _State(
             packet.source, packet.destination, packet.protocol.value.lower(), packet.port
         )
@@ -236,6 +416,42 @@ class Tracer:
         the branches neither dropped nor rejected (none for a VIP the table does not serve)."""
         packet = Packet(source, vip.address, L4Protocol.TCP, vip.port, Origin.OUTSIDE)
         return self.trace(packet).targets
+
+    def read(self, state: _State, evaluate: Callable[[Tracer, _State], object], **what: Any) -> Any:
+        """evaluate(self, state), kept with what it read when the trace is memoized."""
+        result = evaluate(self, state)
+        if self.run is not None:
+            self.run.readings.append(_Reading(state, result, evaluate, **what))
+        return result
+
+    def memo_tracer(self, token: int) -> Tracer:
+        """Another tracer of this one's memo."""
+        assert self.memo is not None  # only memoized tracers compare themselves
+        return self.memo.tracers[token]
+
+    def same(self, kind: Literal["chains", "sets"], origin: int, name: str) -> bool:
+        """Whether the named chain or set is equal (by value) here and in another tracer's
+        table, each compared once per pair of tracers."""
+        key = (kind, origin, name)
+        found = self._same.get(key)
+        if found is None:
+            mine = getattr(self.table, kind).get(name)
+            theirs = getattr(self.memo_tracer(origin).table, kind).get(name)
+            found = self._same[key] = mine is theirs or mine == theirs
+        return found
+
+    def same_hooks(self, origin: int) -> bool:
+        """Whether both tables have the same base chains on every hook (by name; each chain
+        run is compared by value)."""
+        found = self._same.get(("hooks", origin, ""))
+        if found is None:
+            other = self.memo_tracer(origin)
+            found = all(
+                [c.name for c in self.base_chains(h)] == [c.name for c in other.base_chains(h)]
+                for h in HOOKS
+            )
+            self._same[("hooks", origin, "")] = found
+        return found
 
     def base_chains(self, hook: str) -> tuple[NftChain, ...]:
         found = self._hooks.get(hook)
@@ -280,13 +496,17 @@ def _through_hooks(context: Tracer, origin: Origin, start: _State) -> _Outcomes:
         if end in (_End.DROP, _End.REJECT):
             finished.append((end, state))
             continue
-        local = state.destination in context.local
+        local = context.read(state, _is_local, reads_destination=True, reads_local=True)
         if origin is Origin.NODE:
             after = ("postrouting", "input") if local else ("postrouting",)
         else:
             after = ("input",) if local else ("forward", "postrouting")
         finished += _run_hooks(context, after, state)
     return finished
+
+
+def _is_local(context: Tracer, state: _State) -> bool:
+    return state.destination in context.local
 
 
 def _run_hooks(context: Tracer, hooks: tuple[str, ...], state: _State) -> _Outcomes:
@@ -321,6 +541,8 @@ def _run_hook(context: Tracer, hook: str, state: _State) -> _Outcomes:
 def _run_chain(context: Tracer, name: str, state: _State, depth: int) -> _Outcomes:
     """Every outcome of running one chain: CONTINUE ones return to the caller."""
     chain = context.table.chains.get(name)
+    if context.run is not None:
+        context.run.chains[name] = None
     if chain is None:
         raise CannotTrace(f"no chain {name!r} in the table", name, None)
     if depth > MAX_JUMP_DEPTH:
@@ -401,23 +623,47 @@ class _Interpreter:
             (_CT_STATUS_DNAT, lambda m, s: _negated(m, s.dnat is not None)),
             (_TUPLE_LOOKUP, self._tuple_lookup),
             (_ADDRESS_LOOKUP, self._address_lookup),
-            (_ADDRESS_SET, lambda m, s: _negated(m, _in_any(_address(m, s), m["items"]))),
-            (_ADDRESS, lambda m, s: _negated(m, _in_any(_address(m, s), m["value"]))),
-            (_FIB_LOCAL, lambda m, s: _negated(m, _fib_address(m, s) in self.context.local)),
+            (_ADDRESS_SET, lambda m, s: self._address_match(m, s, "items")),
+            (_ADDRESS, lambda m, s: self._address_match(m, s, "value")),
+            (_FIB_LOCAL, self._fib_local),
             (_DPORT, lambda m, s: _negated(m, m["proto"] == s.protocol and _port_in(s, m))),
             (_L4PROTO, lambda m, s: _negated(m, s.protocol in _words(m["values"]))),
             (_MARK_TEST, lambda m, s: _mark_test(m, s.mark)),
         )
 
     def _tuple_lookup(self, found: re.Match[str], state: _State) -> bool:
-        values = _tuple_values(found["fields"], state)
-        if values is None:
-            raise self.fail(f"unknown key {found['fields']!r}")
-        return _negated(found, self.lookup(found["set"], values, want_map=False) is not None)
+        fields = found["fields"]
+
+        def evaluate(context: Tracer, state: _State) -> bool:
+            values = _tuple_values(fields, state)
+            if values is None:
+                raise self.fail(f"unknown key {fields!r}")
+            element = self.lookup(found["set"], values, want_map=False, context=context)
+            return _negated(found, element is not None)
+
+        return bool(self.context.read(state, evaluate, set_name=found["set"], **_reads(fields)))
 
     def _address_lookup(self, found: re.Match[str], state: _State) -> bool:
-        element = self.lookup(found["set"], (_address(found, state),), want_map=False)
-        return _negated(found, element is not None)
+        def evaluate(context: Tracer, state: _State) -> bool:
+            values = (_address(found, state),)
+            element = self.lookup(found["set"], values, want_map=False, context=context)
+            return _negated(found, element is not None)
+
+        reads = _reads(found["field"])
+        return bool(self.context.read(state, evaluate, set_name=found["set"], **reads))
+
+    def _address_match(self, found: re.Match[str], state: _State, group: str) -> bool:
+        def evaluate(_: Tracer, state: _State) -> bool:
+            return _negated(found, _in_any(_address(found, state), found[group]))
+
+        return bool(self.context.read(state, evaluate, **_reads(found["field"])))
+
+    def _fib_local(self, found: re.Match[str], state: _State) -> bool:
+        def evaluate(context: Tracer, state: _State) -> bool:
+            return _negated(found, _fib_address(found, state) in context.local)
+
+        reads = _reads(found["which"])
+        return bool(self.context.read(state, evaluate, reads_local=True, **reads))
 
     # Statements that change the packet or the branch and let the rule go on.
 
@@ -479,10 +725,15 @@ class _Interpreter:
 
     def dispatch(self, found: re.Match[str], state: _State) -> _RuleOutcomes:
         """A verdict map lookup: the matching element's verdict runs; none: the rule is done."""
-        values = _tuple_values(found["fields"], state)
-        if values is None:
-            raise self.fail(f"unknown key {found['fields']!r}")
-        element = self.lookup(found["map"], values, want_map=True)
+        fields = found["fields"]
+
+        def evaluate(context: Tracer, state: _State) -> NftElement | None:
+            values = _tuple_values(fields, state)
+            if values is None:
+                raise self.fail(f"unknown key {fields!r}")
+            return self.lookup(found["map"], values, want_map=True, context=context)
+
+        element = self.context.read(state, evaluate, set_name=found["map"], **_reads(fields))
         if element is None or element.value is None:
             return [(_End.CONTINUE, state, True)]
         return self.verdict(element.value, state)
@@ -502,12 +753,14 @@ class _Interpreter:
         moved = replace(state, destination=to.address, port=to.port, dnat=to)
         return (_End.ACCEPT, moved, False)
 
-    def lookup(self, name: str, values: tuple[_Value, ...], *, want_map: bool) -> NftElement | None:
-        """The element of the named set or map the values match, if any."""
-        index = self.context.index(name)
+    def lookup(
+        self, name: str, values: tuple[_Value, ...], *, want_map: bool, context: Tracer
+    ) -> NftElement | None:
+        """The element of the named set or map the values match, if any, in context's table."""
+        index = context.index(name)
         if index is None:
             raise self.fail(f"no set or map {name!r} in the table")
-        if want_map and not self.context.table.sets[name].is_map:
+        if want_map and not context.table.sets[name].is_map:
             raise self.fail(f"{name!r} is a set, not a map")
         return index.get(values)
 
@@ -558,11 +811,24 @@ _FIELDS: Mapping[str, Callable[[_State], str | IPAddress | int]] = {
 }
 
 
+def _reads(fields: str) -> dict[str, bool]:
+    """Which of the packet's addresses a match or key reads (`ip saddr . ip daddr . ...`)."""
+    return {"reads_source": "saddr" in fields, "reads_destination": "daddr" in fields}
+
+
 def _tuple_values(fields: str, state: _State) -> tuple[_Value, ...] | None:
+    getters = _getters(fields)
+    return None if getters is None else tuple(get(state) for get in getters)
+
+
+@functools.cache
+def _getters(fields: str) -> tuple[Callable[[_State], _Value], ...] | None:
+    """What each field of a concatenated key reads, None if one is unknown (a rule's text is
+    read once, not once per packet)."""
     names = [name.strip() for name in fields.split(" . ")]
     if any(name not in _FIELDS for name in names):
         return None
-    return tuple(_FIELDS[name](state) for name in names)
+    return tuple(_FIELDS[name] for name in names)
 
 
 def _lookup(elements: Iterable[NftElement], values: tuple[_Value, ...]) -> NftElement | None:

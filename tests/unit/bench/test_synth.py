@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.floor import read_and_split
-from bench.synth import RECORDED, Fault, Shape, expected_failures, generate
+from bench.synth import IPVS_FAULTS, RECORDED, Fault, Shape, expected_failures, generate
 from vipcheck.cases import Outcome, cases_for, run_case
 from vipcheck.checks import CATALOGUE
 from vipcheck.facts import Facts
@@ -34,7 +34,7 @@ def _failed(directory: Path) -> tuple[set[tuple[str, str]], set[Outcome]]:
 
 @pytest.mark.parametrize(
     "faults",
-    [(), tuple(Fault), (Fault.STALE_REAL_SERVER,), (Fault.STRICT_RP_FILTER, Fault.TCPFIN_120)],
+    [(), IPVS_FAULTS, (Fault.STALE_REAL_SERVER,), (Fault.STRICT_RP_FILTER, Fault.TCPFIN_120)],
     ids=["none", "all", "stale", "rp-filter+tcpfin"],
 )
 def test_exactly_the_injected_faults_fail(tmp_path: Path, faults: tuple[Fault, ...]) -> None:
