@@ -592,13 +592,9 @@ def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
                     evidence=f"set {set_name} timeout {found.timeout}s",
                 )
             )
-    mine = re.compile(
-        re.escape(AFFINITY_PREFIX)
-        + r"[A-Z2-7]{8}-"
-        + re.escape(f"{rules.port_key.service_key}/{rules.protocol}/{rules.port_name}__")
-    )
-    for set_name in sorted(table.sets):
-        if mine.match(set_name) and set_name not in wanted:
+    port_id = f"{rules.port_key.service_key}/{rules.protocol}/{rules.port_name}__"
+    for set_name in _affinity_sets(table).get(port_id, ()):
+        if set_name not in wanted:
             verdicts.append(
                 _violation(
                     FindingKind.NFT_WRONG_AFFINITY,
@@ -611,6 +607,28 @@ def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
                 )
             )
     return verdicts
+
+
+_AFFINITY_HASH = re.compile(r"[A-Z2-7]{8}-")
+_RECENT_AFFINITY_SETS: list[tuple[NftTable, dict[str, list[str]]]] = []
+
+
+def _affinity_sets(table: NftTable) -> dict[str, list[str]]:
+    """The table's affinity sets by the Service port they belong to (`ns/svc/tcp/p80__`, from
+    `affinity-HASH-ns/svc/tcp/p80__IP/port`), sorted, so each port finds its own instead of
+    scanning every set; kept by identity for the last few tables, like _indexed."""
+    for indexed_table, indexed in _RECENT_AFFINITY_SETS:
+        if indexed_table is table:
+            return indexed
+    found: dict[str, list[str]] = {}
+    for set_name in sorted(table.sets):
+        rest = set_name.removeprefix(AFFINITY_PREFIX)
+        if rest != set_name and _AFFINITY_HASH.match(rest) and "__" in rest:
+            port_id = rest[9:].partition("__")[0] + "__"
+            found.setdefault(port_id, []).append(set_name)
+    _RECENT_AFFINITY_SETS.insert(0, (table, found))
+    del _RECENT_AFFINITY_SETS[8:]
+    return found
 
 
 def _judge_affinity_rules(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
