@@ -21,7 +21,10 @@ syncProxyRules):
   the ranges and from one outside them (PortRules.firewall_sources, admits).
 
 A mismatch names the rule path the packet took. Not judged, and said so: pod traffic on a node
-with no pod CIDR known.
+with no pod CIDR known; a node with no kube-proxy table of the port's family, which is not in
+nftables mode at all: kube-proxy-mode's one finding, as for the map and chain checks (checks.
+nftables.no_table), so the trace flags exactly where they do (tests/unit/lab/
+test_nftables_agreement.py, on every lab scenario).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from vipcheck.checks.kube_proxy import (
     restart_kube_proxy,
 )
 from vipcheck.checks.kube_proxy import restart_kube_proxy_text as restart_text
+from vipcheck.checks.nftables import no_table
 from vipcheck.checks.scopes import SERVICE_PORTS
 from vipcheck.datapath.ipvs import node_port_candidates
 from vipcheck.datapath.nft_trace import (
@@ -233,7 +237,7 @@ def _judge_vip(
     tracer = view.tracers[family]
     vip = HostPort(vs.address, vs.port)
     if tracer is None:
-        return [_violation(node, vs, f"nft lists no table {family} {KUBE_PROXY_TABLE}", (), "")]
+        return [no_table(node, family)]
     found: list[Violation | NotShown] = []
     by_origin = sources(view.pod_cidrs, vs.address.version)
     outside = [by_origin[Origin.OUTSIDE]]

@@ -100,11 +100,15 @@ def _violation(
 
 def _table(node: NodeFacts, family: NftFamily) -> NftTable | NotShown:
     table = node.nftables(family)
-    if table is None:
-        return NotShown(
-            f"{node.name} has no {family.value} kube-proxy table (the mode check reports it)"
-        )
-    return table
+    return no_table(node.name, family) if table is None else table
+
+
+def no_table(node: str, family: NftFamily) -> NotShown:
+    """A node with no kube-proxy table is not in nftables mode at all (kube-proxy's
+    setupNFTables creates the table on every sync, kubernetes/kubernetes@531be81208e2
+    pkg/proxy/nftables/proxier.go): one finding of kube-proxy-mode, not one per Service port
+    of every nftables check."""
+    return NotShown(f"{node} has no {family.value} kube-proxy table (the mode check reports it)")
 
 
 def _judge_ports(

@@ -40,6 +40,8 @@ SPELLING = {
     "nft-session-affinity",
     "nft-lb-source-ranges",
 }
+ALWAYS_JUDGED = {TRACE, "nft-service-maps", "nft-chains-reach-endpoints"}
+NO_TABLE = "has no ip kube-proxy table (the mode check reports it)"
 RUN_SECONDS = 120  # big, the slowest, replays in about TODO s
 
 pytestmark = pytest.mark.skipif(
@@ -102,8 +104,15 @@ def test_the_trace_flags_exactly_where_the_rule_checks_flag(
     ours = [r for r in results if r["check"] in SPELLING | {TRACE}]
     errors = [(r["check"], r["subject"], r["message"]) for r in ours if r["outcome"] == "error"]
     assert errors == []
-    judged = {r["check"] for r in ours if r["outcome"] == "passed" or r["violations"]}
-    assert judged >= {TRACE, "nft-service-maps", "nft-chains-reach-endpoints"}
+    # Every item judged, but where a node has no table (faulty-nodes' node-7, as on a node whose
+    # kube-proxy fell back to iptables): kube-proxy-mode's finding, which all of them leave to it.
+    unjudged = {
+        (r["check"], r["subject"], r["message"])
+        for r in ours
+        if r["check"] in ALWAYS_JUDGED and r["outcome"] == "skipped"
+        and not r["message"].endswith(NO_TABLE)
+    }  # fmt: skip
+    assert unjudged == set()
     by_trace = flagged(results, {TRACE})
     by_spelling = flagged(results, SPELLING)
     assert by_trace == by_spelling
