@@ -21,10 +21,11 @@ syncProxyRules):
   the ranges and from one outside them (PortRules.firewall_sources, admits).
 
 A mismatch names the rule path the packet took. Not judged, and said so: pod traffic on a node
-with no pod CIDR known; a node with no kube-proxy table of the port's family, which is not in
-nftables mode at all: kube-proxy-mode's one finding, as for the map and chain checks (checks.
-nftables.no_table), so the trace flags exactly where they do (tests/unit/lab/
-test_nftables_agreement.py, on every lab scenario).
+with no pod CIDR known; a node with no kube-proxy table at all, which is not in nftables mode:
+kube-proxy-mode's one finding. A node with the other family's table only is flagged, per port
+of the missing family. Both as the map and chain checks decide (checks.nftables.no_table), so
+the trace flags exactly where they do (tests/unit/lab/test_nftables_agreement.py, on every lab
+scenario).
 """
 
 from __future__ import annotations
@@ -200,9 +201,13 @@ _Verdicts = dict[ServicePortKey, list[Violation | NotShown]]
 class _NodeView:
     """What tracing on one node needs: a tracer per table (None: no such table), pod CIDRs."""
 
-    name: str
+    facts: NodeFacts
     tracers: dict[NftFamily, Tracer | None]
     pod_cidrs: tuple[IPNetwork, ...]
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
 
 
 def _judge_all(expected: NftExpectedState, cluster: Cluster, node: NodeFacts) -> _Verdicts:
@@ -214,7 +219,7 @@ def _judge_all(expected: NftExpectedState, cluster: Cluster, node: NodeFacts) ->
     )
     tables = {family: node.nftables(family) for family in NftFamily}
     tracers = {f: None if t is None else Tracer(t, own) for f, t in tables.items()}
-    view = _NodeView(node.name, tracers, pod_cidrs)
+    view = _NodeView(node, tracers, pod_cidrs)
     judged: _Verdicts = {}
     for port, found in expected.on_node(node.name).ports.items():
         vss = expected.for_port(node, port)
@@ -237,7 +242,7 @@ def _judge_vip(
     tracer = view.tracers[family]
     vip = HostPort(vs.address, vs.port)
     if tracer is None:
-        return [no_table(node, family)]
+        return [no_table(view.facts, family, str(vs.port_key))]
     found: list[Violation | NotShown] = []
     by_origin = sources(view.pod_cidrs, vs.address.version)
     outside = [by_origin[Origin.OUTSIDE]]

@@ -117,6 +117,24 @@ def test_a_node_without_the_table_is_left_to_the_mode_check() -> None:
     assert mode.observed == "config says nftables, node-2 runs IPVS (4 virtual servers, kube-ipvs0)"
 
 
+def test_a_node_with_the_other_familys_table_only_is_flagged_on_each_port() -> None:
+    """node-2 lists `table ip6 kube-proxy` alone: nftables mode runs there (the mode check
+    passes it), but its IPv4 proxier programmed nothing, so every IPv4 port is flagged by the
+    map and chain checks and the trace alike."""
+    snapshot = put(faithful(), "nodes/node-2/nft-tables.txt", "table ip6 kube-proxy\n")
+    snapshot = put(snapshot, "nodes/node-2/nft-ip-kube-proxy.txt", None)
+    snapshot = put(
+        snapshot,
+        "nodes/node-2/nft-ip6-kube-proxy.txt",
+        'table ip6 kube-proxy {\n\tcomment "rules for kube-proxy"\n}\n',
+    )
+    for check in (CHECK, "nft-service-maps", "nft-chains-reach-endpoints"):
+        found = only(snapshot, check, REDIS)
+        assert [(v.node, v.kind, v.observed) for v in found] == [
+            ("node-2", FindingKind.NFT_MISSING_TABLE, "nft lists no table ip kube-proxy")
+        ], check
+
+
 def test_without_the_nftables_facts_each_port_skips_saying_so() -> None:
     facts = Facts.from_snapshot(nftables_mode())
     result = run_case(Case(check_by_id(CHECK), REDIS), facts, DEFAULTS)
