@@ -26,6 +26,7 @@ import pytest
 
 from fixtures.lab.nftables_snapshot import write_snapshot
 from fixtures.lab.scenario import (
+    NodeFault,
     ProxyMode,
     Scenario,
     StaleRealServerFault,
@@ -132,5 +133,6 @@ def test_the_trace_flags_exactly_where_the_rule_checks_flag(
     by_trace = flagged(results, {TRACE})
     by_spelling = flagged(results, SPELLING)
     assert by_trace == by_spelling
-    assert {port for port, _ in by_trace} == stale_ports(scenario)
+    with_table = [n.name for n in scenario.nodes if n.fault is not NodeFault.NO_IPVS]
+    assert by_trace == {(port, node) for port in stale_ports(scenario) for node in with_table}
     assert elapsed < RUN_SECONDS
