@@ -53,6 +53,7 @@ class FindingKind(StrEnum):
     NFT_DANGLING_REFERENCE = "nft-dangling-reference"
     NFT_WRONG_SET = "nft-wrong-set"
     NFT_WRONG_FIREWALL = "nft-wrong-firewall"
+    NFT_MISSING_TABLE = "nft-missing-table"
 
 
 @dataclass(frozen=True, slots=True)

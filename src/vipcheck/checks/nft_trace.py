@@ -21,7 +21,11 @@ syncProxyRules):
   the ranges and from one outside them (PortRules.firewall_sources, admits).
 
 A mismatch names the rule path the packet took. Not judged, and said so: pod traffic on a node
-with no pod CIDR known.
+with no pod CIDR known; a node with no kube-proxy table at all, which is not in nftables mode:
+kube-proxy-mode's one finding. A node with the other family's table only is flagged, per port
+of the missing family. Both as the map and chain checks decide (checks.nftables.no_table), so
+the trace flags exactly where they do (tests/unit/lab/test_nftables_agreement.py, on every lab
+scenario).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from vipcheck.checks.kube_proxy import (
     restart_kube_proxy,
 )
 from vipcheck.checks.kube_proxy import restart_kube_proxy_text as restart_text
+from vipcheck.checks.nftables import no_table
 from vipcheck.checks.scopes import SERVICE_PORTS
 from vipcheck.datapath.ipvs import node_port_candidates
 from vipcheck.datapath.nft_trace import (
@@ -200,9 +205,13 @@ _Verdicts = dict[ServicePortKey, list[Violation | NotShown]]
 class _NodeView:
     """What tracing on one node needs: a tracer per table (None: no such table), pod CIDRs."""
 
-    name: str
+    facts: NodeFacts
     tracers: dict[NftFamily, Tracer | None]
     pod_cidrs: tuple[IPNetwork, ...]
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
 
 
 def _judge_all(
@@ -216,7 +225,7 @@ def _judge_all(
     )
     tables = {family: node.nftables(family) for family in NftFamily}
     tracers = {f: None if t is None else Tracer(t, own, memo) for f, t in tables.items()}
-    view = _NodeView(node.name, tracers, pod_cidrs)
+    view = _NodeView(node, tracers, pod_cidrs)
     judged: _Verdicts = {}
     for port, found in expected.on_node(node.name).ports.items():
         vss = expected.for_port(node, port)
@@ -239,7 +248,7 @@ def _judge_vip(
     tracer = view.tracers[family]
     vip = HostPort(vs.address, vs.port)
     if tracer is None:
-        return [_violation(node, vs, f"nft lists no table {family} {KUBE_PROXY_TABLE}", (), "")]
+        return [no_table(view.facts, family, str(vs.port_key))]
     found: list[Violation | NotShown] = []
     by_origin = sources(view.pod_cidrs, vs.address.version)
     outside = [by_origin[Origin.OUTSIDE]]

@@ -56,10 +56,11 @@ from vipcheck.facts import (
     NODE_OBJECTS,
     SERVICES,
     Facts,
+    MissingInput,
     NodeFacts,
 )
 from vipcheck.model.cluster import IPNetwork, ServicePortKey
-from vipcheck.model.nftables import NftElement, NftFamily, NftSet, NftTable
+from vipcheck.model.nftables import KUBE_PROXY_TABLE, NftElement, NftFamily, NftSet, NftTable
 from vipcheck.settings import Settings
 from vipcheck.untrusted import printable
 
@@ -98,13 +99,33 @@ def _violation(
     )
 
 
-def _table(node: NodeFacts, family: NftFamily) -> NftTable | NotShown:
-    table = node.nftables(family)
-    if table is None:
+def no_table(node: NodeFacts, family: NftFamily, subject: str) -> NotShown | Violation:
+    """A port's family has no kube-proxy table on the node. With no kube-proxy table at all the
+    node is not in nftables mode (setupNFTables creates the table on every sync, kubernetes/
+    kubernetes@531be81208e2 pkg/proxy/nftables/proxier.go): kube-proxy-mode's one finding, not
+    one per Service port of every nftables check. With the other family's table there, that
+    mode check passes, yet the family's proxier (one per family, NewDualStackProxier,
+    cmd/kube-proxy/app/server_linux.go) programmed nothing: each of its ports is flagged."""
+    others = []
+    for other in NftFamily:
+        try:
+            if other is not family and node.nftables(other) is not None:
+                others.append(f"table {other.value} {KUBE_PROXY_TABLE}")
+        except MissingInput:
+            continue
+    if not others:
         return NotShown(
             f"{node.name} has no {family.value} kube-proxy table (the mode check reports it)"
         )
-    return table
+    return _violation(
+        FindingKind.NFT_MISSING_TABLE,
+        subject,
+        node.name,
+        observed=f"nft lists no table {family.value} {KUBE_PROXY_TABLE}",
+        expected=f"table {family.value} {KUBE_PROXY_TABLE} beside {', '.join(others)}, "
+        f"holding the port's {family.value} rules",
+        evidence=f"nft list tables on {node.name}: {', '.join(others)}",
+    )
 
 
 def _judge_ports(
@@ -125,16 +146,17 @@ def _judge_ports(
 def _judge_all(
     rules: NodeRules, name: str, node: NodeFacts, judge_port: PortJudge
 ) -> dict[ServicePortKey, _Verdicts]:
-    tables: dict[NftFamily, NftTable | NotShown] = {}
+    tables: dict[NftFamily, NftTable | None] = {}
     judged: dict[ServicePortKey, _Verdicts] = {}
     for port, found in rules.ports.items():
         verdicts: _Verdicts = []
         for port_rules in found:
-            if port_rules.family not in tables:
-                tables[port_rules.family] = _table(node, port_rules.family)
-            table = tables[port_rules.family]
-            if isinstance(table, NotShown):
-                verdicts.append(table)
+            family = port_rules.family
+            if family not in tables:
+                tables[family] = node.nftables(family)
+            table = tables[family]
+            if table is None:
+                verdicts.append(no_table(node, family, str(port)))
             else:
                 verdicts += judge_port(name, table, port_rules)
         if verdicts:

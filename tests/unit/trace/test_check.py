@@ -100,6 +100,41 @@ def test_a_nodeport_missing_from_nodeport_ips_is_found() -> None:
     }
 
 
+def test_a_node_without_the_table_is_left_to_the_mode_check() -> None:
+    """node-2 lists no kube-proxy table (kube-proxy runs another mode; the lab's no-ipvs fault
+    has none either): kube-proxy-mode's one finding; the trace, like the map and chain checks, skips
+    that node rather than fail every Service port on it."""
+    snapshot = put(faithful(), "nodes/node-2/nft-tables.txt", "")
+    snapshot = put(snapshot, "nodes/node-2/nft-ip-kube-proxy.txt", None)
+    facts = Facts.from_snapshot(snapshot)
+    for check in (CHECK, "nft-service-maps", "nft-chains-reach-endpoints"):
+        result = run_case(Case(check_by_id(check), REDIS), facts, DEFAULTS)
+        assert (result.outcome, result.reason) == (
+            Outcome.SKIPPED,
+            "node-2: node-2 has no ip kube-proxy table (the mode check reports it)",
+        ), check
+    [mode] = only(snapshot, "kube-proxy-mode", "node-2")  # the recording's IPVS state is there
+    assert mode.observed == "config says nftables, node-2 runs IPVS (4 virtual servers, kube-ipvs0)"
+
+
+def test_a_node_with_the_other_familys_table_only_is_flagged_on_each_port() -> None:
+    """node-2 lists `table ip6 kube-proxy` alone: nftables mode runs there (the mode check
+    passes it), but its IPv4 proxier programmed nothing, so every IPv4 port is flagged by the
+    map and chain checks and the trace alike."""
+    snapshot = put(faithful(), "nodes/node-2/nft-tables.txt", "table ip6 kube-proxy\n")
+    snapshot = put(snapshot, "nodes/node-2/nft-ip-kube-proxy.txt", None)
+    snapshot = put(
+        snapshot,
+        "nodes/node-2/nft-ip6-kube-proxy.txt",
+        'table ip6 kube-proxy {\n\tcomment "rules for kube-proxy"\n}\n',
+    )
+    for check in (CHECK, "nft-service-maps", "nft-chains-reach-endpoints"):
+        found = only(snapshot, check, REDIS)
+        assert [(v.node, v.kind, v.observed) for v in found] == [
+            ("node-2", FindingKind.NFT_MISSING_TABLE, "nft lists no table ip kube-proxy")
+        ], check
+
+
 def test_without_the_nftables_facts_each_port_skips_saying_so() -> None:
     facts = Facts.from_snapshot(nftables_mode())
     result = run_case(Case(check_by_id(CHECK), REDIS), facts, DEFAULTS)
