@@ -10,13 +10,14 @@ element it read, and restarting kube-proxy on the node (a full resync) repairs i
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
 
 from vipcheck.checks.base import (
     Check,
     FindingKind,
     NodeSubject,
+    NotApplicable,
     Severity,
     Violation,
 )
@@ -708,12 +709,14 @@ SESSION_AFFINITY = Check(
 # --- node scope: stale chains, dangling references, cluster-ips, nodeport-ips ----------------
 
 
-def _node_tables(facts: Facts, subject: NodeSubject) -> Iterator[tuple[NftFamily, NftTable]]:
+def _node_tables(facts: Facts, subject: NodeSubject) -> list[tuple[NftFamily, NftTable]]:
+    """The node's kube-proxy tables; a node with none is not in nftables mode, kube-proxy-mode's
+    one finding (see no_table), so a node check skips there instead of passing on nothing."""
     node = facts.nodes[subject.node]
-    for family in NftFamily:
-        table = node.nftables(family)
-        if table is not None:
-            yield family, table
+    tables = [(family, table) for family in NftFamily if (table := node.nftables(family))]
+    if not tables:
+        raise NotApplicable(f"{subject.node} has no kube-proxy table (the mode check reports it)")
+    return tables
 
 
 def check_no_stale_chains(

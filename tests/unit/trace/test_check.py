@@ -18,7 +18,7 @@ from tests.unit.checks.test_checks import kube_proxy_config, only, put, seed
 from tests.unit.trace.test_nft_trace import DATA
 from vipcheck.cases import Case, Outcome, run_case
 from vipcheck.checks import check_by_id
-from vipcheck.checks.base import FindingKind
+from vipcheck.checks.base import FindingKind, NodeSubject
 from vipcheck.facts import Facts
 from vipcheck.model.cluster import ServicePortKey
 from vipcheck.model.node import L4Protocol
@@ -112,6 +112,12 @@ def test_a_node_without_the_table_is_left_to_the_mode_check() -> None:
         assert (result.outcome, result.reason) == (
             Outcome.SKIPPED,
             "node-2: node-2 has no ip kube-proxy table (the mode check reports it)",
+        ), check
+    for check in ("nft-no-stale-chains", "nft-cluster-ips", "nft-nodeport-ips"):
+        result = run_case(Case(check_by_id(check), NodeSubject("node-2")), facts, DEFAULTS)
+        assert (result.outcome, result.reason) == (
+            Outcome.SKIPPED,
+            "node-2 has no kube-proxy table (the mode check reports it)",
         ), check
     [mode] = only(snapshot, "kube-proxy-mode", "node-2")  # the recording's IPVS state is there
     assert mode.observed == "config says nftables, node-2 runs IPVS (4 virtual servers, kube-ipvs0)"
