@@ -56,6 +56,8 @@ from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
 from vipcheck.snapshot import (
     CLUSTER_FILES,
+    NF_TABLES_NOT_LOADED,
+    NF_TABLES_UNKNOWN,
     NFT_NOT_INSTALLED,
     NODE_FILES,
     PROBE_DIR,
@@ -430,7 +432,9 @@ class NodeFacts:
         [name] = NFT_TABLES.files
         if self.observed and name not in self._snapshot.files:
             reason = self._snapshot.missing.get(name)
-            if reason and reason != NFT_NOT_INSTALLED:
+            if reason == NF_TABLES_NOT_LOADED:
+                return frozenset()  # no kube-proxy table can be there (snapshot.py says why)
+            if reason and reason not in (NFT_NOT_INSTALLED, NF_TABLES_UNKNOWN):
                 raise ParseError(f"nodes/{self.name}/{name}", None, f"cannot read: {reason}")
         source = self._first(NFT_TABLES)
         return parse_nft_tables(source.text, source.path)

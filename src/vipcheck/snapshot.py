@@ -68,6 +68,15 @@ NODE_FILES: Mapping[str, str] = {
 # Why a node's nft files are missing where nft is not installed (an IPVS or iptables node):
 # the facts tell this apart from nft failing, which is "cannot read", never an empty table.
 NFT_NOT_INSTALLED = "nft not installed"
+# Why nft is not run on a node whose kernel has nf_tables as a module not loaded: nft would load
+# it, and gathering only reads (as ipvsadm is not run without ip_vs). kube-proxy in nftables
+# mode loads it, so such a node has no kube-proxy table: the facts read no tables, not a gap.
+NF_TABLES_NOT_LOADED = "nf_tables not loaded: nft not run, as it would load the module"
+# Where that cannot be told (no modules.builtin to say it is built in), nft is not run either.
+NF_TABLES_UNKNOWN = (
+    "nf_tables not loaded, and no modules.builtin to say it is built in: nft not run, "
+    "as it could load the module"
+)
 # Under probes/: the handshake probe's plan and each vantage point's raw output, per round.
 PROBE_DIR = "probes"
 PROBE_PLAN = "plan.json"

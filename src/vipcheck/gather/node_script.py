@@ -25,9 +25,9 @@ see vipcheck_small_reads below.
 
 nftables (issue 19): `nft list tables` first, then each family's kube-proxy table only where it
 is listed, as JSON where nft has it, else as text; never `nft list ruleset`, which lists other
-components' objects (an older nft crashed on a newer one's: kubernetes issue 136786). Unlike
-ipvsadm and ip_vs, nft is run without looking for its module first: loading nf_tables adds no
-hook and no rule, and the module may be built in, where nothing under /sys shows it.
+components' objects (an older nft crashed on a newer one's: kubernetes issue 136786). As
+ipvsadm is not run without ip_vs, nft is not run where nf_tables is a module not loaded (nft
+would load it): loaded, built in (modules.builtin) or a kernel without modules, it runs.
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from vipcheck.snapshot import NFT_NOT_INSTALLED, NODE_FILES, PROC_SYS_COMMAND, proc_sys_command
+from vipcheck.snapshot import (
+    NF_TABLES_NOT_LOADED,
+    NF_TABLES_UNKNOWN,
+    NFT_NOT_INSTALLED,
+    NODE_FILES,
+    PROC_SYS_COMMAND,
+    proc_sys_command,
+)
 
 # Files whose output is kept when the command fails after printing it, with a note.
 KEEPS_PARTIAL_OUTPUT = frozenset({"sysctl.txt"})
@@ -108,6 +115,35 @@ vipcheck_ip_link_text() {
     else
         ip link show
     fi
+}
+# Whether nf_tables is in the running kernel, so nft cannot load it: prints present (loaded, or
+# built in, or no loadable modules at all), absent (a module not loaded), or unknown (no
+# modules.builtin to tell a built-in one from a missing one).
+vipcheck_proc_modules=/proc/modules
+vipcheck_sys_module=/sys/module
+vipcheck_lib_modules=/lib/modules
+vipcheck_nf_tables() {
+    if [ -d "$vipcheck_sys_module/nf_tables" ] || [ ! -e "$vipcheck_proc_modules" ]; then
+        echo present
+        return
+    fi
+    while read -r vipcheck_module _; do
+        if [ "$vipcheck_module" = nf_tables ]; then
+            echo present
+            return
+        fi
+    done <"$vipcheck_proc_modules"
+    vipcheck_builtin="$vipcheck_lib_modules/$(uname -r)/modules.builtin"
+    if [ ! -r "$vipcheck_builtin" ]; then
+        echo unknown
+        return
+    fi
+    while read -r vipcheck_module; do
+        case "$vipcheck_module" in
+            */nf_tables.ko) echo present; return ;;
+        esac
+    done <"$vipcheck_builtin"
+    echo absent
 }
 # Whether `nft list tables` lists this family's kube-proxy table. Asked once; that listing names
 # tables only, so it cannot crash on objects a newer nft made (kubernetes issue 136786).
@@ -211,7 +247,11 @@ _FALLBACK_GUARDS: dict[str, list[tuple[str, str | None]]] = {
         (f"[ -e {_IP_VS} ]", _NO_IP_VS),
         ('[ "${vipcheck_ok-}" != ipvsadm-Ln.txt ]', None),
     ],
-    "nft-tables.txt": [(_HAS_NFT, NFT_NOT_INSTALLED)],
+    "nft-tables.txt": [
+        (_HAS_NFT, NFT_NOT_INSTALLED),
+        ('[ "$(vipcheck_nf_tables)" != unknown ]', NF_TABLES_UNKNOWN),
+        ('[ "$(vipcheck_nf_tables)" = present ]', NF_TABLES_NOT_LOADED),
+    ],
     **{
         f"nft-{family}-kube-proxy.{suffix}": _nft_table_guards(family, suffix == "txt")
         for family in ("ip", "ip6")

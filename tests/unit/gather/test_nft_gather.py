@@ -22,7 +22,13 @@ from vipcheck.model.cluster import ProxyMode
 from vipcheck.model.nftables import NftFamily, NftTable
 from vipcheck.parse import ParseError
 from vipcheck.parse.nft import parse_nft_json
-from vipcheck.snapshot import NFT_NOT_INSTALLED, NODE_FILES, NodeSnapshot
+from vipcheck.snapshot import (
+    NF_TABLES_NOT_LOADED,
+    NF_TABLES_UNKNOWN,
+    NFT_NOT_INSTALLED,
+    NODE_FILES,
+    NodeSnapshot,
+)
 
 NFT_FILES = [name for name in NODE_FILES if name.startswith("nft-")]
 # The script for the nft files alone, finding tools on the test's PATH only.
@@ -234,3 +240,95 @@ def test_a_crash_without_a_message_is_named_by_its_signal() -> None:
         "nft-tables.txt": "killed by SIGSEGV (exit status 139)",
         "b.txt": "exited 3 without a message",
     }
+
+
+def run_with_modules(
+    directory: Path, proc_modules: str | None, builtin: str | None, loaded_dir: bool = False
+) -> NodeSnapshot:
+    """The script with /proc/modules, /sys/module and /lib/modules pointed at files the test
+    writes (None: absent), as a kernel with loadable modules shows them."""
+    root = directory / "root"
+    (root / "sys/module").mkdir(parents=True)
+    if loaded_dir:
+        (root / "sys/module/nf_tables").mkdir()
+    if proc_modules is not None:
+        (root / "proc-modules").write_text(proc_modules)
+    if builtin is not None:
+        (root / "lib/modules/6.1.0-test").mkdir(parents=True)
+        (root / "lib/modules/6.1.0-test/modules.builtin").write_text(builtin)
+    (directory / "uname").write_text("#!/bin/sh\necho 6.1.0-test\n")
+    (directory / "uname").chmod(0o755)
+    script = (
+        SCRIPT.replace(
+            "vipcheck_proc_modules=/proc/modules", f"vipcheck_proc_modules={root}/proc-modules"
+        )
+        .replace("vipcheck_sys_module=/sys/module", f"vipcheck_sys_module={root}/sys/module")
+        .replace("vipcheck_lib_modules=/lib/modules", f"vipcheck_lib_modules={root}/lib/modules")
+    )
+    assert script != SCRIPT
+    dash = shutil.which("dash")
+    if dash is None:
+        pytest.skip("dash is not installed")
+    result = subprocess.run(
+        [dash, "-c", script], capture_output=True, text=True, timeout=60,
+        env={"PATH": str(directory)}, check=False,
+    )  # fmt: skip
+    frames = split_node_frames(result.stdout)
+    assert frames.complete, result.stderr
+    return NodeSnapshot("node-1", frames.files, missing=frames.missing)
+
+
+IPVS_ONLY_MODULES = "ip_vs 200704 6 ip_vs_rr, Live 0x0\nnf_conntrack 188416 2 ip_vs, Live 0x0\n"
+BUILTIN = "kernel/net/netfilter/nf_conntrack.ko\n"
+
+
+@pytest.mark.parametrize(
+    ("proc_modules", "builtin", "loaded_dir"),
+    [
+        (IPVS_ONLY_MODULES + "nf_tables 352256 1 nft_chain_nat, Live 0x0\n", BUILTIN, False),
+        (IPVS_ONLY_MODULES, BUILTIN + "kernel/net/netfilter/nf_tables.ko\n", False),
+        (IPVS_ONLY_MODULES, BUILTIN, True),
+        (None, None, False),  # a kernel without loadable modules: nothing nft could load
+    ],
+    ids=["loaded", "built in", "in /sys/module", "no modules"],
+)
+def test_nft_runs_where_nf_tables_is_in_the_kernel(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    proc_modules: str | None,
+    builtin: str | None,
+    loaded_dir: bool,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    stub_nft(tmp_path, JSON_OK)
+    snapshot = run_with_modules(tmp_path, proc_modules, builtin, loaded_dir)
+    assert set(snapshot.files) == {"nft-tables.txt", "nft-ip-kube-proxy.json"}
+    assert calls(tmp_path)[0] == "list tables"
+
+
+def test_nft_is_not_run_where_it_would_load_nf_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An IPVS node with nf_tables a module not loaded (iptables-legacy): nft would load it, and
+    gathering only reads. kube-proxy's nftables mode would have loaded it, so the node has no
+    kube-proxy table: the facts read none, and the mode seen is IPVS's alone."""
+    monkeypatch.chdir(tmp_path)
+    stub_nft(tmp_path, JSON_OK)
+    snapshot = run_with_modules(tmp_path, IPVS_ONLY_MODULES, BUILTIN)
+    assert calls(tmp_path) == []
+    assert snapshot.missing == {"nft-tables.txt": NF_TABLES_NOT_LOADED}
+    node = NodeFacts(snapshot)
+    assert node.nft_tables == frozenset()
+    assert node.nftables(NftFamily.IP) is None
+
+
+def test_nft_is_not_run_where_a_built_in_nf_tables_cannot_be_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    stub_nft(tmp_path, JSON_OK)
+    snapshot = run_with_modules(tmp_path, IPVS_ONLY_MODULES, None)
+    assert calls(tmp_path) == []
+    assert snapshot.missing == {"nft-tables.txt": NF_TABLES_UNKNOWN}
+    with pytest.raises(MissingInput, match=r"modules\.builtin"):
+        NodeFacts(snapshot).nftables(NftFamily.IP)
