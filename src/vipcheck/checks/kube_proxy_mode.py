@@ -62,6 +62,8 @@ def check_kube_proxy_mode(
             )
         if observed.unknown:
             raise NotApplicable("; ".join(observed.unknown.values()))
+        if configured is ProxyMode.IPVS:
+            return []  # no other mode; IPVS missing is ipvs-present's one finding (modprobe)
         runs = (
             "shows no kube-proxy mode: no kube-proxy nftables table, no IPVS virtual server, "
             "no kube-ipvs0"
