@@ -228,6 +228,14 @@ def test_vipcheck_finds_the_three_founding_incidents_in_nftables_mode(
     ]  # fmt: skip
     evidence = " ".join(e for v in stale["violations"] for e in v["evidence"])
     assert "10.244.3.10 . 80" in evidence, evidence
+    # The probe's failures are attributed to the stale endpoint in the rules, not to IPVS.
+    [handshake] = [
+        r for r in summary["results"]
+        if r["check"] == "vip-handshake" and r["outcome"] == "failed"
+    ]  # fmt: skip
+    causes = " ".join(v["observed"] for v in handshake["violations"])
+    assert "stale endpoint 10.244.3.10:80 in the nftables rules" in causes, causes
+    assert "IPVS" not in causes, causes
 
 
 def test_kind_nodes_in_nftables_mode_show_the_same_incidents(

@@ -17,10 +17,9 @@ from vipcheck.checks.base import (
     Violation,
 )
 from vipcheck.checks.connections import NO_STUCK_SYN_RECV
-from vipcheck.checks.real_servers import (
-    REAL_SERVERS_MATCH_ENDPOINTS,
-    check_real_servers_match_endpoints,
-)
+from vipcheck.checks.kube_proxy import require_mode, restart_kube_proxy_text
+from vipcheck.checks.nftables import CHAINS_REACH_ENDPOINTS
+from vipcheck.checks.real_servers import REAL_SERVERS_MATCH_ENDPOINTS
 from vipcheck.checks.rp_filter import RP_FILTER_NOT_STRICT, check_rp_filter, rp_filter_interfaces
 from vipcheck.checks.scopes import TCP_SERVICE_PORTS
 from vipcheck.facts import (
@@ -160,7 +159,7 @@ def _violation(
     evidence = [f"{target.vantage} -> {target.address}: {attempt}" for attempt in attempts]
     evidence += [_server_line(server) for server in servers]
     evidence += [f"[{NO_STUCK_SYN_RECV.id}] {line}" for line in syn_recv]
-    evidence += [f"[{REAL_SERVERS_MATCH_ENDPOINTS.id}] {v.node}: {v.observed}" for v in stale]
+    evidence += [f"[{stale.check.id}] {v.node}: {v.observed}" for v in stale.violations]
     evidence += [f"[{RP_FILTER_NOT_STRICT.id}] {v.node}/{v.subject}: {v.observed}" for v in strict]
     return Violation(
         kind=FindingKind.HANDSHAKE_FAILURE,
@@ -179,7 +178,7 @@ def _cause(
     servers: list[_Server],
     *,
     syn_recv: list[str],
-    stale: list[Violation],
+    stale: _StaleHints,
     strict: list[Violation],
 ) -> _Cause:
     """The first explanation that fits, strongest evidence first; says so when none does."""
@@ -195,18 +194,29 @@ def _cause(
     return _unexplained(target, attempts, servers, syn_recv)
 
 
-def _stale_cause(target: ProbeTarget, server: _Server, stale: list[Violation]) -> _Cause:
+def _stale_cause(target: ProbeTarget, server: _Server, stale: _StaleHints) -> _Cause:
     address = server.target.address
     # The director is the vantage node itself; from outside, any node may be: fix them all.
-    fixes = [v.fix for v in stale if v.node == target.vantage] or [v.fix for v in stale]
+    fixes = [v.fix for v in stale.violations if v.node == target.vantage] or [
+        v.fix for v in stale.violations
+    ]
+    how = (
+        f"{_dominant(server.here)} directly from {target.vantage} "
+        "(nothing listens on the old targetPort)"
+    )
+    if stale.check is CHAINS_REACH_ENDPOINTS:
+        return _Cause(
+            f"stale endpoint {address} in the nftables rules for {target.address} is no endpoint "
+            f"and {how}: the random pick sends it its share of connections "
+            f"[{CHAINS_REACH_ENDPOINTS.id}]",
+            " | ".join(fixes) or restart_kube_proxy_text(target.vantage),
+        )
     fix = " | ".join(fixes) or shlex.join(
         ("ipvsadm", "-d", "-t", str(target.address), "-r", str(address))
     )
     return _Cause(
-        f"stale real server {address} in IPVS for {target.address} is no endpoint and "
-        f"{_dominant(server.here)} directly from {target.vantage} (nothing listens on the old "
-        "targetPort): round robin sends it its share of connections "
-        f"[{REAL_SERVERS_MATCH_ENDPOINTS.id}]",
+        f"stale real server {address} in IPVS for {target.address} is no endpoint and {how}: "
+        f"round robin sends it its share of connections [{REAL_SERVERS_MATCH_ENDPOINTS.id}]",
         fix,
     )
 
@@ -338,13 +348,32 @@ def _syn_recv(vip: HostPort, facts: Facts) -> list[str]:
     return lines
 
 
-def _stale_hints(subject: ServicePortKey, facts: Facts, settings: Settings) -> list[Violation]:
-    """What REAL_SERVERS_MATCH_ENDPOINTS says about this Service port."""
-    try:
-        found = check_real_servers_match_endpoints(subject, facts, settings)
-    except _READ_ERRORS:
-        return []
-    return [v for v in found if v.kind is FindingKind.STALE_REAL_SERVER]
+@dataclass(frozen=True, slots=True)
+class _StaleHints:
+    """What the stale-endpoint check of the cluster's mode says about one Service port."""
+
+    check: Check[ServicePortKey]
+    violations: list[Violation]
+
+
+# Each mode's check that names a stale real server or endpoint, and the finding it names it by.
+_STALE_FINDINGS = (
+    (REAL_SERVERS_MATCH_ENDPOINTS, FindingKind.STALE_REAL_SERVER),
+    (CHAINS_REACH_ENDPOINTS, FindingKind.NFT_STALE_DNAT),
+)
+
+
+def _stale_hints(subject: ServicePortKey, facts: Facts, settings: Settings) -> _StaleHints:
+    """What IPVS's real-server check, or nftables' chain check, says about this Service port:
+    the one of the cluster's mode (none where neither applies or its input is missing)."""
+    for check, kind in _STALE_FINDINGS:
+        try:
+            require_mode(check.modes, facts.cluster)
+            found = check.run(subject, facts, settings)
+        except _READ_ERRORS:
+            continue
+        return _StaleHints(check, [v for v in found if v.kind is kind])
+    return _StaleHints(REAL_SERVERS_MATCH_ENDPOINTS, [])
 
 
 def _rp_filter_hints(
@@ -397,13 +426,18 @@ VIP_HANDSHAKE = Check(
     severity=Severity.CRITICAL,
     scope=TCP_SERVICE_PORTS,
     # Besides the probes, the hints it joins: stale real servers, strict rp_filter, SYN_RECV.
-    inputs=(
-        PROBE_PLAN_INPUT,
-        PROBE_VIP_OUTPUT,
-        PROBE_REAL_SERVER_OUTPUT,
-        *REAL_SERVERS_MATCH_ENDPOINTS.inputs,
-        *(i for i in RP_FILTER_NOT_STRICT.inputs if i not in REAL_SERVERS_MATCH_ENDPOINTS.inputs),
-        CONNECTIONS_AFTER_PROBES,
+    inputs=tuple(
+        dict.fromkeys(
+            (
+                PROBE_PLAN_INPUT,
+                PROBE_VIP_OUTPUT,
+                PROBE_REAL_SERVER_OUTPUT,
+                *REAL_SERVERS_MATCH_ENDPOINTS.inputs,
+                *CHAINS_REACH_ENDPOINTS.inputs,
+                *RP_FILTER_NOT_STRICT.inputs,
+                CONNECTIONS_AFTER_PROBES,
+            )
+        )
     ),
     run=check_vip_handshake,
     sysctls=RP_FILTER_NOT_STRICT.sysctls,

@@ -168,6 +168,15 @@ def variants() -> dict[str, Snapshot]:
         "seed in nftables mode, dual-stack redis, nft text": in_nftables_mode(
             with_dual_stack_redis(with_nft_tables(seed, ".txt"))
         ),
+        "probed in nftables mode": in_nftables_mode(with_nft_tables(probed, ".json")),
+        "probed in nftables mode, nft text": in_nftables_mode(with_nft_tables(probed, ".txt")),
+        "probed in nftables mode, dual-stack redis": in_nftables_mode(
+            with_dual_stack_redis(with_nft_tables(probed, ".json"))
+        ),
+        "probed in nftables mode, dual-stack redis, nft text": in_nftables_mode(
+            with_dual_stack_redis(with_nft_tables(probed, ".txt"))
+        ),
+        "probed in nftables mode, no table listed": in_nftables_mode(with_nft_tables(probed, "")),
         "old node in nftables mode": in_nftables_mode(old),
         "old node without ip in nftables mode": in_nftables_mode(without_ip_or_sysctl(old)),
     }
