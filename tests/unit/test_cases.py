@@ -235,3 +235,17 @@ def test_a_check_of_other_modes_skips_saying_so_before_it_reads_anything(mode: s
                 "checks do not apply" in result.reason or "checks need mode" in result.reason
             )
             assert skipped_for_mode is not applies, (check.id, mode, result.reason)
+
+
+def test_a_check_of_another_mode_is_one_item_not_one_per_subject() -> None:
+    """On an IPVS cluster each nftables check is one skipped item (6,250 ports would make
+    31,000 of them otherwise, a third of a big IPVS replay's time), and each IPVS check keeps
+    its item per subject."""
+    facts = _in_mode("ipvs")
+    for check in CATALOGUE:
+        cases = list(cases_for(check, facts))
+        if check.modes is not None and ProxyMode.IPVS not in check.modes:
+            assert [case.id for case in cases] == ["other kube-proxy mode"], check.id
+            assert run_case(cases[0], facts, DEFAULTS).other_mode, check.id
+        else:
+            assert len(cases) > 1, check.id
