@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
+from typing import TypeVar, cast
 
 from vipcheck.checks.base import (
     Check,
@@ -239,26 +240,35 @@ def _judge_elements(
 
 
 _Indexed = dict[tuple[str, ...], tuple[int, NftElement]]
-_RECENT_INDEXES: list[tuple[NftSet, _Indexed]] = []
+_RECENT: list[tuple[object, Callable[..., object], object]] = []
+T = TypeVar("T")
+Of = TypeVar("Of")
+
+
+def _recent(of: Of, build: Callable[[Of], T]) -> T:
+    """build(of), kept by identity for the last few objects: a node's ports are judged one
+    after the other against the same table and maps, so each index is built once per node."""
+    for seen, built_by, built in _RECENT:
+        if seen is of and built_by is build:
+            return cast(T, built)
+    built = build(of)
+    _RECENT.insert(0, (of, build, built))
+    del _RECENT[16:]
+    return built
 
 
 def _indexed(nft_map: NftSet | None) -> _Indexed:
     """A map's elements by key (element_index: a key's first place, its last element), with
     that place, so each Service port looks its own keys up instead of scanning the whole map
-    (a node's maps hold every port's elements). The last few maps indexed are kept by
-    identity: a node's ports are judged one after the other against the same maps."""
-    if nft_map is None:
-        return {}
-    for indexed_map, indexed in _RECENT_INDEXES:
-        if indexed_map is nft_map:
-            return indexed
-    indexed = {
+    (a node's maps hold every port's elements)."""
+    return {} if nft_map is None else _recent(nft_map, _index_map)
+
+
+def _index_map(nft_map: NftSet) -> _Indexed:
+    return {
         key: (place, element)
         for place, (key, element) in enumerate(element_index(nft_map.elements).items())
     }
-    _RECENT_INDEXES.insert(0, (nft_map, indexed))
-    del _RECENT_INDEXES[8:]
-    return indexed
 
 
 def _where_it_belongs(rules: PortRules, key: tuple[str, ...]) -> str:
@@ -633,24 +643,22 @@ def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
 
 
 _AFFINITY_HASH = re.compile(r"[A-Z2-7]{8}-")
-_RECENT_AFFINITY_SETS: list[tuple[NftTable, dict[str, list[str]]]] = []
 
 
 def _affinity_sets(table: NftTable) -> dict[str, list[str]]:
     """The table's affinity sets by the Service port they belong to (`ns/svc/tcp/p80__`, from
     `affinity-HASH-ns/svc/tcp/p80__IP/port`), sorted, so each port finds its own instead of
-    scanning every set; kept by identity for the last few tables, like _indexed."""
-    for indexed_table, indexed in _RECENT_AFFINITY_SETS:
-        if indexed_table is table:
-            return indexed
+    scanning every set."""
+    return _recent(table, _index_affinity_sets)
+
+
+def _index_affinity_sets(table: NftTable) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for set_name in sorted(table.sets):
         rest = set_name.removeprefix(AFFINITY_PREFIX)
         if rest != set_name and _AFFINITY_HASH.match(rest) and "__" in rest:
             port_id = rest[9:].partition("__")[0] + "__"
             found.setdefault(port_id, []).append(set_name)
-    _RECENT_AFFINITY_SETS.insert(0, (table, found))
-    del _RECENT_AFFINITY_SETS[8:]
     return found
 
 
