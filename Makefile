@@ -11,9 +11,10 @@ DEMO_KIND_DIR ?= .lab/demo-kind
 KIND_CLUSTER ?= lab
 # What the lab needs on the host: qemu (software emulation), the userland copied into the guest
 # image, ssh/ssh-keygen to reach the nodes, cpio/kmod to pack modules into the initramfs;
-# chromium renders the HTML report in its test, shellcheck checks the fix script in its tests.
+# chromium renders the HTML report in its test, shellcheck checks the fix script in its tests;
+# ipset and iptables (iptables-nft) make IPVS mode's sets and chains in the lab's nodes.
 APT_PACKAGES := qemu-system-x86 busybox-static bash ipvsadm openssh-server openssh-client \
-	iproute2 procps nftables kmod cpio gzip python3-venv chromium shellcheck \
+	iproute2 procps nftables ipset iptables kmod cpio gzip python3-venv chromium shellcheck \
 	dash libdevmapper1.02.1 libseccomp2
 # kubectl, for the tests that read the lab's API server with it unchanged: Debian's
 # kubernetes-client, unless a kubectl is already installed (another package's /usr/bin/kubectl,
