@@ -29,6 +29,7 @@ SHIPPED = [
     "healthy",
     "healthy-old-node",
     "kube-proxy-rules",
+    "migration",
     "rp-filter-strict",
     "seed-incidents",
     "seed-incidents-nftables",
@@ -153,7 +154,7 @@ def test_bad_userland_names_file_line_and_choices(tmp_path: Path) -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    known = r".*healthy, healthy-old-node, kube-proxy-rules, rp-filter-strict"
+    known = r".*healthy, healthy-old-node, kube-proxy-rules, migration, rp-filter-strict"
     with pytest.raises(ScenarioError, match=rf"unknown scenario 'nope' {known}"):
         load_scenario("nope")
 
@@ -283,9 +284,21 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
             id="sysctl-missing-node",
         ),
         pytest.param(
+            "{kind: foreign-virtual-server, node: node-9, address: 192.168.58.100, port: 443,"
+            " realServer: 192.168.58.11, realPort: 8443}",
+            r"faults\[0\]\.node: no such node",
+            id="foreign-virtual-server-missing-node",
+        ),
+        pytest.param(
+            "{kind: foreign-virtual-server, node: node-1, address: nowhere, port: 443,"
+            " realServer: 192.168.58.11, realPort: 8443}",
+            r"faults\[0\]\.address: ",
+            id="foreign-virtual-server-bad-address",
+        ),
+        pytest.param(
             "{kind: reboot, node: node-1}",
             r"faults\[0\]\.kind: expected one of stale-real-server, sysctl,"
-            r" conntrack-timeouts-unapplied \(got 'reboot'\)",
+            r" conntrack-timeouts-unapplied, foreign-virtual-server \(got 'reboot'\)",
             id="unknown-kind",
         ),
     ],
