@@ -443,3 +443,51 @@ def test_bad_objects_file_is_one_line_and_exit_2(
     assert len(result.stderr.splitlines()) == 1
     assert complaint in result.stderr
     assert not (tmp_path / "ready").exists()
+
+
+def test_sighup_serves_the_objects_file_as_it_now_reads(tmp_path: Path) -> None:
+    """How the lab's `migrate` edits the kube-proxy ConfigMap; a broken file keeps the old."""
+    tls = make_tls(tmp_path / "tls")
+    objects = tmp_path / "objects.json"
+    objects.write_text(json.dumps(OBJECTS))
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    server = subprocess.Popen(
+        _server_command(tmp_path, tls, "--port", "0"),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=dies_with_this_process(),  # noqa: PLW1509 (takes no lock: lifetime.py)
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "ready").exists():
+            assert server.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "no ready file"
+            time.sleep(0.05)
+        kubeconfig = tmp_path / "kubeconfig"
+        write_kubeconfig(kubeconfig, (tmp_path / "ready").read_text().strip(), tls.ca_cert, TOKEN)
+
+        def services() -> list[str]:
+            with _client(kubeconfig) as api_client:
+                listed = client.CoreV1Api(api_client).list_service_for_all_namespaces()
+                return _names(listed.items)
+
+        before = services()
+        edited = json.loads(json.dumps(OBJECTS))
+        edited["services"] = edited["services"][:1]
+        objects.write_text(json.dumps(edited))
+        server.send_signal(signal.SIGHUP)
+        while services() == before:
+            assert time.monotonic() < deadline, "the edit was never served"
+            time.sleep(0.05)
+        kept = [edited["services"][0]["metadata"]["name"]]
+        assert services() == kept
+        objects.write_text("{not json")
+        server.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert services() == kept
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=10)
+    assert "reload refused, old objects kept" in log
+    assert "Traceback" not in log

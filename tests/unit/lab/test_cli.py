@@ -79,3 +79,10 @@ def test_an_unknown_mode_is_refused_before_booting(
     assert refused.value.code == EXIT_USAGE
     assert "invalid choice: 'iptables'" in capsys.readouterr().err
     assert not (tmp_path / "lab.json").exists()
+
+
+def test_migrate_without_a_lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--workdir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lab: error: no lab in ")
+    assert "Traceback" not in err
