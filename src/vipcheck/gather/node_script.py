@@ -171,12 +171,12 @@ vipcheck_xtables_backend() {
     if ! command -v "$vipcheck_save" >/dev/null 2>&1; then
         vipcheck_version=$("$2-save" --version 2>/dev/null) || vipcheck_version=
         case $vipcheck_version in
-            *"($1)"*) ;;
-            "" | *"("*")"*) vipcheck_save= ;;
-            *) [ "$1" = legacy ] || vipcheck_save= ;;
+            *"($1)"*) vipcheck_plain=yes ;;
+            "" | *"("*")"*) vipcheck_plain=no ;;
+            *) if [ "$1" = legacy ]; then vipcheck_plain=yes; else vipcheck_plain=no; fi ;;
         esac
-        if [ -z "$vipcheck_save" ]; then
-            printf '# vipcheck: unread: %s tables: no %s-save for them\n' "$1" "$2"
+        if [ "$vipcheck_plain" = no ]; then
+            printf '# vipcheck: unread: %s tables: no %s here to read them\n' "$1" "$vipcheck_save"
             return
         fi
         vipcheck_save=$2-save
