@@ -61,8 +61,8 @@ def test_two_backends_pasted_one_after_the_other_stay_apart() -> None:
     )
     dump = parse_iptables_save(text, SOURCE)
     assert [(b.backend, dict(b.chains)) for b in dump.backends] == [
-        (None, {"nat": {"KUBE-SERVICES"}}),
-        (IptablesBackend.NF_TABLES, {"nat": {"KUBE-POSTROUTING"}}),
+        (None, {"nat": frozenset({"KUBE-SERVICES"})}),
+        (IptablesBackend.NF_TABLES, {"nat": frozenset({"KUBE-POSTROUTING"})}),
     ]
 
 
