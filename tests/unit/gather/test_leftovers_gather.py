@@ -38,27 +38,41 @@ def _require_namespace_tools() -> None:
             pytest.skip(f"{tool} is not installed (make deps installs it)")
 
 
-def test_ipvs_modes_leftovers_are_gathered_from_the_kernel() -> None:
-    """IPVS mode's sets (both families, and keepalived's), its IPv4 chains in the legacy backend
-    and its IPv6 ones in iptables-nft's, as the real tools list them: what the recorded files
-    hold, with the jumps that must go before each chain can."""
+def gather_in_namespace(scenario: str) -> NodeSnapshot:
+    """The node script's leftovers files in a fresh network namespace holding the scenario's
+    sets (DATA/<scenario>.ipsets), IPv4 chains in the legacy backend (.v4.rules) and IPv6
+    chains in iptables-nft's (.v6.rules), as the real tools list them."""
     _require_namespace_tools()
     setup = (
-        "ipset restore < ipvs-mode.ipsets && iptables-legacy-restore < ipvs-mode.v4.rules && "
-        "ip6tables-nft-restore < ipvs-mode.v6.rules && "
+        f"ipset restore < {scenario}.ipsets && iptables-legacy-restore < {scenario}.v4.rules && "
+        f"ip6tables-nft-restore < {scenario}.v6.rules && "
     )
+    script = build_node_script({name: NODE_FILES[name] for name in FILES})
     result = subprocess.run(
-        ["unshare", "-n", "sh", "-c", setup + 'eval "$0"', build_node_script({
-            name: NODE_FILES[name] for name in FILES})],
+        ["unshare", "-n", "sh", "-c", setup + 'eval "$0"', script],
         cwd=DATA, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     frames = split_node_frames(result.stdout)
     assert frames.complete
     assert frames.missing == {}
+    return NodeSnapshot("node-1", frames.files)
+
+
+@pytest.mark.parametrize("scenario", ["ipvs-mode", "kubelet-only"])
+def test_the_recorded_outputs_are_the_kernels(scenario: str) -> None:
+    """DATA/<scenario>.<file> is what the real tools print for the scenario (checks' unit tests
+    read them): `ipset list -n` and each family's cut iptables-save."""
+    snapshot = gather_in_namespace(scenario)
     for name in FILES[1:]:
-        assert frames.files[name] == (DATA / name).read_text(), name
-    node = NodeFacts(NodeSnapshot("node-1", frames.files))
+        assert snapshot.files[name] == (DATA / f"{scenario}.{name}").read_text(), name
+
+
+def test_ipvs_modes_leftovers_are_gathered_from_the_kernel() -> None:
+    """IPVS mode's sets (both families, and keepalived's), its IPv4 chains in the legacy backend
+    and its IPv6 ones in iptables-nft's, read back with the jumps that must go before each chain
+    can."""
+    node = NodeFacts(gather_in_namespace("ipvs-mode"))
     version = subprocess.run(["nft", "--version"], capture_output=True, text=True, check=True)
     assert node.nft_version == parse_nft_version(version.stdout, "nft --version") >= (1,)
     assert "KEEPALIVED-VIPS" in node.ipset_names
