@@ -62,8 +62,10 @@ CATALOGUE: tuple[Check[Any], ...] = (
     NODEPORT_IPS_SET,
     IPVS_LEFTOVER_VIRTUAL_SERVERS,
     IPVS_LEFTOVER_KUBE_IPVS0,
-    IPVS_LEFTOVER_IPSETS,
+    # The chains before the ipsets: the fix script runs their commands in this order, and a
+    # set an iptables rule still names cannot be destroyed.
     IPTABLES_LEFTOVER_CHAINS,
+    IPVS_LEFTOVER_IPSETS,
     IPVS_LEFTOVER_SYSCTLS,
     TCPFIN_TIMEOUT,
     TIMEOUTS_MATCH_KUBE_PROXY_CONFIG,
