@@ -221,12 +221,11 @@ def test_strict_arp_s_pair_is_named_only_together() -> None:
     sysctl = snapshot.nodes["node-1"].files["sysctl.txt"]
     one = sysctl.replace("net.ipv4.conf.all.arp_ignore = 0", "net.ipv4.conf.all.arp_ignore = 1")
     both = one.replace("net.ipv4.conf.all.arp_announce = 0", "net.ipv4.conf.all.arp_announce = 2")
-    subjects = lambda text: {  # noqa: E731
-        v.subject
-        for v in only(
-            put(snapshot, "nodes/node-1/sysctl.txt", text), "ipvs-leftover-sysctls", "node-1"
-        )
-    }
+
+    def subjects(text: str) -> set[str]:
+        edited = put(snapshot, "nodes/node-1/sysctl.txt", text)
+        return {v.subject for v in only(edited, "ipvs-leftover-sysctls", "node-1")}
+
     assert "net.ipv4.conf.all.arp_ignore" not in subjects(one)
     assert {"net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce"} <= subjects(both)
 
@@ -332,8 +331,8 @@ def test_a_hostile_chain_and_set_reach_the_tools_as_text(tmp_path: Path) -> None
         (bin_dir / tool).write_text(f'#!/bin/sh\nprintf "%s|" "$0" "$@" >> {log}\necho >> {log}\n')
     for trap in ("reboot", "touch_x", "id"):
         (bin_dir / trap).write_text(f"#!/bin/sh\ntouch {tmp_path}/ran-{trap}\n")
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
     result = subprocess.run(
         ["sh", str(script), "--apply"], capture_output=True, text=True, timeout=60, check=False,
         env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
