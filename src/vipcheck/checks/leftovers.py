@@ -97,7 +97,7 @@ def switched_node(facts: Facts, subject: NodeSubject) -> NodeFacts:
     """The node, where it runs nftables mode: a kube-proxy nftables table of either family.
     Elsewhere its IPVS state is not left over but in use (kube-proxy-mode reports the node)."""
     node = facts.nodes[subject.node]
-    if all(node.nftables(family) is None for family in NftFamily):
+    if [node.nftables(family) for family in NftFamily] == [None] * len(NftFamily):
         raise NotApplicable(
             f"{node.name} has no kube-proxy nftables table: it has not switched to nftables "
             "mode yet (kube-proxy-mode reports it), so its IPVS state is in use, not left over"
@@ -312,9 +312,10 @@ def check_ipvs_leftover_sysctls(
         for key, set_to, default in IPVS_SYSCTLS
         if sysctls.int_value(key) == set_to
     ]
-    arp = [(key, set_to, default) for key, set_to, default in STRICT_ARP]
-    if all(sysctls.int_value(key) == set_to for key, set_to, _ in arp):
-        found += arp
+    # Both read, and named only together: the pair strictARP sets, not one an operator chose.
+    arp = [(key, set_to, default, sysctls.int_value(key)) for key, set_to, default in STRICT_ARP]
+    if all(value == set_to for _, set_to, _, value in arp):
+        found += [(key, set_to, default) for key, set_to, default, _ in arp]
     return [
         Violation(
             kind=FindingKind.IPVS_LEFTOVER_SYSCTL,
