@@ -137,15 +137,18 @@ def _leftover_virtual_server(
         assert service.address is not None
         assert service.port is not None
         explained = explanations.explain(service.protocol, service.address, service.port)
-    ours = explained is not None and explained.why in _KUBE_PROXYS
-    owner = (
-        f"kube-proxy's, for {explained.detail}"
-        if ours and explained is not None
-        else f"{explained.why.value}: {explained.detail}"
-        if explained is not None
-        else "not kube-proxy's (no Service has it: keepalived's, kube-vip's, or a Service "
-        "deleted since)"
-    )
+    if explained is None:
+        ours, owner = (
+            False,
+            (
+                "not kube-proxy's (no Service has it: keepalived's, kube-vip's, or a Service "
+                "deleted since)"
+            ),
+        )
+    elif explained.why in _KUBE_PROXYS:
+        ours, owner = True, f"kube-proxy's, for {explained.detail}"
+    else:
+        ours, owner = False, f"{explained.why.value}: {explained.detail}"
     evidence = (service.raw, *(rs.raw for rs in service.real_servers))
     return Violation(
         kind=FindingKind.IPVS_LEFTOVER_VIRTUAL_SERVER,
