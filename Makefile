@@ -16,6 +16,10 @@ KIND_CLUSTER ?= lab
 APT_PACKAGES := qemu-system-x86 busybox-static bash ipvsadm openssh-server openssh-client \
 	iproute2 procps nftables ipset iptables kmod cpio gzip python3-venv chromium shellcheck \
 	dash libdevmapper1.02.1 libseccomp2
+# ipset and iptables (legacy and nft): the leftovers of IPVS mode that a switch to nftables may
+# leave (issue 20), for the lab guest (fixtures/lab/image.py copies host binaries into it) and
+# for the unit tests, which record their real output in a network namespace of their own.
+APT_PACKAGES += ipset iptables
 # kubectl, for the tests that read the lab's API server with it unchanged: Debian's
 # kubernetes-client, unless a kubectl is already installed (another package's /usr/bin/kubectl,
 # such as Google Cloud SDK's, would make dpkg refuse it).

@@ -35,6 +35,7 @@ from vipcheck.model.node import (
     IpvsTimeouts,
     Sysctls,
 )
+from vipcheck.model.xtables import IptablesDump, IptablesFamily
 from vipcheck.parse import ParseError
 from vipcheck.parse.handshakes import parse_probe_output, parse_probe_plan
 from vipcheck.parse.iproute import parse_interfaces
@@ -54,8 +55,11 @@ from vipcheck.parse.kube import (
 from vipcheck.parse.nft import parse_nft_json, parse_nft_tables, parse_nft_text
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
+from vipcheck.parse.tool_outputs import parse_ipset_names, parse_nft_version
+from vipcheck.parse.xtables import parse_iptables_save
 from vipcheck.snapshot import (
     CLUSTER_FILES,
+    IP_SET_NOT_LOADED,
     NF_TABLES_NOT_LOADED,
     NF_TABLES_UNKNOWN,
     NFT_NOT_INSTALLED,
@@ -104,6 +108,12 @@ NFT_TABLES = Input(("nft-tables.txt",))
 NFT_IP = Input(("nft-ip-kube-proxy.json", "nft-ip-kube-proxy.txt"))
 NFT_IP6 = Input(("nft-ip6-kube-proxy.json", "nft-ip6-kube-proxy.txt"))
 NFT_TABLE = {NftFamily.IP: NFT_IP, NftFamily.IP6: NFT_IP6}
+# The IPVS -> nftables migration's inputs (issue 20).
+NFT_VERSION = Input(("nft-version.txt",))
+IPSETS = Input(("ipset-list-names.txt",))
+IPTABLES_CHAINS = Input(("iptables-chains.txt",))
+IP6TABLES_CHAINS = Input(("ip6tables-chains.txt",))
+IPTABLES_CHAINS_OF = {IptablesFamily.IPV4: IPTABLES_CHAINS, IptablesFamily.IPV6: IP6TABLES_CHAINS}
 # Why a table's JSON is missing where its text stands in: not a failure.
 _NFT_WITHOUT_JSON = "nft without JSON support"
 PROBE_PLAN_INPUT = Input((f"{PROBE_DIR}/{PROBE_PLAN}",))
@@ -466,6 +476,36 @@ class NodeFacts:
             if reason and not reason.startswith(_NFT_WITHOUT_JSON):
                 raise ParseError(f"nodes/{self.name}/{name}", None, f"cannot read: {reason}")
         raise MissingInput(self.name, which.files, "nft-tables.txt lists the table")
+
+    @_fact
+    def nft_version(self) -> tuple[int, ...]:
+        """nft's version, (1, 0, 6): MissingInput where nft is not installed or was not asked."""
+        source = self._first(NFT_VERSION)
+        return parse_nft_version(source.text, source.path)
+
+    @_fact
+    def ipset_names(self) -> frozenset[str]:
+        """Every ipset's name on the node (both families: KUBE-* and KUBE-6-*). None where the
+        ip_set module is not loaded, as no set can exist then (gathering does not run ipset
+        there: it would load it); MissingInput where ipset is not installed."""
+        [name] = IPSETS.files
+        missing = self._snapshot.missing.get(name)
+        if self.observed and name not in self._snapshot.files and missing == IP_SET_NOT_LOADED:
+            return frozenset()
+        source = self._first(IPSETS)
+        return parse_ipset_names(source.text, source.path)
+
+    def iptables(self, family: IptablesFamily) -> IptablesDump:
+        """One family's iptables chains, per backend, and the backends not read (with why)."""
+        return self.derive(("iptables", family), lambda: self._iptables(family))
+
+    def _iptables(self, family: IptablesFamily) -> IptablesDump:
+        source = self._first(IPTABLES_CHAINS_OF[family])
+        return parse_iptables_save(source.text, source.path)
+
+    def iptables_chains(self, family: IptablesFamily) -> dict[str, frozenset[str]]:
+        """Each table's chain names (nat, filter, mangle, ...), every backend together."""
+        return self.iptables(family).chains()
 
     @property
     def observed_mode(self) -> ObservedMode:

@@ -64,6 +64,17 @@ NODE_FILES: Mapping[str, str] = {
     "nft-ip-kube-proxy.txt": "nft list table ip kube-proxy",
     "nft-ip6-kube-proxy.json": "nft -j list table ip6 kube-proxy",
     "nft-ip6-kube-proxy.txt": "nft list table ip6 kube-proxy",
+    # The IPVS -> nftables migration (issue 20). `nft --version` loads no module, so it runs
+    # wherever nft is installed.
+    "nft-version.txt": "nft --version",
+    # IPVS mode's ipsets (KUBE-*, and KUBE-6-* for IPv6), names only; not run where ip_set is a
+    # module not loaded, as ipset would load it.
+    "ipset-list-names.txt": "ipset list -n",
+    # The chains of each family's iptables tables: `iptables-save` of each backend whose tables
+    # the kernel holds (legacy: /proc/net/ip_tables_names; nft: nf_tables in the kernel), cut
+    # by the node script to table, chain and jump-to-KUBE-* lines; a whole dump reads the same.
+    "iptables-chains.txt": "iptables-save",
+    "ip6tables-chains.txt": "ip6tables-save",
 }
 # Why a node's nft files are missing where nft is not installed (an IPVS or iptables node):
 # the facts tell this apart from nft failing, which is "cannot read", never an empty table.
@@ -77,6 +88,15 @@ NF_TABLES_UNKNOWN = (
     "nf_tables not loaded, and no modules.builtin to say it is built in: nft not run, "
     "as it could load the module"
 )
+# Why a node's ipset names are missing where the ip_set module is not loaded: ipset would load
+# it. No set can exist then, so the facts read none, as for nf_tables above.
+IP_SET_NOT_LOADED = "ip_set not loaded: ipset not run, as it would load the module"
+IP_SET_UNKNOWN = (
+    "ip_set not loaded, and no modules.builtin to say it is built in: ipset not run, "
+    "as it could load the module"
+)
+# Why a family's iptables chains are missing where no iptables-save is installed at all.
+IPTABLES_NOT_INSTALLED = "iptables not installed"
 # Under probes/: the handshake probe's plan and each vantage point's raw output, per round.
 PROBE_DIR = "probes"
 PROBE_PLAN = "plan.json"

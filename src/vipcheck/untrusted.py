@@ -77,6 +77,42 @@ def interface_name_problem(name: str) -> str | None:
     return None
 
 
+def ipset_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an ipset's name as `ipset list -n` lists them, or None when it can:
+    at most IPSET_MAXNAMELEN - 1 bytes (include/uapi/linux/netfilter/ipset/ip_set.h), one word
+    of printable text (a set named with a line break or a space is not one line of that list)."""
+    return _word_problem(name, MAX_IPSET_NAME, "ipset names")
+
+
+def iptables_chain_problem(name: str) -> str | None:
+    """Why `name` cannot be an iptables chain's name as iptables-save prints it, or None: one
+    printable word, not an option (iptables refuses `-x` and `!x` as chain names), at most
+    NFT_CHAIN_MAXNAMELEN - 1 bytes (iptables-nft's chains are nftables chains, whose names may
+    be longer than x_tables' 28 where nft made them)."""
+    if name.startswith(("-", "!")):
+        return "starts with '-' or '!', as no iptables chain does"
+    return _word_problem(name, MAX_CHAIN_NAME, "chain names")
+
+
+MAX_IPSET_NAME = 31
+MAX_CHAIN_NAME = 255
+
+
+def _word_problem(name: str, limit: int, what: str) -> str | None:
+    """Why `name` is not one printable word of at most `limit` UTF-8 bytes, or None."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not text a kernel could hold (a lone UTF-16 surrogate)"
+    if size == 0:
+        return "empty"
+    if size > limit:
+        return f"longer than {limit} bytes, the most {what} hold"
+    if printable(name, one_line=True) != name or any(char.isspace() for char in name):
+        return "holds white space or a control character"
+    return None
+
+
 def parse_address(text: str) -> IPv4Address | IPv6Address:
     """An IP address as Kubernetes and IPVS write them: no IPv6 zone (`fe80::1%eth0`).
 

@@ -12,6 +12,13 @@ from vipcheck.checks.conntrack import CONNTRACK_SYSCTLS
 from vipcheck.checks.handshake import VIP_HANDSHAKE
 from vipcheck.checks.kube_ipvs0 import KUBE_IPVS0_HOLDS_SERVICE_IPS, KUBE_IPVS0_NO_STALE_ADDRESSES
 from vipcheck.checks.kube_proxy_mode import KUBE_PROXY_MODE
+from vipcheck.checks.leftovers import (
+    IPTABLES_LEFTOVER_CHAINS,
+    IPVS_LEFTOVER_IPSETS,
+    IPVS_LEFTOVER_KUBE_IPVS0,
+    IPVS_LEFTOVER_SYSCTLS,
+    IPVS_LEFTOVER_VIRTUAL_SERVERS,
+)
 from vipcheck.checks.nft_trace import NFT_TRACE_REACHES_ENDPOINTS
 from vipcheck.checks.nftables import (
     CHAINS_REACH_ENDPOINTS,
@@ -53,6 +60,13 @@ CATALOGUE: tuple[Check[Any], ...] = (
     NO_STALE_CHAINS,
     CLUSTER_IPS_SET,
     NODEPORT_IPS_SET,
+    IPVS_LEFTOVER_VIRTUAL_SERVERS,
+    IPVS_LEFTOVER_KUBE_IPVS0,
+    # The chains before the ipsets: the fix script runs their commands in this order, and a
+    # set an iptables rule still names cannot be destroyed.
+    IPTABLES_LEFTOVER_CHAINS,
+    IPVS_LEFTOVER_IPSETS,
+    IPVS_LEFTOVER_SYSCTLS,
     TCPFIN_TIMEOUT,
     TIMEOUTS_MATCH_KUBE_PROXY_CONFIG,
     NO_STUCK_SYN_RECV,

@@ -54,6 +54,11 @@ class FindingKind(StrEnum):
     NFT_WRONG_SET = "nft-wrong-set"
     NFT_WRONG_FIREWALL = "nft-wrong-firewall"
     NFT_MISSING_TABLE = "nft-missing-table"
+    IPVS_LEFTOVER_VIRTUAL_SERVER = "ipvs-leftover-virtual-server"
+    IPVS_LEFTOVER_KUBE_IPVS0 = "ipvs-leftover-kube-ipvs0"
+    IPVS_LEFTOVER_IPSET = "ipvs-leftover-ipset"
+    IPTABLES_LEFTOVER_CHAIN = "iptables-leftover-chain"
+    IPVS_LEFTOVER_SYSCTL = "ipvs-leftover-sysctl"
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,11 +80,20 @@ def check_kube_proxy_mode(
             observed=f"config says {configured}, {node.name} {runs}",
             expected=f"{node.name} runs {_SHOWN[configured]} alone, as kube-proxy's ConfigMap says",
             fix=f"restart kube-proxy on {node.name}, so it programs {configured} mode and clears "
-            f"the other: {restart_kube_proxy_text(node.name)}",
+            f"the other: {restart_kube_proxy_text(node.name)}" + _LEFTOVERS_FIX.get(configured, ""),
             evidence=tuple(f"{_SHOWN[mode]}: {shown}" for mode, shown in observed.seen.items()),
             cluster_commands=(restart_kube_proxy(node.name),),
         )
     ]
+
+
+# Restarting clears IPVS only where kube-proxy's IPVS cleanup runs: it returns where `modprobe
+# ip_vs` fails in kube-proxy's container (pkg/proxy/ipvs/cleanup.go, kubernetes PR 131243).
+_LEFTOVERS_FIX = {
+    ProxyMode.NFTABLES: "; if the IPVS state outlives the restart (its cleanup is skipped where "
+    "`modprobe ip_vs` fails in kube-proxy's container, kubernetes PR 131243), delete it by hand: "
+    "the ipvs-leftover-* and iptables-leftover-chains checks give each command"
+}
 
 
 def _seen(observed: ObservedMode) -> str:

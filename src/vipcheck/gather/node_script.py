@@ -39,6 +39,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from vipcheck.snapshot import (
+    IP_SET_NOT_LOADED,
+    IP_SET_UNKNOWN,
+    IPTABLES_NOT_INSTALLED,
     NF_TABLES_NOT_LOADED,
     NF_TABLES_UNKNOWN,
     NFT_NOT_INSTALLED,
@@ -116,19 +119,20 @@ vipcheck_ip_link_text() {
         ip link show
     fi
 }
-# Whether nf_tables is in the running kernel, so nft cannot load it: prints present (loaded, or
-# built in, or no loadable modules at all), absent (a module not loaded), or unknown (no
-# modules.builtin to tell a built-in one from a missing one).
+# Whether a module ($1: nf_tables, ip_set) is in the running kernel, so a tool using it cannot
+# load it: prints present (loaded, or built in, or no loadable modules at all), absent (a module
+# not loaded), or unknown (no modules.builtin to tell a built-in one from a missing one).
 vipcheck_proc_modules=/proc/modules
 vipcheck_sys_module=/sys/module
 vipcheck_lib_modules=/lib/modules
-vipcheck_nf_tables() {
-    if [ -d "$vipcheck_sys_module/nf_tables" ] || [ ! -e "$vipcheck_proc_modules" ]; then
+vipcheck_proc_net=/proc/net
+vipcheck_in_kernel() {
+    if [ -d "$vipcheck_sys_module/$1" ] || [ ! -e "$vipcheck_proc_modules" ]; then
         echo present
         return
     fi
     while read -r vipcheck_module _; do
-        if [ "$vipcheck_module" = nf_tables ]; then
+        if [ "$vipcheck_module" = "$1" ]; then
             echo present
             return
         fi
@@ -140,10 +144,63 @@ vipcheck_nf_tables() {
     fi
     while read -r vipcheck_module; do
         case "$vipcheck_module" in
-            */nf_tables.ko) echo present; return ;;
+            */"$1".ko) echo present; return ;;
         esac
     done <"$vipcheck_builtin"
     echo absent
+}
+# One family's iptables chains ($1: iptables or ip6tables; $2: its legacy tables' file in
+# /proc/net), from each backend whose tables the kernel holds, so no module is loaded: legacy
+# where that file names tables (ip_tables loaded, with some), nft where nf_tables is in the
+# kernel (iptables-nft-save lists, and creates no table where there is none). A backend that may
+# hold tables but has no -save here is one `# vipcheck: unread:` line, never an empty backend.
+vipcheck_xtables() {
+    # A /proc file's size is 0 whatever it holds: whether it names a table is read.
+    if [ -r "$vipcheck_proc_net/$2" ] && read -r _ <"$vipcheck_proc_net/$2"; then
+        vipcheck_xtables_backend legacy "$1"
+    fi
+    if [ "$(vipcheck_in_kernel nf_tables)" = present ]; then
+        vipcheck_xtables_backend nf_tables "$1"
+    fi
+    return 0
+}
+# One backend's dump ($1: legacy or nf_tables; $2: iptables or ip6tables): its own -save, or the
+# plain one where `--version` names that backend (iptables before 1.8 is legacy and names none).
+vipcheck_xtables_backend() {
+    if [ "$1" = legacy ]; then vipcheck_save=$2-legacy-save; else vipcheck_save=$2-nft-save; fi
+    if ! command -v "$vipcheck_save" >/dev/null 2>&1; then
+        vipcheck_version=$("$2-save" --version 2>/dev/null) || vipcheck_version=
+        case $vipcheck_version in
+            *"($1)"*) vipcheck_plain=yes ;;
+            "" | *"("*")"*) vipcheck_plain=no ;;
+            *) if [ "$1" = legacy ]; then vipcheck_plain=yes; else vipcheck_plain=no; fi ;;
+        esac
+        if [ "$vipcheck_plain" = no ]; then
+            printf '# vipcheck: unread: %s tables: no %s here to read them\n' "$1" "$vipcheck_save"
+            return
+        fi
+        vipcheck_save=$2-save
+    fi
+    printf '# vipcheck: backend %s (%s)\n' "$1" "$vipcheck_save"
+    { "$vipcheck_save" 2>&1; printf 'vipcheck-exit %s\n' "$?"; } | vipcheck_xtables_cut "$1"
+}
+# What the checks read of a dump: table and chain lines, and the rules of other chains that
+# jump to a KUBE-* one (what must go before that chain can be deleted); a failure as unread.
+vipcheck_xtables_cut() {
+    vipcheck_said=
+    while IFS= read -r vipcheck_line; do
+        case $vipcheck_line in
+            [*:]*) printf '%s\n' "$vipcheck_line" ;;
+            "-A KUBE-"*) ;;
+            "-A "*" -j KUBE-"*|"-A "*" -g KUBE-"*) printf '%s\n' "$vipcheck_line" ;;
+            "-A "*|"#"*|COMMIT) ;;
+            "vipcheck-exit 0") ;;
+            "vipcheck-exit "*)
+                printf '# vipcheck: unread: %s tables: %s exited %s: %s\n' "$1" \
+                    "$vipcheck_save" "${vipcheck_line#vipcheck-exit }" "$vipcheck_said" ;;
+            *) [ -n "$vipcheck_said" ] || vipcheck_said=$vipcheck_line ;;
+        esac
+    done
 }
 # Whether `nft list tables` lists this family's kube-proxy table. Asked once; that listing names
 # tables only, so it cannot crash on objects a newer nft made (kubernetes issue 136786).
@@ -200,6 +257,8 @@ _NO_IP_VS = f"{_IP_VS} absent: ip_vs module not loaded"
 _SCRIPT_COMMANDS = {
     "proc-ip_vs.txt": "vipcheck_small_reads /proc/net/ip_vs",
     "ip-link.txt": "vipcheck_ip_link_text",
+    "iptables-chains.txt": "vipcheck_xtables iptables ip_tables_names",
+    "ip6tables-chains.txt": "vipcheck_xtables ip6tables ip6_tables_names",
 }
 _GREP_H = "grep -H . "
 PROC_SYS = "proc-sys.txt"
@@ -210,6 +269,18 @@ _IP_WITHOUT_JSON = (
     "`ip -j` unknown (iproute2 before 4.14, or busybox): ip-addr.txt and ip-link.txt hold the text"
 )
 _HAS_NFT = "command -v nft >/dev/null 2>&1"
+
+
+def _has_xtables(tool: str) -> str:
+    """The sh test that some -save of this iptables family is installed (plain, legacy or nft)."""
+    return (
+        "{ "
+        + " || ".join(
+            f"command -v {tool}{variant}-save >/dev/null 2>&1"
+            for variant in ("", "-legacy", "-nft")
+        )
+        + "; }"
+    )
 
 
 def _nft_table_guards(family: str, text: bool) -> list[tuple[str, str | None]]:
@@ -249,9 +320,17 @@ _FALLBACK_GUARDS: dict[str, list[tuple[str, str | None]]] = {
     ],
     "nft-tables.txt": [
         (_HAS_NFT, NFT_NOT_INSTALLED),
-        ('[ "$(vipcheck_nf_tables)" != unknown ]', NF_TABLES_UNKNOWN),
-        ('[ "$(vipcheck_nf_tables)" = present ]', NF_TABLES_NOT_LOADED),
+        ('[ "$(vipcheck_in_kernel nf_tables)" != unknown ]', NF_TABLES_UNKNOWN),
+        ('[ "$(vipcheck_in_kernel nf_tables)" = present ]', NF_TABLES_NOT_LOADED),
     ],
+    # ipset would load ip_set: asked only where it is in the kernel (no set exists otherwise).
+    "ipset-list-names.txt": [
+        ('[ "$(vipcheck_in_kernel ip_set)" != unknown ]', IP_SET_UNKNOWN),
+        ('[ "$(vipcheck_in_kernel ip_set)" = present ]', IP_SET_NOT_LOADED),
+        ("command -v ipset >/dev/null 2>&1", "ipset not installed"),
+    ],
+    "iptables-chains.txt": [(_has_xtables("iptables"), IPTABLES_NOT_INSTALLED)],
+    "ip6tables-chains.txt": [(_has_xtables("ip6tables"), IPTABLES_NOT_INSTALLED)],
     **{
         f"nft-{family}-kube-proxy.{suffix}": _nft_table_guards(family, suffix == "txt")
         for family in ("ip", "ip6")

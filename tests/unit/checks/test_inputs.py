@@ -132,6 +132,24 @@ def with_nft_tables(snapshot: Snapshot, suffix: str) -> Snapshot:
     return replace(snapshot, nodes=nodes)
 
 
+def with_leftovers(snapshot: Snapshot) -> Snapshot:
+    """Every node with IPVS mode's ipsets and iptables chains as the real tools listed them
+    (tests/unit/parse/data/leftovers), nft's version beside."""
+    files = {
+        name: (NFT_DATA / "leftovers" / f"{recorded}").read_text()
+        for name, recorded in (
+            ("nft-version.txt", "nft-version.txt"),
+            ("ipset-list-names.txt", "ipvs-mode.ipset-list-names.txt"),
+            ("iptables-chains.txt", "ipvs-mode.iptables-chains.txt"),
+            ("ip6tables-chains.txt", "ipvs-mode.ip6tables-chains.txt"),
+        )
+    }
+    nodes = {
+        name: replace(node, files={**node.files, **files}) for name, node in snapshot.nodes.items()
+    }
+    return replace(snapshot, nodes=nodes)
+
+
 @cache
 def variants() -> dict[str, Snapshot]:
     seed, probed, old = load_snapshot(SEED), load_snapshot(PROBED), load_snapshot(OLD_NODE)
@@ -178,6 +196,16 @@ def variants() -> dict[str, Snapshot]:
         ),
         "probed in nftables mode, no table listed": in_nftables_mode(with_nft_tables(probed, "")),
         "old node in nftables mode": in_nftables_mode(old),
+        # the leftovers checks read IPVS state only on nodes that switched (issue 20)
+        "seed in nftables mode, IPVS leftovers": in_nftables_mode(
+            with_leftovers(with_nft_tables(seed, ".json"))
+        ),
+        "old node in nftables mode, nft text, IPVS leftovers": in_nftables_mode(
+            with_leftovers(with_nft_tables(old, ".txt"))
+        ),
+        "old node without ip or sysctl in nftables mode, IPVS leftovers": in_nftables_mode(
+            with_leftovers(with_nft_tables(without_ip_or_sysctl(old), ".json"))
+        ),
         "old node without ip in nftables mode": in_nftables_mode(without_ip_or_sysctl(old)),
     }
 

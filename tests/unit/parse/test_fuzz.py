@@ -44,6 +44,8 @@ from vipcheck.parse.kube import (
 from vipcheck.parse.nft import parse_nft_json, parse_nft_text
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
+from vipcheck.parse.tool_outputs import parse_ipset_names, parse_nft_version
+from vipcheck.parse.xtables import parse_iptables_save
 from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import Snapshot, load_snapshot
 
@@ -127,6 +129,10 @@ PARSERS: dict[str, tuple[Parser, tuple[str, ...]]] = {
         parse_nft_text,
         ("endpoint-chains.txt", "endpoint-chains.a.txt", "dnat-maps.txt", "ip6.a.txt"),
     ),
+    # The leftovers inputs (issue 20), recorded from the real tools (data/leftovers).
+    "iptables-save": (parse_iptables_save, ("*iptables-chains.txt", "*.v4.rules", "*.v6.rules")),
+    "ipset list -n": (parse_ipset_names, ("*ipset-list-names.txt",)),
+    "nft --version": (parse_nft_version, ("nft-version.txt",)),
 }
 
 
