@@ -11,10 +11,9 @@ DEMO_KIND_DIR ?= .lab/demo-kind
 KIND_CLUSTER ?= lab
 # What the lab needs on the host: qemu (software emulation), the userland copied into the guest
 # image, ssh/ssh-keygen to reach the nodes, cpio/kmod to pack modules into the initramfs;
-# chromium renders the HTML report in its test, shellcheck checks the fix script in its tests;
-# ipset and iptables (iptables-nft) make IPVS mode's sets and chains in the lab's nodes.
+# chromium renders the HTML report in its test, shellcheck checks the fix script in its tests.
 APT_PACKAGES := qemu-system-x86 busybox-static bash ipvsadm openssh-server openssh-client \
-	iproute2 procps nftables ipset iptables kmod cpio gzip python3-venv chromium shellcheck \
+	iproute2 procps nftables kmod cpio gzip python3-venv chromium shellcheck \
 	dash libdevmapper1.02.1 libseccomp2
 # ipset and iptables (legacy and nft): the leftovers of IPVS mode that a switch to nftables may
 # leave (issue 20), for the lab guest (fixtures/lab/image.py copies host binaries into it) and
