@@ -56,7 +56,7 @@ CREATED = "2026-11-27T08:00:00Z"
 SERVICE_CIDR = "10.96.0.0/12"
 CLUSTER_CIDR = "10.128.0.0/9"
 KUBE_PROXY_VERSION = {"ipvs": "v1.30.4", "nftables": "v1.36.2"}
-GENERATOR_VERSION = 4  # bump when the files written for the same knobs change
+GENERATOR_VERSION = 5  # bump when the files written for the same knobs change
 KERNEL = "6.1.0-56-amd64"
 KUBE_PROXY_CONFIG = """\
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -675,6 +675,13 @@ def _addr_info(
     return template
 
 
+_IPVS_MODE_SYSCTLS = (
+    "net.ipv4.vs.conntrack",
+    "net.ipv4.vs.expire_nodest_conn",
+    "net.ipv4.vs.expire_quiescent_template",
+)
+
+
 def _sysctl(cluster: _Cluster, index: int, templates: _Templates) -> str:
     """`sysctl -a`: the recording's keys, a conf and neigh block per interface, sorted by key."""
     faults = cluster.shape.injected
@@ -692,6 +699,10 @@ def _sysctl(cluster: _Cluster, index: int, templates: _Templates) -> str:
         "net.netfilter.nf_conntrack_tcp_timeout_close_wait": "3600",
         "net.netfilter.nf_conntrack_count": str(4000 + 37 * index),
     }
+    if cluster.shape.mode is Mode.NFTABLES:
+        # The kernel's defaults: the recording's are IPVS mode's, which nftables mode never sets
+        # (and a switched node keeps them: ipvs-leftover-sysctls).
+        values.update(dict.fromkeys(_IPVS_MODE_SYSCTLS, "0"))
     lines = list(templates.sysctl_global)
     for name, _ in _interfaces(cluster, index):
         lines += [template.replace("{if}", name) for template in templates.sysctl_interface]

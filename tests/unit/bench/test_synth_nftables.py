@@ -19,11 +19,6 @@ from vipcheck.parse.nft import parse_nft_json
 from vipcheck.snapshot import load_snapshot
 
 SMALL = Shape(nodes=5, services=24, connections=40, mode=Mode.NFTABLES)
-# bench/synth.py gives nftables-mode nodes the IPVS lab recording's `sysctl -a`, with the vs
-# values kube-proxy's IPVS mode set (conntrack, expire_nodest_conn, expire_quiescent_template = 1):
-# ipvs-leftover-sysctls (issue 20, INFO) rightly names them on every node. Until the bench resets
-# them for Mode.NFTABLES (bench/ is the lead's), they are expected here, and only here.
-SYSCTLS_LEFT = {("ipvs-leftover-sysctls", f"node-{index:03d}") for index in range(1, 6)}
 
 
 def _elements_sorted(table: NftTable) -> NftTable:
@@ -58,7 +53,7 @@ def test_the_kernel_lists_the_generated_table(tmp_path: Path, node: int) -> None
 def test_exactly_the_injected_faults_fail(tmp_path: Path, faults: tuple[Fault, ...] | None) -> None:
     shape = dataclasses.replace(SMALL, faults=faults)
     failed, outcomes = _failed(generate(shape, tmp_path))
-    assert failed == expected_failures(shape) | SYSCTLS_LEFT
+    assert failed == expected_failures(shape)
     assert Outcome.ERROR not in outcomes  # every generated file parses and traces
     assert len(failed) >= len(shape.injected)
 
