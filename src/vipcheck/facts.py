@@ -52,6 +52,7 @@ from vipcheck.parse.kube import (
     parse_services,
 )
 from vipcheck.parse.nft import parse_nft_json, parse_nft_tables, parse_nft_text
+from vipcheck.parse.nft_version import parse_nft_version
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
 from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
 from vipcheck.snapshot import (
@@ -101,6 +102,7 @@ IP_ADDR = Input(("ip-addr.json", "ip-addr.txt"))
 IP_LINK = Input(("ip-link.json", "ip-link.txt", "sys-class-net.txt"))
 KERNEL_RELEASE = Input(("uname.txt",))
 NFT_TABLES = Input(("nft-tables.txt",))
+NFT_VERSION = Input(("nft-version.txt",))
 NFT_IP = Input(("nft-ip-kube-proxy.json", "nft-ip-kube-proxy.txt"))
 NFT_IP6 = Input(("nft-ip6-kube-proxy.json", "nft-ip6-kube-proxy.txt"))
 NFT_TABLE = {NftFamily.IP: NFT_IP, NftFamily.IP6: NFT_IP6}
@@ -421,6 +423,12 @@ class NodeFacts:
     @cached_property
     def kernel_release(self) -> str:
         return self._first(KERNEL_RELEASE).text.strip()
+
+    @_fact
+    def nft_version(self) -> tuple[int, ...]:
+        """The node's nft release, from `nft --version` (1, 0, 6)."""
+        source = self._first(NFT_VERSION)
+        return parse_nft_version(source.text, source.path)
 
     @_fact
     def nft_tables(self) -> frozenset[tuple[str, str]]:

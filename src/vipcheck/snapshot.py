@@ -60,6 +60,7 @@ NODE_FILES: Mapping[str, str] = {
     # cannot crash on sets a newer nft made: kubernetes issue 136786), then each family's
     # kube-proxy table, never the whole ruleset; its text only where nft has no JSON.
     "nft-tables.txt": "nft list tables",
+    "nft-version.txt": "nft --version",
     "nft-ip-kube-proxy.json": "nft -j list table ip kube-proxy",
     "nft-ip-kube-proxy.txt": "nft list table ip kube-proxy",
     "nft-ip6-kube-proxy.json": "nft -j list table ip6 kube-proxy",

@@ -30,7 +30,8 @@ from vipcheck.snapshot import (
     NodeSnapshot,
 )
 
-NFT_FILES = [name for name in NODE_FILES if name.startswith("nft-")]
+# nft-version.txt: the leftovers branch gathers and tests it (temporary here, issue 20).
+NFT_FILES = [name for name in NODE_FILES if name.startswith("nft-") and name != "nft-version.txt"]
 # The script for the nft files alone, finding tools on the test's PATH only.
 SCRIPT = build_node_script({name: NODE_FILES[name] for name in NFT_FILES}, path_suffix="")
 IP_JSON = (DATA / "endpoint-chains.json").read_text()
