@@ -33,6 +33,7 @@ from vipcheck.untrusted import printable
 
 MARKER = "vipcheck_check"
 PROBE_MARKER = "probe"
+MIGRATION_MARKER = "migration"
 
 
 @dataclass
@@ -69,6 +70,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{PROBE_MARKER}: opens TCP connections to the target (deselect with -m 'not probe')",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{MIGRATION_MARKER}: readiness of an IPVS cluster for nftables mode (alone with "
+        f"-m {MIGRATION_MARKER}, left out with -m 'not {MIGRATION_MARKER}')",
     )
     options = options_from_config(config)
     gate = Gate(
