@@ -337,7 +337,7 @@ KERNEL_VERSION = Check(
     "until then.",
     severity=Severity.CRITICAL,
     scope=NODES,
-    inputs=(KERNEL_RELEASE,),
+    inputs=(KUBE_PROXY, KERNEL_RELEASE),
     run=check_kernel_version,
     modes=IPVS_MODE,
 )
@@ -356,7 +356,7 @@ NFT_VERSION_CHECK = Check(
     fix="Upgrade the host's nftables package to 1.0.1 or later before switching the node.",
     severity=Severity.WARNING,
     scope=NODES,
-    inputs=(NFT_VERSION,),
+    inputs=(KUBE_PROXY, NFT_VERSION),
     run=check_nft_version,
     modes=IPVS_MODE,
 )
@@ -416,7 +416,7 @@ CALICO_KUBE_IPVS0 = Check(
     "so Felix restarts out of IPVS mode.",
     severity=Severity.INFO,
     scope=NODES,
-    inputs=(IP_ADDR, IP_LINK),
+    inputs=(KUBE_PROXY, IP_ADDR, IP_LINK),
     run=check_calico_kube_ipvs0,
     modes=IPVS_MODE,
 )
