@@ -1,5 +1,6 @@
-"""`vipcheck -m migration` runs the readiness checks alone (issue 20), and `-m "not migration"`
-leaves a run as it was without them: each proven by the command on a recorded snapshot."""
+"""`vipcheck -m migration` runs the readiness checks alone (issue 20); without -m naming them a
+run leaves them out, as `-m "not migration"` does: each proven by the command on a recorded
+snapshot."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 from vipcheck.cases import cases_for
-from vipcheck.checks import CATALOGUE
+from vipcheck.checks import CATALOGUE, MIGRATION_CHECKS
 from vipcheck.facts import Facts
 from vipcheck.snapshot import load_snapshot
 
@@ -34,21 +35,24 @@ def judged(tmp_path: Path, *marker: str) -> tuple[int, list[tuple[str, str, str]
     return result.returncode, sorted((r["check"], r["subject"], r["outcome"]) for r in results)
 
 
-def test_migration_runs_the_readiness_checks_alone_and_not_migration_leaves_them_out(
+def test_migration_runs_the_readiness_checks_alone_and_a_run_without_it_leaves_them_out(
     tmp_path: Path,
 ) -> None:
-    readiness = {check.id for check in CATALOGUE if check.id.startswith("migration-")}
+    readiness = {check.id for check in MIGRATION_CHECKS}
     facts = Facts.from_snapshot(load_snapshot(RECORDED))
-    items = sum(len(list(cases_for(check, facts))) for check in CATALOGUE if check.id in readiness)
+    items = sum(len(list(cases_for(check, facts))) for check in MIGRATION_CHECKS)
+    others = sum(len(list(cases_for(c, facts))) for c in CATALOGUE if c.id not in readiness)
 
     code, alone = judged(tmp_path, "-m", "migration")
     assert {check for check, _, _ in alone} == readiness
     assert len(alone) == items
-    # Only info fails on this healthy-for-the-switch lab (Calico's step): the gate stays open.
+    # Only info fails on this lab (Calico's step for Felix): the gate stays open.
     failed = {check for check, _, outcome in alone if outcome == "failed"}
     assert (code, failed) == (0, {"migration-calico-kube-ipvs0"})
 
-    _, everything = judged(tmp_path)
+    _, default = judged(tmp_path)
     _, without = judged(tmp_path, "-m", "not migration")
-    assert without == [item for item in everything if item[0] not in readiness]
-    assert sorted([*without, *alone]) == everything
+    assert without == default
+    assert len(default) == others
+    _, both = judged(tmp_path, "-m", "migration or not migration")
+    assert both == sorted([*default, *alone])

@@ -23,7 +23,7 @@ from tests.unit.checks.test_checks import (
     seed,
 )
 from vipcheck.cases import OTHER_MODE, Case, Outcome, cases_for, run_case
-from vipcheck.checks import CATALOGUE, check_by_id
+from vipcheck.checks import MIGRATION_CHECKS, check_by_id
 from vipcheck.checks.base import (
     ClusterSubject,
     FindingKind,
@@ -37,7 +37,7 @@ from vipcheck.settings import DEFAULTS
 from vipcheck.snapshot import Snapshot, load_snapshot
 
 PROBED = Path(__file__).resolve().parents[3] / "fixtures" / "snapshots" / "seed-incidents-probed"
-READINESS = [check for check in CATALOGUE if check.id.startswith("migration-")]
+READINESS = MIGRATION_CHECKS
 NODES = ("node-1", "node-2", "node-3")
 
 
