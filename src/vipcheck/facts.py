@@ -582,6 +582,13 @@ class ProbeFacts:
     def _files(self) -> Mapping[str, str]:
         return self._load()
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the probe files are in already (the probes ran, or a replay's were read), so
+        evidence that uses them only when there are some reads them without opening a
+        connection: a live run probes on first read, which `-m "not probe"` must not cause."""
+        return "_files" in self.__dict__
+
     def _read(self, name: str) -> str | None:
         """A probe file's text, or None when it was not written."""
         text = self._files.get(name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import re
 import sys
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ from vipcheck.untrusted import printable
 
 MARKER = "vipcheck_check"
 PROBE_MARKER = "probe"
+MIGRATION_MARKER = "migration"
+# The readiness checks for a switch of kube-proxy mode run only when -m names their marker: on
+# by default, every IPVS cluster's run would judge a switch nobody asked about (issue 20).
+_MIGRATION_NAMED = re.compile(rf"\b{MIGRATION_MARKER}\b")
 
 
 @dataclass
@@ -70,6 +75,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{PROBE_MARKER}: opens TCP connections to the target (deselect with -m 'not probe')",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{MIGRATION_MARKER}: readiness of an IPVS cluster for nftables mode; runs only when -m "
+        f"names it (-m {MIGRATION_MARKER}: alone)",
+    )
     options = options_from_config(config)
     gate = Gate(
         waivers=options.gate.waivers,
@@ -101,11 +111,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config) -> None:
-    """Stop with a usage error (exit 4) for what collection met: nothing has run yet."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stop with a usage error (exit 4) for what collection met: nothing has run yet. Leave
+    out the readiness items unless `-m` names them: they judge a switch not yet made."""
     errors = config.stash[SESSION_KEY].usage_errors
     if errors:
         raise usage_error(*dict.fromkeys(errors))
+    if _MIGRATION_NAMED.search(config.getoption("markexpr", "") or ""):
+        return  # pytest's own -m decides: `-m migration` alone, `-m "not migration"` without
+    readiness = [item for item in items if item.get_closest_marker(MIGRATION_MARKER)]
+    if readiness:
+        config.hook.pytest_deselected(items=readiness)
+        items[:] = [item for item in items if not item.get_closest_marker(MIGRATION_MARKER)]
 
 
 @pytest.fixture

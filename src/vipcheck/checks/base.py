@@ -54,11 +54,19 @@ class FindingKind(StrEnum):
     NFT_WRONG_SET = "nft-wrong-set"
     NFT_WRONG_FIREWALL = "nft-wrong-firewall"
     NFT_MISSING_TABLE = "nft-missing-table"
+    # Leftovers of IPVS mode on a node switched to nftables mode (issue 20).
     IPVS_LEFTOVER_VIRTUAL_SERVER = "ipvs-leftover-virtual-server"
     IPVS_LEFTOVER_KUBE_IPVS0 = "ipvs-leftover-kube-ipvs0"
     IPVS_LEFTOVER_IPSET = "ipvs-leftover-ipset"
     IPTABLES_LEFTOVER_CHAIN = "iptables-leftover-chain"
     IPVS_LEFTOVER_SYSCTL = "ipvs-leftover-sysctl"
+    # Readiness for the switch to nftables mode (issue 20): what the switch breaks or drops.
+    KERNEL_TOO_OLD_FOR_NFTABLES = "kernel-too-old-for-nftables"
+    NFT_TOO_OLD = "nft-too-old"
+    FOREIGN_VIRTUAL_SERVICE = "foreign-virtual-service"
+    NODE_PORT_ADDRESS_DROPPED = "node-port-address-dropped"
+    IPVS_ONLY_SETTING = "ipvs-only-setting"
+    CALICO_READS_KUBE_IPVS0 = "calico-reads-kube-ipvs0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,20 @@ class InterfaceSubject:
 
     def __str__(self) -> str:
         return f"{self.node}/{self.interface}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSubject:
+    """The cluster as one subject, for a check of its configuration across every node: one
+    item, not one per node repeating the same ConfigMap."""
+
+    @property
+    def node(self) -> None:
+        """No node: the subject spans them all."""
+        return None
+
+    def __str__(self) -> str:
+        return "cluster"
 
 
 @dataclass(frozen=True, slots=True)

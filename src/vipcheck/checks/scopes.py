@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from vipcheck.checks.base import InterfaceSubject, NodeSubject, Scope, Unlisted
+from vipcheck.checks.base import ClusterSubject, InterfaceSubject, NodeSubject, Scope, Unlisted
 from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts, Unobserved
 from vipcheck.model.cluster import Service, ServicePortKey
 from vipcheck.model.node import L4Protocol
@@ -42,6 +42,10 @@ def _nodes(facts: Facts) -> Iterator[NodeSubject | Unlisted]:
         yield NodeSubject(name)
 
 
+def _cluster(facts: Facts) -> Iterator[ClusterSubject | Unlisted]:
+    yield ClusterSubject()
+
+
 InterfaceChoice = Callable[[NodeFacts, ClusterFacts], list[str]]
 
 
@@ -64,3 +68,4 @@ def node_interfaces(choose: InterfaceChoice) -> Scope[InterfaceSubject]:
 SERVICE_PORTS = Scope("service port", _service_ports)
 TCP_SERVICE_PORTS = Scope("TCP Service port, probed", _tcp_service_ports)
 NODES = Scope("node", _nodes)
+CLUSTER = Scope("cluster", _cluster)

@@ -14,7 +14,12 @@ from vipcheck.checks.kube_proxy import (
     restart_kube_proxy_text,
 )
 from vipcheck.checks.scopes import NODES, SERVICE_PORTS
-from vipcheck.expected import ExpectedVirtualService, Rule, explain_virtual_services
+from vipcheck.expected import (
+    ExpectedVirtualService,
+    Rule,
+    VirtualServiceExplanations,
+    explain_virtual_services,
+)
 from vipcheck.facts import (
     ENDPOINT_SLICES,
     IP_ADDR,
@@ -131,18 +136,24 @@ _ADDRESS_RULES = frozenset(
 )
 
 
-def check_no_orphan_virtual_servers(
-    subject: NodeSubject, facts: Facts, settings: Settings
-) -> list[Violation]:
-    """A violation per non-fwmark VS no Service, nodePort or excludeCIDRs entry accounts for."""
-    node = facts.nodes[subject.node]
-    # Services and kube-proxy's excludeCIDRs explain a VS; endpoints and Nodes need not be read.
-    explanations = facts.cluster.derive(
+def virtual_service_explanations(facts: Facts) -> VirtualServiceExplanations:
+    """Why each VS may exist, indexed once per snapshot: Services and kube-proxy's excludeCIDRs
+    explain a VS; endpoints and Nodes need not be read. The orphan check and the migration
+    readiness check (what the IPVS cleanup flushes) judge VSs by the same index."""
+    return facts.cluster.derive(
         "virtual-service-explanations",
         lambda: explain_virtual_services(
             Cluster(services=facts.cluster.services, kube_proxy=facts.cluster.kube_proxy_or_none)
         ),
     )
+
+
+def check_no_orphan_virtual_servers(
+    subject: NodeSubject, facts: Facts, settings: Settings
+) -> list[Violation]:
+    """A violation per non-fwmark VS no Service, nodePort or excludeCIDRs entry accounts for."""
+    node = facts.nodes[subject.node]
+    explanations = virtual_service_explanations(facts)
     violations = []
     for service in node.ipvs.services:
         if service.fwmark is not None:

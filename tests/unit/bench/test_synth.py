@@ -10,7 +10,7 @@ import pytest
 from bench.floor import read_and_split
 from bench.synth import IPVS_FAULTS, RECORDED, Fault, Shape, expected_failures, generate
 from vipcheck.cases import Outcome, cases_for, run_case
-from vipcheck.checks import CATALOGUE
+from vipcheck.checks import CATALOGUE, MIGRATION_CHECKS
 from vipcheck.facts import Facts
 from vipcheck.model.node import Connection
 from vipcheck.parse.procfs import parse_proc_ip_vs_conn
@@ -23,7 +23,8 @@ SMALL = Shape(nodes=5, services=24, connections=40)
 def _failed(directory: Path) -> tuple[set[tuple[str, str]], set[Outcome]]:
     facts = Facts.from_snapshot(load_snapshot(directory))
     failed, outcomes = set(), set()
-    for check in CATALOGUE:
+    # As the bench replays: without -m naming them, the readiness checks are left out.
+    for check in (check for check in CATALOGUE if check not in MIGRATION_CHECKS):
         for case in cases_for(check, facts):
             result = run_case(case, facts, Settings())
             outcomes.add(result.outcome)

@@ -18,6 +18,7 @@ from vipcheck.checks.base import (
     NodeSubject,
     NotApplicable,
     PartlyJudged,
+    Severity,
     Violation,
 )
 from vipcheck.checks.docs import main, render_catalogue
@@ -134,6 +135,7 @@ def healthy() -> Snapshot:
     # nft was read too, as a live run reads it (issue 19): no kube-proxy table, IPVS alone
     for node in (NODE_1, NODE_2, NODE_3):
         snapshot = put(snapshot, f"{node}/nft-tables.txt", "table inet filter\n")
+        snapshot = put(snapshot, f"{node}/nft-version.txt", "nftables v1.0.6 (Lester Gooch #5)\n")
     return with_kube_proxys_conntrack(snapshot)
 
 
@@ -196,6 +198,8 @@ def test_seed_incidents_are_the_three_founding_incidents_and_the_labs_conntrack(
         ("ipvs-tcpfin-timeout", "node-3", "node-3"),
         ("rp-filter-not-strict", "node-2/tunl0", "node-2"),
         ("ipvs-no-stuck-syn-recv", "node-1", "node-1"),
+        # The lab's nodes have Calico's veths: the switch's Felix step is told (info, issue 20).
+        *(("migration-calico-kube-ipvs0", f"node-{n}", f"node-{n}") for n in (1, 2, 3)),
     }
 
 
@@ -205,11 +209,14 @@ def test_seed_runs_every_check_on_every_subject_without_skipping() -> None:
     # nftables-mode checks skip on this IPVS cluster, saying so (issue 19).
     other_mode = "nftables checks do not apply"
     skipped = [result for result in skipped if not str(result[2]).endswith(other_mode)]
-    # The recorded snapshot predates the handshake probes and the nft files (issue 19): only
-    # their items skip, saying so (whether a node also runs nftables is not known unread).
-    assert {check_id for check_id, _, _ in skipped} == {"vip-handshake", "kube-proxy-mode"}
+    # The recorded snapshot predates the handshake probes and the nft files (issues 19, 20):
+    # only their items skip, saying so (whether a node also runs nftables is not known unread).
+    skipping = {"vip-handshake", "kube-proxy-mode", "migration-nft-version"}
+    assert {check_id for check_id, _, _ in skipped} == skipping
     assert all(
-        "no handshake probes" in str(reason) or "nft-tables.txt" in str(reason)
+        "no handshake probes" in str(reason)
+        or "nft-tables.txt" in str(reason)
+        or "nft-version.txt" in str(reason)
         for _, _, reason in skipped
     )
     assert {check_id for check_id, _, _ in results} == set(CHECKS_BY_ID)
@@ -292,7 +299,11 @@ def test_tcpfin_threshold_is_a_setting() -> None:
 def test_healthy_variant_has_no_violations_and_no_skips() -> None:
     results = run_catalogue(Facts.from_snapshot(healthy()))
     other_mode = "nftables checks do not apply"  # on this IPVS cluster (issue 19)
-    unexpected = [r for r in results if r[2] != () and r[0] != "vip-handshake"]
+    # The readiness checks that only inform (issue 20) tell what the switch to nftables drops,
+    # which a healthy IPVS cluster faces too: its tcpFinTimeout, the Felix step on Calico nodes.
+    informing = {"migration-ipvs-only-settings", "migration-calico-kube-ipvs0"}
+    assert {check_by_id(check_id).severity for check_id in informing} == {Severity.INFO}
+    unexpected = [r for r in results if r[2] != () and r[0] not in {"vip-handshake", *informing}]
     assert [r for r in unexpected if not str(r[2]).endswith(other_mode)] == []
 
 

@@ -150,6 +150,45 @@ def with_leftovers(snapshot: Snapshot) -> Snapshot:
     return replace(snapshot, nodes=nodes)
 
 
+def with_nft_version(snapshot: Snapshot) -> Snapshot:
+    """Every node with `nft --version` gathered (issue 20), as the readiness check reads it."""
+    version = {"nft-version.txt": "nftables v1.0.6 (Lester Gooch #5)\n"}
+    nodes = {
+        name: replace(node, files={**node.files, **version})
+        for name, node in snapshot.nodes.items()
+    }
+    return replace(snapshot, nodes=nodes)
+
+
+def with_node_port_reached(snapshot: Snapshot) -> Snapshot:
+    """node-1's NodePort also on eth1 (10.10.0.1), outside nodePortAddresses, with a client's
+    connection: the readiness check then reads the connection table for it."""
+    node = snapshot.nodes["node-1"]
+    table = node.files["ipvsadm-Ln.txt"].replace(
+        "TCP  10.96.0.20:6379 rr\n",
+        "TCP  10.10.0.1:30080 rr\n  -> 10.244.1.10:8080             Masq    1      1          0\n"
+        "TCP  10.96.0.20:6379 rr\n",
+    )
+    row = "TCP 0A0A0024 9C40 0A0A0001 7580 0AF4010A 1F90 ESTABLISHED      899\n"
+    pasted = "TCP 14:59  ESTABLISHED 10.10.0.36:40000   10.10.0.1:30080    10.244.1.10:8080\n"
+    files = {
+        **node.files,
+        "ipvsadm-Ln.txt": table,
+        "ip_vs_conn.txt": node.files["ip_vs_conn.txt"] + row,
+        "ipvsadm-Lnc.txt": node.files["ipvsadm-Lnc.txt"] + pasted,
+    }
+    return replace(snapshot, nodes={**snapshot.nodes, "node-1": replace(node, files=files)})
+
+
+def without_conn_table(snapshot: Snapshot) -> Snapshot:
+    """Every node without ip_vs_conn.txt: the pasted `ipvsadm -Lnc` stands in."""
+    nodes = {
+        name: replace(node, files={k: v for k, v in node.files.items() if k != "ip_vs_conn.txt"})
+        for name, node in snapshot.nodes.items()
+    }
+    return replace(snapshot, nodes=nodes)
+
+
 @cache
 def variants() -> dict[str, Snapshot]:
     seed, probed, old = load_snapshot(SEED), load_snapshot(PROBED), load_snapshot(OLD_NODE)
@@ -171,6 +210,11 @@ def variants() -> dict[str, Snapshot]:
         "probed with the kube-proxy DaemonSet": with_kube_proxy_daemon_set(probed),
         "probed on an old node": with_nodes_of(probed, old),
         "probed without ip or sysctl": without_ip_or_sysctl(with_nodes_of(probed, old)),
+        "seed with nft --version": with_nft_version(seed),
+        "seed with a NodePort reached on a secondary address": with_node_port_reached(seed),
+        "seed with a NodePort reached on a secondary address, ipvsadm -Lnc": without_conn_table(
+            with_node_port_reached(seed)
+        ),
         "seed with nft JSON": with_nft_tables(seed, ".json"),
         "seed with nft text": with_nft_tables(seed, ".txt"),
         "seed with nft, no kube-proxy table": with_nft_tables(seed, ""),
