@@ -205,12 +205,22 @@ class IpvsDatapath:
     def sends_to(self, node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
         """Real servers (weight > 0) the node's IPVS has for a TCP VS; none if it was not read."""
         try:
-            vs = node.ipvs.get((L4Protocol.TCP.value, vip.address, vip.port))
+            return _real_servers(node, vip)
         except (MissingInput, Unobserved, ParseError):
             return frozenset()
-        if vs is None:
-            return frozenset()
-        return frozenset(HostPort(*rs.key) for rs in vs.real_servers if rs.weight != 0)
+
+    def reaches(self, facts: Facts, node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
+        """Real servers (weight > 0) the node's IPVS has for a TCP VS, none without the VS;
+        raises what reading the table raises. One lookup in the node's parsed table: facts,
+        through which the nftables datapath shares its traces, is not needed here."""
+        return _real_servers(node, vip)
+
+
+def _real_servers(node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
+    vs = node.ipvs.get((L4Protocol.TCP.value, vip.address, vip.port))
+    if vs is None:
+        return frozenset()
+    return frozenset(HostPort(*rs.key) for rs in vs.real_servers if rs.weight != 0)
 
 
 IPVS = IpvsDatapath()
