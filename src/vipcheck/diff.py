@@ -308,6 +308,7 @@ class Loaded:
 
     summary: dict[str, Any]
     mode: ProxyMode | None
+    snapshot: bool = False
     record: SideRecord | None = None
 
 
@@ -340,7 +341,7 @@ def load_sides(
         path, side, mode = pending.pop(0)
         if isinstance(side, Facts):
             summary = _summarize(path, side, progress, settings)
-            loaded.append(Loaded(summary, mode, SideRecord.of(side) if across else None))
+            loaded.append(Loaded(summary, mode, True, SideRecord.of(side) if across else None))
         else:
             loaded.append(Loaded(side, mode))
         del side
@@ -402,12 +403,18 @@ def compare_loaded(before: Loaded, after: Loaded, names: tuple[str, str]) -> Dif
     if before.record is not None and after.record is not None:
         diff.equivalence = compare_sides(before.record, after.record, names)
         return diff
-    summaries = [name for name, side in zip(names, (before, after), strict=True) if not side.record]
+    summaries = [
+        name for name, side in zip(names, (before, after), strict=True) if not side.snapshot
+    ]
+    which = (
+        "is a JSON summary, which holds"
+        if len(summaries) == 1
+        else "are JSON summaries, which hold"
+    )
     diff.equivalence = unavailable(
         before.mode.value,
         after.mode.value,
-        f"needs two snapshots (vipcheck --save-snapshot DIR); {' and '.join(summaries)} "
-        f"{'is a JSON summary' if len(summaries) == 1 else 'are JSON summaries'}, which hold "
+        f"needs two snapshots (vipcheck --save-snapshot DIR); {' and '.join(summaries)} {which} "
         "verdicts, not the endpoints each node sends a VIP to",
     )
     return diff
