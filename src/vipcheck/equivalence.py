@@ -45,7 +45,7 @@ from vipcheck.datapath import Datapath, datapath_for
 from vipcheck.datapath.nft_trace import CannotTrace
 from vipcheck.expected import ExpectedVirtualService, Rule, VirtualServiceKind
 from vipcheck.facts import Facts, MissingInput, NodeFacts, Unobserved
-from vipcheck.model.cluster import ProxyMode
+from vipcheck.model.cluster import Cluster, ProxyMode
 from vipcheck.model.handshakes import ConnectOutcome, ProbeOutput, ProbeRound, ProbeTarget
 from vipcheck.model.node import HostPort, InvalidValue, L4Protocol
 from vipcheck.parse import ParseError
@@ -115,6 +115,7 @@ class SideRecord:
         datapath = datapath_for(facts.cluster)
         record = cls(datapath.mode)
         try:
+            ranged = _source_ranged(facts.cluster.cluster)  # the cluster's objects, read first
             expected = datapath.expected(facts)
             for name, node in facts.nodes.items():
                 why = _unreadable(node, datapath.mode)
@@ -123,7 +124,9 @@ class SideRecord:
                     continue
                 try:
                     vss = expected.reached_at(name)
-                    record.ports[name] = _node_vips(datapath, facts, node, vss, record)
+                    record.ports[name] = _node_vips(
+                        datapath, facts, node, vss, record=record, ranged=ranged
+                    )
                 except _READ_ERRORS as error:
                     record.unread[name] = str(error)
         except _READ_ERRORS as error:
@@ -165,10 +168,12 @@ def _node_vips(
     facts: Facts,
     node: NodeFacts,
     vss: tuple[ExpectedVirtualService, ...],
+    *,
     record: SideRecord,
+    ranged: frozenset[str],
 ) -> dict[str, _Vips]:
-    """The node's TCP VIPs per Service port, each with where the datapath sends it."""
-    ranged = _source_ranged(facts)
+    """The node's TCP VIPs per Service port, each with where the datapath sends it (ranged: the
+    Services whose load-balancer IPs loadBalancerSourceRanges firewall)."""
     found: dict[str, list[Vip]] = {}
     for vs in vss:
         if vs.protocol is not L4Protocol.TCP:
@@ -189,14 +194,9 @@ def _node_vips(
     return {port: tuple(vips) for port, vips in found.items()}
 
 
-def _source_ranged(facts: Facts) -> frozenset[str]:
+def _source_ranged(cluster: Cluster) -> frozenset[str]:
     """The Services whose load-balancer IPs are firewalled by loadBalancerSourceRanges."""
-    return facts.cluster.derive(
-        "services with source ranges",
-        lambda: frozenset(
-            s.key for s in facts.cluster.cluster.services if s.load_balancer_source_ranges
-        ),
-    )
+    return frozenset(s.key for s in cluster.services if s.load_balancer_source_ranges)
 
 
 def _handshakes(facts: Facts) -> tuple[dict[HandshakeKey, Handshake], str]:

@@ -185,7 +185,7 @@ def test_an_extra_endpoint_is_gained_not_lost(nft_side: Path, tmp_path: Path) ->
 
 
 @needs_nft
-def test_a_service_on_one_side_only_and_a_node_not_switched_are_incomparable(
+def test_a_service_on_one_side_only_and_nodes_unobserved_or_not_switched_are_incomparable(
     tmp_path: Path,
 ) -> None:
     scenario = load_scenario("seed-incidents")
@@ -197,9 +197,12 @@ def test_a_service_on_one_side_only_and_a_node_not_switched_are_incomparable(
     # node-3 has no kube-proxy table: kube-proxy there still runs IPVS, or nothing.
     (after / "nodes" / "node-3" / "nft-ip-kube-proxy.json").unlink()
     (after / "nodes" / "node-3" / "nft-tables.txt").write_text("")
+    # node-2 could not be observed after.
+    (after / "nodes" / "node-2" / "error.txt").write_text("ssh: connect timed out\n")
     code, out, document = diff(IPVS_SIDE, after, tmp_path)
     assert subjects(document, "incomparable") == {
         ("default/api:80/TCP", None),
+        ("node-2", None),
         ("node-3", None),
         ("handshakes", None),
     }
@@ -209,9 +212,10 @@ def test_a_service_on_one_side_only_and_a_node_not_switched_are_incomparable(
         f"{after}: node-3 shows no kube-proxy mode, not nftables (kube-proxy-mode): its traffic "
         "is not this mode's to compare"
     )
+    assert why["node-2"] == f"{after}: node-2 could not be observed: ssh: connect timed out"
     assert why["handshakes"] == f"{after}: no handshake probes: this run did not probe"
-    # redis and web on node-1 and node-2 are still compared.
-    assert document["equivalence"]["counts"]["equivalent"] == 4
+    # redis and web on node-1 are still compared.
+    assert document["equivalence"]["counts"]["equivalent"] == 2
     assert document["equivalence"]["counts"]["lost"] == 0
     assert code == 0, out
 
