@@ -229,7 +229,7 @@ def _equivalence_lines(equivalence: Equivalence, hint: str) -> Iterator[str]:
     for verdict in (Verdict.LOST, Verdict.GAINED, Verdict.INCOMPARABLE):
         found = equivalence.found[verdict]
         if found:
-            yield f"{verdict.value} ({len(found)}):"
+            yield f"equivalence {verdict.value} ({len(found)}):"
             yield from _listed(found, Compared.text, hint)
     yield equivalence.counts()
 

@@ -19,12 +19,13 @@ docs/probe.md). Each comparison is equivalent, lost, gained or incomparable:
   modes differ by design (below).
 
 Where kube-proxy's two modes send the same VIP differently by design, a difference is not a
-loss: a NodePort or external IP under externalTrafficPolicy Local on a node without a local
-endpoint (IPVS keeps the cluster endpoints as real servers for the node's own traffic,
-pkg/proxy/ipvs/proxier.go syncEndpoint; nftables drops traffic from outside in the external
-chain, pkg/proxy/nftables/proxier.go, kubernetes/kubernetes@b0f823e6ccd8), and a load-balancer
-IP with loadBalancerSourceRanges (nftables' firewall chain drops the outside source the trace
-uses before any DNAT; IPVS filters sources outside its table, in iptables and ipsets).
+loss: a VIP under a Local traffic policy on a node without a local endpoint (IPVS keeps the
+cluster endpoints as real servers so the node's own pods keep access, pkg/proxy/ipvs/proxier.go
+syncEndpoint, kubernetes/kubernetes#97081, as vipcheck.expected models it; nftables drops
+traffic from outside in the external chain, pkg/proxy/nftables/proxier.go at
+kubernetes/kubernetes@b0f823e6ccd8), and a load-balancer IP with loadBalancerSourceRanges
+(nftables' firewall chain drops the outside source the trace uses before any DNAT; IPVS filters
+sources outside its table, with the KUBE-LOAD-BALANCER-SOURCE-CIDR ipset and iptables).
 
 Only snapshots carry this: a JSON summary holds verdicts, not the endpoints each node sends to
 (an index of those would be 100 nodes x 6,250 ports of endpoint lists, larger than the summary
@@ -56,7 +57,7 @@ from vipcheck.snapshot import SnapshotError
 _READ_ERRORS = (MissingInput, Unobserved, ParseError, InvalidValue, SnapshotError, CannotTrace)
 
 LOCAL_FALLBACK_WHY = (
-    "externalTrafficPolicy Local without a local endpoint on this node: IPVS keeps the cluster "
+    "a Local traffic policy without a local endpoint on this node: IPVS keeps the cluster "
     "endpoints as real servers for the node's own traffic, nftables drops traffic from outside "
     "(kube-proxy's design, not a loss; the handshakes compare it)"
 )
