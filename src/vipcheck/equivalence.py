@@ -136,6 +136,17 @@ class SideRecord:
         return record
 
     interned: dict[Vip, Vip] = field(default_factory=dict, repr=False, compare=False)
+    # Each expected VS's name by the object's id (a Service the same on every node has one).
+    names: dict[int, tuple[ExpectedVirtualService, str]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def name_of(self, vs: ExpectedVirtualService) -> str:
+        """`ClusterIP 10.96.0.20:6379`: made once per expected VS object."""
+        found = self.names.get(id(vs))
+        if found is None or found[0] is not vs:
+            found = self.names[id(vs)] = (vs, f"{vs.kind.value} {HostPort(vs.address, vs.port)}")
+        return found[1]
 
     def intern(self, vip: Vip) -> Vip:
         """The one Vip object equal to this one: a ClusterIP sent alike on 100 nodes is kept
@@ -186,7 +197,7 @@ def _node_vips(
         elif vs.kind is VirtualServiceKind.LOAD_BALANCER and vs.service_key in ranged:
             by_design = SOURCE_RANGES_WHY
         vip = Vip(
-            f"{vs.kind.value} {address}",
+            record.name_of(vs),
             datapath.reaches(facts, node, address),
             vs.real_servers,
             by_design,
@@ -350,6 +361,8 @@ def _node_why(node: str, before: SideRecord, after: SideRecord, names: tuple[str
 
 def _compare_port(port: str, node: str, old: _Vips, new: _Vips, names: tuple[str, str]) -> Compared:
     """One Service port on one node: each VIP's endpoints before against after."""
+    if old == new:
+        return Compared(Verdict.EQUIVALENT, port, node)
     before, after = {v.name: v for v in old}, {v.name: v for v in new}
     lost: list[str] = []
     gained: list[str] = []
