@@ -37,7 +37,7 @@ memory at once.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -47,7 +47,13 @@ from vipcheck.datapath.nft_trace import CannotTrace
 from vipcheck.expected import ExpectedVirtualService, Rule, VirtualServiceKind
 from vipcheck.facts import Facts, MissingInput, NodeFacts, Unobserved
 from vipcheck.model.cluster import Cluster, ProxyMode
-from vipcheck.model.handshakes import ConnectOutcome, ProbeOutput, ProbeRound, ProbeTarget
+from vipcheck.model.handshakes import (
+    Attempt,
+    ConnectOutcome,
+    ProbeOutput,
+    ProbeRound,
+    ProbeTarget,
+)
 from vipcheck.model.node import HostPort, InvalidValue, L4Protocol
 from vipcheck.parse import ParseError
 from vipcheck.snapshot import SnapshotError
@@ -109,6 +115,11 @@ class SideRecord:
     cannot: str = ""  # why no node could be (the cluster's objects did not read)
     handshakes: dict[HandshakeKey, Handshake] = field(default_factory=dict)
     no_probes: str = ""  # why the side has no handshakes to compare
+    interned: dict[Vip, Vip] = field(default_factory=dict, repr=False, compare=False)
+    # Each expected VS's name by the object's id (a Service the same on every node has one).
+    names: dict[int, tuple[ExpectedVirtualService, str]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def of(cls, facts: Facts) -> SideRecord:
@@ -134,12 +145,6 @@ class SideRecord:
             record.cannot = str(error)
         record.handshakes, record.no_probes = _handshakes(facts)
         return record
-
-    interned: dict[Vip, Vip] = field(default_factory=dict, repr=False, compare=False)
-    # Each expected VS's name by the object's id (a Service the same on every node has one).
-    names: dict[int, tuple[ExpectedVirtualService, str]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
 
     def name_of(self, vs: ExpectedVirtualService) -> str:
         """`ClusterIP 10.96.0.20:6379`: made once per expected VS object."""
@@ -218,33 +223,52 @@ def _handshakes(facts: Facts) -> tuple[dict[HandshakeKey, Handshake], str]:
     except _READ_ERRORS as error:
         return {}, str(error)
     found: dict[HandshakeKey, Handshake] = {}
-    outputs: dict[str, ProbeOutput | str | None] = {}
+    outputs: dict[str, _Output | str] = {}
     for target in plan.targets:
         if target.round is not ProbeRound.VIP:
             continue
         if target.vantage not in outputs:
-            try:
-                outputs[target.vantage] = facts.probes.output(target.vantage, ProbeRound.VIP)
-            except _READ_ERRORS as error:
-                outputs[target.vantage] = str(error)
+            outputs[target.vantage] = _output(facts, target.vantage)
         key = (str(target.service), f"{target.kind.value} {target.address}", target.vantage)
         found[key] = _handshake(target, outputs[target.vantage])
     return found, ""
 
 
-def _handshake(target: ProbeTarget, output: ProbeOutput | str | None) -> Handshake:
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """A vantage point's VIP round, its attempts indexed by address (read once, not per
+    target: a vantage point probes thousands of VIPs)."""
+
+    output: ProbeOutput
+    attempts: Mapping[HostPort, list[Attempt]]
+
+
+def _output(facts: Facts, vantage: str) -> _Output | str:
+    """The vantage point's VIP round, or why it cannot be read."""
+    try:
+        output = facts.probes.output(vantage, ProbeRound.VIP)
+    except _READ_ERRORS as error:
+        return f"could not probe from {vantage}: {error}"
+    if output is None or output.error:
+        return f"could not probe from {vantage}: {output.error if output else 'no output'}"
+    attempts: dict[HostPort, list[Attempt]] = {}
+    for attempt in output.attempts:
+        attempts.setdefault(attempt.address, []).append(attempt)
+    return _Output(output, attempts)
+
+
+def _handshake(target: ProbeTarget, read: _Output | str) -> Handshake:
     """Completed when every attempt connected and none was left out (the time cap, a round cut
     off), as vip-handshake judges it (checks/handshake.py); failed when one did not connect."""
-    if output is None or isinstance(output, str) or output.error:
-        why = output if isinstance(output, str) else (output and output.error) or "no output"
-        return Handshake(None, f"could not probe from {target.vantage}: {why}")
-    attempts = [a for a in output.attempts if a.address == target.address]
+    if isinstance(read, str):
+        return Handshake(None, read)
+    attempts = read.attempts.get(target.address, [])
     failed = Counter(a.outcome.value for a in attempts if a.outcome is not ConnectOutcome.CONNECTED)
     if failed:
         tally = ", ".join(f"{n} {outcome}" for outcome, n in failed.most_common())
         return Handshake(False, f"{sum(failed.values())} of {len(attempts)} failed ({tally})")
-    left_out = output.not_attempted.get(target.address, 0) or (
-        max(0, target.attempts - len(attempts)) if output.cut else 0
+    left_out = read.output.not_attempted.get(target.address, 0) or (
+        max(0, target.attempts - len(attempts)) if read.output.cut else 0
     )
     if left_out or not attempts:
         return Handshake(None, f"{left_out or target.attempts} attempt(s) not made")

@@ -31,6 +31,7 @@ from vipcheck.equivalence import (
     LOCAL_FALLBACK_WHY,
     Compared,
     Equivalence,
+    Handshake,
     SideRecord,
     Verdict,
     Vip,
@@ -306,3 +307,14 @@ def test_a_loaded_pair_of_one_mode_is_the_plain_diff() -> None:
     assert "equivalence" not in plain.as_json()
     unknown = compare_loaded(Loaded(summary, None), Loaded(summary, Mode.NFTABLES), ("a", "b"))
     assert unknown.equivalence is None
+
+
+def test_a_handshake_the_time_cap_left_unjudged_is_incomparable_never_lost() -> None:
+    key = (WEB, "ClusterIP 10.96.0.30:80", "client")
+    before = SideRecord(Mode.IPVS, handshakes={key: Handshake(True)})
+    after = SideRecord(Mode.NFTABLES, handshakes={key: Handshake(None, "6 attempt(s) not made")})
+    result = compare_sides(before, after, ("before", "after"))
+    assert result.lost == []
+    assert [c.text() for c in result.found[Verdict.INCOMPARABLE]] == [
+        f"{WEB} ClusterIP 10.96.0.30:80 on client: not judged in after: 6 attempt(s) not made"
+    ]
