@@ -20,7 +20,7 @@ import iniconfig
 import pytest
 
 import vipcheck
-from vipcheck.diff import compare, load_side, write_json
+from vipcheck.diff import compare_loaded, load_sides, write_json
 from vipcheck.plugin import report_header
 from vipcheck.saved_summaries import SummaryError
 from vipcheck.settings import Settings, SettingsError, settings_from
@@ -92,7 +92,8 @@ class _DiffParser(argparse.ArgumentParser):
 
 
 def diff_main(argv: list[str]) -> int:
-    """`vipcheck diff BEFORE AFTER [--json FILE]`: exit 1 when anything is new, 4 on bad input.
+    """`vipcheck diff BEFORE AFTER [--json FILE]`: exit 1 when anything is new or, across a
+    kube-proxy mode switch, lost; 4 on bad input.
 
     A side that cannot be read, is too big or is not shaped as vipcheck writes summaries is one
     line naming it and exit 4, never a traceback (whose exit 1 would say "something is new").
@@ -100,7 +101,9 @@ def diff_main(argv: list[str]) -> int:
     parser = _DiffParser(
         prog="vipcheck diff",
         description="Compare two runs: new, resolved, unchanged and incomparable failures. Each "
-        "side is a JSON summary (--vipcheck-json) or a snapshot directory (its checks are run).",
+        "side is a JSON summary (--vipcheck-json) or a snapshot directory (its checks are run). "
+        "Two snapshots of different kube-proxy modes (IPVS, nftables) are also compared for "
+        "equivalence: the endpoints each node sends each VIP to, and the handshakes.",
     )
     parser.add_argument("before", type=Path, help="summary.json or snapshot directory")
     parser.add_argument("after", type=Path, help="summary.json or snapshot directory")
@@ -137,12 +140,11 @@ def diff_main(argv: list[str]) -> int:
         parser.error(printable(str(error), one_line=True))
     progress = lambda line: print(f"vipcheck: {line}", file=sys.stderr)  # noqa: E731
     try:
-        before = load_side(args.before, progress, max_file_bytes, settings)
-        after = load_side(args.after, progress, max_file_bytes, settings)
+        before, after = load_sides((args.before, args.after), progress, max_file_bytes, settings)
     except SummaryError as error:
         print(f"vipcheck diff: error: {printable(str(error), one_line=True)}", file=sys.stderr)
         return int(pytest.ExitCode.USAGE_ERROR)
-    diff = compare(before, after, (str(args.before), str(args.after)))
+    diff = compare_loaded(before, after, (str(args.before), str(args.after)))
     for line in diff.lines(args.json):
         print(line)
     if args.json is not None:

@@ -4,6 +4,10 @@ Each side is a JSON summary or a snapshot directory (its checks are run here, of
 are compared by (check, subject, node). A failure is only new or resolved when the other side
 judged the same subject on the same node; otherwise (a Service added or removed, a node gone, an
 item that errored or skipped) it is incomparable, never counted as fixed or broken.
+
+Where the sides' kube-proxy modes differ (IPVS before, nftables after), the diff also compares
+what the switch must keep: where each node sends each VIP, and the handshakes
+(vipcheck.equivalence); a diff of one mode is what it always was.
 """
 
 from __future__ import annotations
@@ -16,8 +20,19 @@ from typing import Any, TypeVar
 
 from vipcheck.cases import cases_for, run_case
 from vipcheck.checks import CATALOGUE, MIGRATION_CHECKS
-from vipcheck.facts import Facts
+from vipcheck.datapath import datapath_for
+from vipcheck.equivalence import (
+    Compared,
+    Equivalence,
+    SideRecord,
+    Verdict,
+    compare_sides,
+    unavailable,
+)
+from vipcheck.facts import Facts, Unobserved
 from vipcheck.json_summary import Summary
+from vipcheck.model.cluster import ProxyMode
+from vipcheck.parse import ParseError
 from vipcheck.saved_summaries import (
     FAILING,
     FindingKey,
@@ -125,14 +140,21 @@ class Diff:
     only_after: dict[str, list[str]] = field(default_factory=dict)
     became_unreachable: list[str] = field(default_factory=list)
     became_reachable: list[str] = field(default_factory=list)
+    # Across a kube-proxy mode switch only (the sides' modes differ); None otherwise.
+    equivalence: Equivalence | None = None
+
+    @property
+    def lost(self) -> bool:
+        """Whether an endpoint or a handshake was lost across a mode switch."""
+        return self.equivalence is not None and bool(self.equivalence.lost)
 
     @property
     def exit_code(self) -> int:
-        """1 when anything is new, as a gate wants; 0 otherwise."""
-        return 1 if self.new else 0
+        """1 when anything is new or lost across a mode switch, as a gate wants; 0 otherwise."""
+        return 1 if self.new or self.lost else 0
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "before": self.before,
             "after": self.after,
             "new": [f.as_json() for f in self.new],
@@ -146,6 +168,9 @@ class Diff:
                 "reachable_after_not_before": self.became_reachable,
             },
         }
+        if self.equivalence is not None:
+            data["equivalence"] = self.equivalence.as_json()
+        return data
 
     def lines(self, json_path: Path | None = None) -> Iterator[str]:
         """What the terminal shows: every count, at most SHOWN lines of each list (the rest
@@ -177,11 +202,36 @@ class Diff:
                 if len(subjects) > SHOWN:
                     named += f", ... and {len(subjects) - SHOWN:,} more ({hint})"
                 yield _line(f"{label} (incomparable): {kind}: {named}")
+        if self.equivalence is not None:
+            yield from _equivalence_lines(self.equivalence, hint)
         verdict = "new failures: exit 1" if self.new else "nothing new: exit 0"
+        if self.lost:
+            verdict = f"{'new failures and ' if self.new else ''}lost across the switch: exit 1"
         yield (
             f"{len(self.new)} new, {len(self.resolved)} resolved, {len(self.unchanged)} unchanged, "
             f"{len(self.incomparable)} incomparable; {verdict}"
         )
+
+
+def _equivalence_lines(equivalence: Equivalence, hint: str) -> Iterator[str]:
+    """The comparison across a mode switch: what was lost, gained and not comparable (at most
+    SHOWN lines each), then its counts in one line."""
+    modes = f"{equivalence.before_mode} -> {equivalence.after_mode}"
+    if equivalence.unavailable:
+        yield _line(
+            f"equivalence across the switch ({modes}): not compared: {equivalence.unavailable}"
+        )
+        return
+    yield (
+        f"equivalence across the switch ({modes}): per TCP Service port and node the endpoints "
+        "each VIP is sent to, per VIP and vantage point the handshakes"
+    )
+    for verdict in (Verdict.LOST, Verdict.GAINED, Verdict.INCOMPARABLE):
+        found = equivalence.found[verdict]
+        if found:
+            yield f"equivalence {verdict.value} ({len(found)}):"
+            yield from _listed(found, Compared.text, hint)
+    yield equivalence.counts()
 
 
 def _listed(items: Sequence[T], text: Callable[[T], str], hint: str) -> Iterator[str]:
@@ -251,37 +301,123 @@ def _order(key: FindingKey) -> tuple[str, str, str]:
     return key[0], key[1], key[2] or ""
 
 
-def load_side(
-    path: Path,
+@dataclass
+class Loaded:
+    """One side read: its JSON summary, the kube-proxy mode its checks judged (None: unknown),
+    and, for a snapshot compared across a mode switch, what its nodes send each VIP to."""
+
+    summary: dict[str, Any]
+    mode: ProxyMode | None
+    snapshot: bool = False
+    record: SideRecord | None = None
+
+
+def load_sides(
+    paths: tuple[Path, Path],
     progress: Progress,
     max_file_bytes: int = MAX_FILE_BYTES,
     settings: Settings = DEFAULTS,
-) -> dict[str, Any]:
-    """A JSON summary as is; a snapshot directory through every check, offline, with the
-    thresholds a run would use (settings). Either is held to max_file_bytes
-    (--vipcheck-max-file-size), as a replayed snapshot is."""
-    if path.is_dir():
-        return summarize_snapshot(path, progress, max_file_bytes, settings)
-    return load_summary(path, max_file_bytes)
+) -> tuple[Loaded, Loaded]:
+    """Both sides: a JSON summary as is; a snapshot directory through every check, offline, with
+    the thresholds a run would use (settings). Either is held to max_file_bytes
+    (--vipcheck-max-file-size), as a replayed snapshot is.
+
+    Two snapshots of different kube-proxy modes also get their SideRecord (vipcheck.equivalence),
+    each made right after its own checks from the same facts (their traces and expected state
+    shared), so the first side's facts are gone before the second's are judged: the modes are
+    known first, from each snapshot's kube-proxy ConfigMap alone (its files are read on use).
+    """
+    opened = [_open(path, max_file_bytes) for path in paths]
+    modes = [_mode(side) for side in opened]
+    across = (
+        all(isinstance(side, Facts) for side in opened)
+        and None not in modes
+        and modes[0] != modes[1]
+    )
+    pending = list(zip(paths, opened, modes, strict=True))
+    del opened  # each side's facts are then held by `pending` alone, and let go once judged
+    loaded: list[Loaded] = []
+    while pending:
+        path, side, mode = pending.pop(0)
+        if isinstance(side, Facts):
+            summary = _summarize(path, side, progress, settings)
+            loaded.append(Loaded(summary, mode, True, SideRecord.of(side) if across else None))
+        else:
+            loaded.append(Loaded(side, mode))
+        del side
+    return loaded[0], loaded[1]
 
 
-def summarize_snapshot(
-    directory: Path,
-    progress: Progress,
-    max_file_bytes: int = MAX_FILE_BYTES,
-    settings: Settings = DEFAULTS,
+def _open(path: Path, max_file_bytes: int) -> Facts | dict[str, Any]:
+    """A snapshot's facts (its files read on use), or a JSON summary read and checked."""
+    if not path.is_dir():
+        return load_summary(path, max_file_bytes)
+    try:
+        return Facts.from_snapshot(load_snapshot(path, max_file_bytes))
+    except SnapshotError as error:
+        raise SummaryError(str(error)) from None
+
+
+def _mode(side: Facts | Mapping[str, Any]) -> ProxyMode | None:
+    """The kube-proxy mode a side's checks judge: a snapshot's datapath (its ConfigMap's
+    `mode`; IPVS without one); for a summary, the one mode whose mode-only checks have items
+    judged there (the other mode's skip). None when it cannot be told."""
+    if isinstance(side, Facts):
+        try:
+            return datapath_for(side.cluster).mode
+        except (ParseError, Unobserved):
+            return None  # the checks error on the ConfigMap, and the diff shows it
+    judged = {
+        mode
+        for record in side["results"]
+        if record["outcome"] in JUDGED
+        for mode in _SINGLE_MODE.get(record["check"], ())
+    }
+    return next(iter(judged)) if len(judged) == 1 else None
+
+
+# Each check that judges one kube-proxy mode only, with that mode.
+_SINGLE_MODE = {
+    check.id: check.modes for check in CATALOGUE if check.modes and len(check.modes) == 1
+}
+
+
+def _summarize(
+    directory: Path, facts: Facts, progress: Progress, settings: Settings
 ) -> dict[str, Any]:
     """Run the catalogue on a snapshot (its recorded probes, if any) into a JSON summary."""
     progress(f"running the checks on snapshot {printable(str(directory), one_line=True)}")
-    try:
-        facts = Facts.from_snapshot(load_snapshot(directory, max_file_bytes))
-    except SnapshotError as error:
-        raise SummaryError(str(error)) from None
     summary = Summary()
     for check in (check for check in CATALOGUE if check not in MIGRATION_CHECKS):  # as a run
         for case in cases_for(check, facts):
             summary.add(run_case(case, facts, settings))
     return summary.as_json()
+
+
+def compare_loaded(before: Loaded, after: Loaded, names: tuple[str, str]) -> Diff:
+    """compare() of the two summaries, and, where the sides' kube-proxy modes differ, the
+    equivalence across the switch (two snapshots), or why it is not made (a summary)."""
+    diff = compare(before.summary, after.summary, names)
+    if before.mode is None or after.mode is None or before.mode == after.mode:
+        return diff  # the same mode (or unknown): the diff as it always was
+    if before.record is not None and after.record is not None:
+        diff.equivalence = compare_sides(before.record, after.record, names)
+        return diff
+    summaries = [
+        name for name, side in zip(names, (before, after), strict=True) if not side.snapshot
+    ]
+    which = (
+        "is a JSON summary, which holds"
+        if len(summaries) == 1
+        else "are JSON summaries, which hold"
+    )
+    diff.equivalence = unavailable(
+        before.mode.value,
+        after.mode.value,
+        f"needs two snapshots (vipcheck --save-snapshot DIR); {' and '.join(summaries)} {which} "
+        "verdicts, not the endpoints each node sends a VIP to",
+    )
+    return diff
 
 
 def write_json(diff: Diff, path: Path) -> None:

@@ -58,6 +58,13 @@ class Datapath(Protocol):
         weight > 0 for IPVS); none when that state was not read."""
         ...
 
+    def reaches(self, facts: Facts, node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
+        """sends_to for a judgement that must not take "not read" for "sends nowhere" (`vipcheck
+        diff` across a mode switch): what stops the node's state from telling is raised
+        (MissingInput, Unobserved, ParseError; CannotTrace in nftables mode), and the work is
+        shared between the snapshot's nodes through its facts, as the checks share it."""
+        ...
+
 
 DATAPATHS: Mapping[ProxyMode, Datapath] = {IPVS.mode: IPVS, NFTABLES.mode: NFTABLES}
 """Each implemented mode's datapath: IPVS, and nftables (issue 19)."""

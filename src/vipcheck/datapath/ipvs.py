@@ -35,7 +35,7 @@ from vipcheck.model.cluster import Cluster, IPAddress, Node, ProxyMode, ServiceP
 
 # Defined in the model, where the facts read it too (observed_mode); re-exported for the checks.
 from vipcheck.model.node import KUBE_IPVS0 as KUBE_IPVS0  # noqa: PLC0414 (re-exported)
-from vipcheck.model.node import HostPort, Interfaces, InvalidValue, L4Protocol
+from vipcheck.model.node import HostPort, Interfaces, InvalidValue, L4Protocol, VirtualService
 from vipcheck.parse import ParseError
 from vipcheck.snapshot import SnapshotError
 
@@ -205,12 +205,36 @@ class IpvsDatapath:
     def sends_to(self, node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
         """Real servers (weight > 0) the node's IPVS has for a TCP VS; none if it was not read."""
         try:
-            vs = node.ipvs.get((L4Protocol.TCP.value, vip.address, vip.port))
+            return _real_servers(node, vip)
         except (MissingInput, Unobserved, ParseError):
             return frozenset()
+
+    def reaches(self, facts: Facts, node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
+        """Real servers (weight > 0) the node's IPVS has for a TCP VS, none without the VS;
+        raises what reading the table raises. A VS the same on many nodes is one object
+        (the snapshot's SharedServices), so its real servers are listed once per snapshot."""
+        vs = _virtual_service(node, vip)
         if vs is None:
             return frozenset()
-        return frozenset(HostPort(*rs.key) for rs in vs.real_servers if rs.weight != 0)
+        listed: dict[int, tuple[VirtualService, frozenset[HostPort]]]
+        listed = facts.derive("ipvs real servers by VS", dict)
+        found = listed.get(id(vs))
+        if found is None or found[0] is not vs:
+            found = listed[id(vs)] = (vs, _weighted(vs))
+        return found[1]
+
+
+def _real_servers(node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
+    vs = _virtual_service(node, vip)
+    return frozenset() if vs is None else _weighted(vs)
+
+
+def _virtual_service(node: NodeFacts, vip: HostPort) -> VirtualService | None:
+    return node.ipvs.get((L4Protocol.TCP.value, vip.address, vip.port))
+
+
+def _weighted(vs: VirtualService) -> frozenset[HostPort]:
+    return frozenset(HostPort(*rs.key) for rs in vs.real_servers if rs.weight != 0)
 
 
 IPVS = IpvsDatapath()

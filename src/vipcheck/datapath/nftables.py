@@ -39,7 +39,7 @@ from enum import StrEnum
 from ipaddress import ip_address, ip_network
 
 from vipcheck.datapath.ipvs import node_port_candidates, own_addresses
-from vipcheck.datapath.nft_trace import CannotTrace, Tracer
+from vipcheck.datapath.nft_trace import CannotTrace, TraceMemo, Tracer
 from vipcheck.expected import (
     Because,
     ExpectedVirtualService,
@@ -876,11 +876,37 @@ class NftablesDatapath:
         except (MissingInput, Unobserved, ParseError, CannotTrace):
             return frozenset()
 
+    def reaches(self, facts: Facts, node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
+        """Where the node's own table sends new TCP connections from outside to the VIP, none
+        where it has no table of the VIP's family; raises what reading or tracing it raises. The
+        node's tracer shares its traces with the other nodes' through the snapshot's TraceMemo,
+        the one the trace check fills (checks/nft_trace.py), so 100 nodes' tables that differ
+        little are not each traced in full."""
+        family = family_of(vip.address)
+        tracer = facts.derive(
+            ("nft reach tracer", node.name, family), lambda: _shared(facts, node, family)
+        )
+        return frozenset() if tracer is None else tracer.sends_to(vip)
+
+
+TRACE_MEMO = "nft trace memo"
+"""The Facts.derive key of the snapshot's TraceMemo, as checks/nft_trace.py names it."""
+
 
 def _tracer(node: NodeFacts, family: NftFamily) -> Tracer | None:
     """One tracer per node table, its local addresses the node's own (`fib daddr type local`)."""
     table = node.nftables(family)
     return None if table is None else Tracer(table, own_addresses(node.interfaces))
+
+
+def _shared(facts: Facts, node: NodeFacts, family: NftFamily) -> Tracer | None:
+    """A node table's tracer in the snapshot's TraceMemo, its local addresses those the trace
+    check gives it (the node's own, else its Node object's: node_port_candidates)."""
+    table = node.nftables(family)
+    if table is None:
+        return None
+    local = node_port_candidates(node, facts.cluster.node(node.name))
+    return Tracer(table, local, facts.derive(TRACE_MEMO, TraceMemo))
 
 
 NFTABLES = NftablesDatapath()
