@@ -1,30 +1,30 @@
-"""The move from IPVS to nftables mode on the real kernel, node by node (docs/migration.md).
+"""The move from IPVS to nftables mode on the real kernel, node by node: docs/migration.md's
+rehearsal, its commands run as written.
 
-One boot of the `migration` scenario (a healthy IPVS cluster; node-2 also runs another agent's
-virtual server, 192.168.58.100:443, kept from kube-proxy by ipvs.excludeCIDRs), then, in order,
-as an operator would: readiness (`-m migration`) and a snapshot before; the ConfigMap switched
-and node-1 moved (node-2 and node-3 still IPVS: the mode check names them); node-3 moved with
-its IPVS cleanup skipped as in kubernetes PR 131243 and node-2 moved cleanly; a snapshot after,
-whose leftovers are exactly node-3's; the diff across the switch (equivalent, nothing lost); and
-the fix script, whose node commands clean node-3 up. The lab is changed, so this runs last
-(lab_changes) on a lab of its own.
+The block under "Rehearse it on the lab" is read from the runbook and each line run with bash,
+in order, from a directory of its own that holds the checkout's `.venv` and `fixtures` (linked)
+and an empty `reports/`: one boot of the `migration` scenario (a healthy IPVS cluster; node-2
+also runs another agent's virtual server, 192.168.58.100:443, kept from kube-proxy by
+ipvs.excludeCIDRs), readiness, a snapshot before, node-1 moved, node-3 moved with its IPVS
+cleanup skipped as in kubernetes PR 131243, node-2 moved, a snapshot after, the diff across the
+switch, the cleanup script applied, a last run, and `down` (run whatever happened before it).
+The tests then read what each step wrote and returned.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.lab.migrate import migrate
-from fixtures.lab.running import LabPool, RunningLab
+from fixtures.lab.running import LabPool
 
-NODES = ("node-1", "node-2", "node-3")
+REPO = Path(__file__).resolve().parents[2]
+RUNBOOK = REPO / "docs" / "migration.md"
 SKIPPED = "node-3"  # its IPVS cleanup returned early (PR 131243)
 FOREIGN = "192.168.58.100:443"  # node-2's keepalived-style virtual server
 # What kube-proxy's skipped IPVS cleanup leaves on a node, one check each.
@@ -34,132 +34,147 @@ LEFTOVERS = {
     "ipvs-leftover-ipsets",
     "iptables-leftover-chains",
 }
+SYSCTLS = "ipvs-leftover-sysctls"  # what no cleanup reverts, on every node that ran IPVS mode
+
+
+def rehearsal() -> list[str]:
+    """The runbook's rehearsal commands, one per line, as a person would paste them."""
+    section = RUNBOOK.read_text().split("## Rehearse it on the lab\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
 
 
 @dataclass
-class Migration:
-    """Each stage's JSON summary and output, as the module fixture ran them."""
+class Rehearsal:
+    root: Path
+    codes: dict[str, int]  # the step's report name (or command) -> its exit status
+    output: str
 
-    lab: RunningLab
-    out: Path
-    runs: dict[str, tuple[int, dict[str, Any], str]]
+    def summary(self, name: str) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads((self.root / "reports" / name).read_text())
+        return document
 
-
-def vipcheck(lab: RunningLab, out: Path, name: str, *extra: str) -> tuple[int, dict[str, Any], str]:
-    summary = out / f"{name}.json"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "vipcheck.cli",
-            "--kubeconfig", str(lab.workdir / "kubeconfig"),
-            "--ssh-config", str(lab.workdir / "ssh_config"),
-            "--vipcheck-json", str(summary), "--vipcheck-html", str(out / f"{name}.html"),
-            "--probe-timeout", "5", "-q", "-rfE", *extra,
-        ],
-        capture_output=True, text=True, timeout=300, check=False, cwd=out,
-    )  # fmt: skip
-    return result.returncode, json.loads(summary.read_text()), result.stdout + result.stderr
+    def failed(self, name: str) -> set[tuple[str, str]]:
+        """(check, node or subject) of each failed item of a step's JSON summary."""
+        return {
+            (r["check"], r.get("node") or r["subject"])
+            for r in self.summary(name)["results"]
+            if r["outcome"] == "failed"
+        }
 
 
-def failed(summary: dict[str, Any]) -> set[tuple[str, str]]:
-    """(check, node or subject) of each failed item."""
-    return {
-        (r["check"], r.get("node") or r["subject"])
-        for r in summary["results"]
-        if r["outcome"] == "failed"
-    }
-
-
-def _print(message: str) -> None:
-    print(f"lab: {message}", flush=True)
+def _step_name(command: str) -> str:
+    """A step by the report it writes (`migration-after.json`), else by its command."""
+    for word in command.split():
+        if word.startswith("reports/"):
+            return word.removeprefix("reports/")
+    return command
 
 
 @pytest.fixture(scope="module")
-def migration(labs: LabPool, tmp_path_factory: pytest.TempPathFactory) -> Migration:
-    lab = labs.take("migration")
-    out = tmp_path_factory.mktemp("migration")
-    runs = {"readiness": vipcheck(lab, out, "readiness", "-m", "migration", "--no-probe")}
-    runs["before"] = vipcheck(lab, out, "before", "--save-snapshot", str(out / "before"))
-    migrate(lab.workdir, _print, nodes=["node-1"])
-    runs["during"] = vipcheck(lab, out, "during", "--no-probe")
-    migrate(lab.workdir, _print, nodes=[SKIPPED], skip_ipvs_cleanup=True)
-    migrate(lab.workdir, _print)
-    runs["after"] = vipcheck(
-        lab,
-        out,
-        "after",
-        "--save-snapshot",
-        str(out / "after"),
-        "--vipcheck-fix-script",
-        str(out / "fix.sh"),
-    )
-    return Migration(lab, out, runs)
+def rehearsed(labs: LabPool, tmp_path_factory: pytest.TempPathFactory) -> Rehearsal:
+    """Every step run once; `labs` is asked for its skip (no qemu here) and boots nothing."""
+    root = tmp_path_factory.mktemp("runbook")
+    for name in (".venv", "fixtures"):
+        (root / name).symlink_to(REPO / name)
+    (root / "reports").mkdir()
+    *steps, down = rehearsal()
+    assert down.startswith(".venv/bin/python -m fixtures.lab down ")
+    codes: dict[str, int] = {}
+    output = []
+    try:
+        for command in steps:
+            result = subprocess.run(
+                ["bash", "-c", command],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            codes[_step_name(command)] = result.returncode
+            output.append(f"$ {command}\n{result.stdout}{result.stderr}")
+    finally:
+        subprocess.run(
+            ["bash", "-c", down], cwd=root, capture_output=True, timeout=120, check=False
+        )
+    return Rehearsal(root, codes, "\n".join(output))
 
 
 @pytest.mark.lab_changes
-def test_readiness_names_the_foreign_virtual_server(migration: Migration) -> None:
-    code, summary, output = migration.runs["readiness"]
+def test_every_step_of_the_rehearsal_ran(rehearsed: Rehearsal) -> None:
+    codes = rehearsed.codes
+    assert codes[rehearsal()[0]] == 0, rehearsed.output  # up
+    assert codes["migration-before.json"] == 0, rehearsed.output
+    # Findings fail a run (exit 1), never an error (exit 2+), and the diff's new failures too.
+    for step in ("readiness", "during", "after", "diff"):
+        assert codes[f"migration-{step}.json"] == 1, rehearsed.output
+    assert codes["migration-cleanup.sh"] == 0, rehearsed.output
+    assert codes["migration-cleaned.json"] == 0, rehearsed.output
+    migrations = [command for command in codes if " migrate " in command]
+    assert [codes[command] for command in migrations] == [0, 0, 0], rehearsed.output
+
+
+@pytest.mark.lab_changes
+def test_readiness_names_the_foreign_virtual_server(rehearsed: Rehearsal) -> None:
+    summary = rehearsed.summary("migration-readiness.json")
     found = [
         r
         for r in summary["results"]
         if r["check"] == "migration-foreign-virtual-servers" and r["outcome"] == "failed"
     ]
-    assert [r.get("node") or r["subject"] for r in found] == ["node-2"], output
-    assert FOREIGN in json.dumps(found[0]), output
-    assert code == 1, output
-    checks = {r["check"] for r in summary["results"]}
-    assert checks, output
-    assert all(check.startswith("migration-") for check in checks), checks
+    assert [r["node"] for r in found] == ["node-2"], rehearsed.output
+    assert FOREIGN in json.dumps(found[0]), rehearsed.output
+    assert all(r["check"].startswith("migration-") for r in summary["results"])
+    # Critical and warning findings close the gate (info ones say what changes): one here.
+    blocking = {
+        (r["check"], r["node"])
+        for r in summary["results"]
+        if r["outcome"] == "failed" and r["severity"] != "info"
+    }
+    assert blocking == {("migration-foreign-virtual-servers", "node-2")}, rehearsed.output
 
 
 @pytest.mark.lab_changes
-def test_before_the_switch_the_ipvs_cluster_is_healthy(migration: Migration) -> None:
-    _, summary, output = migration.runs["before"]
-    assert not {f for f in failed(summary) if not f[0].startswith("migration-")}, output
+def test_before_the_switch_every_check_passes(rehearsed: Rehearsal) -> None:
+    assert rehearsed.failed("migration-before.json") == set(), rehearsed.output
 
 
 @pytest.mark.lab_changes
-def test_during_the_switch_the_nodes_not_moved_yet_are_named(migration: Migration) -> None:
-    _, summary, output = migration.runs["during"]
-    assert failed(summary) == {("kube-proxy-mode", "node-2"), ("kube-proxy-mode", "node-3")}, output
+def test_during_the_switch_the_nodes_not_moved_yet_are_named(rehearsed: Rehearsal) -> None:
+    found = rehearsed.failed("migration-during.json")
+    assert {f for f in found if f[0] != SYSCTLS} == {
+        ("kube-proxy-mode", "node-2"),
+        ("kube-proxy-mode", "node-3"),
+    }, rehearsed.output
+    assert {node for check, node in found if check == SYSCTLS} == {"node-1"}
 
 
 @pytest.mark.lab_changes
 def test_after_the_switch_the_skipped_cleanup_is_caught_with_exactly_its_leftovers(
-    migration: Migration,
+    rehearsed: Rehearsal,
 ) -> None:
-    code, summary, output = migration.runs["after"]
-    assert code == 1, output
-    found = failed(summary)
-    on_skipped = {check for check, node in found if node == SKIPPED}
-    assert on_skipped == LEFTOVERS | {"kube-proxy-mode"}, output
-    # The cleaned nodes keep only what no cleanup reverts: IPVS mode's sysctls.
-    elsewhere = {(check, node) for check, node in found if node != SKIPPED}
-    assert {check for check, _ in elsewhere} <= {"ipvs-leftover-sysctls"}, output
+    found = rehearsed.failed("migration-after.json")
+    assert {check for check, node in found if node == SKIPPED} == LEFTOVERS | {
+        "kube-proxy-mode",
+        SYSCTLS,
+    }, rehearsed.output
+    # node-2's foreign virtual server went with the cleanup, as readiness warned.
+    assert {(check, node) for check, node in found if node != SKIPPED} == {
+        (SYSCTLS, "node-1"),
+        (SYSCTLS, "node-2"),
+    }, rehearsed.output
 
 
 @pytest.mark.lab_changes
-def test_the_diff_across_the_switch_is_equivalent_with_nothing_lost(migration: Migration) -> None:
-    out = migration.out
-    diff = subprocess.run(
-        [sys.executable, "-m", "vipcheck.cli", "diff", str(out / "before"), str(out / "after"),
-         "--json", str(out / "diff.json")],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    document = json.loads((out / "diff.json").read_text())
-    equivalence = document["equivalence"]
-    assert equivalence["lost"] == [], diff.stdout
-    assert equivalence["counts"]["equivalent"] > 0, diff.stdout
-    assert "0 lost" in diff.stdout, diff.stdout
+def test_the_diff_across_the_switch_is_equivalent_with_nothing_lost(rehearsed: Rehearsal) -> None:
+    equivalence = rehearsed.summary("migration-diff.json")["equivalence"]
+    assert (equivalence["before_mode"], equivalence["after_mode"]) == ("ipvs", "nftables")
+    assert equivalence["lost"] == [], rehearsed.output
+    assert equivalence["counts"]["equivalent"] > 0, rehearsed.output
+    assert ", 0 lost, " in rehearsed.output
 
 
 @pytest.mark.lab_changes
-def test_the_fix_script_cleans_the_skipped_node_up(migration: Migration) -> None:
-    lab, out = migration.lab, migration.out
-    script = out / "fix.sh"
-    applied = subprocess.run(
-        ["sh", str(script), "--apply"], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    _, summary, output = vipcheck(lab, out, "fixed", "--no-probe")
-    assert not {check for check, node in failed(summary) if check in LEFTOVERS}, output
-    assert lab.ssh(SKIPPED, "ipvsadm -Sn").strip() == "", output
+def test_the_cleanup_script_leaves_nothing_of_ipvs(rehearsed: Rehearsal) -> None:
+    assert rehearsed.failed("migration-cleaned.json") == set(), rehearsed.output
