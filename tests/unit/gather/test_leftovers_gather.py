@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_kernel import run_on_fake_kernel
 from vipcheck.facts import MissingInput, NodeFacts
 from vipcheck.gather.node_script import build_node_script, split_node_frames
 from vipcheck.model.xtables import IptablesBackend, IptablesFamily
@@ -109,40 +110,14 @@ def run(
     builtin: str | None = None,
     ip_tables_names: str | None = None,
 ) -> NodeSnapshot:
-    """The script with the kernel's module and /proc/net files pointed at ones written here
-    (None: absent); only the stubs in directory on PATH."""
-    root = directory / "root"
-    (root / "sys/module").mkdir(parents=True)
-    (root / "net").mkdir()
-    if proc_modules is not None:
-        (root / "modules").write_text(proc_modules)
-    if builtin is not None:
-        (root / "lib/modules/6.1.0-test").mkdir(parents=True)
-        (root / "lib/modules/6.1.0-test/modules.builtin").write_text(builtin)
-    if ip_tables_names is not None:
-        (root / "net/ip_tables_names").write_text(ip_tables_names)
-    stub(directory, "uname", "echo 6.1.0-test")
-    cat = shutil.which("cat")
-    assert cat is not None
-    (directory / "cat").symlink_to(cat)
-    script = (
-        SCRIPT.replace(
-            "vipcheck_proc_modules=/proc/modules", f"vipcheck_proc_modules={root}/modules"
-        )
-        .replace("vipcheck_sys_module=/sys/module", f"vipcheck_sys_module={root}/sys/module")
-        .replace("vipcheck_lib_modules=/lib/modules", f"vipcheck_lib_modules={root}/lib/modules")
-        .replace("vipcheck_proc_net=/proc/net", f"vipcheck_proc_net={root}/net")
+    """The script on the kernel the test writes (None: absent), the stubs in directory."""
+    return run_on_fake_kernel(
+        SCRIPT,
+        directory,
+        proc_modules=proc_modules,
+        builtin=builtin,
+        ip_tables_names=ip_tables_names,
     )
-    dash = shutil.which("dash")
-    if dash is None:
-        pytest.skip("dash is not installed")
-    result = subprocess.run(
-        [dash, "-c", script], capture_output=True, text=True, timeout=60,
-        env={"PATH": str(directory)}, check=False,
-    )  # fmt: skip
-    frames = split_node_frames(result.stdout)
-    assert frames.complete, result.stderr
-    return NodeSnapshot("node-1", frames.files, missing=frames.missing)
 
 
 def calls(directory: Path) -> list[str]:

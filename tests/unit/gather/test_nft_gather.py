@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_kernel import run_on_fake_kernel
 from tests.nft_kernel import DATA, in_namespace
 from vipcheck.facts import MissingInput, NodeFacts
 from vipcheck.gather.node_script import build_node_script, split_node_frames
@@ -246,37 +247,14 @@ def test_a_crash_without_a_message_is_named_by_its_signal() -> None:
 def run_with_modules(
     directory: Path, proc_modules: str | None, builtin: str | None, loaded_dir: bool = False
 ) -> NodeSnapshot:
-    """The script with /proc/modules, /sys/module and /lib/modules pointed at files the test
-    writes (None: absent), as a kernel with loadable modules shows them."""
-    root = directory / "root"
-    (root / "sys/module").mkdir(parents=True)
-    if loaded_dir:
-        (root / "sys/module/nf_tables").mkdir()
-    if proc_modules is not None:
-        (root / "proc-modules").write_text(proc_modules)
-    if builtin is not None:
-        (root / "lib/modules/6.1.0-test").mkdir(parents=True)
-        (root / "lib/modules/6.1.0-test/modules.builtin").write_text(builtin)
-    (directory / "uname").write_text("#!/bin/sh\necho 6.1.0-test\n")
-    (directory / "uname").chmod(0o755)
-    script = (
-        SCRIPT.replace(
-            "vipcheck_proc_modules=/proc/modules", f"vipcheck_proc_modules={root}/proc-modules"
-        )
-        .replace("vipcheck_sys_module=/sys/module", f"vipcheck_sys_module={root}/sys/module")
-        .replace("vipcheck_lib_modules=/lib/modules", f"vipcheck_lib_modules={root}/lib/modules")
+    """The script on a kernel with loadable modules as the test writes it (None: absent)."""
+    return run_on_fake_kernel(
+        SCRIPT,
+        directory,
+        proc_modules=proc_modules,
+        builtin=builtin,
+        sys_modules=["nf_tables"] if loaded_dir else [],
     )
-    assert script != SCRIPT
-    dash = shutil.which("dash")
-    if dash is None:
-        pytest.skip("dash is not installed")
-    result = subprocess.run(
-        [dash, "-c", script], capture_output=True, text=True, timeout=60,
-        env={"PATH": str(directory)}, check=False,
-    )  # fmt: skip
-    frames = split_node_frames(result.stdout)
-    assert frames.complete, result.stderr
-    return NodeSnapshot("node-1", frames.files, missing=frames.missing)
 
 
 IPVS_ONLY_MODULES = "ip_vs 200704 6 ip_vs_rr, Live 0x0\nnf_conntrack 188416 2 ip_vs, Live 0x0\n"
