@@ -97,7 +97,9 @@ def test_every_node_holds_kube_proxys_table_and_nothing_of_ipvs(
         assert ("hairpin-connections" in names["set"]) is newer, node
         state = lab.ssh(
             node,
-            "nft list tables; ipvsadm -Ln | tail -n +4 | wc -l; ip -4 -o addr | grep -c 10.96."
+            # kubelet's iptables-nft chains add tables ip nat, filter and mangle (not kube-proxy's)
+            "nft list tables | grep kube-proxy; ipvsadm -Ln | tail -n +4 | wc -l;"
+            " ip -4 -o addr | grep -c 10.96."
             " || true; ip link show kube-ipvs0 2>&1 | head -1",
         ).splitlines()
         assert state[:3] == ["table ip kube-proxy", "0", "0"], (node, state)
