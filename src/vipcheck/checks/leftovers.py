@@ -12,7 +12,7 @@ the IPVS proxier set (`NewProxier`) are never reverted.
 
 Each check judges only a node that runs nftables mode (a kube-proxy nftables table is there): a
 node still in IPVS mode is kube-proxy-mode's one finding, and its IPVS state is in use, not left
-over. Each fix is commands a person reviews (the fix script); all of them only read the node.
+over. The checks only read the node; each fix is commands a person reviews (the fix script).
 """
 
 from __future__ import annotations
