@@ -32,7 +32,8 @@ from vipcheck.checks.base import (
 from vipcheck.checks.kube_proxy import NFTABLES_MODE, ipvsadm_service_option
 from vipcheck.checks.scopes import NODES
 from vipcheck.checks.sysctls import IPVS_KNOBS
-from vipcheck.expected import Explanation, VirtualServiceExplanations, explain_virtual_services
+from vipcheck.checks.virtual_servers import virtual_service_explanations
+from vipcheck.expected import Explanation, VirtualServiceExplanations
 from vipcheck.facts import (
     IP6TABLES_CHAINS,
     IP_ADDR,
@@ -49,7 +50,6 @@ from vipcheck.facts import (
     Facts,
     NodeFacts,
 )
-from vipcheck.model.cluster import Cluster
 from vipcheck.model.nftables import NftFamily
 from vipcheck.model.node import KUBE_IPVS0, HostPort, VirtualService
 from vipcheck.model.xtables import IptablesBackend, IptablesFamily, IptablesJump, IptablesTables
@@ -117,12 +117,7 @@ def check_ipvs_leftover_virtual_servers(
     table = node.ipvs
     if table.partial and not table.services:
         raise NotApplicable(f"{node.name}: the pasted part of its IPVS table shows no service")
-    explanations = facts.cluster.derive(
-        "virtual-service-explanations",
-        lambda: explain_virtual_services(
-            Cluster(services=facts.cluster.services, kube_proxy=facts.cluster.kube_proxy_or_none)
-        ),
-    )
+    explanations = virtual_service_explanations(facts)
     return [_leftover_virtual_server(node.name, vs, explanations) for vs in table.services]
 
 
