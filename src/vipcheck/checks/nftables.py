@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network, IPv6Network, collapse_addresses, ip_network
-from typing import TypeVar, cast
 
 from vipcheck.checks.base import (
     Check,
@@ -29,9 +28,9 @@ from vipcheck.checks.kube_proxy import (
     restart_kube_proxy,
     restart_kube_proxy_text,
 )
+from vipcheck.checks.nft_reads import JudgeMemo, TableReads, recent
 from vipcheck.checks.scopes import NODES, SERVICE_PORTS
 from vipcheck.datapath.nftables import (
-    AFFINITY_PREFIX,
     CLUSTER_IPS,
     FIREWALL_IPS,
     NODEPORT_IPS,
@@ -67,7 +66,7 @@ from vipcheck.settings import Settings
 from vipcheck.untrusted import printable
 
 _Verdicts = list[Violation | NotShown]
-PortJudge = Callable[[str, NftTable, PortRules], _Verdicts]
+PortJudge = Callable[[str, TableReads, PortRules], _Verdicts]
 """Judges one Service port in one family on one node: (node name, its table, expected rules)."""
 
 _INPUTS = (
@@ -135,10 +134,12 @@ def _judge_ports(
 ) -> list[Violation]:
     """Every node's verdict on one Service port, each node judged on all its ports once."""
     expected = NftExpectedState.of(facts)
+    memo: JudgeMemo[Violation | NotShown] = facts.derive("nft judge memo", JudgeMemo)
 
     def judge(name: str, node: NodeFacts) -> _Verdicts:
         judged = facts.derive(
-            (key, name), lambda: _judge_all(expected.on_node(name), name, node, judge_port)
+            (key, name),
+            lambda: _judge_all(expected.on_node(name), name, node, judge_port, memo),
         )
         return judged.get(subject, [])
 
@@ -146,7 +147,11 @@ def _judge_ports(
 
 
 def _judge_all(
-    rules: NodeRules, name: str, node: NodeFacts, judge_port: PortJudge
+    rules: NodeRules,
+    name: str,
+    node: NodeFacts,
+    judge_port: PortJudge,
+    memo: JudgeMemo[Violation | NotShown],
 ) -> dict[ServicePortKey, _Verdicts]:
     tables: dict[NftFamily, NftTable | None] = {}
     judged: dict[ServicePortKey, _Verdicts] = {}
@@ -160,7 +165,7 @@ def _judge_all(
             if table is None:
                 verdicts.append(no_table(node, family, str(port)))
             else:
-                verdicts += judge_port(name, table, port_rules)
+                verdicts += memo.judged(judge_port, name, table, port_rules)
         if verdicts:
             judged[port] = verdicts
     return judged
@@ -176,19 +181,19 @@ def check_service_maps(
     return _judge_ports(facts, subject, "nft-maps-judged", _judge_maps)
 
 
-def _judge_maps(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+def _judge_maps(name: str, table: TableReads, rules: PortRules) -> _Verdicts:
     return _judge_elements(name, table, rules, rules.maps())
 
 
 def _judge_elements(
-    name: str, table: NftTable, rules: PortRules, maps: dict[str, dict[tuple[str, ...], str]]
+    name: str, table: TableReads, rules: PortRules, maps: dict[str, dict[tuple[str, ...], str]]
 ) -> _Verdicts:
     """The port's elements of each map against the wanted ones: missing, wrong verdict, stale."""
     verdicts: _Verdicts = []
     subject = str(rules.port_key)
     addresses = {str(a) for a in (rules.cluster_ip, *rules.external_ips, *rules.lb_ips)}
     for map_name, wanted in maps.items():
-        nft_map = table.sets.get(map_name)
+        nft_map = table.set(map_name)
         indexed = _indexed(nft_map)
         keys: list[tuple[str, ...]]
         if map_name.endswith("nodeports"):
@@ -240,28 +245,13 @@ def _judge_elements(
 
 
 _Indexed = dict[tuple[str, ...], tuple[int, NftElement]]
-_RECENT: list[tuple[object, Callable[..., object], object]] = []
-T = TypeVar("T")
-Of = TypeVar("Of")
-
-
-def _recent(of: Of, build: Callable[[Of], T]) -> T:
-    """build(of), kept by identity for the last few objects: a node's ports are judged one
-    after the other against the same table and maps, so each index is built once per node."""
-    for seen, built_by, built in _RECENT:
-        if seen is of and built_by is build:
-            return cast(T, built)
-    built = build(of)
-    _RECENT.insert(0, (of, build, built))
-    del _RECENT[16:]
-    return built
 
 
 def _indexed(nft_map: NftSet | None) -> _Indexed:
     """A map's elements by key (element_index: a key's first place, its last element), with
     that place, so each Service port looks its own keys up instead of scanning the whole map
     (a node's maps hold every port's elements)."""
-    return {} if nft_map is None else _recent(nft_map, _index_map)
+    return {} if nft_map is None else recent(nft_map, _index_map)
 
 
 def _index_map(nft_map: NftSet) -> _Indexed:
@@ -314,12 +304,12 @@ def check_lb_source_ranges(
 _FIREWALL_RULE = re.compile(r"ip6? saddr != (?:\{ ?(?P<many>[^}]*?) ?\}|(?P<one>\S+)) drop")
 
 
-def _judge_firewall(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+def _judge_firewall(name: str, table: TableReads, rules: PortRules) -> _Verdicts:
     subject = str(rules.port_key)
     verdicts = _judge_elements(name, table, rules, {FIREWALL_IPS: rules.firewall_ips()})
     if not rules.uses_firewall:
         return verdicts  # a left-over firewall chain is nft-no-stale-chains'
-    chain = table.chains.get(rules.firewall_chain)
+    chain = table.chain(rules.firewall_chain)
     if chain is None:
         return [*verdicts, _missing_chain(subject, name, rules.firewall_chain, rules)]
     wanted = _collapsed(rules.firewall_sources)
@@ -400,13 +390,13 @@ def check_chains_reach_endpoints(
     return _judge_ports(facts, subject, "nft-chains-judged", _judge_chains)
 
 
-def _judge_chains(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+def _judge_chains(name: str, table: TableReads, rules: PortRules) -> _Verdicts:
     subject = str(rules.port_key)
     verdicts: _Verdicts = []
     for chain_name in rules.policy_chains:
         verdicts += _judge_policy_chain(name, table, rules, chain_name)
     if rules.uses_external_chain:
-        external = table.chains.get(rules.external_chain)
+        external = table.chain(rules.external_chain)
         if external is None:
             verdicts.append(_missing_chain(subject, name, rules.external_chain, rules))
         elif rules.has_external_endpoints:
@@ -439,12 +429,12 @@ def _missing_chain(subject: str, node: str, chain: str, rules: PortRules) -> Vio
 
 def _judge_policy_chain(
     name: str,
-    table: NftTable,
+    table: TableReads,
     rules: PortRules,
     chain_name: str,
 ) -> _Verdicts:
     subject = str(rules.port_key)
-    chain = table.chains.get(chain_name)
+    chain = table.chain(chain_name)
     if chain is None:
         return [_missing_chain(subject, name, chain_name, rules)]
     pick = read_pick(chain.rules)
@@ -487,7 +477,7 @@ def _judge_policy_chain(
     else:  # endpoint chains, each with its DNAT
         wanted = {host_port_text(e) for e in endpoints}
         for target in pick.targets.values():
-            endpoint_chain = table.chains.get(target)
+            endpoint_chain = table.chain(target)
             if endpoint_chain is None:
                 continue  # nft-no-stale-chains reports a goto to a missing chain
             dnat = read_dnat(endpoint_chain.rules)
@@ -588,7 +578,7 @@ def check_session_affinity(
     return _judge_ports(facts, subject, "nft-affinity-judged", _judge_affinity)
 
 
-def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+def _judge_affinity(name: str, table: TableReads, rules: PortRules) -> _Verdicts:
     """Both layouts keep, for ClientIP affinity, an `affinity-` set and an `endpoint-` chain per
     reachable endpoint (the direct-DNAT layout keeps endpoint chains for nothing else): the sets
     with the Service's timeout, the policy chain's `ip saddr @affinity-X goto endpoint-X` per
@@ -602,7 +592,7 @@ def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
         else {}
     )
     for set_name in sorted(wanted):
-        found = table.sets.get(set_name)
+        found = table.set(set_name)
         if found is None:
             verdicts.append(
                 _violation(
@@ -626,7 +616,7 @@ def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
                 )
             )
     port_id = f"{rules.port_key.service_key}/{rules.protocol}/{rules.port_name}__"
-    for set_name in _affinity_sets(table).get(port_id, ()):
+    for set_name in table.affinity_sets(port_id):
         if set_name not in wanted:
             verdicts.append(
                 _violation(
@@ -642,27 +632,7 @@ def _judge_affinity(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
     return verdicts
 
 
-_AFFINITY_HASH = re.compile(r"[A-Z2-7]{8}-")
-
-
-def _affinity_sets(table: NftTable) -> dict[str, list[str]]:
-    """The table's affinity sets by the Service port they belong to (`ns/svc/tcp/p80__`, from
-    `affinity-HASH-ns/svc/tcp/p80__IP/port`), sorted, so each port finds its own instead of
-    scanning every set."""
-    return _recent(table, _index_affinity_sets)
-
-
-def _index_affinity_sets(table: NftTable) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for set_name in sorted(table.sets):
-        rest = set_name.removeprefix(AFFINITY_PREFIX)
-        if rest != set_name and _AFFINITY_HASH.match(rest) and "__" in rest:
-            port_id = rest[9:].partition("__")[0] + "__"
-            found.setdefault(port_id, []).append(set_name)
-    return found
-
-
-def _judge_affinity_rules(name: str, table: NftTable, rules: PortRules) -> _Verdicts:
+def _judge_affinity_rules(name: str, table: TableReads, rules: PortRules) -> _Verdicts:
     """The rules that remember and honour a client's endpoint, where affinity is set."""
     if rules.affinity_timeout is None:
         return []
@@ -678,7 +648,7 @@ def _judge_affinity_rules(name: str, table: NftTable, rules: PortRules) -> _Verd
         wanted.append((rules.endpoint_chain(endpoint), update))
     verdicts: _Verdicts = []
     for chain_name, rule in wanted:
-        chain = table.chains.get(chain_name)
+        chain = table.chain(chain_name)
         if chain is None:
             continue  # nft-chains-reach-endpoints reports a missing chain
         if not any(found.text == rule for found in chain.rules):
@@ -759,7 +729,7 @@ def check_no_stale_chains(
                         subject.node,
                         observed=f"{where} ({family.value}) goes to missing chain {target}",
                         expected=f"chain {target} present, or nothing pointing at it",
-                        evidence=evidence,
+                        evidence=str(evidence),
                     )
                 )
     return violations

@@ -12,9 +12,10 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
+from vipcheck.checks import nftables
 from vipcheck.checks.base import FindingKind, Violation
 from vipcheck.checks.kube_proxy import NotShown
-from vipcheck.checks.nftables import _judge_affinity, _judge_chains, _judge_maps
+from vipcheck.checks.nft_reads import TableReads
 from vipcheck.datapath.nftables import (
     Layout,
     PortRules,
@@ -44,6 +45,21 @@ from vipcheck.model.node import HostPort, L4Protocol
 OLD = KubeRelease(1, 33)  # endpoint chains
 NEW = KubeRelease(1, 36)  # direct DNAT
 POD_A, POD_B = ip_address("10.244.1.5"), ip_address("10.244.2.7")
+
+
+def _judge_affinity(node: str, table: NftTable, rules: PortRules) -> list[Violation | NotShown]:
+    """The judge on a whole table."""
+    return nftables._judge_affinity(node, TableReads(table), rules)
+
+
+def _judge_chains(node: str, table: NftTable, rules: PortRules) -> list[Violation | NotShown]:
+    """The judge on a whole table."""
+    return nftables._judge_chains(node, TableReads(table), rules)
+
+
+def _judge_maps(node: str, table: NftTable, rules: PortRules) -> list[Violation | NotShown]:
+    """The judge on a whole table."""
+    return nftables._judge_maps(node, TableReads(table), rules)
 
 
 def table(chains: dict[str, list[str]], maps: dict[str, list[NftElement]]) -> NftTable:

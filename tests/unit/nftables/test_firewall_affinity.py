@@ -26,10 +26,11 @@ from tests.unit.nftables.test_expected_nftables import (
     slices,
     table,
 )
+from vipcheck.checks import nftables
 from vipcheck.checks.base import FindingKind, Violation
 from vipcheck.checks.kube_proxy import NotShown
+from vipcheck.checks.nft_reads import TableReads
 from vipcheck.checks.nft_trace import expectation, firewall_sources
-from vipcheck.checks.nftables import _judge_chains, _judge_firewall
 from vipcheck.datapath.nft_trace import OUTSIDE_CLIENT, Origin, Packet, Tracer, Verdict
 from vipcheck.datapath.nftables import PortRules, service_port_rules, virtual_services
 from vipcheck.expected import VirtualServiceKind
@@ -49,6 +50,16 @@ TRACE = "nft-trace-reaches-endpoints"
 AFFINITY = "nft-session-affinity"
 STALE = "nft-no-stale-chains"
 NEXT = KubeRelease(1, 37)  # may write `dnat to IP:port` for one endpoint
+
+
+def _judge_chains(node: str, table: NftTable, rules: PortRules) -> list[Violation | NotShown]:
+    """The judge on a whole table."""
+    return nftables._judge_chains(node, TableReads(table), rules)
+
+
+def _judge_firewall(node: str, table: NftTable, rules: PortRules) -> list[Violation | NotShown]:
+    """The judge on a whole table."""
+    return nftables._judge_firewall(node, TableReads(table), rules)
 
 
 def violations(found: Sequence[Violation | NotShown]) -> list[Violation]:
@@ -201,9 +212,7 @@ def test_a_firewalled_lb_ip_is_traced_from_inside_and_outside_its_ranges() -> No
     found = firewall_sources(rules, OUTSIDE_CLIENT, (ip_network("10.244.0.0/16"),))
     assert found == [OUTSIDE_CLIENT, ip_address("192.168.58.1")]  # outside, then in a range
     [vs] = [
-        v
-        for v in virtual_services(rules, (), "node-1")
-        if v.kind is VirtualServiceKind.LOAD_BALANCER
+        v for v in virtual_services(rules, "node-1") if v.kind is VirtualServiceKind.LOAD_BALANCER
     ]
     assert expectation(vs, Origin.OUTSIDE, rules, OUTSIDE_CLIENT).verdict is Verdict.DROP
     admitted = expectation(vs, Origin.OUTSIDE, rules, found[1])
