@@ -30,6 +30,7 @@ the snapshot's Facts) and the Services that cannot differ between nodes once per
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections import defaultdict
@@ -556,6 +557,14 @@ def _same_on_every_node(service: Service, slices: Sequence[EndpointSlice]) -> bo
 _NODE_READ_ERRORS = (MissingInput, Unobserved, ParseError, InvalidValue, SnapshotError)
 
 
+@dataclass(frozen=True, slots=True)
+class _Ports:
+    """A node's rules by Service port and the addresses of its cluster-ips sets."""
+
+    ports: _NodeRules
+    cluster_ips: Mapping[NftFamily, frozenset[str]]
+
+
 class NftExpectedState:
     """One snapshot's expected nftables state, node by node, built on first use.
 
@@ -569,6 +578,8 @@ class NftExpectedState:
         self._config = cluster.kube_proxy or KubeProxyConfig(mode=ProxyMode.NFTABLES)
         self._slices = _slices_by_service(cluster.endpoint_slices)
         self._shared: dict[KubeRelease | None, dict[int, tuple[PortRules, ...]]] = {}
+        self._vips: dict[int, tuple[PortRules, tuple[ExpectedVirtualService, ...]]] = {}  # by id
+        self._every_node: dict[KubeRelease | None, _Ports] = {}
         self._derived = Derived()
 
     @classmethod
@@ -588,9 +599,30 @@ class NftExpectedState:
         release = self.cluster.kube_proxy_release(name)
         zone = None if node_object is None else node_object.zone
         primary = () if node_object is None else node_object.primary_ips
+        every = self._every_node.get(release)
+        if every is None:
+            every = self._ports(name, release, zone, primary)
+        return NodeRules(
+            release=release,
+            layout=layout_for(release),
+            ports=every.ports,
+            cluster_ips=every.cluster_ips,
+            nodeport_ips=nodeport_ips(self._config, primary, self._addresses(name)),
+        )
+
+    def _ports(
+        self,
+        name: str,
+        release: KubeRelease | None,
+        zone: str | None,
+        primary: tuple[IPAddress, ...],
+    ) -> _Ports:
+        """The node's rules by Service port, and its cluster-ips; kept for every node of the
+        release where no Service's rules depend on the node (the whole map is then shared)."""
         shared = self._shared.setdefault(release, {})
         ports: defaultdict[ServicePortKey, list[PortRules]] = defaultdict(list)
         cluster_ips: dict[NftFamily, set[str]] = {NftFamily.IP: set(), NftFamily.IP6: set()}
+        every_node = True
         for index, service in enumerate(self.cluster.services):
             if service.exclusion is not None or not service.ports:
                 continue
@@ -604,15 +636,17 @@ class NftExpectedState:
                 )
                 if _same_on_every_node(service, slices):
                     shared[index] = found
+                else:
+                    every_node = False
             for rules in found:
                 ports[rules.port_key].append(rules)
-        return NodeRules(
-            release=release,
-            layout=layout_for(release),
-            ports={key: tuple(found) for key, found in ports.items()},
-            cluster_ips={family: frozenset(ips) for family, ips in cluster_ips.items()},
-            nodeport_ips=nodeport_ips(self._config, primary, self._addresses(name)),
+        made = _Ports(
+            {key: tuple(found) for key, found in ports.items()},
+            {family: frozenset(ips) for family, ips in cluster_ips.items()},
         )
+        if every_node:
+            self._every_node[release] = made
+        return made
 
     def _addresses(self, name: str) -> tuple[IPAddress, ...]:
         """The node's own addresses (its facts' interfaces, else its Node object's)."""
@@ -671,22 +705,34 @@ class NftExpectedState:
                 and (selected is None or str(address) in selected)
             )
         return {
-            key: tuple(
+            key: self._vips_of(found[0], name)
+            if len(found) == 1 and found[0].node_port is None
+            else tuple(
                 vs
                 for rules in found
-                for vs in virtual_services(rules, node_port_addresses[rules.family], name)
+                for vs in (
+                    *self._vips_of(rules, name),
+                    *node_port_virtual_services(rules, node_port_addresses[rules.family], name),
+                )
             )
             for key, found in node_rules.ports.items()
         }
 
+    def _vips_of(self, rules: PortRules, node: str) -> tuple[ExpectedVirtualService, ...]:
+        """virtual_services of rules, made once for every node the same rules hold on (rules
+        shared between nodes: no Local policy, so nothing in them names the node)."""
+        kept = self._vips.get(id(rules))
+        if kept is None or kept[0] is not rules:
+            kept = self._vips[id(rules)] = (rules, tuple(virtual_services(rules, node)))
+        return kept[1]
 
-def virtual_services(
-    rules: PortRules, node_port_addresses: Sequence[IPAddress], node: str
-) -> Iterator[ExpectedVirtualService]:
-    """One port's VIPs in one family, each with the endpoints new connections from the node
-    reach: the internal policy's for the ClusterIP; the external policy's for the others, where
-    Local has no endpoint on the node the cluster ones (the external chain short-circuits the
-    node's and its pods' traffic to the service- chain; outside traffic is dropped)."""
+
+def virtual_services(rules: PortRules, node: str) -> Iterator[ExpectedVirtualService]:
+    """One port's VIPs in one family but its NodePorts (node_port_virtual_services), each with
+    the endpoints new connections from the node reach: the internal policy's for the ClusterIP;
+    the external policy's for the others, where Local has no endpoint on the node the cluster
+    ones (the external chain short-circuits the node's and its pods' traffic to the service-
+    chain; outside traffic is dropped)."""
     internal = (
         frozenset()
         if not rules.has_internal_endpoints
@@ -702,20 +748,7 @@ def virtual_services(
         servers=internal,
         because=(),
     )
-    external: frozenset[HostPort] = rules.cluster_endpoints
-    because: tuple[Because, ...] = ()
-    if rules.external_local:
-        external = rules.local_endpoints
-        if not rules.local_endpoints and rules.cluster_endpoints:
-            external = rules.cluster_endpoints
-            because = (
-                Because(
-                    Rule.LOCAL_FALLBACK,
-                    f"{node} has no local endpoint (externalTrafficPolicy Local): its external "
-                    "chain sends the node's own and its pods' traffic to the cluster endpoints "
-                    "and drops the rest (pkg/proxy/nftables/proxier.go, short-circuit rules)",
-                ),
-            )
+    external, because = _external_servers(rules, node)
     listeners = [
         *(
             (VirtualServiceKind.EXTERNAL_IP, address, rules.port_key.port)
@@ -726,15 +759,47 @@ def virtual_services(
             for address in rules.lb_ips
         ),
     ]
-    if rules.node_port is not None:
-        listeners += [
-            (VirtualServiceKind.NODE_PORT, address, rules.node_port)
-            for address in node_port_addresses
-        ]
     for kind, address, number in listeners:
         yield _virtual_service(
             rules, kind, address=address, number=number, servers=external, because=because
         )
+
+
+def node_port_virtual_services(
+    rules: PortRules, node_port_addresses: Sequence[IPAddress], node: str
+) -> Iterator[ExpectedVirtualService]:
+    """One port's NodePort at each of the node's nodeport-ips, with the external policy's
+    endpoints (virtual_services)."""
+    if rules.node_port is None:
+        return
+    external, because = _external_servers(rules, node)
+    for address in node_port_addresses:
+        yield _virtual_service(
+            rules,
+            VirtualServiceKind.NODE_PORT,
+            address=address,
+            number=rules.node_port,
+            servers=external,
+            because=because,
+        )
+
+
+def _external_servers(
+    rules: PortRules, node: str
+) -> tuple[frozenset[HostPort], tuple[Because, ...]]:
+    """Where the external policy sends new connections from the node, and why where Local has
+    no endpoint here."""
+    if not rules.external_local:
+        return rules.cluster_endpoints, ()
+    if rules.local_endpoints or not rules.cluster_endpoints:
+        return rules.local_endpoints, ()
+    because = Because(
+        Rule.LOCAL_FALLBACK,
+        f"{node} has no local endpoint (externalTrafficPolicy Local): its external "
+        "chain sends the node's own and its pods' traffic to the cluster endpoints "
+        "and drops the rest (pkg/proxy/nftables/proxier.go, short-circuit rules)",
+    )
+    return rules.cluster_endpoints, (because,)
 
 
 def _virtual_service(
@@ -838,18 +903,25 @@ def map_endpoint_text(endpoint: HostPort) -> str:
     return f"{endpoint.address} . {endpoint.port}"
 
 
-def references(table: NftTable) -> Iterator[tuple[str, str, str]]:
+def references(table: NftTable) -> Iterator[tuple[str, str, NftRule | NftElement]]:
     """Every chain a rule or map element jumps or goes to: (target, where, the rule or
-    element as evidence)."""
+    element, for evidence)."""
     for chain in table.chains.values():
         for rule in chain.rules:
-            for target in _JUMP.findall(rule.text):
-                yield target, f"chain {chain.name}", str(rule)
+            for target in _jumps(rule.text):
+                yield target, f"chain {chain.name}", rule
     for nft_set in table.sets.values():
         for element in nft_set.elements:
             if element.value is not None:
-                for target in _JUMP.findall(element.value):
-                    yield target, f"map {nft_set.name}", str(element)
+                for target in _jumps(element.value):
+                    yield target, f"map {nft_set.name}", element
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _jumps(text: str) -> tuple[str, ...]:
+    """The chains a rule's or element's text jumps or goes to (read once per text: every
+    node's table repeats most of them)."""
+    return tuple(_JUMP.findall(text))
 
 
 def element_index(elements: Iterable[NftElement]) -> dict[tuple[str, ...], NftElement]:
