@@ -34,12 +34,14 @@ hold when listed).
 A replay traces every Service port's VIPs on every node: 100 nodes x 5,000 Services is over a
 million traces of tables that differ little between nodes. A TraceMemo shared by the nodes'
 tracers keeps each trace with what it read beyond its packet's protocol and port and the rules'
-own text: the chains it ran (by value), each set lookup, local-address test and match on the
+own text: the chain objects it ran, each set lookup, local-address test and match on the
 source (or on a local destination) with its result. A packet with the same protocol, port and
 destination (any local destination counts as one) on another node reuses the trace when every
-chain it ran is equal there and every reading gives the same result there (re-read only where
-the set, the local addresses, the source or the destination differ): exactly the trace a full
-run would give, at the cost of the re-reads.
+chain it ran is the same object there (the parser gives equal chains and sets of different
+nodes one object) and every reading gives the same result there (re-read only where the set,
+the local addresses, the source or the destination differ): exactly the trace a full run would
+give, at the cost of the re-reads. The memo holds no tracer and no table, so a node's table can
+go once its tracer is done.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ shifts every later rule's line on another.
 
 from __future__ import annotations
 
+import gc
+import sys
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -73,3 +75,26 @@ def test_a_reused_trace_is_the_packets_own(tmp_path: Path) -> None:
         )
     assert traces[0].masquerade  # node-001 holds the hairpin element for its own pod
     assert not traces[1].masquerade  # node-002 does not: the memo re-read the set
+
+
+def test_the_memo_keeps_no_table_alive(tmp_path: Path) -> None:
+    """A node's table can go once its tracer is done: the memo's entries keep chains and sets,
+    never a tracer or a table (what a replay of 100 nodes holds at once)."""
+    facts = Facts.from_snapshot(load_snapshot(generate(SHAPE, tmp_path)))
+    cluster = facts.cluster.cluster
+    memo = TraceMemo()
+    node = facts.nodes["node-001"]
+    table = node.nftables(NftFamily.IP)
+    assert table is not None
+    before = sys.getrefcount(table)
+    tracer = Tracer(table, node_port_candidates(node, cluster.node("node-001")), memo)
+    for service in cluster.services:
+        for source, origin in (
+            (OUTSIDE_CLIENT, Origin.OUTSIDE),
+            (ip_address("10.128.0.2"), Origin.POD),
+        ):
+            tracer.trace(Packet(source, service.cluster_ips[0], L4Protocol.TCP, 80, origin))
+    assert sys.getrefcount(table) > before  # the tracer holds it
+    del tracer
+    gc.collect()
+    assert sys.getrefcount(table) == before

@@ -422,3 +422,25 @@ def test_a_host_without_etc_protocols_reads_the_same(name: str) -> None:
     tables = {suffix: parse(suffix, text, name + suffix) for suffix, text in numbered.items()}
     assert placeless(tables[".txt"]) == placeless(recorded(name)[".txt"])
     assert placeless(tables[".json"]) == placeless(recorded(name)[".json"])
+
+
+def test_two_nodes_tables_share_what_is_equal_and_only_that() -> None:
+    """Every node's table repeats most of the others': equal chains, sets and elements read
+    from two listings are one object (what the trace memo and the judges compare by identity),
+    and a chain or set that differs is its own."""
+    name = next(iter(RULESETS))
+    text = (DATA / f"{name}.json").read_text()
+    first, second = parse_nft_json(text, "a.json"), parse_nft_json(text, "b.json")
+    assert first is not second
+    assert all(second.chains[c] is chain for c, chain in first.chains.items())
+    assert all(second.sets[s] is found for s, found in first.sets.items())
+    document = json.loads(text)
+    rules = [item["rule"] for item in document["nftables"] if "rule" in item]
+    rules[-1]["expr"] = [{"accept": None}]  # the last rule of its chain, changed on one node
+    changed = parse_nft_json(json.dumps(document), "c.json")
+    chain = rules[-1]["chain"]
+    assert changed.chains[chain] is not first.chains[chain]
+    assert changed.chains[chain].rules[-1].text == "accept"
+    assert first.chains[chain].rules[-1].text != "accept"
+    others = [c for c in first.chains if c != chain]
+    assert all(changed.chains[c] is first.chains[c] for c in others)
