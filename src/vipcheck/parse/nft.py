@@ -643,16 +643,22 @@ def _json_chain(body: dict[str, object], position: int, building: _Building, pat
 
 def _json_rule(body: dict[str, object], position: int, building: _Building, path: str) -> None:
     chain, handle, comment = body.get("chain"), body.get("handle"), body.get("comment")
-    where = f"nftables[{position}]: rule {handle} of chain {printable(str(chain), one_line=True)}"
+
+    def refused(why: str) -> ParseError:
+        shown = printable(str(chain), one_line=True)
+        return ParseError(
+            path, None, f"nftables[{position}]: rule {handle} of chain {shown}: {why}"
+        )
+
     if not isinstance(chain, str) or chain not in building.chains:
-        raise ParseError(path, None, f"{where}: no such chain listed before it")
+        raise refused("no such chain listed before it")
     expressions = body.get("expr")
     if not isinstance(expressions, list) or not expressions:
-        raise ParseError(path, None, f"{where}: expected its expressions")
+        raise refused("expected its expressions")
     if not (handle is None or isinstance(handle, int)) or not (
         comment is None or isinstance(comment, str)
     ):
-        raise ParseError(path, None, f"{where}: expected an integer handle and a string comment")
+        raise refused("expected an integer handle and a string comment")
     family = building.family
     assert family is not None
     key = (family, repr(expressions))
@@ -661,7 +667,7 @@ def _json_rule(body: dict[str, object], position: int, building: _Building, path
         try:
             rendered = " ".join(_statement(stmt, family) for stmt in expressions)
         except _Unreadable as error:
-            raise ParseError(path, None, f"{where}: cannot read expression {error}") from None
+            raise refused(f"cannot read expression {error}") from None
         # Interned, here and in the text parser: a replay holds all nodes' tables.
         rendered = sys.intern(_named_protocols(_clean(rendered, "rule", path, None)))
         text = _kept(_rule_texts, key, rendered)
