@@ -9,7 +9,8 @@ InputObserver is told every file a fact reads, so tests can hold those declarati
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+import re
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
@@ -54,7 +55,7 @@ from vipcheck.parse.kube import (
 )
 from vipcheck.parse.nft import parse_nft_json, parse_nft_tables, parse_nft_text
 from vipcheck.parse.procfs import parse_proc_ip_vs, parse_proc_ip_vs_conn
-from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
+from vipcheck.parse.sysctl import keys_named, parse_proc_sys, parse_sysctl
 from vipcheck.parse.tool_outputs import parse_ipset_names, parse_nft_version
 from vipcheck.parse.xtables import parse_iptables_save
 from vipcheck.snapshot import (
@@ -297,12 +298,15 @@ class NodeFacts:
         snapshot: NodeSnapshot,
         observer: InputObserver = _unobserved_reads,
         shared: SharedServices | None = None,
+        sysctl_keys: re.Pattern[str] | None = None,
     ) -> None:
-        """shared: the IPVS services the snapshot's other nodes' tables hold, to share."""
+        """shared: the IPVS services the snapshot's other nodes' tables hold, to share;
+        sysctl_keys: the sysctl keys to keep (None: all), as Facts.from_snapshot's."""
         self.name = snapshot.name
         self._snapshot = snapshot
         self._observer = observer
         self._shared = shared
+        self._sysctl_keys = sysctl_keys
         self._derived = Derived()
 
     def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
@@ -408,10 +412,10 @@ class NodeFacts:
     def sysctls(self) -> Sysctls:
         source = self._first(SYSCTLS)
         if source.path.endswith("proc-sys.txt"):
-            return parse_proc_sys(source.text, source.path)
+            return parse_proc_sys(source.text, source.path, self._sysctl_keys)
         note = self._snapshot.notes.get(source.path.rpartition("/")[2])
         path = f"{source.path} ({note})" if note else source.path
-        return replace(parse_sysctl(source.text, source.path), source=path)
+        return replace(parse_sysctl(source.text, source.path, self._sysctl_keys), source=path)
 
     @_fact
     def interfaces(self) -> Interfaces:
@@ -697,15 +701,22 @@ class Facts:
         snapshot: Snapshot,
         probes: ProbeLoader | None = None,
         observer: InputObserver = _unobserved_reads,
+        sysctl_keys: Sequence[str] | None = None,
     ) -> Facts:
-        """Facts of a snapshot; probes from the loader, else the snapshot's probes/ files."""
+        """Facts of a snapshot; probes from the loader, else the snapshot's probes/ files.
+        sysctl_keys: the only sysctl keys kept (`*` a glob within one name; the catalogue's
+        SYSCTL_KEYS, handed down by the run), None for all of them."""
         recorded = snapshot.probes
         if probes is None and recorded is not None:
             probes = lambda: recorded  # noqa: E731
         shared = SharedServices()
+        keep = None if sysctl_keys is None else keys_named(sysctl_keys)
         return cls(
             ClusterFacts(snapshot.cluster, snapshot.cluster_error, observer),
-            {name: NodeFacts(node, observer, shared) for name, node in snapshot.nodes.items()},
+            {
+                name: NodeFacts(node, observer, shared, keep)
+                for name, node in snapshot.nodes.items()
+            },
             ProbeFacts(probes or _not_probed, observer),
             snapshot.meta,
         )

@@ -28,14 +28,16 @@ class ObserveError(Exception):
 def observe(options: RunOptions, progress: Progress, sysctl_keys: Sequence[str]) -> Facts:
     """The run's facts; a bad snapshot, kubeconfig, inventory or --probe-from is ObserveError.
 
-    sysctl_keys: what the checks read, for nodes without `sysctl` (the catalogue's SYSCTL_KEYS:
-    the catalogue sits above this layer, so its caller hands them down).
+    sysctl_keys: what the checks read (the catalogue's SYSCTL_KEYS: the catalogue sits above
+    this layer, so its caller hands them down): asked of nodes without `sysctl`, and the only
+    keys the facts keep of any node's sysctls.
     """
     try:
         if options.replay is not None:
             progress(f"replaying snapshot {options.replay}")
             snapshot = load_snapshot(options.replay, options.max_file_bytes)
-            return Facts.from_snapshot(snapshot, _replayed_probes(options, snapshot))
+            probes = _replayed_probes(options, snapshot)
+            return Facts.from_snapshot(snapshot, probes, sysctl_keys=sysctl_keys)
         if options.gather.kind is not None:
             options = _with_kind_nodes(options, progress)
         snapshot = _gather(options, progress, sysctl_keys)
@@ -44,7 +46,7 @@ def observe(options: RunOptions, progress: Progress, sysctl_keys: Sequence[str])
             progress(f"snapshot saved to {options.save_to}")
     except SnapshotError as error:
         raise ObserveError(str(error)) from None
-    return _with_live_probes(options, snapshot, progress)
+    return _with_live_probes(options, snapshot, progress, sysctl_keys)
 
 
 def _with_kind_nodes(options: RunOptions, progress: Progress) -> RunOptions:
@@ -87,13 +89,16 @@ def _replayed_probes(options: RunOptions, snapshot: Snapshot) -> ProbeLoader | N
     return None
 
 
-def _with_live_probes(options: RunOptions, snapshot: Snapshot, progress: Progress) -> Facts:
+def _with_live_probes(
+    options: RunOptions, snapshot: Snapshot, progress: Progress, sysctl_keys: Sequence[str]
+) -> Facts:
     """Facts whose probes run when first read, so `-m "not probe"` opens no connection.
 
     Vantage points are resolved now, so a bad --probe-from fails before any item runs.
     """
     if not options.probes.enabled:
-        return Facts.from_snapshot(snapshot, _refuse("probing turned off (--no-probe)"))
+        refused = _refuse("probing turned off (--no-probe)")
+        return Facts.from_snapshot(snapshot, refused, sysctl_keys=sysctl_keys)
 
     nodes_json = snapshot.cluster.get("nodes.json")
     try:
@@ -119,7 +124,7 @@ def _with_live_probes(options: RunOptions, snapshot: Snapshot, progress: Progres
                 progress(str(error))
         return files
 
-    facts = Facts.from_snapshot(snapshot, probe)
+    facts = Facts.from_snapshot(snapshot, probe, sysctl_keys=sysctl_keys)
     return facts
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vipcheck.parse import ParseError
-from vipcheck.parse.sysctl import parse_proc_sys, parse_sysctl
+from vipcheck.parse.sysctl import keys_named, parse_proc_sys, parse_sysctl
 
 RECORDED = Path(__file__).resolve().parents[3] / "fixtures" / "recorded"
 NODE_DIRS = sorted(RECORDED.glob("*/nodes/*"))
@@ -157,3 +157,26 @@ def test_busybox_sysctl_errors_pasted_in_are_not_values() -> None:
         "sysctl: error reading key 'net.ipv6.conf.all.stable_secret': Input/output error\n"
     )
     assert dict(parse_sysctl(text, "sysctl.txt").values) == {"net.ipv4.ip_forward": "1"}
+
+
+def test_only_the_named_keys_are_kept_and_every_line_is_still_read() -> None:
+    """A run keeps only what the checks read (a node lists about 20,000 keys, most of them per
+    interface); `*` stands for one name, and a line that is not a sysctl line is still refused."""
+    keep = keys_named(("net.ipv4.conf.*.rp_filter", "net.ipv4.vs.conntrack"))
+    text = (
+        "net.ipv4.conf.all.rp_filter = 1\nnet.ipv4.conf.eth0.rp_filter = 2\n"
+        "net.ipv4.conf.eth0.forwarding = 1\nnet.ipv4.conf.a.b.rp_filter = 0\n"
+        "net.ipv4.vs.conntrack = 1\nnet.ipv4.vs.conntrack_x = 1\n"
+    )
+    sysctls = parse_sysctl(text, "sysctl.txt", keep)
+    assert dict(sysctls.values) == {
+        "net.ipv4.conf.all.rp_filter": "1",
+        "net.ipv4.conf.eth0.rp_filter": "2",
+        "net.ipv4.vs.conntrack": "1",
+    }
+    with pytest.raises(ParseError, match="expected `key = value`"):
+        parse_sysctl(text + "$ sysctl -a\n", "sysctl.txt", keep)
+    nothing_named = parse_sysctl("kernel.hostname = n\n", "sysctl.txt", keep)
+    assert len(nothing_named) == 0  # read, and none of it asked for: not "empty"
+    proc = parse_proc_sys("/proc/sys/net/ipv4/conf/eth0.100/rp_filter:1\n", "p.txt", keep)
+    assert proc.get("net.ipv4.conf.eth0/100.rp_filter") == "1"
