@@ -20,6 +20,9 @@ from vipcheck.datapath.nftables import AFFINITY_PREFIX, PortRules
 from vipcheck.model.nftables import NftChain, NftSet, NftTable
 
 Verdict = TypeVar("Verdict")
+T = TypeVar("T")
+_Read = tuple[Callable[["TableReads", str], object], str, object]
+"""One read of a table: how (TableReads._chain, ...), of what name, and what it gave."""
 
 _AFFINITY_HASH = re.compile(r"[A-Z2-7]{8}-")
 
@@ -30,28 +33,20 @@ class TableReads:
 
     def __init__(self, table: NftTable) -> None:
         self.table = table
-        self.reads: list[tuple[Callable[[TableReads, str], object], str, object]] = []
+        self.reads: list[_Read] = []
 
     def chain(self, name: str) -> NftChain | None:
-        found = self.table.chains.get(name)
-        self.reads.append((TableReads._chain, name, found))
-        return found
+        return self._recorded(TableReads._chain, name)
 
     def set(self, name: str) -> NftSet | None:
-        found = self.table.sets.get(name)
-        self.reads.append((TableReads._set, name, found))
-        return found
+        return self._recorded(TableReads._set, name)
 
     def affinity_sets(self, port_id: str) -> tuple[str, ...]:
         """The table's affinity sets of one Service port (`ns/svc/tcp/p80__`, from
         `affinity-HASH-ns/svc/tcp/p80__IP/port`), sorted."""
-        found = self._affinity_sets(port_id)
-        self.reads.append((TableReads._affinity_sets, port_id, found))
-        return found
+        return self._recorded(TableReads._affinity_sets, port_id)
 
-    def gives_again(
-        self, reads: list[tuple[Callable[[TableReads, str], object], str, object]]
-    ) -> bool:
+    def gives_again(self, reads: list[_Read]) -> bool:
         """Whether every read gives here what it gave there: the same object, or (an affinity
         set list) an equal one."""
         for read, name, found in reads:
@@ -59,6 +54,11 @@ class TableReads:
             if here is not found and (read is not TableReads._affinity_sets or here != found):
                 return False
         return True
+
+    def _recorded(self, read: Callable[[TableReads, str], T], name: str) -> T:
+        found = read(self, name)
+        self.reads.append((read, name, found))
+        return found
 
     def _chain(self, name: str) -> NftChain | None:
         return self.table.chains.get(name)
@@ -71,7 +71,6 @@ class TableReads:
 
 
 _RECENT: list[tuple[object, Callable[..., object], object]] = []
-T = TypeVar("T")
 Of = TypeVar("Of")
 
 
@@ -114,7 +113,7 @@ class JudgeMemo(Generic[Verdict]):
         # By the rules' id, the rules kept alive beside their entries.
         self._entries: dict[
             tuple[Judge[Verdict], int],
-            tuple[PortRules, list[list[tuple[Callable[[TableReads, str], object], str, object]]]],
+            tuple[PortRules, list[list[_Read]]],
         ] = {}
 
     def judged(

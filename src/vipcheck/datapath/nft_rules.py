@@ -140,11 +140,7 @@ class AddressTest:
     reads: Reads
 
     def __call__(self, tables: Tables, state: Fields) -> bool:
-        address = state.source if self.use_source else state.destination
-        found = any(
-            low.version == address.version and low <= address <= high  # type: ignore[operator]
-            for low, high in self.ranges
-        )
+        found = _in_ranges(state.source if self.use_source else state.destination, self.ranges)
         return not found if self.negated else found
 
 
@@ -494,9 +490,13 @@ def _component_matches(key: str, value: Value) -> bool:
             return int(low) <= value <= int(high or low)
         except ValueError:
             return False
+    return _in_ranges(value, _ranges(key))
+
+
+def _in_ranges(address: IPAddress, ranges: tuple[tuple[IPAddress, IPAddress], ...]) -> bool:
     return any(
-        low.version == value.version and low <= value <= high  # type: ignore[operator]
-        for low, high in _ranges(key)
+        low.version == address.version and low <= address <= high  # type: ignore[operator]
+        for low, high in ranges
     )
 
 
