@@ -9,8 +9,9 @@ InputObserver is told every file a fact reads, so tests can hold those declarati
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
@@ -139,6 +140,10 @@ class MissingInput(Exception):
         reason = f": {known_reason}" if known_reason else ""
         super().__init__(f"{where}: no {commands} in the snapshot{reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Made again from what it was made of, in the process a node's verdict goes to.
+        return (type(self), (self.where, self.files, self.known_reason))
+
 
 class NotProbed(MissingInput):
     """The handshake probes were not run, and why (turned off, replay without them)."""
@@ -148,6 +153,9 @@ class NotProbed(MissingInput):
         self.files = (f"{PROBE_DIR}/{PROBE_PLAN}",)
         self.known_reason = reason
         Exception.__init__(self, f"no handshake probes: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.known_reason,))
 
 
 class Unobserved(Exception):
@@ -183,15 +191,48 @@ class Derived:
         self._values: dict[Hashable, Any] = {}
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        if key not in self._values:
+        value = self._values.get(key, _Failed)
+        if value is _Failed:  # not computed yet (a value is never the class itself)
             try:
-                self._values[key] = compute()
+                value = self._values[key] = compute()
             except Exception as error:
-                self._values[key] = _Failed(error)
-        value = self._values[key]
+                value = self._values[key] = _Failed(error.with_traceback(None))
         if isinstance(value, _Failed):
-            raise value.error.with_traceback(None)
+            raise _again(value.error)
         return value  # type: ignore[no-any-return]
+
+
+def _again(error: Exception) -> Exception:
+    """A kept error to raise once more: a copy, so the traceback it gathers on its way (frames,
+    and what they hold: a node's parsed tables) goes with the copy, not into the cache."""
+    try:
+        return copy.copy(error)
+    except Exception:  # an error that cannot be made again from its arguments
+        return error.with_traceback(None)
+
+
+class NodeVerdicts:
+    """Each check's verdict on each node, computed once (a failure kept, as in Derived), by node:
+    what a node's tables gave, kept after they are let go (vipcheck.judging). A node's entries can
+    be taken out and put in, so a worker process judges the node and the run keeps its verdicts."""
+
+    def __init__(self) -> None:
+        self._by_node: dict[str, Derived] = {}
+
+    def get(self, node: str, key: Hashable, compute: Callable[[], T]) -> T:
+        found = self._by_node.get(node)  # asked once per item and node: no Derived made each time
+        if found is None:
+            found = self._by_node[node] = Derived()
+        return found.get(key, compute)
+
+    def take(self, node: str) -> dict[Hashable, Any]:
+        """The node's entries (values, or failures to raise again), no longer kept here."""
+        found = self._by_node.pop(node, None)
+        return {} if found is None else found._values
+
+    def put(self, node: str, entries: Mapping[Hashable, Any]) -> None:
+        """Entries another process took (take) for this node."""
+        self._by_node.setdefault(node, Derived())._values.update(entries)
 
 
 class _fact(Generic[T]):
@@ -313,6 +354,11 @@ class NodeFacts:
         """A value computed once from this node's facts alone, e.g. a parsed file's rows in one
         state (what depends on the cluster too is the whole Facts', Facts.derive)."""
         return self._derived.get(key, compute)
+
+    def forget(self) -> None:
+        """Let go of everything parsed from this node's files (read again if asked again): its
+        verdicts are kept by the Facts (node_verdict), and one node's tables can be 100 MB."""
+        self._derived = Derived()
 
     def _first(self, which: Input) -> _Source:
         name, path = self._first_name(which)
@@ -547,7 +593,7 @@ class NodeFacts:
             count = len(self.ipvs.services)
         except MissingInput as missing:
             if self.ipvs_absent is None:
-                unread.append(missing)
+                unread.append(missing.with_traceback(None))  # its frames would hold this one
         else:
             if count:
                 shown.append(f"{count} virtual server{'s' if count != 1 else ''}")
@@ -555,7 +601,7 @@ class NodeFacts:
             if self.interfaces.get(KUBE_IPVS0) is not None:
                 shown.append(KUBE_IPVS0)
         except MissingInput as missing:
-            unread.append(missing)
+            unread.append(missing.with_traceback(None))
         if not shown and len(unread) == 2:
             return unread[0]
         return ", ".join(shown)
@@ -679,11 +725,32 @@ class Facts:
     # What is derived from the cluster's and the nodes' facts together (each node's expected
     # state, the checks' verdicts per node): this snapshot's, shared by observed_only's copies.
     derived: Derived = field(default_factory=Derived, repr=False, compare=False)
+    # Each check's verdict on each node (node_verdict), kept once the node's tables are let go.
+    verdicts: NodeVerdicts = field(default_factory=NodeVerdicts, repr=False, compare=False)
+    # The one node the checks spanning nodes judge (judging_only), None for every node.
+    judging: str | None = None
 
     def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
         """A value computed once from this snapshot's facts; a second snapshot's Facts has its
         own (vipcheck diff judges two in one process)."""
         return self.derived.get(key, compute)
+
+    def node_verdict(self, node: str, key: Hashable, compute: Callable[[], T]) -> T:
+        """A check's verdict on one node (on all its Service ports at once), computed once from
+        that node's facts and the cluster's, and kept after the node's facts are let go."""
+        return self.verdicts.get(node, key, compute)
+
+    def judging_only(self, node: str) -> Facts:
+        """The same facts, with the checks spanning nodes judging only this one: the per-node
+        pass (vipcheck.judging) runs them so to fill node_verdict, node by node."""
+        return replace(self, judging=node)
+
+    def nodes_judged(self) -> Iterator[tuple[str, NodeFacts]]:
+        """The nodes a check spanning nodes judges: every node, or the one judging_only named."""
+        if self.judging is None:
+            yield from self.nodes.items()
+        elif self.judging in self.nodes:
+            yield self.judging, self.nodes[self.judging]
 
     def unobserved_nodes(self) -> dict[str, str]:
         """Each node that could not be observed, with why."""

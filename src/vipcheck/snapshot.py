@@ -535,7 +535,11 @@ class SnapshotLineError(SnapshotError):
     def __init__(self, shown: str, name: str, line: int, limit: int) -> None:
         self.line = line
         self.reason = f"a line longer than {limit:,} bytes: not a line of `{_command_of(name)}`"
+        self._made_of = (shown, name, line, limit)
         super().__init__(f"{shown}:{line}: {self.reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._made_of)
 
 
 class _Keeper:

@@ -13,6 +13,7 @@ made anew on each node. 100 nodes x 5,000 Services judge each port about once, n
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar, cast
 
@@ -70,25 +71,27 @@ class TableReads:
         return _affinity_sets_of(self.table).get(port_id, ())
 
 
-_RECENT: list[tuple[object, Callable[..., object], object]] = []
 Of = TypeVar("Of")
+_KEPT: dict[tuple[int, Callable[..., object]], object] = {}  # by the object's id, and builder
+_NOT_BUILT = object()
 
 
-def recent(of: Of, build: Callable[[Of], T]) -> T:
-    """build(of), kept by identity for the last few objects: a node's ports are judged one
-    after the other against the same table and maps, so each index is built once per node."""
-    for seen, built_by, built in _RECENT:
-        if seen is of and built_by is build:
-            return cast(T, built)
-    built = build(of)
-    _RECENT.insert(0, (of, build, built))
-    del _RECENT[16:]
+def kept_with(of: Of, build: Callable[[Of], T]) -> T:
+    """build(of), kept as long as `of` lives (found by identity): a node's ports are judged
+    one after the other against the same table and maps, so each index is built once per
+    node, and goes when the node's table is let go (vipcheck.judging)."""
+    key = (id(of), build)
+    found = _KEPT.get(key, _NOT_BUILT)
+    if found is not _NOT_BUILT:
+        return cast(T, found)
+    built = _KEPT[key] = build(of)
+    weakref.finalize(of, _KEPT.pop, key, None)
     return built
 
 
 def _affinity_sets_of(table: NftTable) -> dict[str, tuple[str, ...]]:
     """Every affinity set of the table by its Service port."""
-    return recent(table, _index_affinity_sets)
+    return kept_with(table, _index_affinity_sets)
 
 
 def _index_affinity_sets(table: NftTable) -> dict[str, tuple[str, ...]]:

@@ -28,7 +28,7 @@ from vipcheck.checks.kube_proxy import (
     restart_kube_proxy,
     restart_kube_proxy_text,
 )
-from vipcheck.checks.nft_reads import JudgeMemo, TableReads, recent
+from vipcheck.checks.nft_reads import JudgeMemo, TableReads, kept_with
 from vipcheck.checks.scopes import NODES, SERVICE_PORTS
 from vipcheck.datapath.nftables import (
     CLUSTER_IPS,
@@ -137,9 +137,8 @@ def _judge_ports(
     memo: JudgeMemo[Violation | NotShown] = facts.derive("nft judge memo", JudgeMemo)
 
     def judge(name: str, node: NodeFacts) -> _Verdicts:
-        judged = facts.derive(
-            (key, name),
-            lambda: _judge_all(expected.on_node(name), name, node, judge_port, memo),
+        judged = facts.node_verdict(
+            name, key, lambda: _judge_all(expected.on_node(name), name, node, judge_port, memo)
         )
         return judged.get(subject, [])
 
@@ -251,7 +250,7 @@ def _indexed(nft_map: NftSet | None) -> _Indexed:
     """A map's elements by key (element_index: a key's first place, its last element), with
     that place, so each Service port looks its own keys up instead of scanning the whole map
     (a node's maps hold every port's elements)."""
-    return {} if nft_map is None else recent(nft_map, _index_map)
+    return {} if nft_map is None else kept_with(nft_map, _index_map)
 
 
 def _index_map(nft_map: NftSet) -> _Indexed:

@@ -192,6 +192,17 @@ class CannotTrace(Exception):
         detail = "" if rule is None else f" ({why})"
         super().__init__(printable(f"cannot trace: {what} at {where}{detail}"))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The message is all that is kept: made again as it reads, in another process.
+        return (_cannot_trace, (str(self),))
+
+
+def _cannot_trace(message: str) -> CannotTrace:
+    """A CannotTrace carrying a message made in another process (CannotTrace.__reduce__)."""
+    error = CannotTrace.__new__(CannotTrace)
+    Exception.__init__(error, message)
+    return error
+
 
 class _State(NamedTuple):
     """The packet as the rules see it at one point of one branch (a tuple: a replay makes

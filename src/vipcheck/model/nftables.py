@@ -79,7 +79,7 @@ class NftElement:
         return text
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # indexes live as long (kept_with)
 class NftSet:
     """A named set, or a map when it has a value type (a verdict map's is `verdict`)."""
 
@@ -97,7 +97,7 @@ class NftSet:
         return self.value_type is not None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # indexes live as long (kept_with)
 class NftTable:
     """One table with its chains and its sets and maps, each by name."""
 
