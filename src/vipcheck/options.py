@@ -127,6 +127,7 @@ class RunOptions:
     save_to: Path | None = None
     json_path: Path = DEFAULT_JSON
     max_file_bytes: int = MAX_FILE_BYTES  # a replayed snapshot's files, connection tables aside
+    judge_jobs: int | None = None  # processes judging the nodes (vipcheck.judging); None: auto
     probes: ProbeOptions = field(default_factory=ProbeOptions)
     settings: Settings = field(default_factory=Settings)
     gate: GateOptions = field(default_factory=GateOptions)

@@ -26,6 +26,7 @@ from vipcheck.checks import SYSCTL_KEYS, check_by_id
 from vipcheck.facts import Facts
 from vipcheck.gate import Gate
 from vipcheck.json_summary import Summary, unjudged_critical
+from vipcheck.judging import Judgements, judge_nodes
 from vipcheck.observe import ObserveError, observe
 from vipcheck.options import RunOptions
 from vipcheck.pytest_options import PATH_OPTIONS, add_options, options_from_config, usage_error
@@ -46,6 +47,7 @@ class VipcheckSession:
 
     options: RunOptions
     facts: Facts | None = None
+    judgements: Judgements = field(default_factory=Judgements)  # node by node, before items run
     summary: Summary = field(default_factory=Summary)
     usage_errors: list[str] = field(default_factory=list)
     tuned_gc: bool = False
@@ -125,13 +127,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker(MIGRATION_MARKER)]
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Judge node by node what the selected items ask (vipcheck.judging), before any runs."""
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is None or state.facts is None or session.config.option.collectonly:
+        return
+    params = [getattr(item, "callspec", None) for item in session.items]
+    cases = [
+        case
+        for callspec in params
+        if callspec is not None and isinstance(case := callspec.params.get("vipcheck_result"), Case)
+    ]
+    state.judgements = judge_nodes(
+        cases,
+        state.facts,
+        state.options.settings,
+        state.options.judge_jobs,
+        lambda line: _print(session.config, line),
+    )
+
+
 @pytest.fixture
 def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     """Run this item's case; skip when it does not apply; error when its node was not observed."""
     case: Case[Any] = request.param
     session = request.config.stash[SESSION_KEY]
     assert session.facts is not None  # parametrized only once observed
-    result = session.gate.judge(run_case(case, session.facts, session.options.settings))
+    result = session.judgements.result(case) or run_case(
+        case, session.facts, session.options.settings
+    )
+    result = session.gate.judge(result)
     session.summary.add(result)
     request.node.user_properties.extend(pytest_outputs.junit_properties(result))
     if result.outcome in (Outcome.WAIVED, Outcome.KNOWN):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from vipcheck.checks import CHECKS_BY_ID
+from vipcheck.judging import NODES_PER_WORKER
 from vipcheck.kind import valid_kind_name
 from vipcheck.model.handshakes import ProbeSettings
 from vipcheck.options import (
@@ -86,6 +87,14 @@ def _positive_count(text: str) -> int:
 def _positive_seconds(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise OptionError(f"expected a whole number of seconds above 0: {text!r}")
+    return int(text)
+
+
+def _jobs(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise OptionError(f"--vipcheck-jobs {text!r}: expected auto or a whole number above 0")
     return int(text)
 
 
@@ -215,6 +224,14 @@ OPTIONS: tuple[Option, ...] = (
         parse=_file_size,
         default=MAX_FILE_BYTES,
         metavar="SIZE",
+    ),
+    Option(
+        "judge_jobs",
+        "processes judging the nodes, each node read, judged and let go in turn: a number, or "
+        f"auto, one per CPU when each has {NODES_PER_WORKER} nodes or more (default auto)",
+        flag="--vipcheck-jobs",
+        parse=_jobs,
+        metavar="N",
     ),
     Option(
         "json_path",

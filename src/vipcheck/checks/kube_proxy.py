@@ -53,10 +53,14 @@ def not_in_paste(node: NodeFacts, what: str) -> NotShown:
 def judge_each_node(
     facts: Facts, judge: Callable[[str, NodeFacts], Iterable[Violation | NotShown]]
 ) -> list[Violation]:
-    """Every node's violations; a node lacking an input or part of it is named (PartlyJudged)."""
+    """Every node's violations; a node lacking an input or part of it is named (PartlyJudged).
+
+    The one way a check spans nodes: the per-node pass (vipcheck.judging) runs it on one node at
+    a time (Facts.judging_only), so judge must keep its node's verdict in Facts.node_verdict.
+    """
     violations: list[Violation] = []
     unjudged: dict[str, str] = {}
-    for name, node in facts.nodes.items():
+    for name, node in facts.nodes_judged():
         try:
             found = list(judge(name, node))
         except MissingInput as missing:
@@ -102,13 +106,14 @@ def judge_port_on_each_node(
     """judge_each_node for one Service port, each node judged on all its ports in one pass.
 
     Such a check runs once per Service port and node (1.25 million times at 100 nodes x 6,250
-    ports): a node's verdicts are computed once under key, kept by the snapshot's Facts, only
+    ports): a node's verdicts are computed once under key, kept by the snapshot's Facts
+    (node_verdict), only
     the ports with something to say kept, and each item looks its own up.
     """
     expected = ExpectedState.of(facts)
 
     def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
-        judged = facts.derive((key, name), lambda: _judge_all(expected, name, node, judge_port))
+        judged = facts.node_verdict(name, key, lambda: _judge_all(expected, name, node, judge_port))
         return judged.get(subject, [])
 
     return judge_each_node(facts, judge)

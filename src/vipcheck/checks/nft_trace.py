@@ -190,8 +190,8 @@ def check_trace_reaches_endpoints(
     memo = facts.derive("nft trace memo", TraceMemo)  # traces shared between the nodes
 
     def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
-        judged = facts.derive(
-            ("nft-trace", name), lambda: _judge_all(expected, cluster, node, memo)
+        judged = facts.node_verdict(
+            name, "nft-trace", lambda: _judge_all(expected, cluster, node, memo)
         )
         return judged.get(subject, [])
 

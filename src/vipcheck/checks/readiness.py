@@ -192,7 +192,12 @@ def check_ipvs_only_settings(
     config = facts.cluster.kube_proxy
     found = list(_config_settings(config))
     try:
-        found += judge_each_node(facts, lambda name, node: _hand_set(name, node, config, facts))
+        found += judge_each_node(
+            facts,
+            lambda name, node: facts.node_verdict(
+                name, "ipvs-schedulers-judged", lambda: _hand_set(name, node, config, facts)
+            ),
+        )
     except PartlyJudged as partly:
         raise PartlyJudged([*found, *partly.violations], partly.unjudged) from None
     return found

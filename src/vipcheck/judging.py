@@ -1,0 +1,248 @@
+"""Judging node by node: each node's files read, judged by every selected check, then let go.
+
+Before any item runs, every node is judged by the checks the session selected: a node item's
+result is made, and a check spanning nodes (a Service-port one) keeps its verdict on the node's
+Service ports in Facts.node_verdict. Then the node's parsed tables are dropped
+(NodeFacts.forget). Items look their results up, so a run holds the verdicts of every node
+but the tables of one (per process), and its memory grows with Services and findings, not
+with nodes x Services.
+
+The first node is judged in this process; the others, when there are enough of them, in worker
+processes forked from it, which inherit what the first node computed once for all (the
+cluster's objects, the expected state nodes share, compiled rules, traces). From a worker come,
+per node, each verdict (pickled one by one: one that cannot be is left behind, and made again
+here if an item asks) and each node item's result.
+
+The handshake check is not judged here: it reads the probes, which run later, in this process,
+when its first item asks.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from vipcheck.cases import Case, Outcome, Result, run_case
+from vipcheck.checks.base import Check, Violation
+from vipcheck.facts import PROBE_PLAN_INPUT, Facts
+from vipcheck.settings import Settings
+from vipcheck.vocabulary import Progress
+
+# With `--vipcheck-jobs auto`, one worker process per CPU and this many nodes: below that,
+# forking costs more than it saves, and a cluster of fewer nodes is judged in this process alone.
+NODES_PER_WORKER = 4
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeResult:
+    """A node item's result without its case: what crosses from a worker process."""
+
+    outcome: Outcome
+    violations: tuple[Violation, ...]
+    reason: str
+    unseen: tuple[str, ...]
+    other_mode: bool
+
+    @classmethod
+    def of(cls, result: Result) -> _NodeResult:
+        found = result
+        return cls(found.outcome, found.violations, found.reason, found.unseen, found.other_mode)
+
+
+_CaseKey = tuple[str, str]  # (check id, item id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """One node judged in a worker: its verdicts (pickled one by one) and its items' results."""
+
+    node: str
+    verdicts: dict[Hashable, bytes]
+    results: dict[_CaseKey, _NodeResult]
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """What judging a node takes: the run's facts, its settings, the selected cases."""
+
+    facts: Facts
+    settings: Settings
+    spanning: tuple[Case[Any], ...]  # one case of each selected check that spans nodes
+    per_node: Mapping[str, tuple[Case[Any], ...]]  # the selected node items, by node
+
+
+class Judgements:
+    """What the per-node pass made: each node item's result, looked up by its case."""
+
+    def __init__(self) -> None:
+        self._results: dict[_CaseKey, _NodeResult] = {}
+
+    def add(self, results: Mapping[_CaseKey, _NodeResult]) -> None:
+        self._results.update(results)
+
+    def result(self, case: Case[Any]) -> Result | None:
+        """The case's result if the pass made it, else None (the item runs its case)."""
+        found = self._results.get((case.check.id, case.id))
+        if found is None:
+            return None
+        return Result(
+            case,
+            found.outcome,
+            found.violations,
+            found.reason,
+            found.unseen,
+            other_mode=found.other_mode,
+        )
+
+
+def judge_nodes(
+    cases: Iterable[Case[Any]],
+    facts: Facts,
+    settings: Settings,
+    jobs: int | None,
+    progress: Progress,
+) -> Judgements:
+    """Judge every node the cases need, node by node, in up to `jobs` processes (None: one per
+    CPU, for clusters big enough); each node's verdicts kept in facts, its tables let go."""
+    work = _work(cases, facts, settings)
+    judgements = Judgements()
+    names = [name for name in facts.nodes if work.spanning or name in work.per_node]
+    if not names:
+        return judgements
+    first, rest = names[0], names[1:]
+    workers = _workers(jobs, len(names))
+    if workers > 1:
+        progress(f"judging {len(names)} nodes in {workers} processes")
+    tally = _Tally(len(names), progress)
+    judgements.add(_judge(work, first))
+    tally.one_more()
+    if workers > 1:
+        rest = _in_workers(work, rest, workers, judgements, tally)
+    for name in rest:
+        judgements.add(_judge(work, name))
+        tally.one_more()
+    return judgements
+
+
+def _work(cases: Iterable[Case[Any]], facts: Facts, settings: Settings) -> _Work:
+    spanning: dict[str, Case[Any]] = {}
+    per_node: dict[str, list[Case[Any]]] = defaultdict(list)
+    for case in cases:
+        if case.unavailable is not None or _reads_probes(case.check):
+            continue  # an item whose subjects could not be listed, or a probe: run as it comes
+        if case.node is None:
+            spanning.setdefault(case.check.id, case)
+        else:
+            per_node[case.node].append(case)
+    by_node = {node: tuple(found) for node, found in per_node.items()}
+    return _Work(facts, settings, tuple(spanning.values()), by_node)
+
+
+def _reads_probes(check: Check[Any]) -> bool:
+    return PROBE_PLAN_INPUT in check.inputs
+
+
+def _workers(jobs: int | None, nodes: int) -> int:
+    """Worker processes for this many nodes: none (1) unless forking is possible."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if jobs is None:
+        return max(1, min(len(os.sched_getaffinity(0)), nodes // NODES_PER_WORKER))
+    return max(1, min(jobs, nodes - 1))  # the first node is judged here
+
+
+def _judge(work: _Work, name: str) -> dict[_CaseKey, _NodeResult]:
+    """Judge one node: each spanning check's verdict kept in the facts, each node item's result
+    returned; then the node's parsed tables let go."""
+    facts, settings = work.facts, work.settings
+    only = facts.judging_only(name)
+    for case in work.spanning:
+        run_case(case, only, settings)  # its result is for this node alone: only the verdict stays
+    results = {
+        (case.check.id, case.id): _NodeResult.of(run_case(case, facts, settings))
+        for case in work.per_node.get(name, ())
+    }
+    facts.nodes[name].forget()
+    return results
+
+
+class _Tally:
+    """Nodes judged, told every PROGRESS_EVERY_S seconds: a quick pass says nothing."""
+
+    def __init__(self, total: int, progress: Progress) -> None:
+        self.total = total
+        self.done = 0
+        self.say = progress
+        self._started = self._told = time.monotonic()
+
+    def one_more(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self._told >= PROGRESS_EVERY_S and self.done < self.total:
+            self._told = now
+            self.say(f"judged {self.done}/{self.total} nodes ({now - self._started:.0f} s)")
+
+
+def _in_workers(
+    work: _Work,
+    names: Sequence[str],
+    workers: int,
+    judgements: Judgements,
+    tally: _Tally,
+) -> list[str]:
+    """Judge the nodes in forked workers; the nodes left when a worker died, to judge here."""
+    left = dict.fromkeys(names)
+    context = multiprocessing.get_context("fork")
+    try:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_start_worker, initargs=(work,)
+        ) as pool:
+            for judged in pool.map(_judge_in_worker, names):
+                work.facts.verdicts.put(judged.node, _unpickled(judged.verdicts))
+                judgements.add(judged.results)
+                del left[judged.node]
+                tally.one_more()
+    except BrokenProcessPool as error:
+        tally.say(f"a judging process died ({error}): judging the {len(left)} nodes left here")
+    return list(left)
+
+
+_WORK: _Work | None = None  # a worker's: the run's, inherited when it was forked
+
+
+def _start_worker(work: _Work) -> None:
+    global _WORK  # noqa: PLW0603 (a forked worker's one piece of state)
+    _WORK = work
+    # Ctrl-C is the run's to handle: it stops handing out nodes, and workers finish their one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # What was inherited lives until the worker ends: collections need not walk (and so copy) it.
+    gc.freeze()
+
+
+def _judge_in_worker(name: str) -> _Judged:
+    assert _WORK is not None
+    results = _judge(_WORK, name)
+    return _Judged(name, dict(_pickled(_WORK.facts.verdicts.take(name))), results)
+
+
+def _pickled(entries: Mapping[Hashable, Any]) -> Iterator[tuple[Hashable, bytes]]:
+    for key, value in entries.items():
+        try:
+            yield key, pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            continue  # made again where it is asked for
+
+
+def _unpickled(entries: Mapping[Hashable, bytes]) -> dict[Hashable, Any]:
+    return {key: pickle.loads(value) for key, value in entries.items()}  # noqa: S301 (our own)
