@@ -182,6 +182,9 @@ class _Failed:
     error: Exception
 
 
+_NOT_YET = object()  # a Derived value not computed yet
+
+
 class Derived:
     """Values computed once; a failure is kept too (re-raised without its old traceback), so an
     unreadable input costs one parse, not one per item. Each one belongs to one snapshot's facts
@@ -191,8 +194,8 @@ class Derived:
         self._values: dict[Hashable, Any] = {}
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        value = self._values.get(key, _Failed)
-        if value is _Failed:  # not computed yet (a value is never the class itself)
+        value = self._values.get(key, _NOT_YET)
+        if value is _NOT_YET:
             try:
                 value = self._values[key] = compute()
             except Exception as error:
@@ -723,7 +726,7 @@ class Facts:
     probes: ProbeFacts = field(default_factory=ProbeFacts)
     meta: Mapping[str, Any] = field(default_factory=dict)  # the snapshot's meta.json, as loaded
     # What is derived from the cluster's and the nodes' facts together (each node's expected
-    # state, the checks' verdicts per node): this snapshot's, shared by observed_only's copies.
+    # state, the judges' memos): this snapshot's, shared by observed_only's copies.
     derived: Derived = field(default_factory=Derived, repr=False, compare=False)
     # Each check's verdict on each node (node_verdict), kept once the node's tables are let go.
     verdicts: NodeVerdicts = field(default_factory=NodeVerdicts, repr=False, compare=False)

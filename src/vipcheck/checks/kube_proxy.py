@@ -107,8 +107,7 @@ def judge_port_on_each_node(
 
     Such a check runs once per Service port and node (1.25 million times at 100 nodes x 6,250
     ports): a node's verdicts are computed once under key, kept by the snapshot's Facts
-    (node_verdict), only
-    the ports with something to say kept, and each item looks its own up.
+    (node_verdict), only the ports with something to say kept, and each item looks its own up.
     """
     expected = ExpectedState.of(facts)
 
