@@ -38,7 +38,7 @@ from vipcheck.checks.base import Check, FindingKind, Severity, Violation
 from vipcheck.checks.kube_proxy import (
     NFTABLES_MODE,
     NotShown,
-    judge_each_node,
+    judge_ports,
     restart_kube_proxy,
 )
 from vipcheck.checks.kube_proxy import restart_kube_proxy_text as restart_text
@@ -189,13 +189,9 @@ def check_trace_reaches_endpoints(
     cluster = facts.cluster.cluster
     memo = facts.derive("nft trace memo", TraceMemo)  # traces shared between the nodes
 
-    def judge(name: str, node: NodeFacts) -> list[Violation | NotShown]:
-        judged = facts.node_verdict(
-            name, "nft-trace", lambda: _judge_all(expected, cluster, node, memo)
-        )
-        return judged.get(subject, [])
-
-    return judge_each_node(facts, judge)
+    return judge_ports(
+        facts, subject, "nft-trace", lambda name, node: _judge_all(expected, cluster, node, memo)
+    )
 
 
 _Verdicts = dict[ServicePortKey, list[Violation | NotShown]]

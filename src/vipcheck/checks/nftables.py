@@ -24,7 +24,7 @@ from vipcheck.checks.base import (
 from vipcheck.checks.kube_proxy import (
     NFTABLES_MODE,
     NotShown,
-    judge_each_node,
+    judge_ports,
     restart_kube_proxy,
     restart_kube_proxy_text,
 )
@@ -136,13 +136,10 @@ def _judge_ports(
     expected = NftExpectedState.of(facts)
     memo: JudgeMemo[Violation | NotShown] = facts.derive("nft judge memo", JudgeMemo)
 
-    def judge(name: str, node: NodeFacts) -> _Verdicts:
-        judged = facts.node_verdict(
-            name, key, lambda: _judge_all(expected.on_node(name), name, node, judge_port, memo)
-        )
-        return judged.get(subject, [])
+    def judge_node(name: str, node: NodeFacts) -> dict[ServicePortKey, _Verdicts]:
+        return _judge_all(expected.on_node(name), name, node, judge_port, memo)
 
-    return judge_each_node(facts, judge)
+    return judge_ports(facts, subject, key, judge_node)
 
 
 def _judge_all(
