@@ -32,6 +32,9 @@ from bench.synth import Mode, Shape, expected_failures, generate
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ((5, 300), (20, 1000), (50, 2500), (100, 5000))
 NFT_SIZES = ((20, 1000), (100, 5000))
+# Big fleets (issue 22): the same Services on more and more nodes; the biggest with --fleet.
+FLEET_SIZES = ((100, 10_000), (500, 10_000))
+FLEET_BIGGEST = (1000, 10_000)
 MILLION = 1_000_000
 MILLION_BASE = (20, 1000)
 OVERSIZED_BASE = (5, 300)
@@ -47,6 +50,16 @@ class Targets:
     peak_rss: int = GIB
     exponent: float = 1.15
     million_added_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetTargets:
+    """Issue 22's: memory grows with Services, not with nodes x Services."""
+
+    peak_rss: int = GIB * 3 // 2  # at the biggest size
+    peak_growth: float = 1.3  # the biggest size's peak memory against the first size's
+    floor_ratio: float = 25.0  # every size
+    exponent: float = 1.1  # wall time's growth in nodes, size after size
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +241,14 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):.0f} MiB"
 
 
-def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -> list[str]:
-    """Print the table and return the targets missed."""
+def report(
+    rows: list[Row],
+    million: tuple[Row, Row] | None,
+    targets: Targets,
+    *,
+    largest_targets: bool = True,
+) -> list[str]:
+    """Print the table and return the targets missed (the largest size's too, if asked)."""
     print()
     if rows:
         print(f"kube-proxy mode {rows[0].shape.mode}")
@@ -257,7 +276,7 @@ def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -
             if growth > targets.exponent:
                 missed.append(f"{shown}: growth exponent {growth:.2f} > {targets.exponent}")
         previous = row
-    largest = rows[-1] if rows else None
+    largest = rows[-1] if rows and largest_targets else None
     if largest is not None:
         shown = _shown(largest.shape)
         checks = (
@@ -282,6 +301,31 @@ def report(rows: list[Row], million: tuple[Row, Row] | None, targets: Targets) -
         )
         if not ok:
             missed.append(f"a million connection entries add {added:.1f} s")
+    return missed
+
+
+def report_fleet(rows: list[Row], targets: FleetTargets) -> list[str]:
+    """The fleet sizes' verdicts beside report's (the table, faults, growth exponents): the floor
+    ratio of every size, the biggest size's memory; return the targets missed."""
+    missed = [
+        f"{_shown(row.shape)}: {row.ratio:.1f}x the floor"
+        for row in rows
+        if row.ratio > targets.floor_ratio
+    ]
+    first, biggest = rows[0], rows[-1]
+    growth = biggest.replay.peak_rss / first.replay.peak_rss
+    checks = (
+        (all(r.ratio <= targets.floor_ratio for r in rows),
+         f"every size <= {targets.floor_ratio:.0f}x the floor"),
+        (biggest.replay.peak_rss <= targets.peak_rss,
+         f"memory <= {_mib(targets.peak_rss)} ({_mib(biggest.replay.peak_rss)})"),
+        (growth <= targets.peak_growth,
+         f"memory <= {targets.peak_growth}x {_shown(first.shape)}'s ({growth:.2f}x)"),
+    )  # fmt: skip
+    for ok, text in checks:
+        print(f"target {_shown(biggest.shape)}: {text}: {'met' if ok else 'MISSED'}")
+        if not ok and "floor" not in text:
+            missed.append(f"{_shown(biggest.shape)}: {text}")
     return missed
 
 
@@ -328,7 +372,15 @@ def _parser() -> argparse.ArgumentParser:
         default=tuple(Mode),
         help="kube-proxy modes to replay (default: ipvs,nftables)",
     )
-    parser.add_argument("--timeout", type=float, default=900.0, help="per replay, seconds")
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help=f"add the biggest fleet, {FLEET_BIGGEST[0]} x {FLEET_BIGGEST[1]} (minutes, GBs)",
+    )
+    parser.add_argument(
+        "--no-fleet", action="store_true", help="skip the fleet sizes (100 and 500 x 10000)"
+    )
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per replay, seconds")
     parser.add_argument(
         "--no-million", action="store_true", help="skip the million-connection replay"
     )
@@ -352,6 +404,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_fleet(args: argparse.Namespace) -> list[Row]:
+    """The fleet sizes, the biggest with --fleet."""
+    rows = []
+    for nodes, services in (*FLEET_SIZES, *([FLEET_BIGGEST] if args.fleet else [])):
+        print(f"bench: replaying the fleet size {nodes} x {services}", flush=True)
+        rows.append(run_shape(Shape(nodes, services), args.workdir, args.timeout))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.oversized:
@@ -373,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         shape = Shape(nodes, services, mode=Mode.NFTABLES)
         print(f"bench: replaying {nodes} x {services} in nftables mode", flush=True)
         nft_rows.append(run_shape(shape, args.workdir, args.timeout))
+    fleet = run_fleet(args) if ipvs and not args.no_fleet else []
     million = None
     if ipvs and not args.no_million:
         base = next((r for r in rows if (r.shape.nodes, r.shape.services) == MILLION_BASE), None)
@@ -397,6 +459,13 @@ def main(argv: list[str] | None = None) -> int:
             )
     if nft_rows:
         missed += report(nft_rows, None, targets)
+    if fleet:
+        print("\nbig fleets: the same Services on more nodes (growth exponent in nodes)")
+        fleet_targets = FleetTargets()
+        missed += report(
+            fleet, None, replace(targets, exponent=fleet_targets.exponent), largest_targets=False
+        )
+        missed += report_fleet(fleet, fleet_targets)
     results: dict[str, Any] = {
         "rows": [
             {
@@ -414,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_ratio": round(r.cpu_ratio, 2),
                 "faults_exact": r.faults_ok,
             }
-            for r in (*rows, *nft_rows)
+            for r in (*rows, *nft_rows, *fleet)
         ],
         "missed": missed,
     }
