@@ -233,6 +233,11 @@ class NodeVerdicts:
         found = self._by_node.pop(node, None)
         return {} if found is None else found._values
 
+    def entries(self, node: str) -> dict[Hashable, Any]:
+        """The node's entries, still kept here."""
+        found = self._by_node.get(node)
+        return {} if found is None else dict(found._values)
+
     def put(self, node: str, entries: Mapping[Hashable, Any]) -> None:
         """Entries another process took (take) for this node."""
         self._by_node.setdefault(node, Derived())._values.update(entries)

@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
@@ -91,6 +92,22 @@ class Judgements:
     def add(self, results: Mapping[_CaseKey, _NodeResult]) -> None:
         self._results.update(results)
 
+    def packed(self, facts: Facts) -> bytes:
+        """These results and every node's verdicts in the facts, for another process to take
+        (an xdist worker: vipcheck.distributed)."""
+        verdicts = {node: dict(_pickled(facts.verdicts.entries(node))) for node in facts.nodes}
+        return pickle.dumps((self._results, verdicts), pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def unpacked(cls, packed: bytes, facts: Facts) -> Judgements:
+        """What packed gave: its results, its verdicts put in these facts."""
+        results, verdicts = pickle.loads(packed)  # noqa: S301 (our own run's, in its directory)
+        for node, entries in verdicts.items():
+            facts.verdicts.put(node, _unpickled(entries))
+        judgements = cls()
+        judgements.add(results)
+        return judgements
+
     def result(self, case: Case[Any]) -> Result | None:
         """The case's result if the pass made it, else None (the item runs its case)."""
         found = self._results.get((case.check.id, case.id))
@@ -139,7 +156,7 @@ def _work(cases: Iterable[Case[Any]], facts: Facts, settings: Settings) -> _Work
     spanning: dict[str, Case[Any]] = {}
     per_node: dict[str, list[Case[Any]]] = defaultdict(list)
     for case in cases:
-        if case.unavailable is not None or _reads_probes(case.check):
+        if case.unavailable is not None or reads_probes(case.check):
             continue  # an item whose subjects could not be listed, or a probe: run as it comes
         if case.node is None:
             spanning.setdefault(case.check.id, case)
@@ -149,13 +166,15 @@ def _work(cases: Iterable[Case[Any]], facts: Facts, settings: Settings) -> _Work
     return _Work(facts, settings, tuple(spanning.values()), by_node)
 
 
-def _reads_probes(check: Check[Any]) -> bool:
+def reads_probes(check: Check[Any]) -> bool:
+    """Whether the check reads the handshake probes (which run on first use, not in the pass)."""
     return PROBE_PLAN_INPUT in check.inputs
 
 
 def _workers(jobs: int | None, nodes: int) -> int:
-    """Worker processes for this many nodes: none (1) unless forking is possible."""
-    if "fork" not in multiprocessing.get_all_start_methods():
+    """Worker processes for this many nodes: none (1) unless forking is possible and safe (no
+    other thread, such as an xdist worker's I/O thread, holds a lock the child would inherit)."""
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return 1
     if jobs is None:
         return max(1, min(len(os.sched_getaffinity(0)), nodes // NODES_PER_WORKER))
