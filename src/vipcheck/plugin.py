@@ -13,24 +13,29 @@ import contextlib
 import functools
 import gc
 import re
+import shutil
 import sys
-from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vipcheck import pytest_outputs
+from vipcheck import distributed, pytest_outputs
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
 from vipcheck.checks import SYSCTL_KEYS, check_by_id
-from vipcheck.facts import Facts
+from vipcheck.facts import Facts, MissingInput
 from vipcheck.gate import Gate
 from vipcheck.json_summary import Summary, unjudged_critical
-from vipcheck.judging import Judgements, judge_nodes
+from vipcheck.judging import Judgements, judge_nodes, reads_probes
 from vipcheck.observe import ObserveError, observe
 from vipcheck.options import RunOptions
+from vipcheck.parse import ParseError
 from vipcheck.pytest_options import PATH_OPTIONS, add_options, options_from_config, usage_error
 from vipcheck.pytest_setup import settle_rootdir
+from vipcheck.snapshot import load_snapshot
 from vipcheck.untrusted import printable
 
 MARKER = "vipcheck_check"
@@ -53,6 +58,15 @@ class VipcheckSession:
     tuned_gc: bool = False
     gate: Gate = field(default_factory=Gate)
     tally: pytest_outputs.FailureTally = field(default_factory=pytest_outputs.FailureTally)
+    # Under pytest-xdist (vipcheck.distributed). A worker: the lock while it leads, the snapshot
+    # its facts come from, its items' places, what it sends; the controller: the directory the
+    # workers share and what they sent.
+    lead: distributed.Lead | None = None
+    snapshot: Path | None = None
+    order: dict[str, int] = field(default_factory=dict)
+    output: distributed.WorkerOutput = field(default_factory=distributed.WorkerOutput)
+    shared: Path | None = None
+    outputs: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 SESSION_KEY = pytest.StashKey[VipcheckSession]()
@@ -91,6 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
     session = config.stash[SESSION_KEY] = VipcheckSession(options, gate=gate)
     thresholds = gc.get_threshold()
     config.add_cleanup(lambda: _restore_gc(session, thresholds))
+    if getattr(config.option, "dist", "no") != "no" and not distributed.is_worker(config):
+        config.pluginmanager.register(XdistController(config), "vipcheck-xdist-controller")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -128,23 +144,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Judge node by node what the selected items ask (vipcheck.judging), before any runs."""
+    """Judge node by node what the selected items ask (vipcheck.judging), before any runs;
+    under xdist, once for every worker (vipcheck.distributed)."""
     state = session.config.stash.get(SESSION_KEY, None)
     if state is None or state.facts is None or session.config.option.collectonly:
         return
-    params = [getattr(item, "callspec", None) for item in session.items]
-    cases = [
+    facts = state.facts
+    shared = distributed.shared_directory(session.config)
+    if shared is not None and state.lead is None:  # another worker observed and judged
+        state.judgements = Judgements.unpacked(distributed.judged(shared), facts)
+    else:
+        cases = _selected_cases(session.items)
+        if state.lead is not None and state.options.replay is None:
+            _probe_now(facts, cases)  # the others replay: the probes they select must be in it
+        state.judgements = judge_nodes(
+            cases,
+            facts,
+            state.options.settings,
+            state.options.judge_jobs,
+            lambda line: _print(session.config, line),
+        )
+        if state.lead is not None and state.snapshot is not None:
+            state.lead.finish(state.snapshot, state.judgements.packed(facts))
+    if shared is not None:
+        state.order = {item.nodeid: index for index, item in enumerate(session.items)}
+        state.output.snapshot = None if state.snapshot is None else str(state.snapshot)
+
+
+def _selected_cases(items: Sequence[pytest.Item]) -> list[Case[Any]]:
+    params = [getattr(item, "callspec", None) for item in items]
+    return [
         case
         for callspec in params
         if callspec is not None and isinstance(case := callspec.params.get("vipcheck_result"), Case)
     ]
-    state.judgements = judge_nodes(
-        cases,
-        state.facts,
-        state.options.settings,
-        state.options.judge_jobs,
-        lambda line: _print(session.config, line),
-    )
+
+
+def _probe_now(facts: Facts, cases: Sequence[Case[Any]]) -> None:
+    """Run a live target's probes now if a selected item reads them (they are saved with the
+    snapshot: under xdist the other workers replay it)."""
+    if any(reads_probes(case.check) for case in cases):
+        with contextlib.suppress(MissingInput, ParseError):
+            facts.probes.plan  # noqa: B018 (the first read of the probe files probes)
 
 
 @pytest.fixture
@@ -156,6 +197,9 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
     result = session.judgements.result(case) or run_case(
         case, session.facts, session.options.settings
     )
+    if session.order:  # an xdist worker: the controller judges it again, and writes it
+        index = session.order[request.node.nodeid]
+        session.output.results.append(distributed.Shipped.of(index, result))
     result = session.gate.judge(result)
     session.summary.add(result)
     request.node.user_properties.extend(pytest_outputs.junit_properties(result))
@@ -172,7 +216,11 @@ def vipcheck_result(request: pytest.FixtureRequest) -> Result:
 def pytest_deselected(items: Sequence[pytest.Item]) -> None:
     """Cases -k or -m left out: their waivers are reported as not judged, not as unused."""
     if items:
-        items[0].config.stash[SESSION_KEY].gate.deselect(pytest_outputs.deselected_cases(items))
+        state = items[0].config.stash[SESSION_KEY]
+        cases = list(pytest_outputs.deselected_cases(items))
+        state.gate.deselect(cases)
+        if distributed.is_worker(items[0].config):
+            state.output.deselected += [(case.check.id, case.subject) for case in cases]
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
@@ -188,7 +236,7 @@ def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestR
     report = yield
     if item.get_closest_marker(MARKER) is not None:
         pytest_outputs.make_printable(report)
-    if report.failed:
+    if report.failed and not distributed.is_worker(item.config):
         state = item.config.stash[SESSION_KEY]
         state.tally.count(report, state.options.gate.fail_on)
     return report
@@ -200,6 +248,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is not None and state.tuned_gc:
         # The parsed facts live until exit: spare them pytest's closing full collection.
         gc.freeze()
+    if state is not None and distributed.is_worker(session.config):
+        if state.facts is not None:  # the controller writes the summary and the reports
+            outputs = session.config.workeroutput  # type: ignore[attr-defined]
+            outputs[distributed.RESULTS] = state.output.packed()
+        return
+    if state is not None and state.facts is None and state.outputs:
+        _gather_workers(state)
     if state is None or state.facts is None or session.config.option.collectonly:
         return
     state.summary.write(state.options.json_path)
@@ -248,6 +303,45 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterat
         )
 
 
+class XdistController:
+    """pytest-xdist's controller (registered by pytest_configure when -n runs workers): hands
+    them a shared directory, counts the failures they report, keeps what they send."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        state = self.config.stash[SESSION_KEY]
+        if state.shared is None:
+            shared = state.shared = Path(tempfile.mkdtemp(prefix="vipcheck-xdist-"))
+            self.config.add_cleanup(lambda: shutil.rmtree(shared, ignore_errors=True))
+        node.workerinput[distributed.SHARED] = str(state.shared)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        self.config.stash[SESSION_KEY].outputs.append(getattr(node, "workeroutput", {}))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """A worker's failure, counted as a run without -n counts its own (makereport)."""
+        if report.failed:
+            state = self.config.stash[SESSION_KEY]
+            state.tally.count(report, state.options.gate.fail_on)
+
+
+def _gather_workers(state: VipcheckSession) -> None:
+    """pytest-xdist's controller: the workers' results judged by the gate in collection order,
+    as a run without -n judges them, beside the facts of the snapshot they judged."""
+    outputs = distributed.unpacked(state.outputs)
+    snapshot = next((output.snapshot for output in outputs if output.snapshot), None)
+    if snapshot is None:
+        return  # no worker met a suite test
+    state.facts = Facts.from_snapshot(load_snapshot(Path(snapshot), state.options.max_file_bytes))
+    state.gate.deselect(distributed.deselected(outputs))
+    for result in distributed.in_collection_order(outputs):
+        state.summary.add(state.gate.judge(result))
+
+
 def run_options(config: pytest.Config) -> RunOptions:
     """This session's options, for a conftest or plugin of the user's."""
     return config.stash[SESSION_KEY].options
@@ -263,11 +357,30 @@ def _observed(config: pytest.Config, session: VipcheckSession) -> Facts | None:
     """The session's facts, observed on first call; None once observing has failed."""
     if session.facts is None and not session.usage_errors:
         _collect_garbage_rarely(config)
+        options = _observing(config, session)
         try:
-            session.facts = observe(session.options, lambda line: _print(config, line), SYSCTL_KEYS)
+            session.facts = observe(options, lambda line: _print(config, line), SYSCTL_KEYS)
         except ObserveError as error:
             session.usage_errors.append(str(error))
+        session.snapshot = options.replay or options.save_to
     return session.facts
+
+
+def _observing(config: pytest.Config, session: VipcheckSession) -> RunOptions:
+    """What to observe: the options; under xdist, the snapshot the leading worker observed
+    (vipcheck.distributed), and a worker that leads saves a live target's snapshot to share."""
+    shared = distributed.shared_directory(config)
+    if shared is None:
+        return session.options
+    lead = distributed.Lead(shared)  # waits while another worker leads
+    snapshot = lead.observed()
+    if snapshot is not None:
+        lead.release()
+        return replace(session.options, replay=snapshot, save_to=None)
+    session.lead = lead
+    if session.options.replay is not None:
+        return session.options
+    return replace(session.options, save_to=session.options.save_to or shared / "snapshot")
 
 
 # Parsed facts of a big cluster are millions of long-lived, acyclic objects: with the default
