@@ -359,8 +359,9 @@ class NodeFacts:
         self._derived = Derived()
 
     def derive(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """A value computed once from this node's facts alone, e.g. a parsed file's rows in one
-        state (what depends on the cluster too is the whole Facts', Facts.derive)."""
+        """A value computed once from this node's facts, e.g. a parsed file's rows in one state,
+        or this node's part of what the snapshot's expected state holds (what it shares across
+        nodes is the whole Facts', Facts.derive): let go with them (forget)."""
         return self._derived.get(key, compute)
 
     def forget(self) -> None:

@@ -86,9 +86,10 @@ class ExpectedState:
         return facts.derive("ipvs expected state", lambda: cls(facts.cluster.cluster, facts.nodes))
 
     def on_node(self, node: NodeFacts) -> NodeExpected:
-        """The node's whole expected state, indexed by Service port (computed once per node; a
-        node whose addresses are unknown raises MissingInput, each time it is asked)."""
-        return self._derived.get(("node", node.name), lambda: self._index(node))
+        """The node's whole expected state, indexed by Service port (computed once per node,
+        kept with its facts so it goes when they are let go, vipcheck.judging; a node whose
+        addresses are unknown raises MissingInput, each time it is asked)."""
+        return node.derive((self, "expected state"), lambda: self._index(node))
 
     def for_port(self, node: NodeFacts, port: ServicePortKey) -> _Expected:
         """The VSs a correct kube-proxy keeps on the node for this one Service port."""

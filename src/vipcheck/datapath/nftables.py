@@ -34,10 +34,11 @@ import functools
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import ip_address, ip_network
+from typing import TypeVar
 
 from vipcheck.datapath.ipvs import node_port_candidates, own_addresses
 from vipcheck.datapath.nft_trace import CannotTrace, TraceMemo, Tracer
@@ -119,6 +120,8 @@ NO_ENDPOINT_NODEPORTS = "no-endpoint-nodeports"
 FIREWALL_IPS = "firewall-ips"
 CLUSTER_IPS = "cluster-ips"
 NODEPORT_IPS = "nodeport-ips"
+
+T = TypeVar("T")
 
 
 class Layout(StrEnum):
@@ -592,7 +595,15 @@ class NftExpectedState:
     def on_node(self, name: str) -> NodeRules:
         """The node's expected state, computed once (its NodePort addresses read from its facts
         where it has them, else its Node object's)."""
-        return self._derived.get(("node", name), lambda: self._rules(name))
+        return self._of_node(name, "nftables expected rules", lambda: self._rules(name))
+
+    def _of_node(self, name: str, key: str, compute: Callable[[], T]) -> T:
+        """A node's part, kept with its facts so it goes when they are let go (a 1,000-node run
+        judges node by node: vipcheck.judging), else here (a node without facts)."""
+        node = self._nodes.get(name)
+        if node is None:
+            return self._derived.get((key, name), compute)
+        return node.derive((self, key), compute)  # this state's, not another cluster's
 
     def _rules(self, name: str) -> NodeRules:
         node_object = self.cluster.node(name)
@@ -687,7 +698,9 @@ class NftExpectedState:
     def _virtual_services(
         self, name: str
     ) -> Mapping[ServicePortKey, tuple[ExpectedVirtualService, ...]]:
-        return self._derived.get(("vs", name), lambda: self._build_virtual_services(name))
+        return self._of_node(
+            name, "nftables expected VSs", lambda: self._build_virtual_services(name)
+        )
 
     def _build_virtual_services(
         self, name: str
