@@ -455,13 +455,15 @@ def _real_server(
     )
 
 
-@functools.lru_cache(maxsize=1 << 18)
+@functools.lru_cache(maxsize=1 << 16)
 def _plain_real_server(line: str) -> RealServer | None:
     """The common line, `-> ADDR:PORT Masq 1 0 5` with plain numbers, without the general path
     (a 100-node table is millions of them); None sends anything else down the general path.
 
     Cached by line: nodes list the same real servers, idle ones with the same `0 0` counters,
-    so identical lines across nodes become one (immutable) RealServer.
+    so identical lines across nodes become one (immutable) RealServer. Room for one node's
+    lines at 12,500 Service ports, the node judged before it still in it; more only fills with
+    other nodes' busy lines, in every judging process (issue 22: 1,000 nodes).
     """
     words = line.split()[1:]
     if len(words) != 5:
