@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vipcheck.cases import Case, Outcome, Result
+from vipcheck.cases import Case, Result
 from vipcheck.checks import check_by_id
-from vipcheck.checks.base import Violation
+from vipcheck.judging import Found
 
 SHARED = "vipcheck_shared"  # workerinput: the directory the workers share
 RESULTS = "vipcheck_results"  # workeroutput: one worker's results, pickled
@@ -82,36 +82,14 @@ class Shipped:
     index: int
     check: str
     subject: object
-    outcome: Outcome
-    violations: tuple[Violation, ...]
-    reason: str
-    unseen: tuple[str, ...]
-    other_mode: bool
+    found: Found
 
     @classmethod
     def of(cls, index: int, result: Result) -> Shipped:
-        case = result.case
-        return cls(
-            index,
-            case.check.id,
-            case.subject,
-            result.outcome,
-            result.violations,
-            result.reason,
-            result.unseen,
-            result.other_mode,
-        )
+        return cls(index, result.case.check.id, result.case.subject, Found.of(result))
 
     def result(self) -> Result:
-        case = Case(check_by_id(self.check), self.subject)
-        return Result(
-            case,
-            self.outcome,
-            self.violations,
-            self.reason,
-            self.unseen,
-            other_mode=self.other_mode,
-        )
+        return self.found.result(Case(check_by_id(self.check), self.subject))
 
 
 @dataclass

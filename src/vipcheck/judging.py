@@ -46,8 +46,9 @@ PROGRESS_EVERY_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
-class _NodeResult:
-    """A node item's result without its case: what crosses from a worker process."""
+class Found:
+    """A result without its case: what crosses between processes (from a judging worker, from
+    an xdist worker), the case put back where it lands."""
 
     outcome: Outcome
     violations: tuple[Violation, ...]
@@ -56,9 +57,19 @@ class _NodeResult:
     other_mode: bool
 
     @classmethod
-    def of(cls, result: Result) -> _NodeResult:
+    def of(cls, result: Result) -> Found:
         found = result
         return cls(found.outcome, found.violations, found.reason, found.unseen, found.other_mode)
+
+    def result(self, case: Case[Any]) -> Result:
+        return Result(
+            case,
+            self.outcome,
+            self.violations,
+            self.reason,
+            self.unseen,
+            other_mode=self.other_mode,
+        )
 
 
 _CaseKey = tuple[str, str]  # (check id, item id)
@@ -70,7 +81,7 @@ class _Judged:
 
     node: str
     verdicts: dict[Hashable, bytes]
-    results: dict[_CaseKey, _NodeResult]
+    results: dict[_CaseKey, Found]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +98,9 @@ class Judgements:
     """What the per-node pass made: each node item's result, looked up by its case."""
 
     def __init__(self) -> None:
-        self._results: dict[_CaseKey, _NodeResult] = {}
+        self._results: dict[_CaseKey, Found] = {}
 
-    def add(self, results: Mapping[_CaseKey, _NodeResult]) -> None:
+    def add(self, results: Mapping[_CaseKey, Found]) -> None:
         self._results.update(results)
 
     def packed(self, facts: Facts) -> bytes:
@@ -111,16 +122,7 @@ class Judgements:
     def result(self, case: Case[Any]) -> Result | None:
         """The case's result if the pass made it, else None (the item runs its case)."""
         found = self._results.get((case.check.id, case.id))
-        if found is None:
-            return None
-        return Result(
-            case,
-            found.outcome,
-            found.violations,
-            found.reason,
-            found.unseen,
-            other_mode=found.other_mode,
-        )
+        return None if found is None else found.result(case)
 
 
 def judge_nodes(
@@ -181,7 +183,7 @@ def _workers(jobs: int | None, nodes: int) -> int:
     return max(1, min(jobs, nodes - 1))  # the first node is judged here
 
 
-def _judge(work: _Work, name: str) -> dict[_CaseKey, _NodeResult]:
+def _judge(work: _Work, name: str) -> dict[_CaseKey, Found]:
     """Judge one node: each spanning check's verdict kept in the facts, each node item's result
     returned; then the node's parsed tables let go."""
     facts, settings = work.facts, work.settings
@@ -189,7 +191,7 @@ def _judge(work: _Work, name: str) -> dict[_CaseKey, _NodeResult]:
     for case in work.spanning:
         run_case(case, only, settings)  # its result is for this node alone: only the verdict stays
     results = {
-        (case.check.id, case.id): _NodeResult.of(run_case(case, facts, settings))
+        (case.check.id, case.id): Found.of(run_case(case, facts, settings))
         for case in work.per_node.get(name, ())
     }
     facts.nodes[name].forget()
