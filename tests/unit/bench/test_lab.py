@@ -120,6 +120,19 @@ def test_report_says_when_pytest_alone_puts_the_target_out_of_reach(
     assert "no run of these items is under 1.60x, so 1.3x is out of reach" in output
     assert "vipcheck beyond the gather and pytest alone (start-up, collection and items " in output
     assert "included): +0.5 s, its own listing, judging and reports" in output
+    assert "within 1.5 s of the gather plus pytest alone (issue 22): +0.5 s: met" in output
+
+
+def test_report_misses_a_run_far_beyond_the_gather_and_pytest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Within 1.3x of a long gather, yet 2.0 s beyond it and pytest's own cost for the items.
+    slow = lab.LabBench([12.5], [10.0], pytest_alone=[0.5], collect_only=[0.3], items=60)
+    assert slow.ratio <= 1.3
+    assert not lab.report(slow, lab.Boot(30.0, None), "big", 1.3)
+    output = capsys.readouterr().out
+    assert "1.25x: met" in output
+    assert "within 1.5 s of the gather plus pytest alone (issue 22): +2.0 s: MISSED" in output
 
 
 def test_pytest_alone_runs_its_no_op_items_and_counts_them(tmp_path: Path) -> None:
