@@ -42,6 +42,9 @@ from vipcheck.vocabulary import Progress
 # With `--vipcheck-jobs auto`, one worker process per CPU and this many nodes: below that,
 # forking costs more than it saves, and a cluster of fewer nodes is judged in this process alone.
 NODES_PER_WORKER = 4
+# Nor more than this many workers: each holds its own parse and trace caches (a few hundred MB
+# at 1,000 nodes), which a 64-CPU runner would multiply past its memory.
+MOST_WORKERS = 4
 PROGRESS_EVERY_S = 10.0
 
 
@@ -179,7 +182,8 @@ def _workers(jobs: int | None, nodes: int) -> int:
     if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return 1
     if jobs is None:
-        return max(1, min(len(os.sched_getaffinity(0)), nodes // NODES_PER_WORKER))
+        cpus = len(os.sched_getaffinity(0))
+        return max(1, min(cpus, MOST_WORKERS, nodes // NODES_PER_WORKER))
     return max(1, min(jobs, nodes - 1))  # the first node is judged here
 
 

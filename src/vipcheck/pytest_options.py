@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from vipcheck.checks import CHECKS_BY_ID
-from vipcheck.judging import NODES_PER_WORKER
+from vipcheck.judging import MOST_WORKERS, NODES_PER_WORKER
 from vipcheck.kind import valid_kind_name
 from vipcheck.model.handshakes import ProbeSettings
 from vipcheck.options import (
@@ -228,7 +228,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "judge_jobs",
         "processes judging the nodes, each node read, judged and let go in turn: a number, or "
-        f"auto, one per CPU when each has {NODES_PER_WORKER} nodes or more (default auto)",
+        f"auto, one per CPU (at most {MOST_WORKERS}) when each has {NODES_PER_WORKER} nodes "
+        "or more (default auto)",
         flag="--vipcheck-jobs",
         parse=_jobs,
         metavar="N",
