@@ -201,11 +201,11 @@ class Derived:
             except Exception as error:
                 value = self._values[key] = _Failed(error.with_traceback(None))
         if isinstance(value, _Failed):
-            raise _again(value.error)
+            raise again(value.error)
         return value  # type: ignore[no-any-return]
 
 
-def _again(error: Exception) -> Exception:
+def again(error: Exception) -> Exception:
     """A kept error to raise once more: a copy, so the traceback it gathers on its way (frames,
     and what they hold: a node's parsed tables) goes with the copy, not into the cache."""
     try:

@@ -7,7 +7,6 @@ What kube-proxy programs, each node's expected state, is the IPVS datapath's
 
 from __future__ import annotations
 
-import copy
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from vipcheck.checks.base import Argv, OtherMode, PartlyJudged, Violation
 from vipcheck.datapath.ipvs import ExpectedState
 from vipcheck.expected import ExpectedVirtualService
-from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts
+from vipcheck.facts import ClusterFacts, Facts, MissingInput, NodeFacts, again
 from vipcheck.model.cluster import ProxyMode, ServicePortKey
 from vipcheck.model.node import IpvsTable, L4Protocol
 
@@ -168,7 +167,7 @@ class _PortIndex:
         failed other than for a missing input raises that; violations; nodes unjudged named."""
         for _, _, error in self.failed:
             if not isinstance(error, MissingInput):
-                raise copy.copy(error)
+                raise again(error)
         entries = self.by_port.get(subject, [])
         if not entries and not self.failed:
             return []  # the common case
