@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+import msgspec
+
 from vipcheck.model.nftables import (
     KUBE_PROXY_TABLE,
     NftChain,
@@ -537,18 +539,22 @@ def _set_with_named_protocols(nft_set: NftSet) -> NftSet:
 
 
 # Every node's table repeats most rules, elements, chains and sets. Each rule and element is
-# rendered once per process, kept by its JSON as repr prints it, and equal chains and sets are
-# one object: a replay of 100 nodes renders a tenth of what it reads, holds each thing once,
-# and the packet trace tells an unchanged chain or set by identity. Bounded.
+# rendered once per process, kept by its JSON text (or as repr prints it, where the listing was
+# read whole), a set's elements by their JSON text, and equal chains and sets are one object: a
+# replay of 100 nodes renders a tenth of what it reads, holds each thing once, and the packet
+# trace tells an unchanged chain or set by identity. Bounded: element lists by fewer, as each
+# key is a whole map's text (service-ips is hundreds of kilobytes).
 _KEPT_AT_MOST = 1 << 17
-_rule_texts: dict[tuple[NftFamily, str], str] = {}
+_LISTS_KEPT_AT_MOST = 64
+_rule_texts: dict[tuple[NftFamily, str | bytes], str] = {}
 _elements: dict[tuple[bool, str] | tuple[bool, str, str], NftElement] = {}
+_element_lists: dict[tuple[bool, bytes], tuple[NftElement, ...]] = {}
 _chains: dict[NftChain, NftChain] = {}
 _sets: dict[NftSet, NftSet] = {}
 
 
-def _kept(cache: dict[K, V], key: K, value: V) -> V:
-    if len(cache) >= _KEPT_AT_MOST:
+def _kept(cache: dict[K, V], key: K, value: V, at_most: int = _KEPT_AT_MOST) -> V:
+    if len(cache) >= at_most:
         cache.clear()
     cache[key] = value
     return value
@@ -565,13 +571,28 @@ def parse_nft_json(text: str, path: str) -> NftTable:
 
     A rule's line is its object's position in the `nftables` list (1-based), as nft prints the
     whole listing on one line; errors name that position and the rule's chain and handle.
+
+    Read in one of two ways that give the same table. First by parts (`_by_parts`): each rule's
+    expressions and each set's elements are kept as their JSON text, decoded only when no
+    earlier table had that very text (a node's table is mostly its neighbours'), which reads a
+    100-node replay's tables several times faster. Any listing that path does not take whole
+    (invalid JSON, an unexpected shape, a number or string msgspec refuses) is read again
+    whole with the standard library, whose errors are the ones reported.
     """
+    try:
+        return _by_parts(text, path)
+    except _NotByParts:
+        pass
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise ParseError(path, error.lineno, f"invalid JSON: {error.msg}") from None
     except RecursionError:
         raise ParseError(path, None, "invalid JSON: nested too deeply to read") from None
+    return _read_objects(document, path)
+
+
+def _read_objects(document: object, path: str) -> NftTable:
     objects = document.get("nftables") if isinstance(document, dict) else None
     if not isinstance(objects, list):
         raise ParseError(
@@ -583,6 +604,61 @@ def parse_nft_json(text: str, path: str) -> NftTable:
             _json_object(item, position, building, path)
         except RecursionError:
             raise ParseError(path, None, f"nftables[{position}]: nested too deeply") from None
+    return building.table(path, None)
+
+
+class _NotByParts(Exception):
+    """The listing is not one `_by_parts` reads whole: read it again with the standard library."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecoded:
+    """A rule's expressions or a set's elements, as their JSON text: the key of what an earlier
+    table rendered from that very text, decoded only when none did."""
+
+    text: bytes
+
+    def decoded(self) -> object:
+        return _decoded(self.text)
+
+
+_RAW_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_RAW_OBJECTS = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
+# The fields kept undecoded, by the kind of object holding them.
+_UNDECODED = {"rule": "expr", "set": "elem", "map": "elem"}
+
+
+def _decoded(text: bytes | msgspec.Raw) -> object:
+    try:
+        return msgspec.json.decode(text)
+    except (msgspec.MsgspecError, RecursionError):
+        raise _NotByParts from None
+
+
+def _by_parts(text: str, path: str) -> NftTable:
+    try:
+        document = _RAW_FIELDS.decode(text)
+        objects = _RAW_OBJECTS.decode(document["nftables"])
+    except (msgspec.MsgspecError, RecursionError, KeyError):
+        raise _NotByParts from None
+    building = _Building()
+    for position, item in enumerate(objects, start=1):
+        if len(item) != 1:
+            raise _NotByParts
+        [(kind, raw_body)] = item.items()
+        undecoded = _UNDECODED.get(kind)
+        if undecoded is None:
+            body = _decoded(raw_body)
+        else:
+            try:
+                fields = _RAW_FIELDS.decode(raw_body)
+            except (msgspec.MsgspecError, RecursionError):
+                raise _NotByParts from None
+            body = {
+                name: _Undecoded(bytes(value)) if name == undecoded else _decoded(value)
+                for name, value in fields.items()
+            }
+        _json_object({kind: body}, position, building, path)
     return building.table(path, None)
 
 
@@ -652,18 +728,21 @@ def _json_rule(body: dict[str, object], position: int, building: _Building, path
 
     if not isinstance(chain, str) or chain not in building.chains:
         raise refused("no such chain listed before it")
-    expressions = body.get("expr")
-    if not isinstance(expressions, list) or not expressions:
-        raise refused("expected its expressions")
     if not (handle is None or isinstance(handle, int)) or not (
         comment is None or isinstance(comment, str)
     ):
         raise refused("expected an integer handle and a string comment")
     family = building.family
     assert family is not None
-    key = (family, repr(expressions))
+    expressions = body.get("expr")
+    undecoded = expressions.text if isinstance(expressions, _Undecoded) else None
+    key = (family, undecoded if undecoded is not None else repr(expressions))
     text = _rule_texts.get(key)
     if text is None:
+        if isinstance(expressions, _Undecoded):
+            expressions = expressions.decoded()
+        if not isinstance(expressions, list) or not expressions:
+            raise refused("expected its expressions")
         try:
             rendered = " ".join(_statement(stmt, family) for stmt in expressions)
         except _Unreadable as error:
@@ -689,10 +768,7 @@ def _json_set(body: dict[str, object], position: int, building: _Building, path:
         if not isinstance(flags, list) or not all(isinstance(flag, str) for flag in flags):
             raise _Unreadable(_snippet(flags))
         timeout = _int(body["timeout"]) if "timeout" in body else None
-        items = body.get("elem", [])
-        if not isinstance(items, list):
-            raise _Unreadable(f"elem {_snippet(items)}")
-        elements = tuple(_json_element(item, value_type is not None) for item in items)
+        elements = _json_elements(body.get("elem", []), value_type is not None)
     except _Unreadable as error:
         raise ParseError(path, None, f"{where}: cannot read {error}") from None
     comment = body.get("comment")
@@ -714,6 +790,21 @@ def _types(value: object) -> tuple[str, ...]:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise _Unreadable(f"type {_snippet(value)}")
     return tuple(names)
+
+
+def _json_elements(items: object, is_map: bool) -> tuple[NftElement, ...]:
+    """A set's or map's elements, read once for every table whose listing has the same text."""
+    undecoded = items.text if isinstance(items, _Undecoded) else None
+    if undecoded is not None and (found := _element_lists.get((is_map, undecoded))) is not None:
+        return found
+    if isinstance(items, _Undecoded):
+        items = items.decoded()
+    if not isinstance(items, list):
+        raise _Unreadable(f"elem {_snippet(items)}")
+    elements = tuple(_json_element(item, is_map) for item in items)
+    if undecoded is None:
+        return elements
+    return _kept(_element_lists, (is_map, undecoded), elements, _LISTS_KEPT_AT_MOST)
 
 
 def _json_element(item: object, is_map: bool) -> NftElement:

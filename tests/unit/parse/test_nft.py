@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from bench import synth
 from tests.nft_kernel import (
     DATA,
     LISTINGS,
@@ -24,7 +25,7 @@ from tests.nft_kernel import (
     require_kernel_nft,
 )
 from vipcheck.model.nftables import NftElement, NftFamily, NftRule, NftTable
-from vipcheck.parse import ParseError
+from vipcheck.parse import ParseError, nft
 from vipcheck.parse.nft import parse_nft_json, parse_nft_text
 
 
@@ -444,3 +445,55 @@ def test_two_nodes_tables_share_what_is_equal_and_only_that() -> None:
     assert first.chains[chain].rules[-1].text != "accept"
     others = [c for c in first.chains if c != chain]
     assert all(changed.chains[c] is first.chains[c] for c in others)
+
+
+def read_whole(text: str, path: str) -> NftTable:
+    """The listing read as the standard library decodes it, the way taken when reading by parts
+    cannot be (parse_nft_json's docstring)."""
+    return nft._read_objects(json.loads(text), path)
+
+
+def synthetic_listing() -> str:
+    """A bench node's table (kube-proxy 1.36's layout, 40 Services, the nftables faults):
+    NodePorts, affinity, every kind of map element."""
+    shape = synth.Shape(nodes=2, services=40, mode=synth.Mode.NFTABLES)
+    return synth.nftables_table(synth._cluster(shape), 0).listing()
+
+
+@pytest.mark.parametrize("name", [*RULESETS, "synthetic"])
+def test_reading_by_parts_gives_the_table_read_whole(name: str) -> None:
+    text = synthetic_listing() if name == "synthetic" else (DATA / f"{name}.json").read_text()
+    assert nft._by_parts(text, "n.json") == read_whole(text, "n.json")  # by parts, not whole
+    # Spelled differently (spaces, key order): the same table, by the same path.
+    document = json.loads(text)
+    respelled = json.dumps(document, indent=1, sort_keys=True)
+    assert parse_nft_json(respelled, "n.json") == parse_nft_json(text, "n.json")
+
+
+def test_a_set_changed_on_one_node_is_read_changed() -> None:
+    """Elements are kept by their JSON text: a map that differs by one element on one node is
+    its own, and a map of the same text is the one read before."""
+    text = (DATA / "dnat-maps.json").read_text()
+    first = parse_nft_json(text, "a.json")
+    document = json.loads(text)
+    kept = next(item["map"] for item in document["nftables"] if item.get("map", {}).get("elem"))
+    kept["elem"] = kept["elem"][1:]
+    changed = parse_nft_json(json.dumps(document), "b.json")
+    assert changed.sets[kept["name"]].elements == first.sets[kept["name"]].elements[1:]
+    assert parse_nft_json(text, "c.json").sets[kept["name"]] is first.sets[kept["name"]]
+
+
+def test_what_reading_by_parts_refuses_is_read_whole() -> None:
+    """NaN is JSON only to the standard library: such a listing is read whole, and its error is
+    the one reported."""
+    text = json_with([{"accept": None}]).replace('"handle": 7', '"handle": NaN')
+    with pytest.raises(nft._NotByParts):
+        nft._by_parts(text, "n.json")
+    with pytest.raises(ParseError, match="rule nan of chain c: expected an integer handle"):
+        parse_nft_json(text, "n.json")
+
+
+def test_a_key_given_twice_counts_once_either_way() -> None:
+    text = json_with([{"accept": None}]).replace('"handle": 7', '"handle": 8, "handle": 7')
+    assert nft._by_parts(text, "n.json") == read_whole(text, "n.json")
+    assert parse_nft_json(text, "n.json").chains["c"].rules[0].handle == 7
