@@ -32,7 +32,7 @@ IDLE_COMMAND = ("sh", "-c", "trap 'exit 0' TERM INT; sleep infinity & wait")
 # A DNS-1123 label, as Kubernetes validates namespace names.
 _DNS_1123_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 # An image reference as the distribution/reference grammar reads one: [host[:port]/]path[:tag]
-# [@digest], ASCII only; a registry host is told from a path by a dot, a colon or `localhost`.
+# [@digest], ASCII only, path components in lower case.
 _IMAGE = re.compile(
     r"(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
     r"(?::[0-9]+)?/)?"
