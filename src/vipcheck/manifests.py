@@ -209,19 +209,20 @@ def _daemon_set(namespace: str, image: str, labels: dict[str, str]) -> dict[str,
         "tolerations": [{"operator": "Exists"}],
         "containers": [container],
     }
+    # Each place its own copy: a dict shared between places would be dumped as a YAML alias.
     return _object(
         "apps/v1",
         "DaemonSet",
         AGENT,
         namespace,
-        labels,
+        dict(labels),
         spec={
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": dict(labels)},
             # Nothing is served: replace every agent at once, so a new image is in use quickly.
             "updateStrategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": "100%"},
             },
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
         },
     )

@@ -276,6 +276,8 @@ def test_the_output_is_a_commented_yaml_stream_of_these_objects() -> None:
     assert first.startswith("# vipcheck ")
     assert "# Apply with: vipcheck manifests | kubectl apply -f -" in text.splitlines()[1]
     assert list(yaml.safe_load_all(text)) == manifests("agents", DEFAULT_IMAGE)
+    # Plain YAML for every tool that reads it: no anchors and aliases.
+    assert not any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text))
 
 
 def test_the_command_prints_the_manifests(capsys: pytest.CaptureFixture[str]) -> None:
