@@ -1,6 +1,7 @@
 """`vipcheck [pytest options]`: run the installed suites with pytest, whatever the directory.
 
-`vipcheck diff BEFORE AFTER` compares two runs instead (vipcheck.diff); nothing else is ours.
+`vipcheck diff BEFORE AFTER` compares two runs instead (vipcheck.diff), and `vipcheck manifests`
+prints the in-cluster agents' manifests (vipcheck.manifests); nothing else is ours.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 import vipcheck
 from vipcheck.diff import compare_loaded, load_sides, write_json
+from vipcheck.manifests import DEFAULT_IMAGE, DEFAULT_NAMESPACE, ManifestError, render
 from vipcheck.plugin import report_header
 from vipcheck.saved_summaries import SummaryError
 from vipcheck.settings import Settings, SettingsError, settings_from
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["diff"]:
         return diff_main(args[1:])
+    if args[:1] == ["manifests"]:
+        return manifests_main(args[1:])
     # Pinned, so the directory it runs from changes nothing: rootdir is the suites, no config file
     # is read (os.devnull; a -c or --rootdir of the user's comes later and wins), and vipcheck and
     # testinfra load before the command line is read, so an option's value is never taken for a
@@ -83,7 +87,7 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-class _DiffParser(argparse.ArgumentParser):
+class _UsageParser(argparse.ArgumentParser):
     """Bad arguments are a usage error, exit 4, as for every vipcheck run."""
 
     def error(self, message: str) -> NoReturn:
@@ -98,7 +102,7 @@ def diff_main(argv: list[str]) -> int:
     A side that cannot be read, is too big or is not shaped as vipcheck writes summaries is one
     line naming it and exit 4, never a traceback (whose exit 1 would say "something is new").
     """
-    parser = _DiffParser(
+    parser = _UsageParser(
         prog="vipcheck diff",
         description="Compare two runs: new, resolved, unchanged and incomparable failures. Each "
         "side is a JSON summary (--vipcheck-json) or a snapshot directory (its checks are run). "
@@ -151,6 +155,39 @@ def diff_main(argv: list[str]) -> int:
         write_json(diff, args.json)
         print(f"vipcheck diff: JSON: {printable(str(args.json), one_line=True)}")
     return diff.exit_code
+
+
+def manifests_main(argv: list[str]) -> int:
+    """`vipcheck manifests [--namespace NS] [--image IMAGE]`: the YAML to stdout; a bad option is
+    one line and exit 4, as for every vipcheck command."""
+    parser = _UsageParser(
+        prog="vipcheck manifests",
+        description="Print the Kubernetes objects that let vipcheck read nodes from inside the "
+        "cluster, as YAML: a namespace labelled privileged for Pod Security, vipcheck's "
+        "ServiceAccount with the least RBAC it needs (list Nodes, Services, EndpointSlices; get "
+        "the kube-proxy ConfigMap and DaemonSet; exec into its own namespace's pods), and the "
+        "vipcheck-agent DaemonSet (host network, NET_ADMIN only, read-only root filesystem, every "
+        "taint tolerated). Apply with: vipcheck manifests | kubectl apply -f -",
+        epilog="docs/agents.md says what each object is for and why each permission is needed.",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=DEFAULT_NAMESPACE,
+        help="the namespace of the agents and of vipcheck's ServiceAccount, created by the "
+        "manifests (default %(default)s)",
+    )
+    parser.add_argument(
+        "--image",
+        default=DEFAULT_IMAGE,
+        help="the agent image: vipcheck-node and nft on a slim Python base (default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        text = render(args.namespace, args.image)
+    except ManifestError as error:
+        parser.error(printable(str(error), one_line=True))
+    sys.stdout.write(text)
+    return 0
 
 
 def _diff_settings(config_file: Path | None, overrides: list[str]) -> Settings:
