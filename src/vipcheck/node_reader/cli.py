@@ -38,6 +38,7 @@ from vipcheck.node_reader.links import ip_addr_json, ip_link_json
 from vipcheck.node_reader.messages import ReadError
 from vipcheck.node_reader.sysctls import sysctl_lines
 from vipcheck.snapshot import NODE_FILES
+from vipcheck.untrusted import printable
 
 IPVS_FILES = ("ipvsadm-Ln.txt", "proc-ip_vs.txt", "ipvsadm-timeout.txt")
 CONNECTIONS = "ip_vs_conn.txt"
@@ -63,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1  # the reader of our output went away: nothing left to say to it
     except (OSError, NetlinkError) as error:
-        print(f"vipcheck-node: {error}", file=sys.stderr)
+        print(f"vipcheck-node: {printable(str(error), one_line=True)}", file=sys.stderr)
+        return 1
+    except Exception as error:  # a reply pyroute2 or this reader did not expect: one line
+        shown = printable(f"{type(error).__name__}: {error}", one_line=True)
+        print(f"vipcheck-node: unexpected {shown}", file=sys.stderr)
         return 1
 
 

@@ -21,6 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from ipaddress import ip_address
 from typing import Any
 
 from pyroute2 import IPVS, IPVSService
@@ -124,18 +125,17 @@ def u32_attributes(message: bytes) -> dict[int, int]:
 
 
 def _service(service: Message, dests: list[IpvsDest]) -> IpvsService:
-    af: int = service.get_attr("IPVS_SVC_ATTR_AF")
-    netmask = service.get_attr("IPVS_SVC_ATTR_NETMASK")
+    af: int = _required(service, "IPVS_SVC_ATTR_AF")
     fwmark = service.get_attr("IPVS_SVC_ATTR_FWMARK") or None
-    flags = service.get_attr("IPVS_SVC_ATTR_FLAGS")
+    netmask = _required(service, "IPVS_SVC_ATTR_NETMASK")
     return IpvsService(
         af=af,
-        protocol=None if fwmark else service.get_attr("IPVS_SVC_ATTR_PROTOCOL"),
-        address=None if fwmark else _address(service.get_attr("IPVS_SVC_ATTR_ADDR"), "service"),
-        port=None if fwmark else service.get_attr("IPVS_SVC_ATTR_PORT"),
+        protocol=None if fwmark else _required(service, "IPVS_SVC_ATTR_PROTOCOL"),
+        address=None if fwmark else _address(_required(service, "IPVS_SVC_ATTR_ADDR")),
+        port=None if fwmark else _required(service, "IPVS_SVC_ATTR_PORT"),
         fwmark=fwmark,
-        scheduler=service.get_attr("IPVS_SVC_ATTR_SCHED_NAME"),
-        flags=flags["flags"] if flags is not None else 0,
+        scheduler=_required(service, "IPVS_SVC_ATTR_SCHED_NAME"),
+        flags=_required(service, "IPVS_SVC_ATTR_FLAGS")["flags"],
         timeout=service.get_attr("IPVS_SVC_ATTR_TIMEOUT") or 0,
         netmask=ipv6_prefix(netmask) if af == socket.AF_INET6 else netmask,
         pe_name=service.get_attr("IPVS_SVC_ATTR_PE_NAME"),
@@ -145,22 +145,29 @@ def _service(service: Message, dests: list[IpvsDest]) -> IpvsService:
 
 def _dest(dest: Message) -> IpvsDest:
     return IpvsDest(
-        address=_address(dest.get_attr("IPVS_DEST_ATTR_ADDR"), "real server"),
-        port=dest.get_attr("IPVS_DEST_ATTR_PORT"),
-        fwd_method=dest.get_attr("IPVS_DEST_ATTR_FWD_METHOD") & _FWD_MASK,
-        weight=dest.get_attr("IPVS_DEST_ATTR_WEIGHT"),
-        active_conns=dest.get_attr("IPVS_DEST_ATTR_ACTIVE_CONNS"),
-        inact_conns=dest.get_attr("IPVS_DEST_ATTR_INACT_CONNS"),
+        address=_address(_required(dest, "IPVS_DEST_ATTR_ADDR")),
+        port=_required(dest, "IPVS_DEST_ATTR_PORT"),
+        fwd_method=_required(dest, "IPVS_DEST_ATTR_FWD_METHOD") & _FWD_MASK,
+        weight=_required(dest, "IPVS_DEST_ATTR_WEIGHT"),
+        active_conns=_required(dest, "IPVS_DEST_ATTR_ACTIVE_CONNS"),
+        inact_conns=_required(dest, "IPVS_DEST_ATTR_INACT_CONNS"),
     )
 
 
-def _address(value: object, what: str) -> str:
+def _required(attributes: Message, name: str) -> Any:
+    """An attribute every reply of the kernel holds (ip_vs_genl_fill_service/_dest)."""
+    value = attributes.get_attr(name)
+    if value is None:
+        raise ReadError(f"IPVS netlink reply without {name}")
+    return value
+
+
+def _address(value: object) -> str:
     """The address pyroute2 decoded by the attribute's family; anything else is refused."""
     try:
-        socket.inet_pton(socket.AF_INET6 if ":" in str(value) else socket.AF_INET, str(value))
-    except (OSError, ValueError):
-        raise ReadError(f"IPVS {what} address {value!r}: not an IPv4 or IPv6 address") from None
-    return str(value)
+        return str(ip_address(str(value)))
+    except ValueError:
+        raise ReadError(f"IPVS netlink address {value!r}: not an IPv4 or IPv6 address") from None
 
 
 def _request(what: str, send: Callable[[], list[Any]]) -> list[Any]:
