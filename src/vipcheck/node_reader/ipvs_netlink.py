@@ -70,7 +70,9 @@ def services(ipvs: Any) -> list[IpvsService]:
     for message in dumped:
         service = message.get_attr("IPVS_CMD_ATTR_SERVICE")
         dests = _request("IPVS_CMD_GET_DEST dump", partial(_dest_dump, ipvs, message))
-        found.append(_service(service, [_dest(d.get_attr("IPVS_CMD_ATTR_DEST")) for d in dests]))
+        found.append(
+            decode_service(service, [decode_dest(d.get_attr("IPVS_CMD_ATTR_DEST")) for d in dests])
+        )
     return found
 
 
@@ -124,7 +126,7 @@ def u32_attributes(message: bytes) -> dict[int, int]:
     return values
 
 
-def _service(service: Message, dests: list[IpvsDest]) -> IpvsService:
+def decode_service(service: Message, dests: list[IpvsDest]) -> IpvsService:
     af: int = _required(service, "IPVS_SVC_ATTR_AF")
     fwmark = service.get_attr("IPVS_SVC_ATTR_FWMARK") or None
     netmask = _required(service, "IPVS_SVC_ATTR_NETMASK")
@@ -143,7 +145,7 @@ def _service(service: Message, dests: list[IpvsDest]) -> IpvsService:
     )
 
 
-def _dest(dest: Message) -> IpvsDest:
+def decode_dest(dest: Message) -> IpvsDest:
     return IpvsDest(
         address=_address(_required(dest, "IPVS_DEST_ATTR_ADDR")),
         port=_required(dest, "IPVS_DEST_ATTR_PORT"),
