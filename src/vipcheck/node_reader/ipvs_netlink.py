@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from ipaddress import ip_address
+from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from pyroute2 import IPVS, IPVSService
@@ -29,7 +29,8 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import ipvs as ipvs_genl
 
-from vipcheck.node_reader.ipvs_text import IpvsDest, IpvsService, ipv6_prefix
+from vipcheck.model.node import IpvsTimeouts
+from vipcheck.node_reader.ipvs_text import IpvsDest, IpvsService
 from vipcheck.node_reader.messages import Message, ReadError
 
 # include/uapi/linux/ip_vs.h
@@ -44,13 +45,6 @@ _FWD_MASK = 0x7
 class IpvsInfo:
     version: int
     table_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class IpvsTimeouts:
-    tcp: int
-    tcp_fin: int
-    udp: int
 
 
 def open_ipvs() -> Any | None:
@@ -139,7 +133,7 @@ def decode_service(service: Message, dests: list[IpvsDest]) -> IpvsService:
         scheduler=_required(service, "IPVS_SVC_ATTR_SCHED_NAME"),
         flags=_required(service, "IPVS_SVC_ATTR_FLAGS")["flags"],
         timeout=service.get_attr("IPVS_SVC_ATTR_TIMEOUT") or 0,
-        netmask=ipv6_prefix(netmask) if af == socket.AF_INET6 else netmask,
+        netmask=_ipv6_prefix(netmask) if af == socket.AF_INET6 else netmask,
         pe_name=service.get_attr("IPVS_SVC_ATTR_PE_NAME"),
         dests=tuple(dests),
     )
@@ -154,6 +148,12 @@ def decode_dest(dest: Message) -> IpvsDest:
         active_conns=_required(dest, "IPVS_DEST_ATTR_ACTIVE_CONNS"),
         inact_conns=_required(dest, "IPVS_DEST_ATTR_INACT_CONNS"),
     )
+
+
+def _ipv6_prefix(netmask: str) -> int:
+    """An IPv6 service's prefix length, which pyroute2 decodes as an IPv4 address
+    (IPVS_SVC_ATTR_NETMASK is declared ip4addr: 128 comes out as '0.0.0.128')."""
+    return int(IPv4Address(netmask))
 
 
 def _required(attributes: Message, name: str) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 
 # include/uapi/linux/ip_vs.h
 SVC_F_PERSISTENT = 0x1
@@ -165,9 +165,3 @@ def _service_order(service: IpvsService) -> tuple[int, int, int, tuple[int, int]
 
 def _dest_order(dest: IpvsDest) -> tuple[tuple[int, int], int]:
     return (_address_key(dest.address), dest.port)
-
-
-def ipv6_prefix(netmask: str) -> int:
-    """An IPv6 service's prefix length, which pyroute2 decodes as an IPv4 address
-    (IPVS_SVC_ATTR_NETMASK is declared ip4addr: 128 comes out as '0.0.0.128')."""
-    return int(IPv4Address(netmask))
