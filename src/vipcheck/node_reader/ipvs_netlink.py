@@ -1,9 +1,9 @@
 """IPVS over its generic netlink family, with pyroute2: GET and DUMP requests only.
 
 GET_SERVICE (dump), GET_DEST (dump, per service), GET_INFO (the version and connection table
-size of ipvsadm's first line) and GET_CONFIG (the three timeouts); see
-/work/shared/docs/ipvs-netlink.md and include/uapi/linux/ip_vs.h. pyroute2's IPVSService and
-IPVSDest keep class defaults in place of some values the kernel sent (the persistence timeout,
+size of ipvsadm's first line) and GET_CONFIG (the three timeouts), as include/uapi/linux/
+ip_vs.h and net/netfilter/ipvs/ip_vs_ctl.c define them (pyroute2 0.9.7). pyroute2's IPVSService
+and IPVSDest keep class defaults in place of some values the kernel sent (the persistence timeout,
 the flags, the forward method), so the fields are read from the messages' own attributes;
 GET_INFO's and GET_CONFIG's replies are read from their bytes, as pyroute2 decodes them with
 the service/dest attribute map (garbage for GET_INFO, hex strings for the timeouts).

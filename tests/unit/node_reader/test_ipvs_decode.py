@@ -3,7 +3,7 @@ ip_vs_genl_fill_dest() build them), encoded and decoded by pyroute2 itself, read
 fields the rendering takes. This host has no ip_vs: the kernel's own replies are the lab's.
 
 They hold what pyroute2's IPVSService/IPVSDest replace with class defaults (the persistence
-timeout, the flags, the forward method: /work/shared/docs/ipvs-netlink.md 2.1), so a reader
+timeout, the flags, the forward method, in pyroute2 0.9.7's from_message()), so a reader
 relying on those would render `Route` for Masq and no persistence; this one must not.
 """
 
