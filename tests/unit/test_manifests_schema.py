@@ -4,6 +4,7 @@ strictly: an unknown field fails, as `kubectl apply --validate=strict` would ref
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -126,3 +127,62 @@ def test_closure_names_a_reference_it_cannot_resolve() -> None:
         "a": {"properties": {"b": {"$ref": "#/components/schemas/b"}}},
         "b": {"type": "string"},
     }
+
+
+def client_type(schema: dict[str, Any]) -> str:
+    """A property's type spelled as the official client's models spell it (`List[V1EnvVar]`)."""
+    if "$ref" in schema:
+        return {
+            "Quantity": "str",
+            "IntOrString": "object",
+            "Time": "datetime",
+            "MicroTime": "datetime",
+            "FieldsV1": "object",
+        }.get(name := schema["$ref"].rsplit(".", 1)[-1], f"V1{name}")
+    if "allOf" in schema:
+        return client_type(schema["allOf"][0])
+    kind = schema.get("type")
+    if kind == "array":
+        return f"List[{client_type(schema['items'])}]"
+    if kind == "object" and schema.get("additionalProperties"):
+        return f"Dict[str, {client_type(schema['additionalProperties'])}]"
+    return {"string": "str", "integer": "int", "boolean": "bool", "number": "float"}.get(
+        str(kind), "object"
+    )
+
+
+def normalized(spelled: str) -> str:
+    """The client's spelling across its releases: `list[X]`, `dict(str, X)` before its models
+    were pydantic's, `CoreV1ResourceClaim` where two groups have a kind of that name."""
+    spelled = re.sub(r"\bdict\(str, (.*)\)", r"Dict[str, \1]", spelled).replace("list[", "List[")
+    return spelled.replace("CoreV1", "V1").replace("RbacV1", "V1")
+
+
+def test_the_vendored_schemas_agree_with_the_official_clients_models() -> None:
+    """The subset was read upstream and copied keyword by keyword (tests/k8s_openapi.py): every
+    property it shares with the kubernetes client's generated model of the same kind (another
+    copy of the same OpenAPI spec, at the client's release) has the same type there, and they
+    share nearly all properties (each release adds a few)."""
+    from kubernetes import client  # noqa: PLC0415 - only this test reads the models
+
+    shared, differ, compared = 0, [], 0
+    for name, schema in SUBSET["components"]["schemas"].items():
+        version, kind = name.split(".")[-2:]
+        model = getattr(client, version.capitalize() + kind, None)
+        if model is None or "properties" not in schema:
+            continue
+        compared += 1
+        attributes = {json_name: attr for attr, json_name in model.attribute_map.items()}
+        for field_name, field in schema["properties"].items():
+            if field_name not in attributes:
+                continue
+            shared += 1
+            theirs = normalized(model.openapi_types[attributes[field_name]])
+            ours = client_type(field)
+            if ours != theirs:
+                differ.append(f"{kind}.{field_name}: {ours} here, {theirs} in the client")
+        total = len(schema["properties"].keys() | attributes.keys())
+        assert total - len(schema["properties"].keys() & attributes.keys()) <= 3, kind
+    assert differ == []
+    assert compared > 100
+    assert shared > 500
