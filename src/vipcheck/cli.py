@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     # test path, even with PYTEST_DISABLE_PLUGIN_AUTOLOAD. The suites live in site-packages: keep
     # pytest's cache out of it. This module has imported vipcheck already, which pytest would warn
     # cannot be assertion-rewritten; the suites report through pytest.fail, so nothing is lost.
+    # Output is captured at sys level: the checks only compute (nodes are read before the first
+    # item runs), and pytest's default, the file descriptors, cost 2-3 s in syscalls on 38,861
+    # items (issue 19); `--capture=fd` or `-s` given later wins.
     pinned = [
         str(SUITES_DIR),
         "--rootdir",
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "no:cacheprovider",
         "-W",
         "ignore::pytest.PytestAssertRewriteWarning",
+        "--capture=sys",
     ]
     if args.count("--version") + args.count("-V") == 1:
         # pytest answers a lone --version itself, naming only pytest (_pytest.config._main).

@@ -761,8 +761,12 @@ class Facts:
         elif self.judging in self.nodes:
             yield self.judging, self.nodes[self.judging]
 
-    def unobserved_nodes(self) -> dict[str, str]:
-        """Each node that could not be observed, with why."""
+    def unobserved_nodes(self) -> Mapping[str, str]:
+        """Each node that could not be observed, with why (asked once per item: kept)."""
+        return self._unobserved
+
+    @cached_property
+    def _unobserved(self) -> Mapping[str, str]:
         reasons = {name: node.unobserved_reason for name, node in self.nodes.items()}
         return {name: reason for name, reason in reasons.items() if reason}
 

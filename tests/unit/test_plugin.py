@@ -326,6 +326,38 @@ def test_a_suite_items_traceback_shows_controls_escaped_and_others_are_left_alon
     assert "FAILED test_mixed.py::test_other - RuntimeError: theirs \x1b[1m\n" in other
 
 
+def test_a_fixture_asking_for_vipcheck_result_gets_the_items_own(pytester: pytest.Pytester) -> None:
+    """vipcheck_result is given before pytest resolves fixtures (plugin.pytest_runtest_setup); a
+    fixture of the user's that asks for it gets the same result, judged and recorded once."""
+    pytester.makepyfile(
+        test_own="""
+        import pytest
+
+        seen = []
+
+        @pytest.fixture
+        def outcome(vipcheck_result):
+            seen.append(vipcheck_result)
+            return vipcheck_result.outcome
+
+        @pytest.mark.vipcheck_check("rp-filter-not-strict")
+        def test_own(vipcheck_result, outcome):
+            assert seen == [vipcheck_result]
+            assert outcome.value == "passed" and vipcheck_result.case.node == "node-1"
+        """
+    )
+    summary = pytester.path / "summary.json"
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--from-snapshot", str(RECORDED), "-k", "node-1/eth0",
+        "--vipcheck-json", str(summary),
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    records = json.loads(summary.read_text())["results"]
+    assert [(r["check"], r["subject"], r["outcome"]) for r in records] == [
+        ("rp-filter-not-strict", "node-1/eth0", "passed")
+    ]
+
+
 def test_pytest_is_a_release_the_private_rootdir_fix_was_checked_with() -> None:
     installed = tuple(int(part) for part in pytest.__version__.split(".")[:2])
     low, high = CHECKED_PYTEST
