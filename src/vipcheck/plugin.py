@@ -257,12 +257,23 @@ def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestR
     """Count failures by whether their severity fails the run (--vipcheck-fail-on); a suite
     item's failure and skip text shows terminal controls escaped, wherever pytest prints it."""
     report = yield
-    if item.get_closest_marker(MARKER) is not None:
+    if _is_suite_item(item):
         pytest_outputs.make_printable(report)
     if report.failed and not distributed.is_worker(item.config):
         state = item.config.stash[SESSION_KEY]
         state.tally.count(report, state.options.gate.fail_on)
     return report
+
+
+_SUITE_ITEM_KEY = pytest.StashKey[bool]()
+
+
+def _is_suite_item(item: pytest.Item) -> bool:
+    """Whether the item is a vipcheck suite test (asked for each of its three reports: kept)."""
+    found = item.stash.get(_SUITE_ITEM_KEY, None)
+    if found is None:
+        found = item.stash[_SUITE_ITEM_KEY] = item.get_closest_marker(MARKER) is not None
+    return found
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
