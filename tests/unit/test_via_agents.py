@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.lab.apiserver import write_kubeconfig
 from fixtures.lab.objects import api_objects
 from fixtures.lab.scenario import load_scenario
 from fixtures.lab.serve_api import ServedApi, serve_api
@@ -218,3 +219,22 @@ def test_an_exec_the_api_could_not_start_is_one_line(failing_api: ServedApi) -> 
     assert said.startswith("absent (agent://vipcheck/absent): the exec of vipcheck-node failed: ")
     assert "No such file or directory" in said
     assert "\n" not in said
+
+
+def test_agents_that_cannot_be_listed_fail_each_node_with_the_cause(
+    failing_api: ServedApi, tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    write_kubeconfig(kubeconfig, "https://127.0.0.1:9", failing_api.tls.ca_cert, TOKEN)
+    progress: list[str] = []
+    options = GatherOptions(kubeconfig=str(kubeconfig), via_agents=NAMESPACE)
+    with agent_runner(options, progress.append) as runner:
+        for node in ("node-1", "node-2"):
+            with pytest.raises(TransportError) as raised:
+                runner.run(NodeTarget(node, f"agent://{NAMESPACE}/{node}"), "", 5)
+            assert str(raised.value).startswith(
+                f"{node} (agent://vipcheck/{node}): agent pods not listed: https://127.0.0.1:9: "
+                "cannot connect for list pods in namespace vipcheck labelled "
+                "app.kubernetes.io/name=vipcheck-agent"
+            ), raised.value
+    assert len([line for line in progress if line.startswith("agents: not listed")]) == 1

@@ -52,7 +52,7 @@ class AgentRunner:
         self._namespace = namespace
         self._progress = progress
         self._lock = threading.Lock()
-        self._pods: AgentPods | TransportError | None = None
+        self._pods: AgentPods | str | None = None  # or why they could not be listed
 
     def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
         """One exec of the node reader in the node's agent pod, or TransportError; `script`
@@ -69,11 +69,11 @@ class AgentRunner:
         with self._lock:
             if self._pods is None:
                 self._pods = self._list()
-            if isinstance(self._pods, TransportError):
-                raise NotReady(str(self._pods))
+            if isinstance(self._pods, str):
+                raise NotReady(self._pods)
             return self._pods
 
-    def _list(self) -> AgentPods | TransportError:
+    def _list(self) -> AgentPods | str:
         where = f"pods in namespace {self._namespace} labelled {SELECTOR}"
         with kubernetes.client.ApiClient(self._configuration) as api:
             lister = kubernetes.client.CoreV1Api(api).list_namespaced_pod
@@ -90,8 +90,9 @@ class AgentRunner:
                     if error.status == 403
                     else ""
                 )
-                self._progress(f"agents: not listed: {error}{hint}")
-                return TransportError(f"agent pods not listed: {error}{hint}")
+                said = printable(str(error), one_line=True)
+                self._progress(f"agents: not listed: {said}{hint}")
+                return f"agent pods not listed: {said}{hint}"
         pods = agent_pods(self._namespace, document)
         self._progress(f"agents: {len(document['items'])} {where}")
         return pods
