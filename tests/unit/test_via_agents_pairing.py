@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from vipcheck.fix_script import node_argv
 from vipcheck.gather.agents import (
     CONTAINER,
     DEFAULT_NAMESPACE,
@@ -17,6 +18,8 @@ from vipcheck.gather.agents import (
     check_agents_namespace,
 )
 from vipcheck.manifests import render
+from vipcheck.options import GatherOptions
+from vipcheck.transport import resolve_targets
 
 OOM = {"name": "agent", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
 UNREADY = {"type": "Ready", "status": "False", "reason": "ContainersNotReady"}
@@ -171,3 +174,19 @@ def test_anything_else_is_refused_naming_the_way_out(namespace: str) -> None:
     assert said is not None
     assert "--via-agents=NAMESPACE" in said
     assert "\x1b" not in said
+
+
+def test_every_api_node_is_an_agent_target_and_its_fixes_are_left_to_a_person() -> None:
+    """The agents never change a node: the fix script says where to run its commands by hand."""
+    options = GatherOptions(via_agents="ci-vipcheck")
+    resolution = resolve_targets(options, ["node-1", "node-2"], {})
+    assert [(t.node, t.spec) for t in resolution.targets] == [
+        ("node-1", "agent://ci-vipcheck/node-1"),
+        ("node-2", "agent://ci-vipcheck/node-2"),
+    ]
+    assert (resolution.not_given, resolution.unknown) == ((), ())
+    argv = node_argv("node-1", resolution.targets[0], ("sysctl", "-w", "a.b=1"))
+    assert argv == [
+        "echo",
+        "run on node-1 (agent://ci-vipcheck/node-1) yourself: sysctl -w a.b=1",
+    ]
