@@ -34,6 +34,7 @@ class GatherOptions:
     sudo: bool = False
     connection: str | None = None
     kind: str | None = None  # a kind cluster's name: its context and node containers
+    via_agents: str | None = None  # the agents' namespace: nodes read by exec, through the API
     node_map: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 60.0
     parallel: int = GATHER_PARALLEL
@@ -49,6 +50,8 @@ class GatherOptions:
             parts.append(f"hosts {','.join(self.hosts)}")
         if self.ssh_config:
             parts.append(f"ssh_config {self.ssh_config}")
+        if self.via_agents:
+            parts.append(f"nodes via the agents in namespace {self.via_agents}")
         return ", ".join(parts)
 
 

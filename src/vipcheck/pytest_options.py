@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from vipcheck.checks import CHECKS_BY_ID
+from vipcheck.gather.agents import DEFAULT_NAMESPACE, check_agents_namespace
 from vipcheck.judging import MOST_WORKERS, NODES_PER_WORKER
 from vipcheck.kind import valid_kind_name
 from vipcheck.model.handshakes import ProbeSettings
@@ -56,6 +57,8 @@ class Option:
     default: Any = None
     metavar: str | None = None
     action: str | None = None  # "append", "store_true"
+    nargs: str | None = None  # "?": the flag alone gives `const`
+    const: Any = None
     choices: tuple[str, ...] | None = None
     finish: Callable[[Any], Any] | None = None
     path: bool = False  # pytest may take its value for a test path (vipcheck.pytest_setup)
@@ -121,6 +124,13 @@ def _kind_name(text: str) -> str:
     return text
 
 
+def _agents_namespace(text: str) -> str:
+    why = check_agents_namespace(text)
+    if why is not None:
+        raise OptionError(why)
+    return text
+
+
 def _node_mapping(text: str) -> tuple[str, str]:
     host, sep, node = text.partition("=")
     if not sep or not host or not node:
@@ -168,6 +178,17 @@ OPTIONS: tuple[Option, ...] = (
         flag="--kind",
         metavar="NAME",
         parse=_kind_name,
+    ),
+    Option(
+        "gather.via_agents",
+        "reach the nodes through the API only: one exec of vipcheck-node per node, in its "
+        f"agent pod (`vipcheck manifests`) in NAMESPACE (default {DEFAULT_NAMESPACE}); no SSH, "
+        "no docker; needs --no-probe",
+        flag="--via-agents",
+        nargs="?",
+        const=DEFAULT_NAMESPACE,
+        metavar="NAMESPACE",
+        parse=_agents_namespace,
     ),
     Option(
         "gather.node_map",
@@ -363,6 +384,7 @@ def build_run_options(values: Mapping[str, Any]) -> RunOptions:
         raise OptionError("--save-snapshot and --from-snapshot exclude each other")
     if values["gather.kind"] is not None and values["gather.context"]:
         raise OptionError(f"--kind {values['gather.kind']} and --context exclude each other")
+    _check_via_agents(values)
     group = _grouped(values)
     probes = group("probes")
     return RunOptions(
@@ -376,6 +398,26 @@ def build_run_options(values: Mapping[str, Any]) -> RunOptions:
         ),
         **group(""),
     )
+
+
+def _check_via_agents(values: Mapping[str, Any]) -> None:
+    """--via-agents reads nodes through the API alone: no other transport, and no probe (the
+    agents run the node reader and nothing else, docs/agents.md)."""
+    namespace = values["gather.via_agents"]
+    if namespace is None:
+        return
+    for field, flag in (("hosts", "--hosts"), ("ssh_config", "--ssh-config"), ("kind", "--kind")):
+        if values[f"gather.{field}"]:
+            raise OptionError(
+                f"--via-agents {namespace} and {flag} exclude each other: the agents reach "
+                "every node through the API"
+            )
+    if values["probes.enabled"]:
+        raise OptionError(
+            f"--via-agents {namespace}: the agents run the node reader only, never a probe: add "
+            "--no-probe (the handshake items then skip, saying so), or probe in a run that "
+            "reaches the nodes by SSH"
+        )
 
 
 def usage_error(*lines: str) -> pytest.UsageError:
@@ -424,7 +466,7 @@ def _flag_arguments(option: Option) -> dict[str, Any]:
     arguments: dict[str, Any] = {"help": _flag_help(option)}
     if option.parse is not None:
         arguments["type"] = _as_usage_error(option.parse)
-    for name in ("default", "metavar", "action", "choices"):
+    for name in ("default", "metavar", "action", "choices", "nargs", "const"):
         if getattr(option, name) is not None:
             arguments[name] = getattr(option, name)
     if "choices" in arguments:

@@ -130,7 +130,12 @@ def resolve_targets(
     node_addresses: Mapping[str, Sequence[str]],
 ) -> Resolution:
     """Which host spec reaches which API node, as the user said (--hosts, --ssh-config,
-    --vipcheck-node, --kind): the one pairing, for gathering, probing and the fix script."""
+    --vipcheck-node, --kind, --via-agents): the one pairing, for gathering, probing and the fix
+    script. With --via-agents every node is reached through its agent pod (`agent://NS/NODE`),
+    which the agents' runner finds when it reads the node (vipcheck.gather.agent_exec)."""
+    if options.via_agents is not None:
+        specs = (f"agent://{options.via_agents}/{node}" for node in node_names)
+        return Resolution(tuple(NodeTarget(n, s) for n, s in zip(node_names, specs, strict=True)))
     resolution = _pair(options, node_names, node_addresses)
     if options.kind is not None and resolution.not_given:
         reason = f"not given: no Docker container of kind cluster {options.kind} is named so"

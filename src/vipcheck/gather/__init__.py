@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -51,11 +52,15 @@ def gather(
     options: GatherOptions,
     progress: Progress,
     *,
-    runner: NodeRunner = HOST_SPEC_RUNNER,
+    runner: NodeRunner | None = None,
     read_cluster: ClusterReader = gather_cluster,
     sysctl_keys: Sequence[str],
 ) -> Snapshot:
     """Observe the cluster and its nodes; an unreadable API still lets the given hosts be read.
+
+    The nodes are reached by `runner`, else through their agent pods with --via-agents, else
+    by their host specs. The agents' runner is made before the cluster is read, so a bad
+    kubeconfig is one ClusterConfigError whichever reads it first.
 
     With --hosts the specs are known before the API answers, so they are gathered while it is
     listed, and paired with nodes afterwards (a spec that is no node was read for nothing and is
@@ -63,6 +68,24 @@ def gather(
     as it is listed, while the rest of the API (Services, EndpointSlices) is. Nodes without
     `sysctl` are read the files of sysctl_keys (the checks' keys, which this layer does not know).
     """
+    with ExitStack() as stack:
+        if runner is None and options.via_agents is not None:
+            # Imported here: it loads the kubernetes client, which a replay (and every pytest
+            # session with the plugin) must not pay for (vipcheck.gather.cluster says why).
+            from vipcheck.gather.agent_exec import agent_runner  # noqa: PLC0415
+
+            runner = stack.enter_context(agent_runner(options, progress))
+        return _observe(options, progress, runner or HOST_SPEC_RUNNER, read_cluster, sysctl_keys)
+
+
+def _observe(
+    options: GatherOptions,
+    progress: Progress,
+    runner: NodeRunner,
+    read_cluster: ClusterReader,
+    sysctl_keys: Sequence[str],
+) -> Snapshot:
+    """gather's work, with the runner it chose."""
     script = build_node_script(sysctl_keys=sysctl_keys)
     early = _early_targets(options)
     nodes_listed: Future[str] = Future()

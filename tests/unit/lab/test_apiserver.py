@@ -361,7 +361,7 @@ def test_post_is_refused_as_read_only(lab: Lab) -> None:
     ("path", "code", "reason"),
     [
         ("/api/v1/services?watch=true", 405, "MethodNotAllowed"),
-        ("/api/v1/pods", 404, "NotFound"),
+        ("/api/v1/secrets", 404, "NotFound"),
         ("/api/v1/namespaces/default/nodes", 404, "NotFound"),
         ("/api/v1/services/redis", 404, "NotFound"),
         ("/apis/batch/v1", 404, "NotFound"),
@@ -384,7 +384,7 @@ def test_discovery(lab: Lab) -> None:
         "discovery.k8s.io/v1",
     ]
     core = {r["name"]: r for r in _raw(lab, "GET", "/api/v1")[1]["resources"]}
-    assert sorted(core) == ["configmaps", "nodes", "services"]
+    assert sorted(core) == ["configmaps", "nodes", "pods", "services"]
     assert core["services"]["shortNames"] == ["svc"]
     assert core["nodes"]["namespaced"] is False
 
@@ -420,7 +420,7 @@ def test_kubectl_reads_kube_proxy_configmap_as_yaml(lab: Lab) -> None:
     [
         (None, "cannot read objects file"),
         ('{"services": [', "cannot read objects file"),
-        ('{"pods": []}', "unknown resource keys"),
+        ('{"secrets": []}', "unknown resource keys"),
         ('{"services": [{"metadata": {"name": "x"}}]}', "services[0] has no metadata.namespace"),
     ],
 )
