@@ -34,7 +34,7 @@ from kubernetes.stream import stream
 from websocket import WebSocketException
 
 from vipcheck.gather.agents import CONTAINER, READER, SELECTOR, AgentPods, NotReady, agent_pods
-from vipcheck.gather.cluster import ClusterError, _list_all, api_client_for
+from vipcheck.gather.cluster import ClusterError, api_client_for, list_all
 from vipcheck.options import GatherOptions
 from vipcheck.transport import NodeTarget, RunResult, TransportError
 from vipcheck.untrusted import printable
@@ -82,7 +82,7 @@ class AgentRunner:
                 return lister(self._namespace, label_selector=SELECTOR, **arguments)
 
             try:
-                document = _list_all(list_pods, self._configuration.host, f"list {where}")
+                document = list_all(list_pods, self._configuration.host, f"list {where}")
             except ClusterError as error:
                 hint = (
                     f" (vipcheck's identity needs list pods in namespace {self._namespace}: "

@@ -124,7 +124,7 @@ def _read_cluster(
             ),
         }
         for name, lister in listers.items():
-            document = _list_all(lister(), server, name)
+            document = list_all(lister(), server, name)
             files[name] = _dump(document)
             progress(f"cluster: {name}: {len(document['items'])} items")
             if name == "nodes.json" and nodes_listed is not None:
@@ -283,7 +283,7 @@ def _contexts(paths: list[str], label: str) -> list[str]:
     return names
 
 
-def _list_all(lister: Lister, server: str, name: str) -> dict[str, Any]:
+def list_all(lister: Lister, server: str, name: str) -> dict[str, Any]:
     """Every page of one LIST, merged into the first page's document without its paging fields."""
     document = _get_json(server, name, lister, limit=PAGE_SIZE)
     items: list[Any] = document.get("items") or []
