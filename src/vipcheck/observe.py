@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from vipcheck.facts import Facts, NotProbed, ProbeLoader
-from vipcheck.gather import gather
 from vipcheck.gather.cluster import ClusterConfigError
+from vipcheck.gather.live import gather
 from vipcheck.gather.vantage_points import ProbeError, vantage_points
 from vipcheck.handshake_rounds import run_probes
 from vipcheck.kind import find_kind_cluster

@@ -13,7 +13,7 @@ import pytest
 
 from fixtures.lab.running import LabPool, RunningLab
 from vipcheck.checks import SYSCTL_KEYS
-from vipcheck.gather import gather
+from vipcheck.gather.live import gather
 from vipcheck.gather.node_script import FALLBACK_FILES
 from vipcheck.options import GatherOptions
 from vipcheck.snapshot import CLUSTER_FILES, NODE_FILES, Snapshot

@@ -16,7 +16,7 @@ import pytest
 
 from fixtures.lab.running import LabPool, RunningLab
 from vipcheck.checks import SYSCTL_KEYS
-from vipcheck.gather import gather
+from vipcheck.gather.live import gather
 from vipcheck.gather.node_script import build_node_script, split_node_output
 from vipcheck.model.node import IpvsTable
 from vipcheck.options import GatherOptions

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from vipcheck.gather import resolve
 from vipcheck.gather.connect_script import build_probe_script
+from vipcheck.gather.live import resolve
 from vipcheck.gather.node_script import build_node_script, split_node_output
 from vipcheck.model.handshakes import ProbeRound, ProbeSettings, ProbeTarget, Vantage
 from vipcheck.model.node import HostPort

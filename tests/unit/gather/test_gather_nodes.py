@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from vipcheck.checks import SYSCTL_KEYS
-from vipcheck.gather import gather, node_inventory
 from vipcheck.gather.cluster import ClusterError
+from vipcheck.gather.live import gather, node_inventory
 from vipcheck.gather.node_script import END, FALLBACK_FILES, build_node_script
 from vipcheck.gather.nodes import gather_nodes
 from vipcheck.options import GatherOptions

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from vipcheck.checks import SYSCTL_KEYS
-from vipcheck.gather import gather
+from vipcheck.gather.live import gather
 from vipcheck.kind import KIND_LABEL, KindCluster, find_kind_cluster, valid_kind_name
 from vipcheck.options import GatherOptions
 from vipcheck.transport import NodeTarget, TargetError, TransportError, run_on

@@ -20,7 +20,7 @@ from tests.strategies import KUBERNETES_NODE_NAMES, LINUX_INTERFACE_NAMES, NAMES
 from vipcheck.cases import Outcome, cases_for, run_case
 from vipcheck.checks import CATALOGUE
 from vipcheck.facts import Facts
-from vipcheck.gather import node_inventory
+from vipcheck.gather.live import node_inventory
 from vipcheck.parse import ParseError
 from vipcheck.parse.handshakes import parse_probe_output, parse_probe_plan
 from vipcheck.parse.iproute import parse_interfaces, parse_ip_json, parse_ip_text
