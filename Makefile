@@ -15,6 +15,9 @@ KIND_CLUSTER ?= lab
 APT_PACKAGES := qemu-system-x86 busybox-static bash ipvsadm openssh-server openssh-client \
 	iproute2 procps nftables kmod cpio gzip python3-venv chromium shellcheck \
 	dash libdevmapper1.02.1 libseccomp2
+# Debian's python3 (not the virtualenv's) is copied into the agent image's base and the lab guest,
+# where the node reader runs (fixtures/lab/image.py copy_python).
+APT_PACKAGES += python3
 # ipset and iptables (legacy and nft): the leftovers of IPVS mode that a switch to nftables may
 # leave (issue 20), for the lab guest (fixtures/lab/image.py copies host binaries into it) and
 # for the unit tests, which record their real output in a network namespace of their own.
