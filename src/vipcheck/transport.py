@@ -249,14 +249,20 @@ def _matches_ssh_host(name: str, entries: Sequence[Sequence[str]]) -> bool:
 
 def run_on(target: NodeTarget, script: str, timeout_s: float) -> RunResult:
     """Run a POSIX sh script on the node in one round trip, or raise TransportError."""
+    return run_command_on(target, ("sh -c %s", script), timeout_s)
+
+
+def run_command_on(target: NodeTarget, command: Sequence[str], timeout_s: float) -> RunResult:
+    """Run a command on the node in one round trip, or raise TransportError: testinfra's
+    template and its arguments, each quoted for the shell that runs it (`("sh -c %s", script)`)."""
     backend = _backend(target, timeout_s)
     name = backend.get_connection_type()
     try:
         if name in _COMMAND_BACKENDS:
             backend.run_local = _bounded_run_local(backend, target, timeout_s)
-            result = backend.run("sh -c %s", script)
+            result = backend.run(*command)
         else:
-            result = _run_in_thread(backend, target, script, timeout_s)
+            result = _run_in_thread(backend, target, command, timeout_s)
     except RuntimeError as error:  # testinfra's ssh backend: exit 255, the CommandResult as arg
         raise TransportError(f"{target.describe()}: {_ssh_failure(error)}") from None
     except OSError as error:
@@ -281,6 +287,13 @@ def _raise_exec_failure(
             raise TransportError(f"{target.describe()}: {message}")
 
 
+def connection_of(target: NodeTarget) -> str:
+    """The testinfra backend that reaches the target: its spec's, else --connection's, else ssh."""
+    _, spec_options = testinfra.backend.parse_hostspec(target.spec)
+    connection: str = spec_options.get("connection", target.connection or "ssh")
+    return connection
+
+
 def _backend(target: NodeTarget, timeout_s: float) -> Any:
     """testinfra's backend for the spec, with vipcheck's options under the spec's own."""
     options: dict[str, Any] = {"sudo": target.sudo}
@@ -288,8 +301,7 @@ def _backend(target: NodeTarget, timeout_s: float) -> Any:
         options["ssh_config"] = target.ssh_config
     if target.ssh_identity_file:
         options["ssh_identity_file"] = target.ssh_identity_file
-    _, spec_options = testinfra.backend.parse_hostspec(target.spec)
-    connection = spec_options.get("connection", target.connection or "ssh")
+    connection = connection_of(target)
     options["connection"] = connection
     if connection in _WRITING_BACKENDS:
         raise TransportError(
@@ -334,10 +346,12 @@ def _bounded_run_local(backend: Any, target: NodeTarget, timeout_s: float) -> Ca
     return run_local
 
 
-def _run_in_thread(backend: Any, target: NodeTarget, script: str, timeout_s: float) -> Any:
+def _run_in_thread(
+    backend: Any, target: NodeTarget, command: Sequence[str], timeout_s: float
+) -> Any:
     """Run through a library backend; past the deadline, close its connection to end the read."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vipcheck-{target.node}")
-    future = pool.submit(backend.run, "sh -c %s", script)
+    future = pool.submit(backend.run, *command)
     try:
         return future.result(timeout=timeout_s)
     except FutureTimeout:

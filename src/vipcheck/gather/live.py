@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from vipcheck.gather.cluster import ClusterError, gather_cluster
+from vipcheck.gather.local_reader import NODE_GATHER_RUNNER
 from vipcheck.gather.node_script import build_node_script
 from vipcheck.gather.nodes import gather_nodes
 from vipcheck.options import GatherOptions
@@ -22,7 +23,6 @@ from vipcheck.parse import ParseError
 from vipcheck.parse.kube import parse_nodes
 from vipcheck.snapshot import NodeSnapshot, Snapshot, new_meta
 from vipcheck.transport import (
-    HOST_SPEC_RUNNER,
     NodeRunner,
     NodeTarget,
     Resolution,
@@ -59,8 +59,9 @@ def gather(
     """Observe the cluster and its nodes; an unreadable API still lets the given hosts be read.
 
     The nodes are reached by `runner`, else through their agent pods with --via-agents, else
-    by their host specs. The agents' runner is made before the cluster is read, so a bad
-    kubeconfig is one ClusterConfigError whichever reads it first.
+    by their host specs (`local://` by the netlink reader: vipcheck.gather.local_reader). The
+    agents' runner is made before the cluster is read, so a bad kubeconfig is one
+    ClusterConfigError whichever reads it first.
 
     With --hosts the specs are known before the API answers, so they are gathered while it is
     listed, and paired with nodes afterwards (a spec that is no node was read for nothing and is
@@ -75,7 +76,7 @@ def gather(
             from vipcheck.gather.agent_exec import agent_runner  # noqa: PLC0415
 
             runner = stack.enter_context(agent_runner(options, progress))
-        return _observe(options, progress, runner or HOST_SPEC_RUNNER, read_cluster, sysctl_keys)
+        return _observe(options, progress, runner or NODE_GATHER_RUNNER, read_cluster, sysctl_keys)
 
 
 def _observe(

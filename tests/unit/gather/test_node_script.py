@@ -11,6 +11,7 @@ import pytest
 
 from tests.unit.checks.test_inputs import declares
 from vipcheck.checks import SYSCTL_KEYS
+from vipcheck.gather.local_reader import NodeGatherRunner
 from vipcheck.gather.node_script import (
     END,
     FALLBACK_FILES,
@@ -24,7 +25,7 @@ from vipcheck.observe import ObserveError, observe
 from vipcheck.options import GatherOptions, RunOptions
 from vipcheck.parse.sysctl import parse_proc_sys
 from vipcheck.snapshot import NODE_FILES
-from vipcheck.transport import HostSpecRunner, NodeTarget, RunResult
+from vipcheck.transport import NodeTarget, RunResult
 
 SHELLS = [
     pytest.param(["sh"], id="sh"),
@@ -46,13 +47,13 @@ def live_run_node_script() -> str:
     """
     sent: list[str] = []
 
-    def run(self: HostSpecRunner, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+    def run(self: NodeGatherRunner, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
         sent.append(script)
         return RunResult(0, END + "\n", "")
 
     options = GatherOptions(kubeconfig="/nonexistent/kubeconfig", hosts=("ssh://node-1",))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(HostSpecRunner, "run", run)
+        patch.setattr(NodeGatherRunner, "run", run)
         with pytest.raises(ObserveError, match="no such file"):
             observe(RunOptions(gather=options), lambda _line: None, SYSCTL_KEYS)
     [script] = sent

@@ -1,0 +1,5 @@
+"""`python -m vipcheck.node_reader`: vipcheck-node, run by a given interpreter (local://)."""
+
+from vipcheck.node_reader.cli import main
+
+raise SystemExit(main())
