@@ -84,7 +84,8 @@ def make_printable(report: pytest.TestReport) -> None:
         report.longrepr = (path, lineno, printable(reason, one_line=True))
     elif longrepr is not None:
         report.longrepr = _printable(longrepr)
-    report.sections = _printable(report.sections)
+    if report.sections:  # most reports have none: no new empty list per report
+        report.sections = _printable(report.sections)
 
 
 def _printable(value: Any) -> Any:

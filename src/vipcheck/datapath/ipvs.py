@@ -213,29 +213,18 @@ class IpvsDatapath:
     def reaches(self, facts: Facts, node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
         """Real servers (weight > 0) the node's IPVS has for a TCP VS, none without the VS;
         raises what reading the table raises. A VS the same on many nodes is one object
-        (the snapshot's SharedServices), so its real servers are listed once per snapshot."""
-        vs = _virtual_service(node, vip)
-        if vs is None:
-            return frozenset()
-        listed: dict[int, tuple[VirtualService, frozenset[HostPort]]]
-        listed = facts.derive("ipvs real servers by VS", dict)
-        found = listed.get(id(vs))
-        if found is None or found[0] is not vs:
-            found = listed[id(vs)] = (vs, _weighted(vs))
-        return found[1]
+        (the snapshot's SharedServices), so its real servers are listed once for them all."""
+        del facts  # nothing beyond the node's table
+        return _real_servers(node, vip)
 
 
 def _real_servers(node: NodeFacts, vip: HostPort) -> frozenset[HostPort]:
     vs = _virtual_service(node, vip)
-    return frozenset() if vs is None else _weighted(vs)
+    return frozenset() if vs is None else vs.weighted_real_servers
 
 
 def _virtual_service(node: NodeFacts, vip: HostPort) -> VirtualService | None:
     return node.ipvs.get((L4Protocol.TCP.value, vip.address, vip.port))
-
-
-def _weighted(vs: VirtualService) -> frozenset[HostPort]:
-    return frozenset(HostPort(*rs.key) for rs in vs.real_servers if rs.weight != 0)
 
 
 IPVS = IpvsDatapath()

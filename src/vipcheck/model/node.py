@@ -145,6 +145,9 @@ class VirtualService:
     _real_server_keys: frozenset[tuple[IPAddress, int]] = field(
         init=False, repr=False, compare=False
     )
+    _weighted: frozenset[HostPort] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         by_address = (self.protocol, self.address, self.port)
@@ -171,6 +174,16 @@ class VirtualService:
     def real_server_keys(self) -> frozenset[tuple[IPAddress, int]]:
         """The real servers' keys (address, port)."""
         return self._real_server_keys
+
+    @property
+    def weighted_real_servers(self) -> frozenset[HostPort]:
+        """The real servers IPVS sends to (weight > 0), computed on first use: a service that
+        many nodes list is one object (SharedServices), so once for all of them."""
+        if self._weighted is None:
+            weighted = frozenset(HostPort(*rs.key) for rs in self.real_servers if rs.weight != 0)
+            object.__setattr__(self, "_weighted", weighted)
+            return weighted
+        return self._weighted
 
     def _identity(self) -> VirtualServiceKey:
         if self.fwmark is not None:

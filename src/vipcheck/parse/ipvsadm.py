@@ -236,23 +236,29 @@ class SharedServices:
     by the lines (strings hash once), and shared only when its real servers are equal too (the
     same objects, mostly: _plain_real_server shares them), so a shared service equals, field for
     field, the one it stands for.
+
+    What is kept is two tables' worth: the services of the table being built and of the one
+    before it. A service every node lists is carried on from table to table; one that a single
+    node lists (a NodePort on the node's own address, at 1,000 nodes a thousand such sets) goes
+    with the next table, so what is kept does not grow with the nodes.
     """
 
-    MAX = 1 << 17
-
     def __init__(self) -> None:
-        self._built: dict[_BuiltKey, VirtualService] = {}
+        self._previous: dict[_BuiltKey, VirtualService] = {}
+        self._current: dict[_BuiltKey, VirtualService] = {}
 
     def build(self, pending: PendingService, source: str) -> VirtualService:
         """The service built before from the same line, options and real servers, or a new one."""
         key = pending.shared_key()
-        built = self._built.get(key)
-        if built is not None and built.real_servers == tuple(pending.real_servers):
-            return built
-        if len(self._built) >= self.MAX:
-            self._built.clear()
-        built = self._built[key] = pending.build(source)
+        built = self._current.get(key) or self._previous.get(key)
+        if built is None or built.real_servers != tuple(pending.real_servers):
+            built = pending.build(source)
+        self._current[key] = built
         return built
+
+    def table_done(self) -> None:
+        """The table being built is whole: it becomes the one before the next."""
+        self._previous, self._current = self._current, {}
 
 
 @dataclass(slots=True)
@@ -327,6 +333,8 @@ def build_services(
                 "two listings pasted together? give one node's output per file",
             )
         services.append(service)
+    if shared is not None:
+        shared.table_done()
     return tuple(services)
 
 

@@ -20,6 +20,7 @@ from vipcheck.model.node import (
 )
 from vipcheck.parse import ParseError
 from vipcheck.parse.ipvsadm import (
+    SharedServices,
     parse_ipvsadm_connections,
     parse_ipvsadm_list,
     parse_ipvsadm_timeout,
@@ -597,3 +598,35 @@ def test_seed_incidents_node_1_connections() -> None:
     assert any(
         c.state is ConnState.TIME_WAIT and c.virtual == hp("10.96.0.30:80") for c in connections
     )
+
+
+def _node_table(node_ip: str, endpoint: str) -> str:
+    """A node's table: a ClusterIP every node lists, and a NodePort on the node's own address."""
+    return (
+        "IP Virtual Server version 1.2.1 (size=4096)\n"
+        "Prot LocalAddress:Port Scheduler Flags\n"
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+        "TCP  10.96.0.10:53 rr\n"
+        "  -> 10.244.0.5:53                 Masq    1      0          0\n"
+        f"TCP  {node_ip}:30080 rr\n"
+        f"  -> {endpoint}                 Masq    1      0          0\n"
+    )
+
+
+def test_shared_services_carry_what_every_node_lists_and_let_the_rest_go() -> None:
+    shared = SharedServices()
+    first, second, third = (
+        parse_ipvsadm_list(_node_table(ip, "10.244.1.7:80"), f"node-{n}", shared)
+        for n, ip in enumerate(("192.168.58.11", "192.168.58.12", "192.168.58.11"), start=1)
+    )
+    cluster_ip = ("TCP", IPv4Address("10.96.0.10"), 53)
+    node_port = ("TCP", IPv4Address("192.168.58.11"), 30080)
+    # The ClusterIP every node lists is one object, carried from table to table.
+    assert first.get(cluster_ip) is second.get(cluster_ip) is third.get(cluster_ip)
+    # node-1's NodePort went with the table after it: the third table built its own, equal.
+    assert third.get(node_port) == first.get(node_port)
+    assert third.get(node_port) is not first.get(node_port)
+    # A service whose real servers differ is never shared, whatever its line.
+    moved = parse_ipvsadm_list(_node_table("192.168.58.11", "10.244.1.8:80"), "node-4", shared)
+    assert moved.get(node_port) != third.get(node_port)
+    assert moved.get(cluster_ip) is first.get(cluster_ip)
