@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import json
+import os
 import signal
 import ssl
 import subprocess
@@ -25,6 +27,7 @@ from fixtures.lab.tls import TlsFiles, make_tls
 from tests.kubectl import kubectl
 
 REPO = Path(__file__).resolve().parents[3]
+SYS_TGKILL = 234  # x86_64 (arch/x86/entry/syscalls/syscall_64.tbl)
 TOKEN = "lab-token-0123456789abcdef"  # noqa: S105 (a test token for a throwaway server)
 
 
@@ -445,6 +448,15 @@ def test_bad_objects_file_is_one_line_and_exit_2(
     assert not (tmp_path / "ready").exists()
 
 
+def _signal_a_thread_but_the_main_one(pid: int, signum: int) -> None:
+    """tgkill(2) to a thread of pid other than its main one, as the kernel may deliver a
+    process's signal: Python runs the handler in the main thread only, when it next wakes."""
+    tids = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+    other = next(tid for tid in tids if tid != pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(SYS_TGKILL, pid, other, signum) == 0, os.strerror(ctypes.get_errno())
+
+
 def test_sighup_serves_the_objects_and_exec_files_as_they_now_read(tmp_path: Path) -> None:
     """How the lab's `migrate` edits the kube-proxy ConfigMap and its agents add their pods and
     exec (fixtures/lab/agents.py); a broken file keeps the old objects and exec map."""
@@ -484,7 +496,7 @@ def test_sighup_serves_the_objects_and_exec_files_as_they_now_read(tmp_path: Pat
         edited["services"] = edited["services"][:1]
         objects.write_text(json.dumps(edited))
         exec_file.write_text(json.dumps({"vipcheck/agent-1": ["env"]}))
-        server.send_signal(signal.SIGHUP)
+        _signal_a_thread_but_the_main_one(server.pid, signal.SIGHUP)
         while services() == before:
             assert time.monotonic() < deadline, "the edit was never served"
             time.sleep(0.05)
