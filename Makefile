@@ -134,7 +134,7 @@ demo-kind-down:
 # DOCKER_CONTEXT: this machine runs none; the kind-shaped lab's does, DIR/docker_host), with the
 # legacy builder where the CLI has no buildx. Push it where the nodes pull from yourself.
 agent-image: $(VENV)/.installed
-	$(VENV)/bin/python -m agent_image --image "$(AGENT_IMAGE)" --base "$(AGENT_BASE)"
+	$(VENV)/bin/python -m agent_image $(if $(AGENT_IMAGE),--image $(AGENT_IMAGE)) --base $(AGENT_BASE)
 
 clean:
 	rm -rf build $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .bench .hypothesis

@@ -23,11 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=DEFAULT_BASE, help=f"FROM (default {DEFAULT_BASE})")
     args = parser.parse_args(argv)
     try:
-        build_image(args.image or DEFAULT_IMAGE, args.base or DEFAULT_BASE, progress=_progress)
+        build_image(args.image, args.base, progress=_progress)
     except ImageError as error:
         print(f"agent-image: error: {error}", file=sys.stderr)
         return 1
-    _progress(f"built {args.image or DEFAULT_IMAGE}")
+    _progress(f"built {args.image}")
     return 0
 
 
