@@ -33,7 +33,13 @@ APT_PACKAGES += $(if $(shell command -v kubectl 2>/dev/null),,kubernetes-client)
 DOCKER_CLI_PACKAGE := docker.io
 DOCKER_CLI_DIR ?= /usr/local/bin
 
-.PHONY: deps system-deps docker-cli test bench bench-lab fuzz demo demo-down demo-kind demo-kind-down clean
+# The agent image (docs/agents.md): AGENT_IMAGE is its tag (default vipcheck-agent:VERSION, the
+# image `vipcheck manifests` names), AGENT_BASE the Python base it is built FROM.
+AGENT_IMAGE ?=
+AGENT_BASE ?= python:3.12-slim
+
+.PHONY: deps system-deps docker-cli test bench bench-lab fuzz demo demo-down demo-kind demo-kind-down \
+	agent-image clean
 
 deps: system-deps docker-cli $(VENV)/.installed
 
@@ -123,5 +129,12 @@ demo-kind: deps
 demo-kind-down:
 	$(VENV)/bin/python -m fixtures.lab down --workdir $(DEMO_KIND_DIR)
 
+# The wheels (vipcheck's, pyroute2's and pip's) are built into build/agent/, the build context;
+# then the top-level Dockerfile is built by the daemon the docker CLI reaches (DOCKER_HOST or
+# DOCKER_CONTEXT: this machine runs none; the kind-shaped lab's does, DIR/docker_host), with the
+# legacy builder where the CLI has no buildx. Push it where the nodes pull from yourself.
+agent-image: $(VENV)/.installed
+	$(VENV)/bin/python -m agent_image $(if $(AGENT_IMAGE),--image $(AGENT_IMAGE)) --base $(AGENT_BASE)
+
 clean:
-	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .bench .hypothesis
+	rm -rf build $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache .bench .hypothesis

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import json
+import os
 import signal
 import ssl
 import subprocess
@@ -25,6 +27,7 @@ from fixtures.lab.tls import TlsFiles, make_tls
 from tests.kubectl import kubectl
 
 REPO = Path(__file__).resolve().parents[3]
+SYS_TGKILL = 234  # x86_64 (arch/x86/entry/syscalls/syscall_64.tbl)
 TOKEN = "lab-token-0123456789abcdef"  # noqa: S105 (a test token for a throwaway server)
 
 
@@ -445,14 +448,27 @@ def test_bad_objects_file_is_one_line_and_exit_2(
     assert not (tmp_path / "ready").exists()
 
 
-def test_sighup_serves_the_objects_file_as_it_now_reads(tmp_path: Path) -> None:
-    """How the lab's `migrate` edits the kube-proxy ConfigMap; a broken file keeps the old."""
+def _signal_a_thread_but_the_main_one(pid: int, signum: int) -> None:
+    """tgkill(2) to a thread of pid other than its main one, as the kernel may deliver a
+    process's signal: Python runs the handler in the main thread only, when it next wakes."""
+    tids = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+    other = next(tid for tid in tids if tid != pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(SYS_TGKILL, pid, other, signum) == 0, os.strerror(ctypes.get_errno())
+
+
+def test_sighup_serves_the_objects_and_exec_files_as_they_now_read(tmp_path: Path) -> None:
+    """How the lab's `migrate` edits the kube-proxy ConfigMap and its agents add their pods and
+    exec (fixtures/lab/agents.py); a broken file keeps the old objects and exec map."""
     tls = make_tls(tmp_path / "tls")
     objects = tmp_path / "objects.json"
-    objects.write_text(json.dumps(OBJECTS))
+    agent = {"metadata": _meta("agent-1", "vipcheck", "5"), "spec": {"nodeName": "node-1"}}
+    objects.write_text(json.dumps({**OBJECTS, "pods": [agent]}))
+    exec_file = tmp_path / "exec.json"
+    exec_file.write_text("{}")
     (tmp_path / "token").write_text(TOKEN + "\n")
     server = subprocess.Popen(
-        _server_command(tmp_path, tls, "--port", "0"),
+        _server_command(tmp_path, tls, "--port", "0", "--exec", str(exec_file)),
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,
@@ -472,20 +488,29 @@ def test_sighup_serves_the_objects_file_as_it_now_reads(tmp_path: Path) -> None:
                 listed = client.CoreV1Api(api_client).list_service_for_all_namespaces()
                 return _names(listed.items)
 
+        lab = Lab((tmp_path / "ready").read_text().strip(), kubeconfig, tls.ca_cert, tmp_path)
+        exec_path = "/api/v1/namespaces/vipcheck/pods/agent-1/exec?command=true"
+        assert _raw(lab, "GET", exec_path)[0] == 403  # in no exec map yet
         before = services()
-        edited = json.loads(json.dumps(OBJECTS))
+        edited = json.loads(json.dumps(OBJECTS)) | {"pods": [agent]}
         edited["services"] = edited["services"][:1]
         objects.write_text(json.dumps(edited))
-        server.send_signal(signal.SIGHUP)
+        exec_file.write_text(json.dumps({"vipcheck/agent-1": ["env"]}))
+        _signal_a_thread_but_the_main_one(server.pid, signal.SIGHUP)
         while services() == before:
             assert time.monotonic() < deadline, "the edit was never served"
             time.sleep(0.05)
         kept = [edited["services"][0]["metadata"]["name"]]
         assert services() == kept
+        # Allowed now: past the exec map, only a plain GET is refused, for not being a WebSocket.
+        code, status = _raw(lab, "GET", exec_path)
+        assert (code, status["message"]) == (400, "the lab stand-in's exec is WebSocket only")
         objects.write_text("{not json")
+        exec_file.write_text("{}")
         server.send_signal(signal.SIGHUP)
         time.sleep(0.5)
         assert services() == kept
+        assert _raw(lab, "GET", exec_path)[0] == 400
     finally:
         server.send_signal(signal.SIGTERM)
         _, log = server.communicate(timeout=10)

@@ -38,6 +38,21 @@ def test_ipvs_order_is_not_a_difference_but_a_weight_is(copy: Path) -> None:
     assert node_fact_differences(RECORDED, copy) == ["node-2: IPVS table: different"]
 
 
+def test_real_server_order_is_not_a_difference(copy: Path) -> None:
+    """/proc/net/ip_vs (a kind node's node script) and the netlink dump may list a service's
+    real servers in different orders."""
+    listing = copy / "nodes" / "node-1" / "ipvsadm-Ln.txt"
+    lines = listing.read_text().splitlines(keepends=True)
+    first = next(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("  -> ") and lines[i + 1].startswith("  -> ")
+    )
+    lines[first], lines[first + 1] = lines[first + 1], lines[first]
+    listing.write_text("".join(lines))
+    assert node_fact_differences(RECORDED, copy) == []
+
+
 def test_a_missing_file_and_an_address_differ(copy: Path) -> None:
     (copy / "nodes" / "node-1" / "ipvsadm-timeout.txt").unlink()
     edit(copy / "nodes" / "node-3" / "ip-addr.json", '"10.96.0.20"', '"10.96.0.21"')
