@@ -13,6 +13,7 @@ conntrack entry count (net.netfilter.nf_conntrack_count).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from vipcheck.checks import SYSCTL_KEYS
@@ -63,7 +64,8 @@ def _outcome(read: Callable[[NodeFacts], object], node: NodeFacts) -> object:
 def _ipvs(node: NodeFacts) -> object:
     table = node.ipvs
     services = {
-        service.key: (service, frozenset(service.real_servers)) for service in table.services
+        service.key: (replace(service, real_servers=()), frozenset(service.real_servers))
+        for service in table.services
     }
     return (table.version, table.conn_table_size, table.partial, services)
 

@@ -38,6 +38,19 @@ def test_ipvs_order_is_not_a_difference_but_a_weight_is(copy: Path) -> None:
     assert node_fact_differences(RECORDED, copy) == ["node-2: IPVS table: different"]
 
 
+def test_real_server_order_is_not_a_difference(copy: Path) -> None:
+    """/proc/net/ip_vs lists a service's real servers in the kernel's order, ipvsadm sorts them
+    (a node without ipvsadm against the reader)."""
+    listing = copy / "nodes" / "node-1" / "ipvsadm-Ln.txt"
+    lines = listing.read_text().splitlines(keepends=True)
+    first = next(  # a service's first two real servers (after the title's `  -> Remote...`)
+        i for i in range(3, len(lines) - 1) if lines[i][:4] == lines[i + 1][:4] == "  ->"
+    )
+    lines[first], lines[first + 1] = lines[first + 1], lines[first]
+    listing.write_text("".join(lines))
+    assert node_fact_differences(RECORDED, copy) == []
+
+
 def test_a_missing_file_and_an_address_differ(copy: Path) -> None:
     (copy / "nodes" / "node-1" / "ipvsadm-timeout.txt").unlink()
     edit(copy / "nodes" / "node-3" / "ip-addr.json", '"10.96.0.20"', '"10.96.0.21"')
