@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from fixtures.lab.reader import READER_PATH, READER_RUNNER, push_reader, reader_bundle
 from fixtures.lab.running import LabPool, RunningLab
-from fixtures.lab.scenario import Node, NodeFault, ProxyMode, scenario_names
+from fixtures.lab.scenario import Node, NodeFault, ProxyMode, Userland, scenario_names
 from tests.unit.node_reader import record_requests
 from tests.unit.node_reader.record_requests import (
     GENL_ID_CTRL,
@@ -40,10 +40,11 @@ from tests.unit.node_reader.record_requests import (
     refused,
 )
 from vipcheck.checks import SYSCTL_KEYS
+from vipcheck.facts import Facts, MissingInput
 from vipcheck.gather.node_script import END, build_node_script
 from vipcheck.gather.nodes import gather_nodes
 from vipcheck.node_reader.same_facts import node_fact_differences
-from vipcheck.snapshot import Snapshot, save_snapshot
+from vipcheck.snapshot import Snapshot, load_snapshot, save_snapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, RunResult
 
 NOT_POOLED = {"migration"}  # booted by its runbook (docs/migration.md), not by the pool
@@ -60,6 +61,10 @@ UNREADABLE = {NodeFault.SSHD_HANG, NodeFault.PORT_CLOSED, NodeFault.CUT_OUTPUT}
 # the reader falls back to the script's words (tests/unit/node_reader): these facts differ
 # only through the lab's stand-in.
 SEEN_THROUGH = {NodeFault.NO_IPVS: ("IPVS table", "IPVS absence", "IPVS timeouts")}
+# A node of an old userland (no ipvsadm, busybox's ip) cannot tell the script what netlink tells
+# the reader: the IPVS timeouts (only ipvsadm reads them) and each link's kind and operational
+# state (busybox's `ip` text has neither). Both are checked apart (old_userland_untold).
+UNTOLD_BY_OLD_USERLAND = ("IPVS timeouts", "interfaces")
 SCRIPT = build_node_script(sysctl_keys=SYSCTL_KEYS)  # what vipcheck's gather sends
 TIMEOUT_S = 240.0  # per node: big's director under software emulation, beside the other labs
 LABS_AT_ONCE = 4
@@ -87,12 +92,31 @@ def nodes_to_read(lab: RunningLab) -> list[str]:
 
 
 def expected_differences(nodes: list[Node]) -> list[str]:
-    return [
-        f"{node.name}: {fact}: different"
-        for node in nodes
-        if node.fault is not None
-        for fact in SEEN_THROUGH.get(node.fault, ())
-    ]
+    def facts(node: Node) -> tuple[str, ...]:
+        seen_through = SEEN_THROUGH.get(node.fault, ()) if node.fault is not None else ()
+        untold = UNTOLD_BY_OLD_USERLAND if node.userland is Userland.OLD else ()
+        return (*seen_through, *untold)
+
+    return [f"{node.name}: {fact}: different" for node in nodes for fact in facts(node)]
+
+
+def old_userland_untold(directory: Path, node: str, director: str) -> None:
+    """What differs on an old node is only what its userland cannot tell: the script has no
+    timeouts, saying why, and the reader has the director's (kube-proxy sets them alike on every
+    node); the interfaces are the same but for the kind and state busybox's `ip` does not say."""
+    script, reader = (
+        Facts.from_snapshot(load_snapshot(directory / side), sysctl_keys=SYSCTL_KEYS).nodes
+        for side in ("script", "reader")
+    )
+    with pytest.raises(MissingInput, match="ipvsadm not installed"):
+        _ = script[node].timeouts
+    assert reader[node].timeouts == script[director].timeouts
+    assert [i.kind for i in script[node].interfaces.interfaces] == [None] * len(
+        script[node].interfaces.interfaces
+    )
+    assert [
+        replace(i, kind=None, operstate=None) for i in reader[node].interfaces.interfaces
+    ] == list(script[node].interfaces.interfaces)
 
 
 @dataclass
@@ -100,6 +124,7 @@ class Compared:
     """A lab's chosen nodes read both ways: the nodes each observed, and the differences."""
 
     nodes: list[str]
+    directory: Path
     observed: dict[str, list[str]] = field(default_factory=dict)
     differences: list[str] = field(default_factory=list)
 
@@ -119,7 +144,7 @@ def snapshot_of(
 def compare(lab: RunningLab, nodes: list[str], runner: NodeRunner, directory: Path) -> Compared:
     """The nodes read by the script, then by runner (the reader), and compared."""
     script, reader = directory / "script", directory / "reader"
-    result = Compared(nodes)
+    result = Compared(nodes, directory)
     result.observed["script"] = snapshot_of(lab, nodes, HOST_SPEC_RUNNER, script)
     result.observed["reader"] = snapshot_of(lab, nodes, runner, reader)
     result.differences = node_fact_differences(script, reader)
@@ -219,6 +244,9 @@ def test_the_reader_and_the_node_script_give_the_same_facts(
     # ... and give the same facts there, but what the lab's no-ipvs stand-in shows netlink.
     chosen = [node for node in lab.scenario.nodes if node.name in result.nodes]
     assert result.differences == expected_differences(chosen)
+    for node in chosen:
+        if node.userland is Userland.OLD:
+            old_userland_untold(result.directory, node.name, lab.scenario.client.gateway)
 
 
 def ipvs_listing(text: str) -> tuple[list[str], Counter[tuple[str, tuple[str, ...]]]]:
