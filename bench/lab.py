@@ -18,7 +18,9 @@ in the shared machine's load falls on both), rounds of:
 Every Service-port item reads every node's facts, so no item can run before the gather ends:
 raw + (pytest - collect), the items run after the gather, is a lower bound for any run of them.
 It prints the medians, their ratio against the target (issue 8: at most 1.3) and the bound's
-ratio, then stops the lab. A warm-up round is run first and not counted (cold page cache, first
+ratio; then, with this checkout's node reader pushed into the VM, the netlink reader against the
+node script on one node, alternating, as a ratio (issue 21; bench/lab_reader.py); then stops the
+lab. A warm-up round is run first and not counted (cold page cache, first
 ssh logins); it also counts the items.
 """
 
@@ -37,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import lab_reader
+from fixtures.lab.reader import push_reader, reader_bundle
 from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.gather.node_script import build_node_script
 
@@ -372,10 +376,17 @@ def main(workdir: Path, rounds: int = ROUNDS, scenario: str = SCENARIO) -> int:
 
         bench = timed_rounds(rounds, run_vipcheck, run_raw, run_pytest, progress)
         bench.items = counted[0]
+        progress(
+            f"pushing this checkout's node reader into the VM; {lab_reader.NODE} read both ways"
+        )
+        push_reader(lab / "ssh_config", CLIENT, reader_bundle())
+        readers = lab_reader.measure(lab / "ssh_config", script, progress)
     finally:
         down(lab, log)
         progress("lab stopped")
     met = report(bench, booted, scenario, TARGET_RATIO)
+    print("\n".join(lab_reader.report(readers)))
+    met = met and not readers.problems
     results = {
         "scenario": scenario,
         "boot_s": round(booted.wall_s, 1),
@@ -389,7 +400,10 @@ def main(workdir: Path, rounds: int = ROUNDS, scenario: str = SCENARIO) -> int:
         "bound_ratio": round(bench.bound_ratio, 3),
         "target": TARGET_RATIO,
         "met": met,
-        "problems": bench.problems,
+        "reader_s": [round(value, 2) for value in readers.reader],
+        "node_script_s": [round(value, 2) for value in readers.script],
+        "reader_ratio": round(readers.ratio, 3),
+        "problems": bench.problems + readers.problems,
     }
     (workdir / "lab-results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0 if met else 1

@@ -66,10 +66,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test under tests/lab needs the VM: mark it so `-m lab` / `-m "not lab"` split runs.
 
     Tests marked `lab_changes` change the lab they take (LabPool.take): they run after all
-    others, so they reuse the labs the others booted instead of booting their own.
+    others, so they reuse the labs the others booted instead of booting their own. Tests marked
+    `lab_revisits` read again every lab the others booted: they run after those, and before the
+    lab_changes ones change any.
     """
     lab_dir = Path(__file__).parent
     for item in items:
         if lab_dir in Path(item.path).parents:
             item.add_marker(pytest.mark.lab)
-    items.sort(key=lambda item: item.get_closest_marker("lab_changes") is not None)
+    items.sort(key=_lateness)
+
+
+LATE = ("lab_revisits", "lab_changes")  # markers of tests run after the others, in this order
+
+
+def _lateness(item: pytest.Item) -> int:
+    """0 for most lab tests, then 1 + the index of the last of LATE the item is marked with."""
+    marked = [1 + index for index, name in enumerate(LATE) if item.get_closest_marker(name)]
+    return max(marked, default=0)

@@ -6,7 +6,8 @@ Run as root in the node's host network namespace, it prints the node script's fr
 - ipvsadm-Ln.txt, ipvsadm-timeout.txt: IPVS generic netlink (GET_SERVICE, GET_DEST, GET_INFO,
   GET_CONFIG), rendered as `ipvsadm -Ln --exact` and `ipvsadm -L --timeout` print them;
 - ip-addr.json, ip-link.json: rtnetlink dumps, rendered as `ip -j addr` / `ip -j -d link`;
-- ip_vs_conn.txt: /proc/net/ip_vs_conn, streamed; sysctl.txt: /proc/sys, as `sysctl -a`;
+- ip_vs_conn.txt: /proc/net/ip_vs_conn, streamed; sysctl.txt: /proc/sys, as `sysctl -a`
+  (where there is no /proc/sys to walk, by the script: an empty file would say no key is set);
   uname.txt: the kernel release;
 - everything else (nftables, ipset, iptables) by the node script's own sh, for the same files
   with the same guards and `missing` lines: the same commands, never one that loads a module.
@@ -36,7 +37,7 @@ from vipcheck.node_reader.frames import FrameWriter
 from vipcheck.node_reader.ipvs_text import render_list, render_timeouts
 from vipcheck.node_reader.links import ip_addr_json, ip_link_json
 from vipcheck.node_reader.messages import ReadError
-from vipcheck.node_reader.sysctls import sysctl_lines
+from vipcheck.node_reader.sysctls import PROC_SYS, sysctl_lines
 from vipcheck.snapshot import NODE_FILES
 from vipcheck.untrusted import printable
 
@@ -81,7 +82,10 @@ def read_node(out: BinaryIO) -> int:
         frames.file(CONNECTIONS, lambda: _stream(PROC_IP_VS_CONN))
     else:
         to_script.append(CONNECTIONS)  # the script's `missing` line, in its own words
-    frames.file("sysctl.txt", sysctl_lines)
+    if Path(PROC_SYS).is_dir():
+        frames.file("sysctl.txt", sysctl_lines)
+    else:
+        to_script.append("sysctl.txt")  # sysctl's own words for what it cannot read either
     _read_links(frames)
     frames.file("uname.txt", lambda: [os.uname().release + "\n"])
     frames.flush()

@@ -34,8 +34,8 @@ def booted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     seen: dict[str, Any] = {"ssh": []}
     cache = tmp_path / "cache"
     cache.mkdir()
-    for part in ("vmlinuz", "initrd", "docker.cpio.gz"):
-        (cache / part).write_bytes(b"")
+    for part in ("vmlinuz", "initrd", "docker.cpio.gz", "python.cpio.gz"):
+        (cache / part).write_bytes(f"{part};".encode())  # initrd.img: which parts, in order
     boot = image.BootFiles(cache / "vmlinuz", cache / "initrd", "6.1.0-test")
     ports = iter(range(40000, 40100))
 
@@ -53,6 +53,7 @@ def booted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
 
     monkeypatch.setattr(image, "ensure_boot_files", lambda _progress: boot)
     monkeypatch.setattr(image, "ensure_docker_layer", lambda *_a: cache / "docker.cpio.gz")
+    monkeypatch.setattr(image, "ensure_python_layer", lambda *_a: cache / "python.cpio.gz")
     monkeypatch.setattr(image, "write_cpio", lambda _root, target: target.write_bytes(b""))
     monkeypatch.setattr(vm, "free_ports", lambda count: [next(ports) for _ in range(count)])
     monkeypatch.setattr(vm, "start_vm", start_vm)
@@ -88,6 +89,8 @@ def test_namespaces_answer_ssh_on_every_node_but_the_broken_ones(
     assert (booted["memory_mb"], booted["context"]) == (vm.MEMORY_MB, "vipcheck-lab")
     assert not (tmp_path / "lab" / "docker_host").exists()
     assert "docker" not in booted
+    # Debian's python3 for the node reader (fixtures/lab/reader.py), above the base image.
+    assert (tmp_path / "lab" / "initrd.img").read_bytes() == b"initrd;python.cpio.gz;"
 
 
 def test_kind_nodes_are_reached_over_docker_and_only_the_client_over_ssh(
@@ -109,3 +112,4 @@ def test_kind_nodes_are_reached_over_docker_and_only_the_client_over_ssh(
     assert reached == docker_host
     assert state.scenario == "healthy"
     assert "kind cluster dev: DOCKER_HOST=" in control.status(tmp_path / "kind")
+    assert (tmp_path / "kind" / "initrd.img").read_bytes() == b"initrd;docker.cpio.gz;"

@@ -5,15 +5,15 @@
 Every send of pyroute2 (NetlinkRequest.send, the generic family lookup's sendto, batches)
 ends in a method of Python's socket.socket, so the seam is there, below pyroute2: each netlink
 message of each buffer is recorded with its protocol, type, flags and, for generic netlink,
-its command. The reader's output goes to /dev/null. The commands it runs (nft, ipset,
-iptables-save, through the node script) are other processes: not recorded here.
-Usable on the lab's IPVS kernel as it is here: the IPVS requests show only there.
+its command. The reader's output goes to stdout, as vipcheck-node's does. The commands it runs
+(nft, ipset, iptables-save, through the node script) are other processes: not recorded here.
+Usable on the lab's IPVS kernel as it is here: the IPVS requests show only there
+(tests/lab/test_reader_lab.py runs it there, and compares the output too).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 import sys
@@ -98,8 +98,7 @@ def recording(records: list[dict[str, int]]) -> None:
 def main() -> int:
     records: list[dict[str, int]] = []
     recording(records)
-    with Path(os.devnull).open("wb") as out:
-        read_node(out)
+    read_node(sys.stdout.buffer)
     Path(sys.argv[1]).write_text(json.dumps(records))
     return 0
 

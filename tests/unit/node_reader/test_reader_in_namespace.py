@@ -144,3 +144,39 @@ def test_same_sysctls(outputs: Outputs) -> None:
         return {line.partition(" = ")[0] for line in text.splitlines()}
 
     assert keys(outputs.reader.files["sysctl.txt"]) == keys(outputs.script.files["sysctl.txt"])
+
+
+def test_without_proc_sys_both_say_sysctl_could_not_read_it(tmp_path: Path) -> None:
+    """A procfs of processes only (the lab's no-ipvs node) has no /proc/sys: the reader leaves
+    sysctl.txt to the script, whose `sysctl -a` says why, not an empty file (no key set)."""
+    if not READER.exists():
+        pytest.skip(f"{READER} is not installed (pip install -e .)")
+    hidden = (
+        'mount -t proc -o subset=pid proc /proc && sh -c "$0" >"$2/script.out";'
+        ' "$1" >"$2/reader.out"'
+    )
+    result = subprocess.run(
+        [
+            "unshare",
+            "-n",
+            "-m",
+            "sh",
+            "-c",
+            hidden,
+            build_node_script(),
+            str(READER),
+            str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    script, reader = (
+        split_node_frames((tmp_path / name).read_text(errors="surrogateescape"))
+        for name in ("script.out", "reader.out")
+    )
+    assert "sysctl.txt" not in reader.files
+    assert reader.missing["sysctl.txt"] == script.missing["sysctl.txt"]
+    assert "/proc/sys" in reader.missing["sysctl.txt"]

@@ -39,14 +39,12 @@ def test_ipvs_order_is_not_a_difference_but_a_weight_is(copy: Path) -> None:
 
 
 def test_real_server_order_is_not_a_difference(copy: Path) -> None:
-    """/proc/net/ip_vs (a kind node's node script) and the netlink dump may list a service's
-    real servers in different orders."""
+    """/proc/net/ip_vs lists a service's real servers in the kernel's order, ipvsadm sorts them
+    (a node without ipvsadm against the reader)."""
     listing = copy / "nodes" / "node-1" / "ipvsadm-Ln.txt"
     lines = listing.read_text().splitlines(keepends=True)
-    first = next(
-        i
-        for i, line in enumerate(lines)
-        if line.startswith("  -> ") and lines[i + 1].startswith("  -> ")
+    first = next(  # a service's first two real servers (after the title's `  -> Remote...`)
+        i for i in range(3, len(lines) - 1) if lines[i][:4] == lines[i + 1][:4] == "  ->"
     )
     lines[first], lines[first + 1] = lines[first + 1], lines[first]
     listing.write_text("".join(lines))
