@@ -29,6 +29,7 @@ from tests.lab.test_kind_lab import Failures, kind_names
 from tests.lab.test_vipcheck import EXPECTED_FAILURES, outcomes
 from tests.unit.node_reader import record_requests
 from vipcheck.facts import Facts, MissingInput
+from vipcheck.gather.node_script import END
 from vipcheck.node_reader.same_facts import node_fact_differences
 from vipcheck.snapshot import load_snapshot
 
@@ -236,7 +237,8 @@ def test_the_reader_sends_only_get_and_dump_requests_on_the_ipvs_kernel(
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    records = json.loads(result.stdout)
+    # The reader's frames first (to its stdout), then the records (to the file: stdout too).
+    records = json.loads(result.stdout.rpartition(f"{END}\n")[2])
     assert [(r, record_requests.refused(r)) for r in records if record_requests.refused(r)] == []
     # Every read the reader means was made: the links, addresses, and IPVS over generic netlink
     # (GET_SERVICE and GET_DEST dumps, GET_CONFIG and GET_INFO), the family looked up first.

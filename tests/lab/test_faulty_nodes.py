@@ -12,8 +12,9 @@ from typing import Any
 
 from fixtures.lab.running import LabPool, RunningLab
 
-# Seven sessions at once in a software-emulated VM take ~10-20 s each: room for them, not more.
-TIMEOUT_S = 45
+# Seven sessions at once in a software-emulated VM take ~10-20 s each: room for them, not more
+# (the hung node costs the run this much, and CI all of it).
+TIMEOUT_S = 35
 HEALTHY = ("node-1", "node-2", "node-3")
 # Each unobservable node's node-observed error: what it must say.
 CAUSES = {
