@@ -67,8 +67,17 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
     directory = tmp_path_factory.mktemp("namespace")
     ruleset = (DATA / "endpoint-chains.nft").read_text()
     arguments = [SETUP, ruleset, build_node_script(), str(READER), str(directory)]
+    script, reader = script_and_reader(["-n"], IN_NAMESPACE, arguments, directory)
+    return Outputs(script, reader, (directory / "sysctl-after.txt").read_text())
+
+
+def script_and_reader(
+    namespaces: list[str], in_namespace: str, arguments: list[str], directory: Path
+) -> tuple[NodeFrames, NodeFrames]:
+    """Run in_namespace by sh in new namespaces (unshare's flags); the frames it left in
+    directory's script.out and reader.out."""
     result = subprocess.run(
-        ["unshare", "-n", "sh", "-c", IN_NAMESPACE, *arguments],
+        ["unshare", *namespaces, "sh", "-c", in_namespace, *arguments],
         check=False,
         capture_output=True,
         text=True,
@@ -79,7 +88,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
         split_node_frames((directory / name).read_text(errors="surrogateescape"))
         for name in ("script.out", "reader.out")
     )
-    return Outputs(script, reader, (directory / "sysctl-after.txt").read_text())
+    return script, reader
 
 
 def facts(frames: NodeFrames) -> NodeFacts:
@@ -155,28 +164,8 @@ def test_without_proc_sys_both_say_sysctl_could_not_read_it(tmp_path: Path) -> N
         'mount -t proc -o subset=pid proc /proc && sh -c "$0" >"$2/script.out";'
         ' "$1" >"$2/reader.out"'
     )
-    result = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            "-m",
-            "sh",
-            "-c",
-            hidden,
-            build_node_script(),
-            str(READER),
-            str(tmp_path),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    script, reader = (
-        split_node_frames((tmp_path / name).read_text(errors="surrogateescape"))
-        for name in ("script.out", "reader.out")
-    )
+    arguments = [build_node_script(), str(READER), str(tmp_path)]
+    script, reader = script_and_reader(["-n", "-m"], hidden, arguments, tmp_path)
     assert "sysctl.txt" not in reader.files
     assert reader.missing["sysctl.txt"] == script.missing["sysctl.txt"]
     assert "/proc/sys" in reader.missing["sysctl.txt"]
