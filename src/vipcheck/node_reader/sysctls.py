@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
+from functools import partial
 
 PROC_SYS = "/proc/sys"
 # procps-ng sysctl.c: DEPRECATED[], left out of `sysctl -a` without --deprecated.
 _DEPRECATED = frozenset({"base_reachable_time", "retrans_time"})
 _NAME_TO_KEY = str.maketrans("./", "/.")
+_CHUNK = 65536
 
 
 def sysctl_lines(root: str = PROC_SYS) -> Iterator[str]:
@@ -46,11 +47,19 @@ def _walk(directory: str, prefix: str) -> Iterator[str]:
 
 
 def _setting(path: str, key: str) -> Iterator[str]:
-    """One file's lines as `key = line`; nothing where the kernel refuses the read."""
+    """One file's lines as `key = line`; nothing where the kernel refuses the read. Read with
+    os.open/os.read: a node holds thousands of these files, and pathlib's text I/O costs the
+    reader about as much again (half the walk's time on the lab's emulated CPU)."""
     try:
-        with Path(path).open(encoding="utf-8", errors="surrogateescape") as file:
-            text = file.read()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
+    try:
+        chunks = list(iter(partial(os.read, fd, _CHUNK), b""))
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    text = b"".join(chunks).decode("utf-8", "surrogateescape")
     for line in text.splitlines():
         yield f"{key} = {line}\n"

@@ -13,9 +13,14 @@ import socket
 from typing import Any
 
 from pyroute2 import IPVSService
-from pyroute2.netlink.generic.ipvs import IPVS_CMD_NEW_DEST, IPVS_CMD_NEW_SERVICE, ipvsmsg
+from pyroute2.netlink.generic.ipvs import (
+    IPVS_CMD_GET_DEST,
+    IPVS_CMD_NEW_DEST,
+    IPVS_CMD_NEW_SERVICE,
+    ipvsmsg,
+)
 
-from vipcheck.node_reader.ipvs_netlink import decode_dest, decode_service
+from vipcheck.node_reader.ipvs_netlink import Attributes, decode_dest, decode_service, service_key
 from vipcheck.node_reader.ipvs_text import dest_line, service_line
 
 
@@ -29,6 +34,12 @@ def kernel_message(command: int, attribute: str, attributes: list[tuple[str, Any
     decoded = ipvsmsg(message.data)
     decoded.decode()
     return decoded
+
+
+def sent_key(key: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A GET_DEST request keyed so, as the kernel would read it back."""
+    request = kernel_message(IPVS_CMD_GET_DEST, "IPVS_CMD_ATTR_SERVICE", key)
+    return dict(request.get_attr("IPVS_CMD_ATTR_SERVICE")["attrs"])
 
 
 def service_message(*attributes: tuple[str, Any]) -> Any:
@@ -61,11 +72,14 @@ def test_a_persistent_ipv6_service_and_its_masq_real_server() -> None:
             ("IPVS_DEST_ATTR_INACT_CONNS", 5),
         ],
     )
-    real_server = decode_dest(dest.get_attr("IPVS_CMD_ATTR_DEST"))
-    service = decode_service(message.get_attr("IPVS_CMD_ATTR_SERVICE"), [real_server])
+    real_server = decode_dest(Attributes(dest.get_attr("IPVS_CMD_ATTR_DEST")))
+    attributes = Attributes(message.get_attr("IPVS_CMD_ATTR_SERVICE"))
+    service = decode_service(attributes, [real_server])
     assert service_line(service) == "TCP  [fd00:10:96::1]:443 rr persistent 10800 mask 64\n"
     assert dest_line(real_server).split() == ["->", "[fd00:10:244::7]:6443", "Masq", "0", "1", "5"]
     key = IPVSService.from_message(message).dump_key()["attrs"]
+    assert dict(service_key(attributes)) == dict(key)  # what pyroute2's IPVS.dest() sends
+    assert sent_key(service_key(attributes)) == dict(key)  # the address encoded by its family
     assert dict(key) == {
         "IPVS_SVC_ATTR_AF": socket.AF_INET6,
         "IPVS_SVC_ATTR_PROTOCOL": socket.IPPROTO_TCP,
@@ -80,7 +94,9 @@ def test_a_fwmark_service_is_keyed_by_its_mark() -> None:
         ("IPVS_SVC_ATTR_FWMARK", 42),
         ("IPVS_SVC_ATTR_NETMASK", "255.255.255.0"),
     )
-    service = decode_service(message.get_attr("IPVS_CMD_ATTR_SERVICE"), [])
+    attributes = Attributes(message.get_attr("IPVS_CMD_ATTR_SERVICE"))
+    service = decode_service(attributes, [])
     assert service_line(service) == "FWM  42 rr persistent 10800 mask 255.255.255.0\n"
     key = IPVSService.from_message(message).dump_key()["attrs"]
+    assert dict(service_key(attributes)) == dict(key)
     assert dict(key) == {"IPVS_SVC_ATTR_AF": socket.AF_INET, "IPVS_SVC_ATTR_FWMARK": 42}
