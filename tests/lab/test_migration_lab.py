@@ -9,6 +9,10 @@ ipvs.excludeCIDRs), readiness, a snapshot before, node-1 moved, node-3 moved wit
 cleanup skipped as in kubernetes PR 131243, node-2 moved, a snapshot after, the diff across the
 switch, the cleanup script applied, a last run, and `down` (run whatever happened before it).
 The tests then read what each step wrote and returned.
+
+Once the switch is done (after the snapshot "after", before the cleanup), every node is read by
+the node script and by the node reader too (issue 21: the same facts on every scenario): all
+three in nftables mode, node-3 with everything its skipped IPVS cleanup left.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from typing import Any
 
 import pytest
 
-from fixtures.lab.running import LabPool
+from fixtures.lab.errors import LabError
+from fixtures.lab.reader import READER_RUNNER, push_reader, reader_bundle
+from fixtures.lab.running import LabPool, RunningLab
+from fixtures.lab.scenario import load_scenario
+from tests.lab.both_readers import Compared, compare
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "migration.md"
@@ -35,6 +43,7 @@ LEFTOVERS = {
     "iptables-leftover-chains",
 }
 SYSCTLS = "ipvs-leftover-sysctls"  # what no cleanup reverts, on every node that ran IPVS mode
+READ_BOTH_AFTER = "migration-after.json"  # the step after which both readers read every node
 
 
 def rehearsal() -> list[str]:
@@ -49,6 +58,7 @@ class Rehearsal:
     root: Path
     codes: dict[str, int]  # the step's report name (or command) -> its exit status
     output: str
+    readers: Compared | str  # both readers after the switch, or why they could not be compared
 
     def summary(self, name: str) -> dict[str, Any]:
         document: dict[str, Any] = json.loads((self.root / "reports" / name).read_text())
@@ -80,8 +90,10 @@ def rehearsed(labs: LabPool, tmp_path_factory: pytest.TempPathFactory) -> Rehear
     (root / "reports").mkdir()
     *steps, down = rehearsal()
     assert down.startswith(".venv/bin/python -m fixtures.lab down ")
+    workdir = root / down.split("--workdir ", 1)[1].split()[0]
     codes: dict[str, int] = {}
     output = []
+    readers: Compared | str = "the rehearsal stopped before the switch was done"
     try:
         for command in steps:
             result = subprocess.run(
@@ -94,11 +106,24 @@ def rehearsed(labs: LabPool, tmp_path_factory: pytest.TempPathFactory) -> Rehear
             )
             codes[_step_name(command)] = result.returncode
             output.append(f"$ {command}\n{result.stdout}{result.stderr}")
+            if _step_name(command) == READ_BOTH_AFTER:
+                readers = _both_readers(workdir, tmp_path_factory.mktemp("readers"))
     finally:
         subprocess.run(
             ["bash", "-c", down], cwd=root, capture_output=True, timeout=120, check=False
         )
-    return Rehearsal(root, codes, "\n".join(output))
+    return Rehearsal(root, codes, "\n".join(output), readers)
+
+
+def _both_readers(workdir: Path, directory: Path) -> Compared | str:
+    """Every node read by the script and by the pushed reader; a failure is kept as its words,
+    for the one test that asks (the rehearsal's other steps still run)."""
+    lab = RunningLab(load_scenario("migration"), workdir)
+    try:
+        push_reader(workdir / "ssh_config", "client", reader_bundle())
+        return compare(lab, [node.name for node in lab.scenario.nodes], READER_RUNNER, directory)
+    except (LabError, OSError, subprocess.SubprocessError) as error:
+        return f"reading the nodes both ways failed: {error}"
 
 
 @pytest.mark.lab_changes
@@ -178,3 +203,14 @@ def test_the_diff_across_the_switch_is_equivalent_with_nothing_lost(rehearsed: R
 @pytest.mark.lab_changes
 def test_the_cleanup_script_leaves_nothing_of_ipvs(rehearsed: Rehearsal) -> None:
     assert rehearsed.failed("migration-cleaned.json") == set(), rehearsed.output
+
+
+@pytest.mark.lab_changes
+def test_after_the_switch_both_readers_give_the_same_facts(rehearsed: Rehearsal) -> None:
+    """nftables tables, IPVS leftovers (virtual servers, kube-ipvs0, ipsets, iptables chains):
+    the node reader's files and the node script's give the same facts on every node."""
+    compared = rehearsed.readers
+    assert isinstance(compared, Compared), compared
+    assert compared.observed == {"script": compared.nodes, "reader": compared.nodes}
+    assert compared.nodes == ["node-1", "node-2", "node-3"]
+    assert compared.differences == []

@@ -4,18 +4,12 @@ fixtures/lab/reader.py) against the node script, each gathered as vipcheck gathe
 ssh, frames), compared by vipcheck.node_reader.same_facts; and on `big`'s director, every netlink
 message the reader sends is a read, and its IPVS file is what `ipvsadm -Ln --exact` lists.
 
-Every shipped scenario's lab as the other tests booted it (these tests run after them and before
-the lab_changes ones: the `lab_revisits` marker, tests/lab/conftest.py), and the nftables-mode
-variant the suite boots. Not here: `migration`, booted by its runbook's own `fixtures.lab up`
-(test_migration_lab.py), not by the pool; and the docker-runtime labs, whose nodes read
-themselves through their agent pods (test_kind_lab.py and the agent tests).
-
-Which nodes: the reader costs the emulated CPU 4-6 s a node (python3 importing pyroute2 about
-2.4 s, /proc/sys 1.4 s) and about 70 s on big's 2,104 virtual services, where the script takes
-2 and 5 s; every node of every lab would add about 4 minutes to CI on 2 cores. So each lab's
-director (the client's gateway, which holds the connection entries) and every node configured
-unlike the nodes already read (userland, fault, sysctls, zone); nodes that differ only by their
-addresses and pods are read once. On big, the director alone, by the recorded run below.
+Every node a reader can get through, of every shipped scenario's lab as the other tests booted
+it (these tests run after them and before the lab_changes ones: the `lab_revisits` marker,
+tests/lab/conftest.py), and of the nftables-mode variant the suite boots. `migration`, booted
+by its runbook's own `fixtures.lab up`, is compared in the middle of that rehearsal
+(test_migration_lab.py); the docker-runtime labs' nodes read themselves through their agent
+pods (test_agents_lab.py).
 """
 
 from __future__ import annotations
@@ -31,6 +25,7 @@ import pytest
 from fixtures.lab.reader import READER_PATH, READER_RUNNER, push_reader, reader_bundle
 from fixtures.lab.running import LabPool, RunningLab
 from fixtures.lab.scenario import Node, NodeFault, ProxyMode, Userland, scenario_names
+from tests.lab.both_readers import Compared, compare
 from tests.unit.node_reader import record_requests
 from tests.unit.node_reader.record_requests import (
     GENL_ID_CTRL,
@@ -41,11 +36,9 @@ from tests.unit.node_reader.record_requests import (
 )
 from vipcheck.checks import SYSCTL_KEYS
 from vipcheck.facts import Facts, MissingInput
-from vipcheck.gather.node_script import END, build_node_script
-from vipcheck.gather.nodes import gather_nodes
-from vipcheck.node_reader.same_facts import node_fact_differences
-from vipcheck.snapshot import Snapshot, load_snapshot, save_snapshot
-from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, RunResult
+from vipcheck.gather.node_script import END
+from vipcheck.snapshot import load_snapshot
+from vipcheck.transport import HOST_SPEC_RUNNER, NodeTarget, RunResult
 
 NOT_POOLED = {"migration"}  # booted by its runbook (docs/migration.md), not by the pool
 LABS = [(name, None) for name in scenario_names() if name not in NOT_POOLED] + [
@@ -67,8 +60,6 @@ SEEN_THROUGH = {NodeFault.NO_IPVS: ("IPVS table", "IPVS absence", "IPVS timeouts
 # another namespace (it looks the peer's index up in its own: print_linkinfo in busybox's
 # ipaddress.c ignores IFLA_LINK_NETNSID). Checked apart (old_userland_untold).
 UNTOLD_BY_OLD_USERLAND = ("IPVS timeouts", "interfaces")
-SCRIPT = build_node_script(sysctl_keys=SYSCTL_KEYS)  # what vipcheck's gather sends
-TIMEOUT_S = 240.0  # per node: big's director under software emulation, beside the other labs
 LABS_AT_ONCE = 4
 IPVS_CMD_GET_DEST = 8  # include/uapi/linux/ip_vs.h
 STABLE_TRIES = 2  # big's UDP entries expiring move its counters; read again if they did
@@ -80,17 +71,8 @@ def lab_id(lab: tuple[str, ProxyMode | None]) -> str:
 
 
 def nodes_to_read(lab: RunningLab) -> list[str]:
-    """The director, then every readable node configured unlike those chosen before it."""
-    scenario = lab.scenario
-    director = scenario.client.gateway
-    shapes: set[tuple[object, ...]] = set()
-    chosen = []
-    for node in sorted(scenario.nodes, key=lambda node: node.name != director):
-        shape = (node.userland, node.fault, node.sysctls, node.zone)
-        if node.fault not in UNREADABLE and shape not in shapes:
-            shapes.add(shape)
-            chosen.append(node.name)
-    return chosen
+    """Every node a reader can get through (not faulty-nodes' unreachable ones)."""
+    return [node.name for node in lab.scenario.nodes if node.fault not in UNREADABLE]
 
 
 def expected_differences(nodes: list[Node]) -> list[str]:
@@ -123,38 +105,6 @@ def old_userland_untold(directory: Path, node: str, director: str) -> None:
     ]
 
 
-@dataclass
-class Compared:
-    """A lab's chosen nodes read both ways: the nodes each observed, and the differences."""
-
-    nodes: list[str]
-    directory: Path
-    observed: dict[str, list[str]] = field(default_factory=dict)
-    differences: list[str] = field(default_factory=list)
-
-
-def snapshot_of(
-    lab: RunningLab, nodes: list[str], runner: NodeRunner, directory: Path
-) -> list[str]:
-    """Gather the nodes with runner as vipcheck's gather does (gather_nodes: one ssh each, in
-    parallel, the script it sends), into a snapshot directory of node files; the nodes observed."""
-    ssh_config = str(lab.workdir / "ssh_config")
-    targets = [NodeTarget(node, f"ssh://{node}", ssh_config) for node in nodes]
-    gathered = gather_nodes(targets, TIMEOUT_S, lambda _line: None, script=SCRIPT, runner=runner)
-    save_snapshot(Snapshot({}, gathered), directory)
-    return sorted(name for name, node in gathered.items() if node.error is None)
-
-
-def compare(lab: RunningLab, nodes: list[str], runner: NodeRunner, directory: Path) -> Compared:
-    """The nodes read by the script, then by runner (the reader), and compared."""
-    script, reader = directory / "script", directory / "reader"
-    result = Compared(nodes, directory)
-    result.observed["script"] = snapshot_of(lab, nodes, HOST_SPEC_RUNNER, script)
-    result.observed["reader"] = snapshot_of(lab, nodes, runner, reader)
-    result.differences = node_fact_differences(script, reader)
-    return result
-
-
 @pytest.fixture(scope="module")
 def pushed(labs: LabPool) -> dict[str, RunningLab]:
     """Every lab, by lab_id, with this checkout's reader pushed into its VM."""
@@ -172,9 +122,9 @@ def pushed(labs: LabPool) -> dict[str, RunningLab]:
 @dataclass
 class RecordingRunner:
     """Runs record_requests.py (the reader, its netlink sends recorded) where the node script
-    would run; keeps each output: the frames, the end marker, then the records as JSON."""
+    would run; keeps each node's output: the frames, the end marker, then the records as JSON."""
 
-    outputs: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
 
     def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
         source = Path(record_requests.__file__).read_text()
@@ -183,54 +133,54 @@ class RecordingRunner:
             'rc=$?; cat "$t"; rm -f "$t"; exit $rc'
         )
         result = HOST_SPEC_RUNNER.run(target, command, timeout_s)
-        self.outputs.append(result.stdout)
+        self.outputs[target.node] = result.stdout
         return result
 
 
 @dataclass
-class BigDirector:
-    """big's director read once by the recording reader, with ipvsadm before and after."""
+class BigRead:
+    """big's nodes read by the recording reader, with ipvsadm on its director before and after."""
 
     compared: Compared
-    records: list[dict[str, int]]
-    reader_ipvs: str
+    records: list[dict[str, int]]  # the director's
+    reader_ipvs: str  # the director's
     before: str
     after: str
 
 
-def read_big_director(lab: RunningLab, directory: Path) -> BigDirector:
-    node = lab.scenario.client.gateway
+def read_big(lab: RunningLab, directory: Path) -> BigRead:
+    director = lab.scenario.client.gateway
     for attempt in range(STABLE_TRIES):
         runner = RecordingRunner()
-        before = lab.ssh(node, "ipvsadm -Ln --exact")
-        compared = compare(lab, [node], runner, directory / str(attempt))
-        after = lab.ssh(node, "ipvsadm -Ln --exact")
+        before = lab.ssh(director, "ipvsadm -Ln --exact")
+        compared = compare(lab, nodes_to_read(lab), runner, directory / str(attempt))
+        after = lab.ssh(director, "ipvsadm -Ln --exact")
         if ipvs_listing(before) == ipvs_listing(after):
             break
-    records = json.loads(runner.outputs[-1].rpartition(f"{END}\n")[2])
-    reader_ipvs = directory / str(attempt) / "reader" / "nodes" / node / "ipvsadm-Ln.txt"
-    return BigDirector(compared, records, reader_ipvs.read_text(), before, after)
+    records = json.loads(runner.outputs[director].rpartition(f"{END}\n")[2])
+    reader_ipvs = directory / str(attempt) / "reader" / "nodes" / director / "ipvsadm-Ln.txt"
+    return BigRead(compared, records, reader_ipvs.read_text(), before, after)
 
 
 @pytest.fixture(scope="module")
 def compared(
     pushed: dict[str, RunningLab], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[dict[str, Compared], BigDirector]:
-    """Every lab's chosen nodes compared, LABS_AT_ONCE labs at a time (the nodes of each in
-    parallel); big's director by the recording reader."""
+) -> tuple[dict[str, Compared], BigRead]:
+    """Every lab's nodes compared, LABS_AT_ONCE labs at a time (the nodes of each in parallel);
+    big's by the recording reader."""
     root = tmp_path_factory.mktemp("reader")
 
-    def each(name: str) -> Compared | BigDirector:
+    def each(name: str) -> Compared | BigRead:
         lab = pushed[name]
         if name == BIG:
-            return read_big_director(lab, root / name)
+            return read_big(lab, root / name)
         return compare(lab, nodes_to_read(lab), READER_RUNNER, root / name)
 
     names = sorted(pushed, key=lambda name: name != BIG)  # the longest first, beside the others
     with ThreadPoolExecutor(LABS_AT_ONCE) as pool:
         done = dict(zip(names, pool.map(each, names), strict=True))
     big = done.pop(BIG)
-    assert isinstance(big, BigDirector)
+    assert isinstance(big, BigRead)
     labs = {name: result for name, result in done.items() if isinstance(result, Compared)}
     return {**labs, BIG: big.compared}, big
 
@@ -240,10 +190,10 @@ def compared(
 def test_the_reader_and_the_node_script_give_the_same_facts(
     name: str,
     pushed: dict[str, RunningLab],
-    compared: tuple[dict[str, Compared], BigDirector],
+    compared: tuple[dict[str, Compared], BigRead],
 ) -> None:
     lab, result = pushed[name], compared[0][name]
-    # Both read every node chosen (so no comparison is of two errors) ...
+    # Both read every readable node (so no comparison is of two errors) ...
     assert result.observed == {"script": result.nodes, "reader": result.nodes}
     # ... and give the same facts there, but what the lab's no-ipvs stand-in shows netlink.
     chosen = [node for node in lab.scenario.nodes if node.name in result.nodes]
@@ -271,7 +221,7 @@ def ipvs_listing(text: str) -> tuple[list[str], Counter[tuple[str, tuple[str, ..
 
 @pytest.mark.lab_revisits
 def test_the_reader_sends_only_reads_on_a_real_ipvs_kernel(
-    compared: tuple[dict[str, Compared], BigDirector],
+    compared: tuple[dict[str, Compared], BigRead],
 ) -> None:
     """On big's director: every netlink message the reader sent is a GET or a DUMP, the IPVS
     ones included (a unit test's kernel has none), and each virtual service's real servers
@@ -291,7 +241,7 @@ def test_the_reader_sends_only_reads_on_a_real_ipvs_kernel(
 
 @pytest.mark.lab_revisits
 def test_the_readers_ipvs_file_is_what_ipvsadm_lists(
-    compared: tuple[dict[str, Compared], BigDirector],
+    compared: tuple[dict[str, Compared], BigRead],
 ) -> None:
     """The same header, services, real servers and counters as `ipvsadm -Ln --exact` read just
     before and after it (when those two agree: expiring entries move the counters)."""
