@@ -79,7 +79,7 @@ test: deps
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m vipcheck.checks.docs --check
 	$(VENV)/bin/pytest tests -m "not lab" -n auto
-	$(VENV)/bin/pytest tests -m lab --durations=12
+	VIPCHECK_LAB_BOOT_AHEAD=1 $(VENV)/bin/pytest tests -m lab --durations=12
 
 # Scale: replay synthetic snapshots up to 100 nodes x 5,000 Services against the targets (bench/).
 bench: $(VENV)/.installed

@@ -11,7 +11,7 @@ import pytest
 
 from fixtures.lab.errors import LabError
 from fixtures.lab.guest_script import Runtime
-from fixtures.lab.running import LabPool, RunningLab
+from fixtures.lab.running import LabPool, LabSpec, RunningLab
 from fixtures.lab.scenario import ProxyMode
 
 
@@ -25,6 +25,32 @@ class FailingPool(LabPool):
             return super().get(scenario, runtime, mode)
         except LabError as error:
             pytest.fail(f"lab {scenario} did not come up: {error}", pytrace=False)
+
+
+# The whole lab suite (`make test` sets this) boots each next lab while the tests use the one
+# before (LabPool.boot_ahead), on the CPU the tests leave idle. A run of some lab tests
+# leaves it unset, and boots only the labs its tests ask for, when they ask.
+BOOT_AHEAD_ENV = "VIPCHECK_LAB_BOOT_AHEAD"
+# The labs of the whole suite in the order its tests first ask for them (test files in name
+# order, tests/lab/conftest.py's late markers last). Out of date, it costs time, not results:
+# a lab asked for before it was booted boots then, and one never asked for is stopped unused.
+BOOT_ORDER = [
+    LabSpec("seed-incidents", Runtime.DOCKER),  # test_agents_lab
+    LabSpec("faulty-nodes"),
+    LabSpec("healthy"),
+    LabSpec("stale-real-server"),  # test_handshake
+    LabSpec("rp-filter-strict"),
+    LabSpec("tcpfin-default"),  # test_incidents
+    LabSpec("big"),  # test_ip_vs_reads
+    LabSpec("healthy", Runtime.DOCKER),  # test_kind_lab
+    LabSpec("kube-proxy-rules"),
+    LabSpec("healthy", mode=ProxyMode.NFTABLES),  # test_nftables_lab
+    LabSpec("seed-incidents-nftables"),
+    LabSpec("seed-incidents-nftables", Runtime.DOCKER),
+    LabSpec("healthy-old-node"),  # test_old_nodes
+    LabSpec("seed-incidents-old-node"),
+    LabSpec("seed-incidents"),  # test_vipcheck
+]
 
 
 def _print(message: str) -> None:
@@ -47,6 +73,8 @@ def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabPool]:
             pytest.fail(f"VIPCHECK_REQUIRE_LAB is set but {reason}", pytrace=False)
         pytest.skip(reason)
     pool = FailingPool(tmp_path_factory.mktemp("labs"), _print)
+    if os.environ.get(BOOT_AHEAD_ENV):
+        pool.boot_ahead(BOOT_ORDER)
     yield pool
     pool.down_all()
 
