@@ -88,12 +88,12 @@ def test_a_second_lab_runs_beside_the_first_and_down_leaves_nothing(
     assert main(["status", "--workdir", str(first.workdir)]) == 0
 
 
-# A test run in small: it boots a lab as the pool does (control.up, tied to its caller).
+# A test run in small: it boots a lab as the pool does (control.start, tied to its caller).
 BOOTING_OWNER = """
 import sys
 from pathlib import Path
 from fixtures.lab import control
-control.up("healthy", Path(sys.argv[1]), lambda line: print(line, file=sys.stderr))
+control.start("healthy", Path(sys.argv[1]), lambda line: print(line, file=sys.stderr)).ready()
 """
 
 

@@ -71,7 +71,7 @@ def booted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
 def test_namespaces_answer_ssh_on_every_node_but_the_broken_ones(
     booted: dict[str, Any], tmp_path: Path
 ) -> None:
-    state = control.up("faulty-nodes", tmp_path / "lab", lambda _line: None)
+    state = control.start("faulty-nodes", tmp_path / "lab", lambda _line: None).ready()
     recorded = json.loads((tmp_path / "lab" / "lab.json").read_text())
     assert (recorded["runtime"], recorded["cluster"], recorded["docker_host"]) == (
         "ssh",
@@ -96,9 +96,9 @@ def test_namespaces_answer_ssh_on_every_node_but_the_broken_ones(
 def test_kind_nodes_are_reached_over_docker_and_only_the_client_over_ssh(
     booted: dict[str, Any], tmp_path: Path
 ) -> None:
-    state = control.up(
+    state = control.start(
         "healthy", tmp_path / "kind", lambda _line: None, runtime=DockerRuntime("dev")
-    )
+    ).ready()
     docker_host = (tmp_path / "kind" / "docker_host").read_text().strip()
     recorded = json.loads((tmp_path / "kind" / "lab.json").read_text())
     assert (recorded["runtime"], recorded["cluster"]) == ("docker", "dev")
