@@ -139,7 +139,8 @@ class RecordingRunner:
 
 @dataclass
 class BigRead:
-    """big's nodes read by the recording reader, with ipvsadm on its director before and after."""
+    """big's nodes read both ways, its director by the recording reader, with ipvsadm before
+    and after."""
 
     compared: Compared
     records: list[dict[str, int]]  # the director's
