@@ -186,7 +186,14 @@ def new_meta(target: str) -> dict[str, Any]:
 
 
 def save_snapshot(snapshot: Snapshot, directory: Path) -> None:
-    """Write the snapshot as plain files a person can read, diff and attach to a bug report."""
+    """Write the snapshot as plain files a person can read, diff and attach to a bug report.
+
+    Every name that becomes a path is checked first (saved_name_problem): a node's or a file's
+    name that is not the format's is a SnapshotError, and nothing is written outside directory.
+    """
+    problem = saved_name_problem(snapshot)
+    if problem is not None:
+        raise SnapshotError(f"cannot write snapshot to {_shown(directory)}: {problem}")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         meta = dict(snapshot.meta)
@@ -210,6 +217,23 @@ def save_snapshot(snapshot: Snapshot, directory: Path) -> None:
         raise SnapshotError(f"cannot write snapshot to {directory}: {error}") from error
     if snapshot.probes is not None:
         save_probes(snapshot.probes, directory)
+
+
+def saved_name_problem(snapshot: Snapshot) -> str | None:
+    """Why a name in the snapshot cannot be a path under its directory, or None: a cluster file
+    or a node's file outside the format, a node named as no Node nor host could be."""
+    for name in snapshot.cluster:
+        if name not in CLUSTER_FILES:
+            return f"cluster file {_shown(name)}: not one of the format's"
+    for node in snapshot.nodes.values():
+        if node.name in (".", "..") or (
+            node_name_problem(node.name) is not None and host_name_problem(node.name) is not None
+        ):
+            return f"node {_shown(node.name)}: not a Kubernetes Node's name, nor a host's"
+        for name in (*node.files, *node.missing, *node.notes):
+            if name not in NODE_FILES:
+                return f"node {node.name}: file {_shown(name)}: not one of the format's"
+    return None
 
 
 def save_probes(probes: Mapping[str, str], directory: Path) -> None:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from vipcheck.gather.node_script import CUT_OFF, split_node_frames
 from vipcheck.options import GATHER_PARALLEL
-from vipcheck.snapshot import NodeSnapshot
+from vipcheck.snapshot import NODE_FILES, NodeSnapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, TransportError
 from vipcheck.vocabulary import Progress
 
@@ -50,7 +50,11 @@ def gather_node(
         progress(f"{target.node}: not observed: {error}")
         return NodeSnapshot(target.node, error=str(error))
     frames = split_node_frames(result.stdout)
-    files, missing = frames.files, frames.missing
+    # A frame's name is the node's text: only the format's names are kept, so none reaches a
+    # path (--save-snapshot writes nodes/<node>/<name>; `../../etc/x` would leave the directory).
+    files = {name: text for name, text in frames.files.items() if name in NODE_FILES}
+    missing = {name: why for name, why in frames.missing.items() if name in NODE_FILES}
+    notes = {name: note for name, note in frames.notes.items() if name in NODE_FILES}
     elapsed = time.monotonic() - started
     if result.rc != 0 or not (files or missing):
         stderr = [line.strip() for line in result.stderr.splitlines() if line.strip()]
@@ -75,4 +79,4 @@ def gather_node(
         return NodeSnapshot(target.node, error=failure)
     note = f", {len(missing)} missing ({', '.join(missing)})" if missing else ""
     progress(f"{target.node}: gathered {len(files)} files in {elapsed:.1f} s{note}")
-    return NodeSnapshot(target.node, files, None, missing, frames.notes)
+    return NodeSnapshot(target.node, files, None, missing, notes)

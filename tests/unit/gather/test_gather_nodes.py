@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from vipcheck.gather.live import gather, node_inventory
 from vipcheck.gather.node_script import END, FALLBACK_FILES, build_node_script
 from vipcheck.gather.nodes import gather_nodes
 from vipcheck.options import GatherOptions
-from vipcheck.snapshot import NODE_FILES
+from vipcheck.snapshot import NODE_FILES, NodeSnapshot, Snapshot, SnapshotError, save_snapshot
 from vipcheck.transport import NodeTarget, RunResult, TransportError
 
 # The script a live run sends: with the catalogue's sysctl keys.
@@ -336,3 +337,49 @@ def test_without_hosts_nodes_are_gathered_once_listed_while_the_rest_is(
     assert snapshot.nodes["node-4"].files == {"uname.txt": "6.1.0-25-amd64\n"}
     assert snapshot.cluster["services.json"] == "{}"
     assert watching.calls == {"node-1": 1, "node-4": 1}  # gathered once, not again when paired
+
+
+class WritingNode:
+    """A node whose output names files outside the format: paths that would leave a snapshot."""
+
+    def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
+        frames = "".join(
+            f"===vipcheck:file={name}\n{name} from the node\n\n===vipcheck:rc=0\n"
+            for name in ("../../../escaped.txt", str(self.outside), "uname.txt")
+        )
+        missing = "===vipcheck:missing=../missing.txt:why\n"
+        return RunResult(0, frames + missing + "===vipcheck:end\n", "")
+
+    def __init__(self, outside: Path) -> None:
+        self.outside = outside
+
+
+def test_a_node_names_no_file_outside_the_snapshot(tmp_path: Path) -> None:
+    """A node's frame names are its own text: only the format's are kept, so --save-snapshot
+    (and xdist's shared snapshot) writes nothing outside its directory."""
+    outside = tmp_path / "absolute.txt"
+    target = NodeTarget("node-1", "ssh://node-1")
+    nodes = gather_nodes([target], 5, [].append, runner=WritingNode(outside), script=SCRIPT)
+    node = nodes["node-1"]
+    assert dict(node.files) == {"uname.txt": "uname.txt from the node\n"}
+    assert dict(node.missing) == {}
+    save_snapshot(Snapshot({}, nodes), tmp_path / "a" / "b" / "snapshot")
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.txt"))
+    assert written == ["a/b/snapshot/nodes/node-1/uname.txt"]
+
+
+@pytest.mark.parametrize(
+    ("node", "said"),
+    [
+        (NodeSnapshot("node-1", {"../../x.txt": "x"}), "file ../../x.txt: not one of the format's"),
+        (NodeSnapshot("node-1", {}, missing={"/etc/x": "y"}), "file /etc/x: not one of"),
+        (NodeSnapshot("..", {"uname.txt": "6.1\n"}), "node ..: not a Kubernetes Node's name"),
+        (NodeSnapshot("../etc", {"uname.txt": "6.1\n"}), "node ../etc: not a Kubernetes Node"),
+    ],
+)
+def test_saving_refuses_a_name_that_would_leave_the_snapshot(
+    tmp_path: Path, node: NodeSnapshot, said: str
+) -> None:
+    with pytest.raises(SnapshotError, match=re.escape(said)):
+        save_snapshot(Snapshot({}, {node.name: node}), tmp_path / "snapshot")
+    assert list(tmp_path.iterdir()) == []
