@@ -359,7 +359,8 @@ def test_a_node_names_no_file_outside_the_snapshot(tmp_path: Path) -> None:
     (and xdist's shared snapshot) writes nothing outside its directory."""
     outside = tmp_path / "absolute.txt"
     target = NodeTarget("node-1", "ssh://node-1")
-    nodes = gather_nodes([target], 5, [].append, runner=WritingNode(outside), script=SCRIPT)
+    lines: list[str] = []
+    nodes = gather_nodes([target], 5, lines.append, runner=WritingNode(outside), script=SCRIPT)
     node = nodes["node-1"]
     assert dict(node.files) == {"uname.txt": "uname.txt from the node\n"}
     assert dict(node.missing) == {}
