@@ -16,7 +16,14 @@ from vipcheck.gather.vantage_points import ProbeError, vantage_points
 from vipcheck.handshake_rounds import run_probes
 from vipcheck.kind import find_kind_cluster
 from vipcheck.options import RunOptions
-from vipcheck.snapshot import Snapshot, SnapshotError, load_snapshot, save_probes, save_snapshot
+from vipcheck.snapshot import (
+    NodeSpool,
+    Snapshot,
+    SnapshotError,
+    load_snapshot,
+    save_probes,
+    save_snapshot,
+)
 from vipcheck.transport import TargetError
 from vipcheck.vocabulary import Progress
 
@@ -71,7 +78,9 @@ def _with_kind_nodes(options: RunOptions, progress: Progress) -> RunOptions:
 
 def _gather(options: RunOptions, progress: Progress, sysctl_keys: Sequence[str]) -> Snapshot:
     try:
-        return gather(options.gather, progress, sysctl_keys=sysctl_keys)
+        # Each node's files on disk as it arrives, read as a replay's are (NodeSpool).
+        spool = NodeSpool(options.max_file_bytes)
+        return gather(options.gather, progress, sysctl_keys=sysctl_keys, keep=spool.keep)
     except ClusterConfigError as error:
         if options.gather.kind is not None:
             raise ObserveError(f"--kind {options.gather.kind}: {error}") from None

@@ -8,12 +8,16 @@ the checks that need it, naming the file and the command that produces it.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
+import shutil
 import stat
+import tempfile
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -676,6 +680,53 @@ class _FilesOnDisk(Mapping[str, str]):
         if want in pending:
             keeper.offer(line, pending)
         return keeper.result(nonblank)
+
+
+class NodeSpool:
+    """Where a live run keeps each node's files once gathered: on disk, read when a fact parses
+    them, as a replay's are (_FilesOnDisk), so a run holds the raw text of no node beside the
+    parsed tables of the one being judged, and its memory grows with Services, not with nodes x
+    Services (issue 22).
+
+    A private directory (mode 0700) under TMPDIR, one numbered directory per node (a node's name
+    is no path here), the format's file names only (gather_node keeps no other). It is removed
+    when the last of its files' mappings is let go, or at exit, by the process that made it
+    (a judging worker forked from it does not). A file is read within max_file_bytes, as a
+    replayed one is; the connection tables are streamed.
+    """
+
+    def __init__(self, max_file_bytes: int = MAX_FILE_BYTES) -> None:
+        root = Path(tempfile.mkdtemp(prefix="vipcheck-gathered-"))
+        self._tree = _Tree(root, max_file_bytes)
+        self._slots = itertools.count()
+        weakref.finalize(self._tree, _remove_spool, root, os.getpid())
+
+    @property
+    def root(self) -> Path:
+        return self._tree.root
+
+    def keep(self, node: NodeSnapshot) -> NodeSnapshot:
+        """The node with its files on disk; a SnapshotError saying why when they cannot be written
+        (a full TMPDIR: exit 4, as a --save-snapshot that cannot be written is)."""
+        if not node.files:
+            return node
+        slot = str(next(self._slots))
+        try:
+            (self.root / slot).mkdir()
+            for name, text in node.files.items():
+                (self.root / slot / name).write_text(text)
+        except OSError as error:
+            raise SnapshotError(
+                f"{node.name}: cannot keep its files in {_shown(self.root)}: {error.strerror} "
+                "(TMPDIR names where)"
+            ) from None
+        paths = {name: f"{slot}/{name}" for name in node.files}
+        return replace(node, files=_FilesOnDisk(self._tree, paths))
+
+
+def _remove_spool(root: Path, owner: int) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _text(line: bytes) -> str:

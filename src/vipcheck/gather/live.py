@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from vipcheck.gather.cluster import ClusterError, gather_cluster
 from vipcheck.gather.local_reader import NODE_GATHER_RUNNER
 from vipcheck.gather.node_script import build_node_script
-from vipcheck.gather.nodes import gather_nodes
+from vipcheck.gather.nodes import Keep, gather_nodes, in_memory
 from vipcheck.options import GatherOptions
 from vipcheck.parse import ParseError
 from vipcheck.parse.kube import parse_nodes
@@ -55,6 +55,7 @@ def gather(
     runner: NodeRunner | None = None,
     read_cluster: ClusterReader = gather_cluster,
     sysctl_keys: Sequence[str],
+    keep: Keep = in_memory,
 ) -> Snapshot:
     """Observe the cluster and its nodes; an unreadable API still lets the given hosts be read.
 
@@ -68,6 +69,7 @@ def gather(
     dropped); otherwise the API's node list says which nodes to gather: they are gathered as soon
     as it is listed, while the rest of the API (Services, EndpointSlices) is. Nodes without
     `sysctl` are read the files of sysctl_keys (the checks' keys, which this layer does not know).
+    Each node is handed to `keep` as it arrives: a NodeSpool's keeps its files on disk.
     """
     with ExitStack() as stack:
         if runner is None and options.via_agents is not None:
@@ -76,7 +78,8 @@ def gather(
             from vipcheck.gather.agent_exec import agent_runner  # noqa: PLC0415
 
             runner = stack.enter_context(agent_runner(options, progress))
-        return _observe(options, progress, runner or NODE_GATHER_RUNNER, read_cluster, sysctl_keys)
+        runner = runner or NODE_GATHER_RUNNER
+        return _observe(options, progress, runner, read_cluster, sysctl_keys, keep=keep)
 
 
 def _observe(
@@ -85,6 +88,8 @@ def _observe(
     runner: NodeRunner,
     read_cluster: ClusterReader,
     sysctl_keys: Sequence[str],
+    *,
+    keep: Keep,
 ) -> Snapshot:
     """gather's work, with the runner it chose."""
     script = build_node_script(sysctl_keys=sysctl_keys)
@@ -97,13 +102,13 @@ def _observe(
             wait(either, return_when=FIRST_COMPLETED)
             if nodes_listed.done():
                 early = _listed_targets(options, nodes_listed.result())
-        gathered = _gather(early, options, progress, runner, script)
+        gathered = _gather(early, options, progress, runner, script, keep=keep)
         cluster, cluster_error = listing.result()
     names, resolution = resolve(options, cluster.get("nodes.json"))
     _report_unpaired(resolution, names, progress)
     by_spec = {target.spec: gathered[target.node] for target in early}
     later = [target for target in resolution.targets if target.spec not in by_spec]
-    observed = _gather(later, options, progress, runner, script)
+    observed = _gather(later, options, progress, runner, script, keep=keep)
     observed |= {
         target.node: replace(by_spec[target.spec], name=target.node)
         for target in resolution.targets
@@ -163,6 +168,8 @@ def _gather(
     progress: Progress,
     runner: NodeRunner,
     script: str,
+    *,
+    keep: Keep,
 ) -> dict[str, NodeSnapshot]:
     return gather_nodes(
         targets,
@@ -171,6 +178,7 @@ def _gather(
         parallel=options.parallel,
         runner=runner,
         script=script,
+        keep=keep,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from vipcheck.gather.node_script import CUT_OFF, split_node_frames
@@ -11,6 +11,14 @@ from vipcheck.options import GATHER_PARALLEL
 from vipcheck.snapshot import NODE_FILES, NodeSnapshot
 from vipcheck.transport import HOST_SPEC_RUNNER, NodeRunner, NodeTarget, TransportError
 from vipcheck.vocabulary import Progress
+
+Keep = Callable[[NodeSnapshot], NodeSnapshot]
+"""What a gathered node becomes as it arrives (a NodeSpool's keep: its files on disk)."""
+
+
+def in_memory(node: NodeSnapshot) -> NodeSnapshot:
+    """The node as gathered, its files in memory (what a caller without a spool keeps)."""
+    return node
 
 
 def gather_nodes(
@@ -21,16 +29,19 @@ def gather_nodes(
     parallel: int = GATHER_PARALLEL,
     script: str,
     runner: NodeRunner = HOST_SPEC_RUNNER,
+    keep: Keep = in_memory,
 ) -> dict[str, NodeSnapshot]:
-    """Every target's snapshot, keyed by node name in the targets' order; failures are kept."""
+    """Every target's snapshot, keyed by node name in the targets' order; failures are kept.
+    Each is handed to `keep` as it arrives (a NodeSpool's puts its files on disk)."""
     if not targets:
         return {}
     workers = max(1, min(parallel, len(targets)))
+
+    def gather_and_keep(target: NodeTarget) -> NodeSnapshot:
+        return keep(gather_node(target, timeout_s, progress, script=script, runner=runner))
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vipcheck-gather") as pool:
-        futures = [
-            pool.submit(gather_node, t, timeout_s, progress, runner=runner, script=script)
-            for t in targets
-        ]
+        futures = [pool.submit(gather_and_keep, t) for t in targets]
         return {t.node: future.result() for t, future in zip(targets, futures, strict=True)}
 
 
