@@ -28,6 +28,7 @@ from typing import Any
 from bench import lab
 from bench.oversized import run_oversized
 from bench.synth import Mode, Shape, expected_failures, generate
+from bench.xdist import Distributed, run_distributed
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ((5, 300), (20, 1000), (50, 2500), (100, 5000))
@@ -178,6 +179,11 @@ def service_ports(shape: Shape) -> int:
     return shape.services + int(shape.services * shape.two_port_share)
 
 
+def summary_of(shape: Shape, workdir: Path) -> Path:
+    """Where the shape's replay writes its JSON summary."""
+    return workdir / "summaries" / f"{shape.name}.json"
+
+
 def run_shape(shape: Shape, workdir: Path, timeout_s: float) -> Row:
     directory = snapshot(shape, workdir)
     logs = workdir / "logs"
@@ -185,7 +191,7 @@ def run_shape(shape: Shape, workdir: Path, timeout_s: float) -> Row:
     floor = measure(
         [sys.executable, "-m", "bench.floor", str(directory)], logs / f"{shape.name}.floor", 600
     )
-    summary = workdir / "summaries" / f"{shape.name}.json"
+    summary = summary_of(shape, workdir)
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.unlink(missing_ok=True)
     vipcheck = Path(sys.executable).with_name("vipcheck")
@@ -388,6 +394,9 @@ def _parser() -> argparse.ArgumentParser:
         "--no-selection", action="store_true", help="skip the -k/-m replays of the largest size"
     )
     parser.add_argument(
+        "--no-xdist", action="store_true", help="skip the -n auto replay of the largest size"
+    )
+    parser.add_argument(
         "--oversized",
         action="store_true",
         help="only the oversized-input replays: 400 MB files, 100 MB lines (bench.oversized)",
@@ -413,6 +422,57 @@ def run_fleet(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def run_xdist(largest: Row, workdir: Path, timeout_s: float) -> Distributed:
+    """The largest size again with `vipcheck -n auto` (pytest-xdist), beside its replay."""
+    shape = largest.shape
+    print(f"bench: replaying {shape.nodes} x {shape.services} with -n auto", flush=True)
+    return run_distributed(
+        snapshot(shape, workdir),
+        (largest.replay, summary_of(shape, workdir)),
+        shown=_shown(shape),
+        measure=measure,
+        timeout_s=timeout_s,
+    )
+
+
+def run_million(args: argparse.Namespace, rows: list[Row]) -> tuple[Row, Row]:
+    """MILLION_BASE's replay (run if not among rows), and it with one node of a million entries."""
+    base = next((r for r in rows if (r.shape.nodes, r.shape.services) == MILLION_BASE), None)
+    if base is None:
+        base = run_shape(Shape(*MILLION_BASE), args.workdir, args.timeout)
+    shape = replace(base.shape, big_table_node=0, big_table=MILLION)
+    print(f"bench: replaying {shape.nodes} x {shape.services}, one node with {MILLION:,} "
+          "connection entries", flush=True)  # fmt: skip
+    return base, run_shape(shape, args.workdir, args.timeout)
+
+
+def write_results(workdir: Path, rows: list[Row], missed: list[str]) -> None:
+    """results.json: every row's figures and the targets missed, for scripts to read."""
+    results: dict[str, Any] = {
+        "rows": [
+            {
+                "mode": str(r.shape.mode),
+                "nodes": r.shape.nodes,
+                "services": r.shape.services,
+                "service_ports": r.service_ports,
+                "items": r.items,
+                "wall_s": round(r.replay.wall_s, 2),
+                "peak_rss": r.replay.peak_rss,
+                "floor_s": round(r.floor.wall_s, 2),
+                "ratio": round(r.ratio, 2),
+                "cpu_s": round(r.replay.cpu_s, 2),
+                "floor_cpu_s": round(r.floor.cpu_s, 2),
+                "cpu_ratio": round(r.cpu_ratio, 2),
+                "faults_exact": r.faults_ok,
+            }
+            for r in rows
+        ],
+        "missed": missed,
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.oversized:
@@ -435,28 +495,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: replaying {nodes} x {services} in nftables mode", flush=True)
         nft_rows.append(run_shape(shape, args.workdir, args.timeout))
     fleet = run_fleet(args) if ipvs and not args.no_fleet else []
-    million = None
-    if ipvs and not args.no_million:
-        base = next((r for r in rows if (r.shape.nodes, r.shape.services) == MILLION_BASE), None)
-        if base is None:
-            base = run_shape(Shape(*MILLION_BASE), args.workdir, args.timeout)
-        shape = replace(base.shape, big_table_node=0, big_table=MILLION)
-        print(f"bench: replaying {shape.nodes} x {shape.services}, one node with {MILLION:,} "
-              "connection entries", flush=True)  # fmt: skip
-        million = (base, run_shape(shape, args.workdir, args.timeout))
-    selection = None
+    million = run_million(args, rows) if ipvs and not args.no_million else None
+    selection: list[tuple[str, Measured]] = []
     if ipvs and rows and not args.no_selection:
         largest = rows[-1]
         print(f"bench: selecting with -k and -m in {largest.shape.nodes} x "
               f"{largest.shape.services}", flush=True)  # fmt: skip
         selection = select(largest.shape, args.workdir, args.timeout)
+    distributed = None
+    if ipvs and rows and not args.no_xdist:
+        distributed = run_xdist(rows[-1], args.workdir, args.timeout)
     missed = report(rows, million, targets) if ipvs else []
-    if selection is not None:
-        for text, measured in selection:
-            print(
-                f"selection {text}: {measured.wall_s:.1f} s, {_mib(measured.peak_rss)} "
-                f"(the full replay: {rows[-1].replay.wall_s:.1f} s)"
-            )
+    if distributed is not None:
+        print(distributed.line())
+        missed += distributed.missed()
+    for text, measured in selection:
+        print(
+            f"selection {text}: {measured.wall_s:.1f} s, {_mib(measured.peak_rss)} "
+            f"(the full replay: {rows[-1].replay.wall_s:.1f} s)"
+        )
     if nft_rows:
         missed += report(nft_rows, None, targets)
     if fleet:
@@ -466,29 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             fleet, None, replace(targets, exponent=fleet_targets.exponent), largest_targets=False
         )
         missed += report_fleet(fleet, fleet_targets)
-    results: dict[str, Any] = {
-        "rows": [
-            {
-                "mode": str(r.shape.mode),
-                "nodes": r.shape.nodes,
-                "services": r.shape.services,
-                "service_ports": r.service_ports,
-                "items": r.items,
-                "wall_s": round(r.replay.wall_s, 2),
-                "peak_rss": r.replay.peak_rss,
-                "floor_s": round(r.floor.wall_s, 2),
-                "ratio": round(r.ratio, 2),
-                "cpu_s": round(r.replay.cpu_s, 2),
-                "floor_cpu_s": round(r.floor.cpu_s, 2),
-                "cpu_ratio": round(r.cpu_ratio, 2),
-                "faults_exact": r.faults_ok,
-            }
-            for r in (*rows, *nft_rows, *fleet)
-        ],
-        "missed": missed,
-    }
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    (args.workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.workdir, [*rows, *nft_rows, *fleet], missed)
     if missed:
         print("bench: targets missed:\n  " + "\n  ".join(missed))
         return 1
