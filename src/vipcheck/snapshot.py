@@ -696,7 +696,13 @@ class NodeSpool:
     """
 
     def __init__(self, max_file_bytes: int = MAX_FILE_BYTES) -> None:
-        root = Path(tempfile.mkdtemp(prefix="vipcheck-gathered-"))
+        try:
+            root = Path(tempfile.mkdtemp(prefix="vipcheck-gathered-"))
+        except OSError as error:
+            where = _shown(tempfile.gettempdir())
+            raise SnapshotError(
+                f"cannot keep the nodes' files in {where}: {error.strerror} (TMPDIR names where)"
+            ) from None
         self._tree = _Tree(root, max_file_bytes)
         self._slots = itertools.count()
         weakref.finalize(self._tree, _remove_spool, root, os.getpid())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import stat
+import tempfile
 import tracemalloc
 
 import pytest
@@ -133,3 +134,12 @@ def test_a_live_run_holds_no_node_s_text() -> None:
     spooled = _held_after_gathering(NodeSpool().keep, 20)
     assert in_ram > 20 * table
     assert spooled < 2 * table, f"{spooled:,} bytes held with the spool, {in_ram:,} without"
+
+
+def test_a_temp_directory_that_cannot_be_made_says_where(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(prefix: str) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    with pytest.raises(SnapshotError, match=r"cannot keep the nodes' files in .*: No space left"):
+        NodeSpool()
