@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+
+from bench.measuring import Measure
 
 MIB = 1 << 20
 BIG = 400 * MIB
@@ -32,19 +33,6 @@ KEPT_ADDS = 128 * MIB
 # A refused file is never read: the replay stops before any item, below the unchanged peak.
 REFUSED_ADDS = 16 * MIB
 AS_CAP = 4 << 30
-
-
-class Measure(Protocol):
-    def __call__(self, argv: list[str], log: Path, timeout_s: float) -> Measured: ...
-
-
-class Measured(Protocol):
-    @property
-    def wall_s(self) -> float: ...
-    @property
-    def peak_rss(self) -> int: ...
-    @property
-    def rc(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)

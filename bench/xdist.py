@@ -12,20 +12,9 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-
-class Measured(Protocol):
-    @property
-    def wall_s(self) -> float: ...
-    @property
-    def peak_rss(self) -> int: ...
-    @property
-    def rc(self) -> int | None: ...
-
-
-class Measure(Protocol):
-    def __call__(self, argv: list[str], log: Path, timeout_s: float) -> Measured: ...
+from bench.measuring import Measure, Measured
 
 
 @dataclass(frozen=True, slots=True)

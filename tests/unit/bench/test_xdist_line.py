@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from bench.__main__ import Measured
-from bench.xdist import Distributed, Measure, run_distributed
+from bench.measuring import Measure
+from bench.xdist import Distributed, run_distributed
 
 
 def _written(document: object) -> Measure:
@@ -20,16 +21,21 @@ def _written(document: object) -> Measure:
     return measure
 
 
-def test_the_same_summary_is_met_and_the_walls_are_quoted(tmp_path: Path) -> None:
+def _beside_an_alone_run(tmp_path: Path, written: object) -> Distributed:
+    """The xdist run of a replay without -n that took 28 s and wrote {"totals": {"failed": 3}}."""
     alone = tmp_path / "100x5000.json"
     alone.write_text(json.dumps({"totals": {"failed": 3}}))
-    split = run_distributed(
+    return run_distributed(
         tmp_path / "100x5000",
         (Measured(28.0, 342 << 20, 1), alone),
         shown="100 x 5000",
-        measure=_written({"totals": {"failed": 3}}),
+        measure=_written(written),
         timeout_s=60,
     )
+
+
+def test_the_same_summary_is_met_and_the_walls_are_quoted(tmp_path: Path) -> None:
+    split = _beside_an_alone_run(tmp_path, {"totals": {"failed": 3}})
     assert split.missed() == []
     assert split.line() == (
         f"xdist 100 x 5000: vipcheck -n auto ({split.workers} workers) 41.0 s, 900 MiB; "
@@ -38,15 +44,7 @@ def test_the_same_summary_is_met_and_the_walls_are_quoted(tmp_path: Path) -> Non
 
 
 def test_another_summary_is_missed(tmp_path: Path) -> None:
-    alone = tmp_path / "100x5000.json"
-    alone.write_text(json.dumps({"totals": {"failed": 3}}))
-    split = run_distributed(
-        tmp_path / "100x5000",
-        (Measured(28.0, 342 << 20, 1), alone),
-        shown="100 x 5000",
-        measure=_written({"totals": {"failed": 2}}),
-        timeout_s=60,
-    )
+    split = _beside_an_alone_run(tmp_path, {"totals": {"failed": 2}})
     assert split.missed() == ["xdist 100 x 5000: vipcheck -n auto wrote another JSON summary"]
     assert split.line().endswith("the same JSON summary: MISSED")
 
