@@ -716,11 +716,14 @@ class NodeSpool:
         (a full TMPDIR: exit 4, as a --save-snapshot that cannot be written is)."""
         if not node.files:
             return node
+        strange = next((name for name in node.files if name not in NODE_FILES), None)
+        if strange is not None:  # a name is a path here: only the format's
+            raise SnapshotError(f"{node.name}: file {_shown(strange)}: not one of the format's")
         slot = str(next(self._slots))
         try:
             (self.root / slot).mkdir()
             for name, text in node.files.items():
-                (self.root / slot / name).write_text(text)
+                (self.root / slot / name).write_text(text, encoding="utf-8")
         except OSError as error:
             raise SnapshotError(
                 f"{node.name}: cannot keep its files in {_shown(self.root)}: {error.strerror} "
@@ -752,4 +755,4 @@ def _read_missing(text: str) -> dict[str, str]:
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")  # as it is read (_decoded), whatever the locale

@@ -36,6 +36,13 @@ def test_kept_files_read_back_as_gathered_and_stream() -> None:
     assert [path.name for path in spool.root.iterdir()] == ["0"]  # a number, not the node's name
 
 
+def test_a_file_name_outside_the_format_is_refused_before_anything_is_written() -> None:
+    spool = NodeSpool()
+    with pytest.raises(SnapshotError, match=r"node-1: file \.\./x: not one of the format's"):
+        spool.keep(NodeSnapshot("node-1", {"uname.txt": UNAME, "../x": "x"}))
+    assert list(spool.root.iterdir()) == []
+
+
 def test_a_node_without_files_is_kept_as_it_is() -> None:
     unobserved = NodeSnapshot("node-1", error="ssh: Connection refused")
     assert NodeSpool().keep(unobserved) is unobserved
