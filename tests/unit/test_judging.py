@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from bench.synth import Mode, Shape, generate
+from vipcheck import judging
 from vipcheck.cases import Case, Result, cases_for, run_case
 from vipcheck.checks import CATALOGUE, SYSCTL_KEYS
 from vipcheck.datapath.nft_trace import CannotTrace
@@ -71,6 +73,34 @@ def test_judged_node_by_node_the_results_are_those_of_item_by_item(
     node_items = [case for case in cases if case.node is not None]
     assert all(judgements.result(case) is not None for case in node_items)
     assert lines == ([f"judging 6 nodes in {jobs} processes"] if jobs > 1 else [])
+
+
+def test_fresh_workers_are_forked_every_few_nodes_with_the_same_results(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker judges NODES_PER_FORK nodes, then new ones are forked (what its allocator held
+    of the nodes it parsed goes with it); the results stay those of one process."""
+    settings = Settings()
+    alone = _facts(snapshot)
+    expected = [_shown(run_case(case, alone, settings)) for case in _cases(alone)]
+    started = tmp_path / "workers"
+    start_worker = judging._start_worker
+
+    def counted(work: Any) -> None:
+        with started.open("a") as out:
+            out.write(f"{os.getpid()}\n")
+        start_worker(work)
+
+    monkeypatch.setattr(judging, "NODES_PER_FORK", 1)
+    monkeypatch.setattr(judging, "_start_worker", counted)
+    facts = _facts(snapshot)
+    cases = _cases(facts)
+    lines: list[str] = []
+    judgements = judging.judge_nodes(cases, facts, settings, 2, lines.append)
+    found = [_shown(judgements.result(case) or run_case(case, facts, settings)) for case in cases]
+    assert found == expected
+    # 5 nodes after the first, 2 workers of 1 node each per fork: 3 forks, 6 workers (5 used).
+    assert len(set(started.read_text().split())) == 6
 
 
 def test_a_judged_nodes_tables_are_let_go(snapshot: Path) -> None:
