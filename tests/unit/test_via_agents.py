@@ -128,7 +128,7 @@ def test_every_node_is_read_by_one_exec_and_a_node_without_a_ready_agent_is_one_
         "vipcheck-agent-a1",
         "vipcheck-agent-a2",
     ]
-    assert all("command=vipcheck-node&" in r and r.endswith(" 101") for r in execs)
+    assert all("command=vipcheck-node&" in r and r.endswith(" 101") for r in execs), execs
     assert all(r.startswith("GET ") for r in requests)
 
 
