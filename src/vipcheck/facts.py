@@ -782,17 +782,19 @@ class Facts:
         probes: ProbeLoader | None = None,
         observer: InputObserver = _unobserved_reads,
         sysctl_keys: Sequence[str] | None = None,
+        cluster: ClusterFacts | None = None,
     ) -> Facts:
         """Facts of a snapshot; probes from the loader, else the snapshot's probes/ files.
         sysctl_keys: the only sysctl keys kept (`*` a glob within one name; the catalogue's
-        SYSCTL_KEYS, handed down by the run), None for all of them."""
+        SYSCTL_KEYS, handed down by the run), None for all of them. cluster: the snapshot's
+        cluster facts, already made (and parsed) while its nodes arrived (ArrivingFacts)."""
         recorded = snapshot.probes
         if probes is None and recorded is not None:
             probes = lambda: recorded  # noqa: E731
         shared = SharedServices()
         keep = None if sysctl_keys is None else keys_named(sysctl_keys)
         return cls(
-            ClusterFacts(snapshot.cluster, snapshot.cluster_error, observer),
+            cluster or ClusterFacts(snapshot.cluster, snapshot.cluster_error, observer),
             {
                 name: NodeFacts(node, observer, shared, keep)
                 for name, node in snapshot.nodes.items()
@@ -800,3 +802,27 @@ class Facts:
             ProbeFacts(probes or _not_probed, observer),
             snapshot.meta,
         )
+
+
+class ArrivingFacts:
+    """A live run's facts while its nodes are still arriving (vipcheck.arrival judges each as it
+    comes): the cluster's from the start, a node's from when it is added.
+
+    Only observed nodes are added, so these facts have no unobserved node to remember
+    (Facts.unobserved_nodes keeps what it first found). `facts` holds the very mapping nodes
+    are added to: what its expected state keeps of each node goes with that node's facts.
+    """
+
+    def __init__(self, cluster: Mapping[str, str], sysctl_keys: Sequence[str]) -> None:
+        self._nodes: dict[str, NodeFacts] = {}
+        self._shared = SharedServices()
+        self._sysctl_keys = keys_named(sysctl_keys)
+        self.facts = Facts(ClusterFacts(cluster), self._nodes)
+
+    def add(self, node: NodeSnapshot) -> NodeFacts:
+        """The node's facts, now among these; ValueError for one not observed or already in."""
+        if node.error is not None or node.name in self._nodes:
+            raise ValueError(f"{node.name}: not observed, or added already")
+        facts = NodeFacts(node, shared=self._shared, sysctl_keys=self._sysctl_keys)
+        self._nodes[node.name] = facts
+        return facts

@@ -80,7 +80,7 @@ class Found:
         )
 
 
-_CaseKey = tuple[str, str]  # (check id, item id)
+CaseKey = tuple[str, str]  # (check id, item id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +89,11 @@ class _Judged:
 
     node: str
     verdicts: dict[Hashable, bytes]
-    results: dict[_CaseKey, Found]
+    results: dict[CaseKey, Found]
 
 
 @dataclass(frozen=True, slots=True)
-class _Work:
+class Work:
     """What judging a node takes: the run's facts, its settings, the selected cases."""
 
     facts: Facts
@@ -103,12 +103,14 @@ class _Work:
 
 
 class Judgements:
-    """What the per-node pass made: each node item's result, looked up by its case."""
+    """What the per-node pass made: each node item's result, looked up by its case; and the
+    nodes judged already (as they arrived: vipcheck.arrival), which the pass leaves out."""
 
     def __init__(self) -> None:
-        self._results: dict[_CaseKey, Found] = {}
+        self._results: dict[CaseKey, Found] = {}
+        self.nodes: set[str] = set()
 
-    def add(self, results: Mapping[_CaseKey, Found]) -> None:
+    def add(self, results: Mapping[CaseKey, Found]) -> None:
         self._results.update(results)
 
     def packed(self, facts: Facts) -> bytes:
@@ -139,12 +141,21 @@ def judge_nodes(
     settings: Settings,
     jobs: int | None,
     progress: Progress,
+    *,
+    judgements: Judgements | None = None,
 ) -> Judgements:
     """Judge every node the cases need, node by node, in up to `jobs` processes (None: one per
-    CPU, for clusters big enough); each node's verdicts kept in facts, its tables let go."""
+    CPU, for clusters big enough); each node's verdicts kept in facts, its tables let go.
+    judgements: what was judged before (its nodes left out), to add to."""
     work = _work(cases, facts, settings)
-    judgements = Judgements()
-    names = [name for name in facts.nodes if work.spanning or name in work.per_node]
+    judgements = Judgements() if judgements is None else judgements
+    for name in judgements.nodes & facts.nodes.keys():
+        facts.nodes[name].forget()  # what collection parsed (a node's interfaces)
+    names = [
+        name
+        for name in facts.nodes
+        if (work.spanning or name in work.per_node) and name not in judgements.nodes
+    ]
     if not names:
         return judgements
     first, rest = names[0], names[1:]
@@ -152,17 +163,17 @@ def judge_nodes(
     if workers > 1:
         progress(f"judging {len(names)} nodes in {workers} processes")
     tally = _Tally(len(names), progress)
-    judgements.add(_judge(work, first))
+    judgements.add(judge_node(work, first))
     tally.one_more()
     if workers > 1:
         rest = _in_workers(work, rest, workers, judgements, tally)
     for name in rest:
-        judgements.add(_judge(work, name))
+        judgements.add(judge_node(work, name))
         tally.one_more()
     return judgements
 
 
-def _work(cases: Iterable[Case[Any]], facts: Facts, settings: Settings) -> _Work:
+def _work(cases: Iterable[Case[Any]], facts: Facts, settings: Settings) -> Work:
     spanning: dict[str, Case[Any]] = {}
     per_node: dict[str, list[Case[Any]]] = defaultdict(list)
     for case in cases:
@@ -173,7 +184,7 @@ def _work(cases: Iterable[Case[Any]], facts: Facts, settings: Settings) -> _Work
         else:
             per_node[case.node].append(case)
     by_node = {node: tuple(found) for node, found in per_node.items()}
-    return _Work(facts, settings, tuple(spanning.values()), by_node)
+    return Work(facts, settings, tuple(spanning.values()), by_node)
 
 
 def reads_probes(check: Check[Any]) -> bool:
@@ -192,7 +203,7 @@ def _workers(jobs: int | None, nodes: int) -> int:
     return max(1, min(jobs, nodes - 1))  # the first node is judged here
 
 
-def _judge(work: _Work, name: str) -> dict[_CaseKey, Found]:
+def judge_node(work: Work, name: str) -> dict[CaseKey, Found]:
     """Judge one node: each spanning check's verdict kept in the facts, each node item's result
     returned; then the node's parsed tables let go."""
     facts, settings = work.facts, work.settings
@@ -225,7 +236,7 @@ class _Tally:
 
 
 def _in_workers(
-    work: _Work,
+    work: Work,
     names: Sequence[str],
     workers: int,
     judgements: Judgements,
@@ -252,10 +263,10 @@ def _in_workers(
     return list(left)
 
 
-_WORK: _Work | None = None  # a worker's: the run's, inherited when it was forked
+_WORK: Work | None = None  # a worker's: the run's, inherited when it was forked
 
 
-def _start_worker(work: _Work) -> None:
+def _start_worker(work: Work) -> None:
     global _WORK  # noqa: PLW0603 (a forked worker's one piece of state)
     _WORK = work
     # Ctrl-C is the run's to handle: it stops handing out nodes, and workers finish their one.
@@ -266,7 +277,7 @@ def _start_worker(work: _Work) -> None:
 
 def _judge_in_worker(name: str) -> _Judged:
     assert _WORK is not None
-    results = _judge(_WORK, name)
+    results = judge_node(_WORK, name)
     return _Judged(name, dict(_pickled(_WORK.facts.verdicts.take(name))), results)
 
 

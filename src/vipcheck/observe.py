@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Protocol
 
-from vipcheck.facts import Facts, NotProbed, ProbeLoader
+from vipcheck.facts import ClusterFacts, Facts, NotProbed, ProbeLoader
 from vipcheck.gather.cluster import ClusterConfigError
 from vipcheck.gather.live import gather
 from vipcheck.gather.vantage_points import ProbeError, vantage_points
@@ -17,6 +18,7 @@ from vipcheck.handshake_rounds import run_probes
 from vipcheck.kind import find_kind_cluster
 from vipcheck.options import RunOptions
 from vipcheck.snapshot import (
+    NodeSnapshot,
     NodeSpool,
     Snapshot,
     SnapshotError,
@@ -32,12 +34,35 @@ class ObserveError(Exception):
     """The target cannot be observed as asked: a usage error, in one line saying what to fix."""
 
 
-def observe(options: RunOptions, progress: Progress, sysctl_keys: Sequence[str]) -> Facts:
+class Arrivals(Protocol):
+    """Told of a live run's cluster and nodes as they are gathered: vipcheck.arrival's
+    ArrivalJudge, which judges each node then (the catalogue sits above this layer)."""
+
+    def cluster_read(self, files: Mapping[str, str]) -> None: ...
+
+    def arrived(self, node: NodeSnapshot) -> NodeSnapshot: ...
+
+    def gathered(self) -> ClusterFacts | None:
+        """Gathering ended; the cluster's facts it made, if any."""
+        ...
+
+    def adopt(self, snapshot: Snapshot, facts: Facts) -> None:
+        """What it made of the snapshot's nodes, put in the run's facts."""
+        ...
+
+
+def observe(
+    options: RunOptions,
+    progress: Progress,
+    sysctl_keys: Sequence[str],
+    arrivals: Arrivals | None = None,
+) -> Facts:
     """The run's facts; a bad snapshot, kubeconfig, inventory or --probe-from is ObserveError.
 
     sysctl_keys: what the checks read (the catalogue's SYSCTL_KEYS: the catalogue sits above
     this layer, so its caller hands them down): asked of nodes without `sysctl`, and the only
-    keys the facts keep of any node's sysctls.
+    keys the facts keep of any node's sysctls. arrivals: told of a live run's cluster and
+    nodes as they are gathered (a replay's are all there at once).
     """
     try:
         if options.replay is not None:
@@ -47,13 +72,16 @@ def observe(options: RunOptions, progress: Progress, sysctl_keys: Sequence[str])
             return Facts.from_snapshot(snapshot, probes, sysctl_keys=sysctl_keys)
         if options.gather.kind is not None:
             options = _with_kind_nodes(options, progress)
-        snapshot = _gather(options, progress, sysctl_keys)
+        snapshot, cluster = _gather(options, progress, sysctl_keys, arrivals)
         if options.save_to is not None:
             save_snapshot(snapshot, options.save_to)
             progress(f"snapshot saved to {options.save_to}")
     except SnapshotError as error:
         raise ObserveError(str(error)) from None
-    return _with_live_probes(options, snapshot, progress, sysctl_keys)
+    facts = _with_live_probes(options, snapshot, progress, sysctl_keys, cluster)
+    if arrivals is not None:
+        arrivals.adopt(snapshot, facts)
+    return facts
 
 
 def _with_kind_nodes(options: RunOptions, progress: Progress) -> RunOptions:
@@ -76,11 +104,29 @@ def _with_kind_nodes(options: RunOptions, progress: Progress) -> RunOptions:
     return replace(options, gather=target)
 
 
-def _gather(options: RunOptions, progress: Progress, sysctl_keys: Sequence[str]) -> Snapshot:
+def _gather(
+    options: RunOptions,
+    progress: Progress,
+    sysctl_keys: Sequence[str],
+    arrivals: Arrivals | None,
+) -> tuple[Snapshot, ClusterFacts | None]:
+    """The snapshot gathered, and the cluster's facts arrivals made of it."""
     try:
         # Each node's files on disk as it arrives, read as a replay's are (NodeSpool).
         spool = NodeSpool(options.max_file_bytes)
-        return gather(options.gather, progress, sysctl_keys=sysctl_keys, keep=spool.keep)
+        if arrivals is None:
+            return gather(options.gather, progress, sysctl_keys=sysctl_keys, keep=spool.keep), None
+        try:
+            snapshot = gather(
+                options.gather,
+                progress,
+                sysctl_keys=sysctl_keys,
+                keep=lambda node: arrivals.arrived(spool.keep(node)),
+                cluster_read=arrivals.cluster_read,
+            )
+        finally:
+            cluster = arrivals.gathered()
+        return snapshot, cluster
     except ClusterConfigError as error:
         if options.gather.kind is not None:
             raise ObserveError(f"--kind {options.gather.kind}: {error}") from None
@@ -99,7 +145,11 @@ def _replayed_probes(options: RunOptions, snapshot: Snapshot) -> ProbeLoader | N
 
 
 def _with_live_probes(
-    options: RunOptions, snapshot: Snapshot, progress: Progress, sysctl_keys: Sequence[str]
+    options: RunOptions,
+    snapshot: Snapshot,
+    progress: Progress,
+    sysctl_keys: Sequence[str],
+    cluster: ClusterFacts | None,
 ) -> Facts:
     """Facts whose probes run when first read, so `-m "not probe"` opens no connection.
 
@@ -107,7 +157,7 @@ def _with_live_probes(
     """
     if not options.probes.enabled:
         refused = _refuse("probing turned off (--no-probe)")
-        return Facts.from_snapshot(snapshot, refused, sysctl_keys=sysctl_keys)
+        return Facts.from_snapshot(snapshot, refused, sysctl_keys=sysctl_keys, cluster=cluster)
 
     nodes_json = snapshot.cluster.get("nodes.json")
     try:
@@ -133,7 +183,7 @@ def _with_live_probes(
                 progress(str(error))
         return files
 
-    facts = Facts.from_snapshot(snapshot, probe, sysctl_keys=sysctl_keys)
+    facts = Facts.from_snapshot(snapshot, probe, sysctl_keys=sysctl_keys, cluster=cluster)
     return facts
 
 

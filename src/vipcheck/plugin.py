@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from vipcheck import distributed, pytest_outputs
+from vipcheck.arrival import ArrivalJudge
 from vipcheck.cases import Case, Outcome, Result, cases_for, run_case
-from vipcheck.checks import SYSCTL_KEYS, check_by_id
+from vipcheck.checks import CATALOGUE, MIGRATION_CHECKS, SYSCTL_KEYS, check_by_id
 from vipcheck.facts import Facts, MissingInput
 from vipcheck.gate import Gate
 from vipcheck.json_summary import Summary, unjudged_critical
@@ -37,6 +38,7 @@ from vipcheck.pytest_options import PATH_OPTIONS, add_options, options_from_conf
 from vipcheck.pytest_setup import settle_rootdir
 from vipcheck.snapshot import load_snapshot
 from vipcheck.untrusted import printable
+from vipcheck.vocabulary import Progress
 
 MARKER = "vipcheck_check"
 PROBE_MARKER = "probe"
@@ -53,6 +55,7 @@ class VipcheckSession:
     options: RunOptions
     facts: Facts | None = None
     judgements: Judgements = field(default_factory=Judgements)  # node by node, before items run
+    arrival: ArrivalJudge | None = None  # a live run's nodes judged as they arrive
     summary: Summary = field(default_factory=Summary)
     usage_errors: list[str] = field(default_factory=list)
     tuned_gc: bool = False
@@ -163,6 +166,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             state.options.settings,
             state.options.judge_jobs,
             lambda line: _print(session.config, line),
+            judgements=None if state.arrival is None else state.arrival.judgements,
         )
         if state.lead is not None and state.snapshot is not None:
             state.lead.finish(state.snapshot, state.judgements.packed(facts))
@@ -397,12 +401,35 @@ def _observed(config: pytest.Config, session: VipcheckSession) -> Facts | None:
     if session.facts is None and not session.usage_errors:
         _collect_garbage_rarely(config)
         options = _observing(config, session)
+        progress = functools.partial(_print, config)
+        session.arrival = _arrival_judge(config, options, progress)
         try:
-            session.facts = observe(options, lambda line: _print(config, line), SYSCTL_KEYS)
+            session.facts = observe(options, progress, SYSCTL_KEYS, session.arrival)
         except ObserveError as error:
             session.usage_errors.append(str(error))
         session.snapshot = options.replay or options.save_to
     return session.facts
+
+
+def _arrival_judge(
+    config: pytest.Config, options: RunOptions, progress: Progress
+) -> ArrivalJudge | None:
+    """A judge of each node as it is gathered (vipcheck.arrival) when the run is live and
+    selects every check: -k or -m narrows a run to what collection selects, judged then; a
+    worker of pytest-xdist judges what the others replay; --collect-only judges nothing."""
+    if options.replay is not None or config.option.collectonly:
+        return None
+    if config.getoption("keyword", "") or config.getoption("markexpr", ""):
+        return None
+    if distributed.is_worker(config):
+        return None
+    checks = [check for check in CATALOGUE if check not in MIGRATION_CHECKS]
+    return ArrivalJudge(
+        [check for check in checks if not reads_probes(check)],
+        options.settings,
+        SYSCTL_KEYS,
+        progress,
+    )
 
 
 def _observing(config: pytest.Config, session: VipcheckSession) -> RunOptions:

@@ -8,7 +8,7 @@ cannot be reached, or that no spec names, is kept with the reason, never dropped
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import replace
@@ -48,6 +48,14 @@ class ClusterReader(Protocol):
     ) -> dict[str, str]: ...
 
 
+ClusterRead = Callable[[Mapping[str, str]], None]
+"""Told the cluster's files once the API is read (vipcheck.arrival: judging may start)."""
+
+
+def _nobody(files: Mapping[str, str]) -> None:
+    """A ClusterRead telling nobody."""
+
+
 def gather(
     options: GatherOptions,
     progress: Progress,
@@ -56,6 +64,7 @@ def gather(
     read_cluster: ClusterReader = gather_cluster,
     sysctl_keys: Sequence[str],
     keep: Keep = in_memory,
+    cluster_read: ClusterRead = _nobody,
 ) -> Snapshot:
     """Observe the cluster and its nodes; an unreadable API still lets the given hosts be read.
 
@@ -69,7 +78,8 @@ def gather(
     dropped); otherwise the API's node list says which nodes to gather: they are gathered as soon
     as it is listed, while the rest of the API (Services, EndpointSlices) is. Nodes without
     `sysctl` are read the files of sysctl_keys (the checks' keys, which this layer does not know).
-    Each node is handed to `keep` as it arrives: a NodeSpool's keeps its files on disk.
+    Each node is handed to `keep` as it arrives: a NodeSpool's keeps its files on disk; the
+    cluster's files to `cluster_read` once all are read (vipcheck.arrival starts judging then).
     """
     with ExitStack() as stack:
         if runner is None and options.via_agents is not None:
@@ -79,7 +89,15 @@ def gather(
 
             runner = stack.enter_context(agent_runner(options, progress))
         runner = runner or NODE_GATHER_RUNNER
-        return _observe(options, progress, runner, read_cluster, sysctl_keys, keep=keep)
+        return _observe(
+            options,
+            progress,
+            runner,
+            read_cluster,
+            sysctl_keys,
+            keep=keep,
+            cluster_read=cluster_read,
+        )
 
 
 def _observe(
@@ -90,13 +108,16 @@ def _observe(
     sysctl_keys: Sequence[str],
     *,
     keep: Keep,
+    cluster_read: ClusterRead,
 ) -> Snapshot:
     """gather's work, with the runner it chose."""
     script = build_node_script(sysctl_keys=sysctl_keys)
     early = _early_targets(options)
     nodes_listed: Future[str] = Future()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipcheck-api") as api:
-        listing = api.submit(_read_cluster, read_cluster, options, progress, nodes_listed)
+        listing = api.submit(
+            _read_cluster, read_cluster, options, progress, nodes_listed, cluster_read
+        )
         if not early:
             either: list[Future[Any]] = [nodes_listed, listing]
             wait(either, return_when=FIRST_COMPLETED)
@@ -130,18 +151,21 @@ def _read_cluster(
     options: GatherOptions,
     progress: Progress,
     nodes_listed: Future[str],
+    cluster_read: ClusterRead,
 ) -> tuple[dict[str, str], str | None]:
-    """The cluster files, or none and why the API could not be read."""
+    """The cluster files (handed to cluster_read), or none and why the API could not be read."""
 
     def listed(nodes_json: str) -> None:
         if not nodes_listed.done():
             nodes_listed.set_result(nodes_json)
 
     try:
-        return read_cluster(options.kubeconfig, options.context, progress, listed), None
+        files = read_cluster(options.kubeconfig, options.context, progress, listed)
     except ClusterError as error:
         progress(f"cluster not read: {error}")
         return {}, str(error)
+    cluster_read(files)
+    return files, None
 
 
 def _listed_targets(options: GatherOptions, nodes_json: str) -> tuple[NodeTarget, ...]:
