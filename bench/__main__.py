@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import lab
+from bench.arrival import Arrivals, run_arrivals
 from bench.oversized import run_oversized
 from bench.synth import Mode, Shape, expected_failures, generate
 from bench.xdist import Distributed, run_distributed
@@ -39,6 +40,8 @@ FLEET_BIGGEST = (1000, 10_000)
 MILLION = 1_000_000
 MILLION_BASE = (20, 1000)
 OVERSIZED_BASE = (5, 300)
+# The live line (bench.arrival): stand-in nodes, 32 at a time, each answering after 2 s.
+LIVE_SIZE = (200, 1000)
 GIB = 1 << 30
 
 
@@ -397,6 +400,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-xdist", action="store_true", help="skip the -n auto replay of the largest size"
     )
     parser.add_argument(
+        "--no-live",
+        action="store_true",
+        help=f"skip the live line ({LIVE_SIZE[0]} x {LIVE_SIZE[1]}, stand-in nodes: judged as "
+        "they arrive, or after the gather)",
+    )
+    parser.add_argument(
         "--oversized",
         action="store_true",
         help="only the oversized-input replays: 400 MB files, 100 MB lines (bench.oversized)",
@@ -432,6 +441,15 @@ def run_xdist(largest: Row, workdir: Path, timeout_s: float) -> Distributed:
         shown=_shown(shape),
         measure=measure,
         timeout_s=timeout_s,
+    )
+
+
+def run_live(workdir: Path, timeout_s: float) -> Arrivals:
+    """LIVE_SIZE gathered from stand-in nodes, judged as they arrive and after the gather."""
+    shape = Shape(*LIVE_SIZE)
+    print(f"bench: gathering {shape.nodes} x {shape.services} from stand-in nodes", flush=True)
+    return run_arrivals(
+        snapshot(shape, workdir), workdir, shown=_shown(shape), measure=measure, timeout_s=timeout_s
     )
 
 
@@ -505,10 +523,14 @@ def main(argv: list[str] | None = None) -> int:
     distributed = None
     if ipvs and rows and not args.no_xdist:
         distributed = run_xdist(rows[-1], args.workdir, args.timeout)
+    live = run_live(args.workdir, args.timeout) if ipvs and not args.no_live else None
     missed = report(rows, million, targets) if ipvs else []
     if distributed is not None:
         print(distributed.line())
         missed += distributed.missed()
+    if live is not None:
+        print(live.line())
+        missed += live.missed()
     for text, measured in selection:
         print(
             f"selection {text}: {measured.wall_s:.1f} s, {_mib(measured.peak_rss)} "

@@ -4,7 +4,6 @@ reach, failed on, or that the run kept another node's files under, judged after 
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bench.arrival import DelayedNodes
 from bench.synth import Mode, Shape, generate
 from vipcheck import arrival, judging
 from vipcheck.arrival import ArrivalJudge
@@ -19,13 +19,10 @@ from vipcheck.cases import Case, Result, cases_for, run_case
 from vipcheck.checks import CATALOGUE, MIGRATION_CHECKS, SYSCTL_KEYS
 from vipcheck.facts import Facts
 from vipcheck.gather.live import gather
-from vipcheck.gather.node_script import END
 from vipcheck.judging import Judgements, judge_nodes, reads_probes
-from vipcheck.node_reader.frames import FrameWriter
 from vipcheck.options import GatherOptions
 from vipcheck.settings import Settings
 from vipcheck.snapshot import NodeSnapshot, NodeSpool, Snapshot, load_snapshot
-from vipcheck.transport import NodeTarget, RunResult, TransportError
 
 SHAPES = {
     "ipvs": Shape(nodes=6, services=25, connections=10, node_port_share=0.3),
@@ -42,33 +39,10 @@ def snapshot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return generate(SHAPES[request.param], tmp_path_factory.mktemp(request.param))
 
 
-class SnapshotNodes:
-    """A NodeRunner whose nodes print a snapshot's files, in the node script's frames; a node
-    named in `down` cannot be reached; before printing, a node waits for `before[node]`."""
-
-    def __init__(self, snapshot: Snapshot, down: frozenset[str] = frozenset()) -> None:
-        self.snapshot = snapshot
-        self.down = down
-        self.before: dict[str, Callable[[], None]] = {}
-
-    def run(self, target: NodeTarget, script: str, timeout_s: float) -> RunResult:
-        self.before.get(target.node, lambda: None)()
-        if target.node in self.down:
-            raise TransportError(f"{target.node}: ssh: connect to host: Connection refused")
-        node = self.snapshot.nodes[target.node]
-        out = io.BytesIO()
-        frames = FrameWriter(out)
-        for name, text in node.files.items():
-            frames.file(name, lambda text=text: [text])  # type: ignore[misc]
-        for name, why in node.missing.items():
-            frames.missing(name, why)
-        return RunResult(0, out.getvalue().decode() + END + "\n", "")
-
-
 def _gathered(
     replayed: Snapshot,
     judge: ArrivalJudge,
-    runner: SnapshotNodes,
+    runner: DelayedNodes,
     read_cluster: Callable[..., dict[str, str]] | None = None,
 ) -> tuple[Snapshot, Facts]:
     """Gather the replayed snapshot's nodes live, as observe does with a judge."""
@@ -150,7 +124,7 @@ def test_nodes_are_judged_while_the_last_is_gathered_with_a_replay_s_results(
 ) -> None:
     replayed = load_snapshot(snapshot)
     expected = _replayed(replayed)
-    runner = SnapshotNodes(replayed)
+    runner = DelayedNodes(replayed)
     *first, last = replayed.nodes
     runner.before[last] = _waits_for(judged_nodes, set(first))
     lines: list[str] = []
@@ -167,7 +141,7 @@ def test_nodes_are_judged_while_the_last_is_gathered_with_a_replay_s_results(
 def test_a_node_not_observed_is_left_to_its_items(snapshot: Path, judged_nodes: list[str]) -> None:
     replayed = load_snapshot(snapshot)
     down = "node-003"
-    runner = SnapshotNodes(replayed, down=frozenset({down}))
+    runner = DelayedNodes(replayed, down=frozenset({down}))
     *first, last = replayed.nodes
     runner.before[last] = _waits_for(judged_nodes, set(first) - {down})
     judge = _judge([])
@@ -197,7 +171,7 @@ def test_nodes_the_judge_did_not_reach_are_judged_after_collection(
 
     monkeypatch.setattr(arrival, "judge_node", slow)
 
-    _gathered_snapshot, facts = _gathered(replayed, judge, SnapshotNodes(replayed))
+    _gathered_snapshot, facts = _gathered(replayed, judge, DelayedNodes(replayed))
 
     assert len(judge.judgements.nodes) == 1
     assert _judged(facts, judge.judgements) == _replayed(replayed)
@@ -217,7 +191,7 @@ def test_a_node_judging_fails_on_is_judged_after_collection(
     monkeypatch.setattr(arrival, "judge_node", failing)
     judge = _judge([])
 
-    _gathered_snapshot, facts = _gathered(replayed, judge, SnapshotNodes(replayed))
+    _gathered_snapshot, facts = _gathered(replayed, judge, DelayedNodes(replayed))
 
     assert "node-002" not in judge.judgements.nodes
     assert not facts.verdicts.entries("node-002")
