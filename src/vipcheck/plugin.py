@@ -414,14 +414,12 @@ def _observed(config: pytest.Config, session: VipcheckSession) -> Facts | None:
 def _arrival_judge(
     config: pytest.Config, options: RunOptions, progress: Progress
 ) -> ArrivalJudge | None:
-    """A judge of each node as it is gathered (vipcheck.arrival) when the run is live and
-    selects every check: -k or -m narrows a run to what collection selects, judged then; a
-    worker of pytest-xdist judges what the others replay; --collect-only judges nothing."""
+    """A judge of each node as it is gathered (vipcheck.arrival) when the run is live (under
+    pytest-xdist, the worker that observes for all) and selects every check: -k or -m narrows
+    a run to what collection selects, judged then; --collect-only judges nothing."""
     if options.replay is not None or config.option.collectonly:
         return None
     if config.getoption("keyword", "") or config.getoption("markexpr", ""):
-        return None
-    if distributed.is_worker(config):
         return None
     checks = [check for check in CATALOGUE if check not in MIGRATION_CHECKS]
     return ArrivalJudge(
