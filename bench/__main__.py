@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -172,7 +174,12 @@ def snapshot(shape: Shape, workdir: Path, progress: bool = True) -> Path:
         shutil.rmtree(directory, ignore_errors=True)
         if progress:
             print(f"bench: generating {shape.nodes} x {shape.services} ({directory})", flush=True)
-        generate(shape, directory)
+        # In a fresh process: generating 1,000 nodes grows a process by hundreds of MB, and
+        # Linux counts a parent's peak RSS in each child's it starts after (os.wait4's
+        # ru_maxrss keeps the memory the child had before its exec), so every later row
+        # would show at least that much.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(generate, shape, directory).result()
         done.touch()
     return directory
 
