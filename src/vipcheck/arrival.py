@@ -145,8 +145,7 @@ class ArrivalJudge:
             work = Work(arriving.facts.facts, self._settings, arriving.spanning, {node.name: cases})
             self._judged[node.name] = (node, judge_node(work, node.name))
         except Exception:
-            if self._verdicts is not None:
-                self._verdicts.verdicts.take(node.name)
+            arriving.facts.facts.verdicts.take(node.name)  # what it made before it failed
 
 
 @dataclass(frozen=True, slots=True)
