@@ -47,9 +47,10 @@ NODES_PER_WORKER = 4
 MOST_WORKERS = 4
 # Nor does a worker judge more than this many nodes: then fresh ones are forked. A worker's
 # private memory grew with the nodes it judged (freed tables scattered over arenas it cannot
-# give back): at 500 x 10,000 its 250 nodes took it to 218 MB, 191 MB with fresh workers every
-# 100, and the run's peak went from 775 to 725 MiB (issue 22).
-NODES_PER_FORK = 100
+# give back, and more of what it inherited copied as it is touched): the run's peak at 1,000 x
+# 10,000 was 812 MiB with fresh workers every 100 nodes, 760 every 50, 724 every 25, 693 every
+# 10; at 100 x 10,000 626 and 585 MiB (100 and 25); the wall time the same (issue 22).
+NODES_PER_FORK = 25
 PROGRESS_EVERY_S = 10.0
 
 
