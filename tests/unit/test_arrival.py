@@ -159,19 +159,24 @@ def test_a_node_not_observed_is_left_to_its_items(snapshot: Path, judged_nodes: 
 def test_nodes_the_judge_did_not_reach_are_judged_after_collection(
     snapshot: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Judging the first node lasts until gathering ends: the judge stops after it, and the
-    pass after collection judges the others."""
+    """Judging the first node lasts until gathering ends (which waits for it to begin): the
+    judge stops after it, and the pass after collection judges the others."""
     replayed = load_snapshot(snapshot)
     judge = _judge([])
     judge_node = judging.judge_node
+    begun = threading.Event()
 
     def slow(work: Any, name: str) -> Any:
+        begun.set()
         assert judge._stopping.wait(WAIT_S)  # the end of gathering
         return judge_node(work, name)
 
     monkeypatch.setattr(arrival, "judge_node", slow)
+    runner = DelayedNodes(replayed)
+    *_first, last = replayed.nodes
+    runner.before[last] = lambda: None if begun.wait(WAIT_S) else pytest.fail("never judged")
 
-    _gathered_snapshot, facts = _gathered(replayed, judge, DelayedNodes(replayed))
+    _gathered_snapshot, facts = _gathered(replayed, judge, runner)
 
     assert len(judge.judgements.nodes) == 1
     assert _judged(facts, judge.judgements) == _replayed(replayed)
