@@ -4,8 +4,8 @@
 No 200-node cluster runs here, so the fleet is a stand-in: `DelayedNodes`, a NodeRunner whose
 every node answers after a fixed round trip with a generated snapshot's files in the node
 script's frames. The rest is vipcheck's own: the gather (32 nodes at a time), the spool, the
-judge, the pass after collection. `python -m bench.arrival DIR NODES DELAY MODE OUT` runs one
-side and writes its times and a digest of every case's result to OUT; the bench runs both
+judge, the pass after collection. `python -m bench.arrival DIR DELAY arrival|after OUT` runs
+one side and writes its times and a digest of every case's result to OUT; the bench runs both
 sides as processes of their own, so each side's memory is its own. The times are quoted; the
 target is that both sides judged every case the same.
 """
@@ -121,7 +121,10 @@ class Arrivals:
         if len(self.sides) < 2:
             return f"live {self.shown}: a side did not finish"
         arriving, after = self.sides[True], self.sides[False]
-        judged = next((said for said in arriving["said"] if "as they arrived" in said), "none")
+        judged = next(
+            (said for said in arriving["said"] if "as they arrived" in said),
+            "no node judged as it arrived",
+        )
         verdict = "met" if self.same else "MISSED"
         return (
             f"live {self.shown} (stand-in nodes answering after {ROUND_TRIP_S:.0f} s, "
@@ -158,6 +161,9 @@ def run_arrivals(
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) != 4 or argv[2] not in ("arrival", "after"):
+        print("usage: python -m bench.arrival DIR DELAY_S arrival|after OUT", file=sys.stderr)
+        return 2
     directory, delay_s, side, out = Path(argv[0]), float(argv[1]), argv[2], Path(argv[3])
     figures = run_side(directory, delay_s, on_arrival=side == "arrival")
     out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -38,6 +38,12 @@ def test_a_side_that_does_not_finish_is_said(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=ROOT, check=False, timeout=120,
     )  # fmt: skip
     assert run.returncode != 0
+    usage = subprocess.run(
+        [sys.executable, "-m", "bench.arrival", str(tmp_path), "0", "before", "out.json"],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=120,
+    )  # fmt: skip
+    assert usage.returncode == 2
+    assert usage.stderr == "usage: python -m bench.arrival DIR DELAY_S arrival|after OUT\n"
     found = arrival.Arrivals("8 x 20", {}, {})
     assert found.line() == "live 8 x 20: a side did not finish"
     assert found.missed() == ["live 8 x 20: judged as they arrive, other results"]
