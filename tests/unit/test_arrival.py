@@ -5,6 +5,7 @@ reach, failed on, or that the run kept another node's files under, judged after 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,7 @@ def snapshot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 def _gathered(
-    replayed: Snapshot,
-    judge: ArrivalJudge,
-    runner: DelayedNodes,
-    read_cluster: Callable[..., dict[str, str]] | None = None,
+    replayed: Snapshot, judge: ArrivalJudge, runner: DelayedNodes
 ) -> tuple[Snapshot, Facts]:
     """Gather the replayed snapshot's nodes live, as observe does with a judge."""
     spool = NodeSpool()
@@ -52,7 +50,7 @@ def _gathered(
             GatherOptions(hosts=tuple(f"ssh://{name}" for name in replayed.nodes), parallel=2),
             lambda _line: None,
             runner=runner,
-            read_cluster=read_cluster or (lambda *_args: dict(replayed.cluster)),
+            read_cluster=lambda *_args: dict(replayed.cluster),
             sysctl_keys=SYSCTL_KEYS,
             keep=lambda node: judge.arrived(spool.keep(node)),
             cluster_read=judge.cluster_read,
@@ -109,11 +107,10 @@ def _waits_for(judged: list[str], names: set[str]) -> Callable[[], None]:
     to end never sees them judged, and the test fails)."""
 
     def wait() -> None:
-        deadline = threading.Event()
         for _ in range(int(WAIT_S * 20)):
             if names <= set(judged):
                 return
-            deadline.wait(0.05)
+            time.sleep(0.05)
         raise AssertionError(f"{sorted(names - set(judged))} not judged while gathering")
 
     return wait
@@ -185,21 +182,27 @@ def test_nodes_the_judge_did_not_reach_are_judged_after_collection(
 def test_a_node_judging_fails_on_is_judged_after_collection(
     snapshot: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """node-002's judging raises once it made its verdicts (the gather waits for it)."""
     replayed = load_snapshot(snapshot)
     judge_node = judging.judge_node
+    failed = threading.Event()
 
     def failing(work: Any, name: str) -> Any:
+        found = judge_node(work, name)
         if name == "node-002":
+            failed.set()
             raise RuntimeError("a bug")
-        return judge_node(work, name)
+        return found
 
     monkeypatch.setattr(arrival, "judge_node", failing)
     judge = _judge([])
+    runner = DelayedNodes(replayed)
+    *_first, last = replayed.nodes
+    runner.before[last] = lambda: None if failed.wait(WAIT_S) else pytest.fail("never judged")
 
-    _gathered_snapshot, facts = _gathered(replayed, judge, DelayedNodes(replayed))
+    _gathered_snapshot, facts = _gathered(replayed, judge, runner)
 
     assert "node-002" not in judge.judgements.nodes
-    assert not facts.verdicts.entries("node-002")
     assert _judged(facts, judge.judgements) == _replayed(replayed)
 
 
@@ -211,12 +214,11 @@ def test_a_node_kept_under_another_s_name_is_judged_again(snapshot: Path) -> Non
     judge.cluster_read(dict(replayed.cluster))
     spool = NodeSpool()
     kept = {name: judge.arrived(spool.keep(node)) for name, node in replayed.nodes.items()}
-    # Let it judge: the last node arrives after the others are judged.
-    done = threading.Event()
+    # Let it judge every node before gathering ends.
     for _ in range(int(WAIT_S * 20)):
         if len(judge._judged) == len(kept):  # how far it got
             break
-        done.wait(0.05)
+        time.sleep(0.05)
     cluster = judge.gathered()
     swapped = dict(kept)
     swapped["node-001"], swapped["node-002"] = (
